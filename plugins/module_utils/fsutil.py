@@ -1,0 +1,79 @@
+"""Durable file-system primitives.
+
+Every write that matters follows one order: write to a temporary name in the
+target directory, fsync the file, make it visible under its final name, fsync
+the directory. A crash at any point leaves either no file or a complete one
+under the final name; at worst a temporary file remains, which every reader
+ignores because of its prefix.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+TEMP_PREFIX = ".rk-tmp."
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the names of in-progress writes, which readers must ignore."""
+    return name.startswith(TEMP_PREFIX)
+
+
+def temp_name_for(final_name: str) -> str:
+    """A unique temporary name, in the same directory, for a file being written."""
+    return "%s%s.%d.%s" % (TEMP_PREFIX, final_name, os.getpid(), os.urandom(4).hex())
+
+
+def fsync_directory(path: str) -> None:
+    """Make a directory's entries (creations, renames, unlinks) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def makedirs_durable(path: str, mode: int = 0o750) -> None:
+    """Create a directory and any missing parents, fsyncing each new entry's parent."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path.rstrip("/"))
+    if parent and parent != path:
+        makedirs_durable(parent, mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return
+    fsync_directory(parent or ".")
+
+
+def publish_without_overwrite(temp_path: str, final_path: str) -> None:
+    """Give a fully written temp file its final name, refusing to replace any file.
+
+    link(2) fails with EEXIST when the name is taken, so two writers racing for
+    one name can never overwrite each other. Filesystems without hard links
+    fall back to an existence check followed by rename(2).
+    """
+    try:
+        os.link(temp_path, final_path)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, "file exists", final_path) from None
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        if os.path.lexists(final_path):
+            raise FileExistsError(errno.EEXIST, "file exists", final_path) from None
+        os.rename(temp_path, final_path)
+        return
+    os.unlink(temp_path)
+
+
+def remove_quietly(path: str) -> None:
+    """Remove a file if it exists; used to clean up after a failed write."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,172 @@
+"""Continuous WAL archiving: the archive command and the restore command.
+
+push() is run by PostgreSQL once per WAL file and must report success only
+once the file is durable in the repository, and must never replace a
+different file archived under the same name. fetch() is run during recovery
+and must never hand PostgreSQL a partial or corrupt file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, NamedTuple, Optional
+
+from . import objectformat, wal
+from .config import Config
+from .errors import (
+    ArchiveConflict,
+    CorruptObject,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+)
+from .fsutil import remove_quietly, temp_name_for
+from .repository import Repository
+
+ARCHIVED = "archived"
+ALREADY_ARCHIVED = "already-archived"
+
+
+class WalNotFound(ObjectNotFound):
+    """The requested WAL file is not in the archive: the normal end of recovery."""
+
+
+class PushOutcome(NamedTuple):
+    status: str
+    name: str
+    key: str
+    size: int
+    stored_size: int
+    sha256: str
+
+
+def _quote_for_command(path: str) -> str:
+    # PostgreSQL expands %-escapes in the command before the shell sees it.
+    import shlex
+
+    return shlex.quote(path).replace("%", "%%")
+
+
+def archive_command(tool_path: str, config_path: str) -> str:
+    """The archive_command setting that pushes WAL with this configuration."""
+    return "%s wal-push --config %s %%p %%f" % (_quote_for_command(tool_path), _quote_for_command(config_path))
+
+
+def restore_command(tool_path: str, config_path: str) -> str:
+    """The restore_command setting that fetches WAL with this configuration."""
+    return "%s wal-fetch --config %s %%f %%p" % (_quote_for_command(tool_path), _quote_for_command(config_path))
+
+
+class WalArchive:
+    """The WAL archive of one cluster in one repository."""
+
+    def __init__(self, config: Config, repository: Optional[Repository] = None) -> None:
+        self.config = config
+        self.repository = repository or Repository.from_config(config)
+        self.storage = self.repository.storage
+
+    def key_for(self, name: str) -> str:
+        return "%s/wal/%s/%s" % (self.config.cluster, wal.archive_directory(name), name)
+
+    def push(self, source_path: str, name: str) -> PushOutcome:
+        kind = wal.classify(name)
+        data = _read_source(source_path)
+        digest = objectformat.sha256_hex(data)
+        self.repository.require_initialised()
+        if wal.has_segment_header(kind):
+            header = wal.read_segment_header(name, data)
+            self.repository.claim_identity(self.config.cluster, header.system_identifier, header.segment_size, name)
+        key = self.key_for(name)
+        outcome = self._compare_with_archived(key, name, data, digest)
+        if outcome is not None:
+            return outcome
+        blob = objectformat.encode(name, data, self.config.compression, self.config.compression_level, digest)
+        try:
+            self.storage.put_bytes(key, blob)
+        except ObjectExists:
+            # Another pusher won the race for this name: same rules as above.
+            outcome = self._compare_with_archived(key, name, data, digest)
+            if outcome is not None:
+                return outcome
+            raise
+        return PushOutcome(ARCHIVED, name, key, len(data), len(blob), digest)
+
+    def _compare_with_archived(self, key: str, name: str, data: bytes, digest: str) -> Optional[PushOutcome]:
+        """None when nothing is archived under key; an outcome when the archived
+        copy is identical; ArchiveConflict when it differs."""
+        try:
+            prefix = self.storage.read_prefix(key, objectformat.HEADER_READ_SIZE)
+        except ObjectNotFound:
+            return None
+        try:
+            header, _offset = objectformat.parse_header(prefix)
+        except CorruptObject as exc:
+            raise ArchiveConflict(
+                "%s is already archived at %s but the archived copy is unreadable (%s); refusing to overwrite it"
+                % (name, self.storage.location, exc),
+                "inspect and move the damaged object aside by hand, then archiving resumes",
+            ) from None
+        if header.sha256 == digest and header.size == len(data):
+            return PushOutcome(ALREADY_ARCHIVED, name, key, len(data), 0, digest)
+        raise ArchiveConflict(
+            "%s is already archived with different content (archived: %d bytes, sha256 %s; new: %d bytes, "
+            "sha256 %s); refusing to overwrite it" % (name, header.size, header.sha256[:16], len(data), digest[:16]),
+            "two clusters may be archiving under the same [cluster] name, or the archive belongs to an older "
+            "cluster: give each cluster its own name or repository",
+        )
+
+    def fetch(self, name: str, dest_path: str) -> objectformat.Header:
+        """Restore one WAL file to dest_path. Raises WalNotFound when absent and
+        CorruptObject when the stored copy fails verification."""
+        wal.classify(name)
+        key = self.key_for(name)
+        try:
+            blob = self.storage.get_bytes(key)
+        except ObjectNotFound:
+            raise WalNotFound("%s is not in the archive" % name) from None
+        try:
+            header, data = objectformat.decode(blob)
+        except CorruptObject as exc:
+            raise CorruptObject(
+                "archived %s at %s is corrupt: %s" % (name, self.storage.location, exc),
+                "recovery stops here rather than end early; restore this file from another copy of the archive",
+            ) from None
+        if header.name != name:
+            raise CorruptObject("archived object %s holds %s, not %s" % (key, header.name, name))
+        _write_restored(dest_path, data)
+        return header
+
+    def exists(self, name: str) -> bool:
+        return self.storage.exists(self.key_for(name))
+
+    def names(self) -> List[str]:
+        """Every WAL file name in the archive, sorted."""
+        prefix = "%s/wal/" % self.config.cluster
+        return sorted(info.key.rsplit("/", 1)[1] for info in self.storage.list(prefix))
+
+
+def _read_source(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise StorageError(
+            "cannot read WAL file %s: %s" % (path, exc.strerror or exc),
+            "archive_command must pass %p (relative to the data directory) as the path",
+        ) from None
+
+
+def _write_restored(dest_path: str, data: bytes) -> None:
+    """Write under a temporary name and rename, so PostgreSQL never opens a
+    partial file. No fsync: PostgreSQL reads the file at once and fetches it
+    again if it crashes before it is replayed."""
+    directory = os.path.dirname(os.path.abspath(dest_path))
+    temp = os.path.join(directory, temp_name_for(os.path.basename(dest_path)))
+    try:
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+            handle.write(data)
+        os.replace(temp, dest_path)
+    except OSError as exc:
+        remove_quietly(temp)
+        raise StorageError("cannot write restored WAL to %s: %s" % (dest_path, exc.strerror or exc)) from None
+
