@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config, render_config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import ConfigError
+
+VALID = "[cluster]\nname = main\n[repository]\npath = /srv/repo\n"
+
+
+def load(tmp_path, text: str) -> Config:
+    path = tmp_path / "rk.conf"
+    path.write_text(text)
+    return Config.load(str(path))
+
+
+def test_defaults_apply(tmp_path):
+    config = load(tmp_path, VALID)
+    assert (config.cluster, config.repository.type, config.repository.path) == ("main", "posix", "/srv/repo")
+    assert (config.compression, config.compression_level) == ("zstd", 3)
+
+
+def test_render_round_trips(tmp_path):
+    config = load(tmp_path, render_config("db1", "/srv/r", compression_codec="none", compression_level=0))
+    assert (config.cluster, config.repository.path, config.compression) == ("db1", "/srv/r", "none")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (VALID + "[archive]\ncompresion = zstd\n", "unknown key"),
+        (VALID + "[archiv]\n", "unknown section"),
+        ("[cluster]\nname = main\n", r"\[repository\] path is required"),
+        (VALID + "[archive]\ncompression = lz5\n", "unknown compression"),
+        (VALID + "[archive]\ncompression_level = 99\n", "out of range"),
+        (VALID + "[archive]\ncompression_level = fast\n", "not an integer"),
+        (VALID.replace("main", "../etc"), "not a valid cluster name"),
+        ("not an ini file", "cannot be parsed"),
+    ],
+)
+def test_invalid_configuration_is_named(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, text)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        Config.load(str(tmp_path / "absent.conf"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file(tmp_path):
+    path = tmp_path / "rk.conf"
+    path.write_text(VALID)
+    path.chmod(0)
+    with pytest.raises(ConfigError, match="not readable"):
+        Config.load(str(path))
+
+
+def test_render_refuses_invalid_values():
+    with pytest.raises(ConfigError):
+        render_config("main", "/srv/r", compression_codec="brotli")
