@@ -130,7 +130,3 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         traceback.print_exc()
         return _failure_code(args.command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -169,4 +169,3 @@ def _write_restored(dest_path: str, data: bytes) -> None:
     except OSError as exc:
         remove_quietly(temp)
         raise StorageError("cannot write restored WAL to %s: %s" % (dest_path, exc.strerror or exc)) from None
-

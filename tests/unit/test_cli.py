@@ -30,7 +30,7 @@ def test_push_conflict_exits_one_with_a_hint(tmp_path, capsys, conf):
     run(capsys, "wal-push", "--config", conf, write_segment(tmp_path, NAME), NAME)
     other = tmp_path / "other"
     other.write_bytes(segment_bytes(NAME))
-    code, _, err = run(capsys, "wal-push", "--config", conf, str(other), NAME)
+    code, _out, err = run(capsys, "wal-push", "--config", conf, str(other), NAME)
     assert code == 1
     assert err.startswith("restorekeeper wal-push: ERROR: %s is already archived with different content" % NAME)
     assert "HINT:" in err and "Traceback" not in err
@@ -44,36 +44,36 @@ def test_fetch_exit_codes(tmp_path, capsys, conf, archive):
     blob = bytearray(open(path, "rb").read())
     blob[-100] ^= 0xFF
     open(path, "wb").write(bytes(blob))
-    code, _, err = run(capsys, "wal-fetch", "--config", conf, NAME, str(tmp_path / "c"))
+    code, _out, err = run(capsys, "wal-fetch", "--config", conf, NAME, str(tmp_path / "c"))
     assert code == 255
     assert "is corrupt" in err and "recovery stops here" in err
     assert not (tmp_path / "c").exists()
 
 
 def test_fetch_with_broken_configuration_aborts_recovery(tmp_path, capsys):
-    code, _, err = run(capsys, "wal-fetch", "--config", str(tmp_path / "absent.conf"), NAME, str(tmp_path / "x"))
+    code, _out, err = run(capsys, "wal-fetch", "--config", str(tmp_path / "absent.conf"), NAME, str(tmp_path / "x"))
     assert code == 255
     assert "does not exist" in err
 
 
 def test_fetch_usage_error_aborts_recovery_but_push_usage_error_is_two(capsys):
     assert run(capsys, "wal-fetch", NAME)[0] == 255
-    code, _, err = run(capsys, "wal-push")
+    code, _out, err = run(capsys, "wal-push")
     assert code == 2
     assert "usage:" in err
 
 
 def test_push_with_missing_config_exits_one(tmp_path, capsys):
-    code, _, err = run(capsys, "wal-push", "--config", str(tmp_path / "absent.conf"), "x", NAME)
+    code, _out, err = run(capsys, "wal-push", "--config", str(tmp_path / "absent.conf"), "x", NAME)
     assert code == 1
     assert "configuration file" in err and "does not exist" in err
 
 
 def test_repo_create_is_idempotent_and_wal_list_lists(tmp_path, capsys, make_config):
     config = make_config()
-    code, out, _ = run(capsys, "repo-create", "--config", config.path)
+    code, out, _err = run(capsys, "repo-create", "--config", config.path)
     assert code == 0 and out.startswith("created repository")
-    code, out, _ = run(capsys, "repo-create", "--config", config.path)
+    code, out, _err = run(capsys, "repo-create", "--config", config.path)
     assert code == 0 and out.startswith("already initialised")
     run(capsys, "wal-push", "--config", config.path, write_segment(tmp_path, NAME), NAME)
     assert run(capsys, "wal-list", "--config", config.path) == (0, NAME + "\n", "")
@@ -82,5 +82,5 @@ def test_repo_create_is_idempotent_and_wal_list_lists(tmp_path, capsys, make_con
 def test_verbose_push_reports_outcome(tmp_path, capsys, conf):
     source = write_segment(tmp_path, NAME)
     run(capsys, "wal-push", "--config", conf, source, NAME)
-    code, _, err = run(capsys, "wal-push", "-v", "--config", conf, source, NAME)
+    code, _out, err = run(capsys, "wal-push", "-v", "--config", conf, source, NAME)
     assert code == 0 and "already-archived" in err

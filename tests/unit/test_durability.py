@@ -53,7 +53,7 @@ def calls(monkeypatch):
 def test_push_fsyncs_data_before_publishing_and_directory_after(tmp_path, archive, calls):
     archive.push(write_segment(tmp_path, NAME), NAME)
     segment_calls = [call for call in calls if NAME in call[1] or call[0] == "fsync-dir"]
-    kinds = [kind for kind, _ in segment_calls]
+    kinds = [kind for kind, _target in segment_calls]
     first_file_sync = kinds.index("fsync-file")
     publish = kinds.index("link")
     assert first_file_sync < publish, calls
