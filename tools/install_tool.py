@@ -1,0 +1,198 @@
+"""Install the on-host `restorekeeper` command (the layout role `archiving` builds).
+
+    python tools/install_tool.py --prefix P [--python /usr/bin/python3] [--owner USER]
+
+Layout (see docs and notes):
+    P/                              virtualenv with the pins of tools/requirements-onhost.txt
+    P/lib/restorekeeper_engine/     copy of plugins/module_utils/*.py plus an empty __init__.py
+    P/bin/restorekeeper             launcher run by archive_command / restore_command
+
+Idempotent: the venv and pip install are skipped when the venv already has the
+pinned versions; the engine copy and launcher are rewritten every time (cheap),
+each file atomically so a running archive_command never sees a half file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import pwd
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENGINE_SOURCE = REPO_ROOT / "plugins" / "module_utils"
+REQUIREMENTS = REPO_ROOT / "tools" / "requirements-onhost.txt"
+FALLBACK_PINS = ("zstandard==0.25.0",)
+ENGINE_PACKAGE = "restorekeeper_engine"
+LAUNCHER_NAME = "restorekeeper"
+
+LAUNCHER_TEMPLATE = """#!{prefix}/bin/python -I
+import sys
+sys.path.insert(0, {lib!r})
+from restorekeeper_engine.cli import main
+sys.exit(main())
+"""
+
+
+def default_python() -> str:
+    """Debian's interpreter is world-readable; a pyenv one under /root is not."""
+    return "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+
+
+def read_pins(path: Path = REQUIREMENTS) -> list[str]:
+    """The `name==version` requirement lines (comments and blanks dropped)."""
+    if not path.is_file():
+        return list(FALLBACK_PINS)
+    pins = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            pins.append(line)
+    return pins
+
+
+def atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Write via a temp file in the same directory, fsync, then rename over `path`."""
+    fd, temp = tempfile.mkstemp(prefix=".%s." % path.name, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def venv_python(prefix: Path) -> Path:
+    return prefix / "bin" / "python"
+
+
+def installed_versions(prefix: Path, names: Sequence[str]) -> dict[str, Optional[str]]:
+    """Versions of `names` inside the venv, None for missing ones."""
+    probe = (
+        "import importlib.metadata as m, sys\n"
+        "for n in sys.argv[1:]:\n"
+        "    try: print(n, m.version(n))\n"
+        "    except m.PackageNotFoundError: print(n, '-')\n"
+    )
+    result = subprocess.run(
+        [str(venv_python(prefix)), "-I", "-c", probe, *names], capture_output=True, text=True, check=False
+    )
+    found: dict[str, Optional[str]] = {name: None for name in names}
+    if result.returncode != 0:
+        return found
+    for line in result.stdout.splitlines():
+        name, _sep, version = line.partition(" ")
+        found[name] = None if version == "-" else version
+    return found
+
+
+def pins_satisfied(prefix: Path, pins: Sequence[str]) -> bool:
+    """True when every `name==version` pin is installed at exactly that version."""
+    if not venv_python(prefix).exists():
+        return False
+    exact = [re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)$", pin) for pin in pins]
+    if not all(exact):  # a pin we cannot check: let pip decide
+        return False
+    wanted = {m.group(1): m.group(2) for m in exact if m}
+    have = installed_versions(prefix, list(wanted))
+    return all(have.get(name) == version for name, version in wanted.items())
+
+
+def ensure_venv(prefix: Path, python: str, pins: Sequence[str]) -> None:
+    if not venv_python(prefix).exists():
+        subprocess.run([python, "-m", "venv", str(prefix)], check=True)
+    if pins_satisfied(prefix, pins):
+        return
+    requirement_args: list[str] = []
+    if REQUIREMENTS.is_file():
+        requirement_args = ["-r", str(REQUIREMENTS)]
+    else:
+        requirement_args = list(pins)
+    subprocess.run(
+        [str(prefix / "bin" / "pip"), "install", "--disable-pip-version-check", "--no-input", *requirement_args],
+        check=True,
+    )
+
+
+def install_engine(prefix: Path) -> Path:
+    """Copy the engine modules; stale modules from an older version are removed."""
+    target = prefix / "lib" / ENGINE_PACKAGE
+    target.mkdir(parents=True, exist_ok=True)
+    os.chmod(prefix / "lib", 0o755)
+    os.chmod(target, 0o755)
+    sources = sorted(p for p in ENGINE_SOURCE.glob("*.py") if p.name != "__init__.py")
+    if not sources:
+        raise SystemExit("no engine modules found in %s" % ENGINE_SOURCE)
+    wanted = {p.name for p in sources} | {"__init__.py"}
+    for source in sources:
+        atomic_write(target / source.name, source.read_bytes(), 0o644)
+    atomic_write(target / "__init__.py", b"", 0o644)
+    for stale in target.glob("*.py"):
+        if stale.name not in wanted:
+            stale.unlink()
+    # Byte-compile as the installer: the server user usually cannot write
+    # __pycache__ here, and every archive_command run would recompile otherwise.
+    subprocess.run([str(venv_python(prefix)), "-I", "-m", "compileall", "-q", str(target)], check=True)
+    return target
+
+
+def install_launcher(prefix: Path) -> Path:
+    launcher = prefix / "bin" / LAUNCHER_NAME
+    text = LAUNCHER_TEMPLATE.format(prefix=prefix, lib=str(prefix / "lib"))
+    atomic_write(launcher, text.encode("utf-8"), 0o755)
+    return launcher
+
+
+def chown_tree(prefix: Path, owner: str) -> None:
+    entry = pwd.getpwnam(owner)
+    for dirpath, dirnames, filenames in os.walk(prefix):
+        os.chown(dirpath, entry.pw_uid, entry.pw_gid)
+        for name in filenames:
+            os.chown(os.path.join(dirpath, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
+def install(prefix: Path, python: str, owner: Optional[str] = None) -> Path:
+    """Build or refresh the layout under `prefix`; returns the launcher path."""
+    if not prefix.is_absolute():
+        raise SystemExit("--prefix must be an absolute path: the launcher embeds it")
+    os.umask(0o022)  # the server OS user must be able to read and run everything
+    prefix.mkdir(parents=True, exist_ok=True)
+    # Serialise concurrent installs into one prefix (parallel test sessions).
+    with open(prefix / ".install.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ensure_venv(prefix, python, read_pins())
+        install_engine(prefix)
+        launcher = install_launcher(prefix)
+        if owner:
+            chown_tree(prefix, owner)
+    return launcher
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--prefix", required=True, type=Path, help="install root (a virtualenv)")
+    parser.add_argument("--python", default=default_python(), help="interpreter for the virtualenv")
+    parser.add_argument("--owner", help="OS user to own the installed files (default: leave as is)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    launcher = install(args.prefix, args.python, args.owner)
+    print(launcher)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
