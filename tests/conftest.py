@@ -227,7 +227,7 @@ def repo_config(rk_session_dir: Path, tool: InstalledTool) -> Iterator[Callable[
         made.append(base)
         repo = make_user_dir(base / "repository", cluster.os_user, 0o700)
         config_path = base / "restorekeeper.conf"
-        config_path.write_text(render_test_config(name, repo, compression), encoding="utf-8")
+        config_path.write_text(render_test_config(name, repo, compression, server=cluster), encoding="utf-8")
         os.chmod(config_path, 0o600)
         shutil.chown(config_path, cluster.os_user, _primary_group(cluster.os_user))
         if initialise:

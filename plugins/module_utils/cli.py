@@ -81,6 +81,74 @@ def cmd_repo_create(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from .backup import BackupOptions, BaseBackup
+    from .pgclient import PgClient
+
+    config = Config.load(args.config)
+    options = BackupOptions(type=args.type, checkpoint=args.checkpoint, max_rate=args.max_rate or "",
+                            from_standby=args.from_standby)
+    with PgClient(config.postgres) as client:
+        record = BaseBackup(config, client).run(options)
+    if args.json:
+        _print_json(record)
+    else:
+        sys.stdout.write(
+            "backup %s (%s%s) complete: %s to %s, %d bytes of data stored in %d bytes, %.1f s\n"
+            % (record["label"], record["type"], ", parent %s" % record["parent"] if record["parent"] else "",
+               record["start_lsn"], record["stop_lsn"], record["database_size"], record["stored_size"],
+               record["duration_seconds"])
+        )
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .catalog import Catalog
+    from .repository import Repository
+
+    config = Config.load(args.config)
+    repository = Repository.from_config(config)
+    repository.require_initialised()
+    description = Catalog(repository, config.cluster).describe()
+    if args.json:
+        _print_json(description)
+        return EXIT_OK
+    for backup in description["backups"]:
+        sys.stdout.write("%-18s %-11s %-18s stop %s  %s\n" % (
+            backup["label"], backup["type"], backup["parent"] or "-", backup["stop_time"],
+            "restorable" if backup["restorable"] else "NOT restorable: " + backup["reason"]))
+    for label in description["incomplete_backups"]:
+        sys.stdout.write("%-18s incomplete (interrupted or running; never restorable)\n" % label)
+    for gap in description["wal"]["gaps"]:
+        sys.stdout.write("WAL gap on timeline %d: %d segment(s) missing, %s to %s\n" % (
+            gap["timeline"], gap["missing"], gap["first_missing"], gap["last_missing"]))
+    for window in description["recoverable_windows"]:
+        sys.stdout.write("recoverable: %s (%s) to %s (archived %s), from backup %s\n" % (
+            window["earliest_time"], window["earliest_lsn"], window["latest_lsn"], window["latest_time"],
+            window["from_backup"]))
+    if not description["recoverable_windows"]:
+        sys.stdout.write("nothing is recoverable yet: no backup with all of its WAL archived\n")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .backup import verify_backup
+
+    result = verify_backup(Config.load(args.config), args.label)
+    if result.problems:
+        for problem in result.problems:
+            report("verify", "ERROR", "backup %s: %s" % (result.label, problem))
+        return EXIT_FAILED
+    sys.stdout.write("backup %s verified: %d files match the manifest\n" % (result.label, result.files))
+    return EXIT_OK
+
+
+def _print_json(value) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="PostgreSQL backups proven by restores.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -101,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("path", help="where to write it, %%p")
     command("wal-list", cmd_wal_list, "list the archived WAL files")
     command("repo-create", cmd_repo_create, "initialise the repository (idempotent)")
+    backup = command("backup", cmd_backup, "take a verified physical base backup with pg_basebackup")
+    backup.add_argument("--type", choices=("full", "incremental", "auto"), default="full",
+                        help="incremental needs PostgreSQL 17+ and summarize_wal; auto picks (default full)")
+    backup.add_argument("--checkpoint", choices=("fast", "spread"), default="fast")
+    backup.add_argument("--max-rate", help="pg_basebackup transfer rate limit, e.g. 100M")
+    backup.add_argument("--from-standby", action="store_true", help="allow backing up a server in recovery")
+    backup.add_argument("--json", action="store_true", help="print the backup record as JSON")
+    verify = command("verify", cmd_verify, "re-read a stored backup and check every file against its manifest")
+    verify.add_argument("label", help="backup label (see restorekeeper info)")
+    info = command("info", cmd_info, "backups, WAL ranges, gaps and the recoverable window")
+    info.add_argument("--json", action="store_true", help="print as JSON")
     return parser
 
 

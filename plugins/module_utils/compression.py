@@ -56,3 +56,43 @@ def decompress(data: bytes, codec: str, expected_size: int) -> bytes:
         except zstandard.ZstdError as exc:
             raise CorruptObject("zstd payload cannot be decompressed: %s" % exc) from None
     raise CorruptObject("object uses unknown compression %r" % codec)
+
+
+class StreamCompressor:
+    """Compresses a stream chunk by chunk into a sink (a write function).
+
+    zstd runs on `threads` worker threads (0: in the caller's thread; -1: one
+    per core), so compression keeps pace with pg_basebackup on several cores.
+    """
+
+    def __init__(self, sink, codec: str, level: int, threads: int = 0) -> None:
+        self._sink = sink
+        self._compressor = None
+        if codec == "zstd":
+            zstandard = _zstandard()
+            self._compressor = zstandard.ZstdCompressor(level=level, threads=threads).compressobj(size=-1)
+        elif codec != "none":
+            raise ConfigError("unknown compression %r" % codec)
+
+    def write(self, data: bytes) -> None:
+        if self._compressor is None:
+            self._sink(data)
+            return
+        out = self._compressor.compress(data)
+        if out:
+            self._sink(out)
+
+    def finish(self) -> None:
+        if self._compressor is not None:
+            out = self._compressor.flush()
+            if out:
+                self._sink(out)
+
+
+def open_decompressed(stream, codec: str):
+    """A readable stream of the decompressed bytes of stream."""
+    if codec == "none":
+        return stream
+    if codec == "zstd":
+        return _zstandard().ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+    raise CorruptObject("object uses unknown compression %r" % codec)

@@ -13,6 +13,18 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     compression = zstd
     compression_level = 3
 
+    [postgres]                 # how backups reach the server (all optional)
+    bindir = /usr/lib/postgresql/17/bin
+    host = /var/run/postgresql
+    port = 5432
+    user = postgres
+    password_file = /etc/restorekeeper/main.pgpass
+
+    [backup]
+    compression = zstd
+    compression_level = 3
+    max_chain_length = 6       # incremental backups on top of one full
+
 The archive_command names only this file, so nothing secret (later: S3 keys,
 encryption keys) ever appears in pg_settings or in the process list.
 """
@@ -32,12 +44,35 @@ _KNOWN = {
     "cluster": {"name"},
     "repository": {"type", "path"},
     "archive": {"compression", "compression_level"},
+    "postgres": {"bindir", "host", "port", "user", "database", "password_file"},
+    "backup": {"compression", "compression_level", "max_chain_length"},
 }
+DEFAULT_MAX_CHAIN_LENGTH = 6
+_DEFAULT_CODEC = compression.DEFAULT_CODEC
+_DEFAULT_LEVEL = compression.DEFAULT_LEVEL
 
 
 class RepositoryConfig(NamedTuple):
     type: str
     path: str
+
+
+class PostgresConfig(NamedTuple):
+    """How restorekeeper's own tools (psql, pg_basebackup) reach the server.
+    Empty values defer to libpq's defaults and environment."""
+
+    bindir: str = ""
+    host: str = ""
+    port: int = 0
+    user: str = ""
+    database: str = ""
+    password_file: str = ""
+
+
+class BackupConfig(NamedTuple):
+    compression: str = _DEFAULT_CODEC
+    compression_level: int = _DEFAULT_LEVEL
+    max_chain_length: int = DEFAULT_MAX_CHAIN_LENGTH
 
 
 class Config(NamedTuple):
@@ -46,6 +81,8 @@ class Config(NamedTuple):
     repository: RepositoryConfig
     compression: str
     compression_level: int
+    postgres: PostgresConfig = PostgresConfig()
+    backup: BackupConfig = BackupConfig()
 
     @classmethod
     def load(cls, path: str) -> "Config":
@@ -77,6 +114,19 @@ class Config(NamedTuple):
                 raise ConfigError("%s: [%s] %s is required" % (path, section, key))
             return value
 
+        def integer(section: str, key: str, default: int, minimum: int = 0) -> int:
+            text = sections.get(section, {}).get(key, "").strip() or str(default)
+            try:
+                value = int(text)
+            except ValueError:
+                raise ConfigError("%s: [%s] %s %r is not an integer" % (path, section, key, text)) from None
+            if value < minimum:
+                raise ConfigError("%s: [%s] %s must be at least %d" % (path, section, key, minimum))
+            return value
+
+        def optional(section: str, key: str) -> str:
+            return sections.get(section, {}).get(key, "").strip()
+
         name = get("cluster", "name")
         if not _CLUSTER_NAME.match(name):
             raise ConfigError(
@@ -84,14 +134,24 @@ class Config(NamedTuple):
                 "use letters, digits, '.', '_' or '-' (at most 63 characters)",
             )
         codec = get("archive", "compression", compression.DEFAULT_CODEC)
-        level_text = get("archive", "compression_level", str(compression.DEFAULT_LEVEL))
-        try:
-            level = int(level_text)
-        except ValueError:
-            raise ConfigError("%s: [archive] compression_level %r is not an integer" % (path, level_text)) from None
+        level = integer("archive", "compression_level", compression.DEFAULT_LEVEL, minimum=-1000)
         compression.validate(codec, level)
+        backup = BackupConfig(
+            get("backup", "compression", compression.DEFAULT_CODEC),
+            integer("backup", "compression_level", compression.DEFAULT_LEVEL, minimum=-1000),
+            integer("backup", "max_chain_length", DEFAULT_MAX_CHAIN_LENGTH),
+        )
+        compression.validate(backup.compression, backup.compression_level)
+        postgres = PostgresConfig(
+            optional("postgres", "bindir"),
+            optional("postgres", "host"),
+            integer("postgres", "port", 0),
+            optional("postgres", "user"),
+            optional("postgres", "database"),
+            optional("postgres", "password_file"),
+        )
         repository = RepositoryConfig(get("repository", "type", "posix"), get("repository", "path"))
-        return cls(path, name, repository, codec, level)
+        return cls(path, name, repository, codec, level, postgres, backup)
 
 
 def _reject_unknown(path: str, sections: Dict[str, Dict[str, str]]) -> None:
@@ -109,14 +169,22 @@ def _reject_unknown(path: str, sections: Dict[str, Dict[str, str]]) -> None:
 
 def render_config(cluster: str, repository_path: str, repository_type: str = "posix",
                   compression_codec: str = compression.DEFAULT_CODEC,
-                  compression_level: int = compression.DEFAULT_LEVEL) -> str:
+                  compression_level: int = compression.DEFAULT_LEVEL,
+                  postgres: PostgresConfig = PostgresConfig(),
+                  backup: BackupConfig = BackupConfig()) -> str:
     """The text of a configuration file; validated by parsing it back."""
-    text = (
-        "# restorekeeper configuration (managed by restorekeeper.postgresql)\n"
-        "[cluster]\nname = %s\n\n"
-        "[repository]\ntype = %s\npath = %s\n\n"
-        "[archive]\ncompression = %s\ncompression_level = %d\n"
-    ) % (cluster, repository_type, repository_path, compression_codec, compression_level)
+    lines = [
+        "# restorekeeper configuration (managed by restorekeeper.postgresql)",
+        "[cluster]", "name = %s" % cluster, "",
+        "[repository]", "type = %s" % repository_type, "path = %s" % repository_path, "",
+        "[archive]", "compression = %s" % compression_codec, "compression_level = %d" % compression_level, "",
+        "[backup]", "compression = %s" % backup.compression, "compression_level = %d" % backup.compression_level,
+        "max_chain_length = %d" % backup.max_chain_length,
+    ]
+    server = [(key, getattr(postgres, key)) for key in PostgresConfig._fields if getattr(postgres, key)]
+    if server:
+        lines += ["", "[postgres]"] + ["%s = %s" % (key, value) for key, value in server]
+    text = "\n".join(lines) + "\n"
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(text)
     Config.from_sections("<rendered>", {name: dict(parser[name]) for name in parser.sections()})

@@ -48,3 +48,7 @@ class ArchiveConflict(RestorekeeperError):
 
 class ClusterMismatch(RestorekeeperError):
     """A WAL file belongs to a different PostgreSQL cluster than the repository."""
+
+
+class LockBusy(RestorekeeperError):
+    """Another process holds the lock (for example a backup of the same cluster)."""

@@ -15,7 +15,7 @@ copy to another backend can be verified end to end.
 from __future__ import annotations
 
 import hashlib
-from typing import BinaryIO, Iterator, NamedTuple, Optional
+from typing import BinaryIO, ContextManager, Iterator, NamedTuple, Optional
 
 from .errors import StorageError
 
@@ -119,6 +119,16 @@ class Storage:
     def ensure_root(self) -> None:
         """Create the repository root if the backend can (an explicit admin step)."""
         raise NotImplementedError
+
+    def lock(self, key: str, holder: str) -> "ContextManager[None]":
+        """Hold an exclusive, non-blocking lock named key while the block runs;
+        raise LockBusy naming the current holder when it is taken."""
+        raise NotImplementedError
+
+    def staging_directory(self) -> Optional[str]:
+        """A local directory on the same volume as the objects (so publishing a
+        file staged there costs no copy), or None when the backend has none."""
+        return None
 
     # Conveniences built on the five operations.
     def exists(self, key: str) -> bool:

@@ -92,3 +92,30 @@ def read_segment_header(name: str, data: bytes) -> SegmentHeader:
             % (name, pageaddr >> 32, pageaddr & 0xFFFFFFFF, expected >> 32, expected & 0xFFFFFFFF)
         )
     return SegmentHeader(magic, sysid, seg_size, pageaddr)
+
+
+def parse_lsn(text: str) -> int:
+    """'16/B374D848' -> the 64-bit position."""
+    try:
+        high, low = text.strip().split("/")
+        return (int(high, 16) << 32) | int(low, 16)
+    except ValueError:
+        raise RestorekeeperError("%r is not an LSN" % text, "write an LSN as two hex numbers, e.g. 16/B374D848") from None
+
+
+def format_lsn(value: int) -> str:
+    return "%X/%X" % (value >> 32, value & 0xFFFFFFFF)
+
+
+def segment_for_lsn(timeline: int, lsn: int, segment_size: int) -> str:
+    """Name of the segment holding the byte at lsn on a timeline."""
+    segments_per_log = 0x100000000 // segment_size
+    segno = lsn // segment_size
+    return "%08X%08X%08X" % (timeline, segno // segments_per_log, segno % segments_per_log)
+
+
+def segments_between(timeline: int, start_lsn: int, end_lsn: int, segment_size: int) -> list:
+    """Every segment needed to replay from start_lsn up to end_lsn (exclusive end)."""
+    first = start_lsn // segment_size
+    last = max(first, (end_lsn - 1) // segment_size)
+    return [segment_for_lsn(timeline, segno * segment_size, segment_size) for segno in range(first, last + 1)]

@@ -1,0 +1,241 @@
+"""The catalog: what the repository holds and what it can restore.
+
+Nothing here is stored separately: every answer is derived from the objects
+themselves (backup.json records and archived WAL names), so the catalog can
+never drift from the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Dict, List, NamedTuple, Optional
+
+from . import wal
+from .errors import CorruptObject, RestorekeeperError
+from .repository import Repository
+
+
+def backup_prefix(cluster: str, label: str) -> str:
+    return "%s/backup/%s/" % (cluster, label)
+
+
+def utc_iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + ".%06dZ" % int((timestamp % 1) * 1e6)
+
+
+class BackupInfo(NamedTuple):
+    label: str
+    type: str
+    parent: Optional[str]
+    record: Dict[str, Any]
+
+    @property
+    def timeline(self) -> int:
+        return int(self.record["timeline"])
+
+    @property
+    def stop_lsn(self) -> int:
+        return wal.parse_lsn(self.record["stop_lsn"])
+
+
+class WalRun(NamedTuple):
+    """A run of consecutive archived segments on one timeline."""
+
+    timeline: int
+    first: str
+    last: str
+    segments: int
+
+
+class Catalog:
+    def __init__(self, repository: Repository, cluster: str) -> None:
+        self.repository = repository
+        self.storage = repository.storage
+        self.cluster = cluster
+        self._backups: Optional[List[BackupInfo]] = None
+        self._incomplete: List[str] = []
+
+    # -- backups
+    def _load(self) -> None:
+        records: Dict[str, Dict[str, Any]] = {}
+        labels = set()
+        prefix = "%s/backup/" % self.cluster
+        for info in self.storage.list(prefix):
+            label, _sep, name = info.key[len(prefix):].partition("/")
+            labels.add(label)
+            if name == "backup.json":
+                try:
+                    records[label] = json.loads(self.storage.get_bytes(info.key).decode("utf-8"))
+                except (UnicodeDecodeError, ValueError) as exc:
+                    raise CorruptObject("%s is unreadable: %s" % (info.key, exc)) from None
+        self._backups = [BackupInfo(label, rec["type"], rec.get("parent"), rec) for label, rec in sorted(records.items())]
+        self._incomplete = sorted(labels - set(records))
+
+    def backups(self) -> List[BackupInfo]:
+        """Complete (published, verified) backups, oldest first."""
+        if self._backups is None:
+            self._load()
+        return list(self._backups or [])
+
+    def incomplete(self) -> List[str]:
+        """Labels of backup sets without a backup.json: interrupted or running, never restorable."""
+        if self._backups is None:
+            self._load()
+        return list(self._incomplete)
+
+    def get(self, label: str) -> BackupInfo:
+        for backup in self.backups():
+            if backup.label == label:
+                return backup
+        raise RestorekeeperError("no complete backup labelled %r in cluster %r" % (label, self.cluster),
+                                 "list backups with `restorekeeper info`")
+
+    def latest_backup(self, system_identifier: Optional[str] = None) -> Optional[BackupInfo]:
+        candidates = [b for b in self.backups()
+                      if system_identifier is None or b.record.get("system_identifier") == system_identifier]
+        return candidates[-1] if candidates else None
+
+    def chain(self, label: str) -> List[BackupInfo]:
+        """The backups a restore of label needs, full backup first."""
+        chain: List[BackupInfo] = []
+        current: Optional[str] = label
+        while current is not None:
+            backup = self.get(current)
+            chain.insert(0, backup)
+            current = backup.parent
+            if len(chain) > 1000:
+                raise CorruptObject("backup chain of %s loops" % label)
+        return chain
+
+    # -- WAL
+    def wal_names(self) -> List[str]:
+        prefix = "%s/wal/" % self.cluster
+        return sorted(info.key.rsplit("/", 1)[1] for info in self.storage.list(prefix))
+
+    def wal_runs(self, segment_size: int, names: Optional[List[str]] = None) -> List[WalRun]:
+        """Archived segments grouped into runs without gaps, per timeline."""
+        per_log = 0x100000000 // segment_size
+        runs: List[WalRun] = []
+        segments = [n for n in (names if names is not None else self.wal_names()) if wal.classify(n) == wal.SEGMENT]
+        for name in segments:
+            timeline, segno = int(name[:8], 16), int(name[8:16], 16) * per_log + int(name[16:24], 16)
+            if runs and runs[-1].timeline == timeline and _segno(runs[-1].last, per_log) == segno - 1:
+                last = runs[-1]
+                runs[-1] = WalRun(timeline, last.first, name, last.segments + 1)
+            else:
+                runs.append(WalRun(timeline, name, name, 1))
+        return runs
+
+    def segment_size(self) -> int:
+        identity = self.repository.identity(self.cluster) or {}
+        return int(identity.get("wal_segment_size") or 16 * 1024 * 1024)
+
+    def describe(self) -> Dict[str, Any]:
+        """Everything backup_info reports, as plain data."""
+        size = self.segment_size()
+        names = self.wal_names()
+        runs = self.wal_runs(size, names)
+        backups = self.backups()
+        return {
+            "cluster": self.cluster,
+            "repository": self.storage.location,
+            "system_identifier": (self.repository.identity(self.cluster) or {}).get("system_identifier"),
+            "backups": [self._describe_backup(b, runs, size) for b in backups],
+            "incomplete_backups": self.incomplete(),
+            "wal": {
+                "segment_size": size,
+                "timelines": _timelines(runs),
+                "gaps": _gaps(runs, size),
+                "history_files": [n for n in names if wal.classify(n) == wal.TIMELINE_HISTORY],
+                "partial_files": [n for n in names if wal.classify(n) == wal.PARTIAL],
+                "last_archived": runs[-1].last if runs else None,
+            },
+            "recoverable_windows": self._windows(backups, runs, size),
+        }
+
+    def _describe_backup(self, backup: BackupInfo, runs: List[WalRun], size: int) -> Dict[str, Any]:
+        rec = backup.record
+        chain = [b.label for b in self.chain(backup.label)]
+        run = _run_covering(runs, rec["wal_start"], rec["wal_stop"], size)
+        return {
+            "label": backup.label,
+            "type": backup.type,
+            "parent": backup.parent,
+            "chain": chain,
+            "start_time": rec["start_time"],
+            "stop_time": rec["stop_time"],
+            "start_lsn": rec["start_lsn"],
+            "stop_lsn": rec["stop_lsn"],
+            "timeline": rec["timeline"],
+            "wal_start": rec["wal_start"],
+            "wal_stop": rec["wal_stop"],
+            "database_size": rec["database_size"],
+            "stored_size": rec["stored_size"],
+            "duration_seconds": rec["duration_seconds"],
+            "server_version_num": rec["server_version_num"],
+            "restorable": run is not None,
+            "reason": None if run is not None else "WAL from %s to %s is not all archived" % (rec["wal_start"], rec["wal_stop"]),
+        }
+
+    def _windows(self, backups: List[BackupInfo], runs: List[WalRun], size: int) -> List[Dict[str, Any]]:
+        """Intervals of time/LSN reachable by some restorable backup plus the WAL
+        run that continues it without a gap (on the backup's timeline)."""
+        windows: List[Dict[str, Any]] = []
+        for backup in backups:
+            rec = backup.record
+            run = _run_covering(runs, rec["wal_start"], rec["wal_stop"], size)
+            if run is None:
+                continue
+            last_key = "%s/wal/%s/%s" % (self.cluster, wal.archive_directory(run.last), run.last)
+            last_info = self.storage.stat(last_key)
+            window = {
+                "from_backup": backup.label,
+                "timeline": run.timeline,
+                "earliest_lsn": rec["stop_lsn"],
+                "earliest_time": rec["stop_time"],
+                "latest_segment": run.last,
+                "latest_lsn": wal.format_lsn((_segno(run.last, 0x100000000 // size) + 1) * size),
+                "latest_time": utc_iso(last_info.mtime) if last_info else None,
+            }
+            if windows and windows[-1]["latest_segment"] == window["latest_segment"]:
+                continue  # a newer backup inside the same run adds no reachable moment
+            windows.append(window)
+        return windows
+
+
+def _segno(name: str, per_log: int) -> int:
+    return int(name[8:16], 16) * per_log + int(name[16:24], 16)
+
+
+def _run_covering(runs: List[WalRun], first: str, last: str, size: int) -> Optional[WalRun]:
+    per_log = 0x100000000 // size
+    timeline = int(first[:8], 16)
+    for run in runs:
+        if run.timeline == timeline and _segno(run.first, per_log) <= _segno(first, per_log) \
+                and _segno(last, per_log) <= _segno(run.last, per_log):
+            return run
+    return None
+
+
+def _timelines(runs: List[WalRun]) -> List[Dict[str, Any]]:
+    result: Dict[int, Dict[str, Any]] = {}
+    for run in runs:
+        entry = result.setdefault(run.timeline, {"timeline": run.timeline, "first": run.first, "last": run.last, "segments": 0})
+        entry["last"] = run.last
+        entry["segments"] += run.segments
+    return list(result.values())
+
+
+def _gaps(runs: List[WalRun], size: int) -> List[Dict[str, Any]]:
+    per_log = 0x100000000 // size
+    gaps = []
+    for before, after in zip(runs, runs[1:]):
+        if before.timeline != after.timeline:
+            continue
+        missing = _segno(after.first, per_log) - _segno(before.last, per_log) - 1
+        first_missing = wal.segment_for_lsn(before.timeline, (_segno(before.last, per_log) + 1) * size, size)
+        last_missing = wal.segment_for_lsn(before.timeline, (_segno(after.first, per_log) - 1) * size, size)
+        gaps.append({"timeline": before.timeline, "after": before.last, "before": after.first,
+                     "missing": missing, "first_missing": first_missing, "last_missing": last_missing})
+    return gaps
