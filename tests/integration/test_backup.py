@@ -85,15 +85,21 @@ def extract_and_verify(archived: Archived, label: str, target: Path) -> subproce
     backup_dir = archived.backup_dir(label)
     record = json.loads((backup_dir / "backup.json").read_text())
     for item in record["archives"]:
-        destination = target if item["tablespace_oid"] is None else target / "pg_tblspc_data" / item["tablespace_oid"]
+        destination = target
+        if item["tablespace_oid"] is not None:
+            # As a restore lays it out: the tablespace elsewhere, linked from pg_tblspc.
+            destination = target.parent / (target.name + "-tablespace-" + item["tablespace_oid"])
+            (target / "pg_tblspc").mkdir(parents=True, exist_ok=True)
+            (target / "pg_tblspc" / item["tablespace_oid"]).symlink_to(destination)
         destination.mkdir(parents=True, exist_ok=True)
         with open(backup_dir / item["key"], "rb") as raw:
             stream = zstandard.ZstdDecompressor().stream_reader(raw) if item["key"].endswith(".zst") else raw
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 tar.extractall(destination)  # our own backup; Python 3.11.2 has no filters
-    subprocess.run(["chown", "-R", archived.cluster.os_user, str(target)], check=True)
+    for path in [target] + list(target.parent.glob(target.name + "-tablespace-*")):
+        subprocess.run(["chown", "-R", archived.cluster.os_user, str(path)], check=True)
     return archived.cluster.run_as_owner(
-        [archived.cluster.bin("pg_verifybackup"), "--no-parse-wal", "-m", str(target / "backup_manifest"), str(target)]
+        [archived.cluster.bin("pg_verifybackup"), "--no-parse-wal", "-m", str(backup_dir / "backup_manifest"), str(target)]
     )
 
 
@@ -220,3 +226,20 @@ def test_wal_gap_is_reported_and_shrinks_the_window(archived):
     window = after["recoverable_windows"][0]
     assert window["from_backup"] == record["label"]
     assert window["latest_segment"] < victim <= latest_before
+
+
+def test_tablespaces_are_backed_up_per_tablespace_and_verified(archived, rk_session_dir):
+    arch = archived(18)
+    location = make_user_dir(rk_session_dir / "tablespace-ts1", arch.cluster.os_user, 0o700)
+    arch.cluster.execute("CREATE TABLESPACE ts1 LOCATION '%s'" % location)
+    arch.cluster.execute("CREATE TABLE far (id int) TABLESPACE ts1")
+    arch.cluster.execute("INSERT INTO far SELECT generate_series(1, 50000)")
+    oid = str(arch.cluster.scalar("SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'"))
+    record = arch.backup()
+    assert [(a["name"], a["tablespace_oid"]) for a in record["archives"]] == [("base.tar", None), (oid + ".tar", oid)]
+    assert record["tablespaces"] == [{"oid": oid, "name": "ts1", "location": str(location)}]
+    staging = [p for p in arch.setup.repo_path.iterdir() if p.name.startswith(".rk-tmp.staging")]
+    assert staging == [], "the staging directory must be removed"
+    verified = extract_and_verify(arch, record["label"], rk_session_dir / "restored-ts")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert arch.rk("verify", record["label"]).returncode == 0
