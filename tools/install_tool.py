@@ -3,7 +3,7 @@
     python tools/install_tool.py --prefix P [--python /usr/bin/python3] [--owner USER]
 
 Layout (see docs and notes):
-    P/                              virtualenv with the pins of tools/requirements-onhost.txt
+    P/                              virtualenv with the pins of roles/archiving/files/requirements-onhost.txt
     P/lib/restorekeeper_engine/     copy of plugins/module_utils/*.py plus an empty __init__.py
     P/bin/restorekeeper             launcher run by archive_command / restore_command
 
@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENGINE_SOURCE = REPO_ROOT / "plugins" / "module_utils"
-REQUIREMENTS = REPO_ROOT / "tools" / "requirements-onhost.txt"
+REQUIREMENTS = REPO_ROOT / "roles" / "archiving" / "files" / "requirements-onhost.txt"
 FALLBACK_PINS = ("zstandard==0.25.0",)
 ENGINE_PACKAGE = "restorekeeper_engine"
 LAUNCHER_NAME = "restorekeeper"

