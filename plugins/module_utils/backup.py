@@ -79,7 +79,7 @@ def server_facts(client: PgClient) -> ServerFacts:
     )
     return ServerFacts(
         int(row[0]), row[1] == "t", int(row[2]), row[3], row[4] == "on", _size_setting(row[5]),
-        [(oid, name, location) for oid, name, location in tablespaces],
+        [tuple(row) for row in tablespaces],
     )
 
 

@@ -12,7 +12,6 @@ import json
 import signal
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 from typing import Any, Dict, List
 
