@@ -131,6 +131,46 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    import os
+
+    from .pgclient import PgClient
+    from .recovery import build_target
+    from .restore import RestoreRequest, plan_restore, restore
+
+    config = Config.load(args.config)
+    target = build_target(
+        time=args.target_time or "", xid=args.target_xid or "", lsn=args.target_lsn or "",
+        name=args.target_name or "", immediate=args.target_immediate,
+        latest=args.target_latest or not any((args.target_time, args.target_xid, args.target_lsn,
+                                              args.target_name, args.target_immediate)),
+        inclusive=not args.exclusive, timeline=args.target_timeline, action=args.target_action,
+    )
+    mapping = dict(item.split("=", 1) for item in args.tablespace_map or [])
+    with PgClient(config.postgres) as client:
+        if args.dry_run:
+            plan = plan_restore(config, client, target, args.backup or "")
+            result = {"backup": plan.backup.label, "chain": [b.label for b in plan.chain], "reason": plan.reason,
+                      "target": plan.target._asdict(), "latest_transaction_in_archive": plan.latest_transaction}
+        else:
+            request = RestoreRequest(
+                pgdata=os.path.abspath(args.pgdata), target=target, tool_path=os.path.abspath(sys.argv[0]),
+                backup_label=args.backup or "", force=args.force, start=args.start, port=args.port or 0,
+                socket_dir=args.socket_dir or "", standby=args.standby, primary_conninfo=args.primary_conninfo or "",
+                tablespace_map=mapping, keep_archiving=args.keep_archiving, wait_timeout=args.wait_timeout,
+            )
+            result = restore(config, client, request)
+    if args.json:
+        _print_json(result)
+    else:
+        sys.stdout.write("restore of backup %s (%s) for %s: %s\n" % (
+            result["backup"], " + ".join(result["chain"]), target.describe(),
+            result.get("state", "planned" if args.dry_run else "laid down, not started")))
+        for phase, seconds in sorted(result.get("phases", {}).items()):
+            sys.stdout.write("  %-8s %8.2f s\n" % (phase, seconds))
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from .backup import verify_backup
 
@@ -140,6 +180,49 @@ def cmd_verify(args: argparse.Namespace) -> int:
             report("verify", "ERROR", "backup %s: %s" % (result.label, problem))
         return EXIT_FAILED
     sys.stdout.write("backup %s verified: %d files match the manifest\n" % (result.label, result.files))
+    return EXIT_OK
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    from .dump import DumpOptions, LogicalDump
+    from .pgclient import PgClient
+
+    config = Config.load(args.config)
+    options = DumpOptions(databases=tuple(args.database or ()), format=args.format, jobs=args.jobs,
+                          globals=not args.no_globals)
+    with PgClient(config.postgres) as client:
+        record = LogicalDump(config, client).run(options)
+    if args.json:
+        _print_json(record)
+    else:
+        for item in record["databases"]:
+            sys.stdout.write("dump %s: database %s, %d tables, %d rows, %d bytes stored\n" % (
+                record["label"], item["name"], len(item["tables"]), item["rows"], item["stored_size"]))
+        sys.stdout.write("dump %s complete (%s format%s), %d bytes stored, %.1f s\n" % (
+            record["label"], record["dump_format"], ", with globals" if record["globals"] else "",
+            record["stored_size"], record["duration_seconds"]))
+    return EXIT_OK
+
+
+def cmd_dump_restore(args: argparse.Namespace) -> int:
+    from .dump import DumpRestore, RestoreOptions
+    from .pgclient import PgClient
+
+    config = Config.load(args.config)
+    options = RestoreOptions(database=args.database, target=args.target_database, label=args.label or "",
+                             table=args.table or "", schema=args.schema or "", create=args.create, jobs=args.jobs,
+                             no_owner=args.no_owner, no_privileges=args.no_privileges)
+    with PgClient(config.postgres) as client:
+        result = DumpRestore(config, client).run(options)
+    if args.json:
+        _print_json(result)
+    else:
+        sys.stdout.write("restored %s%s of database %s from dump %s into database %s: %d tables, %d rows, "
+                         "row counts equal to the dump, %.1f s\n" % (
+                             result["scope"], " " + (result["table"] and "%s.%s" % (result["schema"], result["table"])
+                                                     or result["schema"] or ""),
+                             result["database"], result["label"], result["target_database"], len(result["tables"]),
+                             result["rows"], result["duration_seconds"]))
     return EXIT_OK
 
 
@@ -178,8 +261,54 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--json", action="store_true", help="print the backup record as JSON")
     verify = command("verify", cmd_verify, "re-read a stored backup and check every file against its manifest")
     verify.add_argument("label", help="backup label (see restorekeeper info)")
+    restore_cmd = command("restore", cmd_restore, "restore a backup into a data directory, to a recovery target")
+    restore_cmd.add_argument("--pgdata", required=True, help="data directory to restore into (empty or new)")
+    for option, help_text in (("--target-time", "timestamp WITH time zone, e.g. '2026-06-14 14:31:59+00'"),
+                              ("--target-xid", "transaction id"), ("--target-lsn", "LSN, e.g. 0/3000060"),
+                              ("--target-name", "restore point name")):
+        restore_cmd.add_argument(option, help=help_text)
+    restore_cmd.add_argument("--target-immediate", action="store_true", help="stop at the first consistent point")
+    restore_cmd.add_argument("--target-latest", action="store_true", help="replay all archived WAL (default)")
+    restore_cmd.add_argument("--exclusive", action="store_true", help="stop just before the target, not after it")
+    restore_cmd.add_argument("--target-timeline", default="latest", help="latest (default), current or a number")
+    restore_cmd.add_argument("--target-action", choices=("pause", "promote", "shutdown"), default="pause")
+    restore_cmd.add_argument("--backup", help="restore this backup label instead of the one chosen for the target")
+    restore_cmd.add_argument("--force", action="store_true",
+                             help="move a non-empty data directory aside (never deleted); a running one is refused")
+    restore_cmd.add_argument("--start", action="store_true", help="start the server and wait until the target")
+    restore_cmd.add_argument("--port", type=int, help="port of the restored server")
+    restore_cmd.add_argument("--socket-dir", help="unix_socket_directories of the restored server")
+    restore_cmd.add_argument("--standby", action="store_true", help="restore as a warm standby (standby.signal)")
+    restore_cmd.add_argument("--primary-conninfo", help="with --standby: stream from this primary")
+    restore_cmd.add_argument("--tablespace-map", action="append", metavar="OID_OR_NAME=DIR",
+                             help="restore a tablespace elsewhere (repeatable)")
+    restore_cmd.add_argument("--keep-archiving", action="store_true",
+                             help="keep archive_mode of the backup (default: off, so a copy never archives)")
+    restore_cmd.add_argument("--wait-timeout", type=int, default=3600, help="seconds to wait for the target")
+    restore_cmd.add_argument("--dry-run", action="store_true", help="only choose the backup and check the target")
+    restore_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
     info = command("info", cmd_info, "backups, WAL ranges, gaps and the recoverable window")
     info.add_argument("--json", action="store_true", help="print as JSON")
+    dump = command("dump", cmd_dump, "take a verified logical backup (pg_dump per database, plus globals)")
+    dump.add_argument("--database", "-d", action="append", help="database to dump (repeatable; default all)")
+    dump.add_argument("--format", choices=("custom", "directory"), default="custom")
+    dump.add_argument("--jobs", "-j", type=int, default=1, help="parallel pg_dump jobs (directory format)")
+    dump.add_argument("--no-globals", action="store_true", help="skip pg_dumpall --globals-only")
+    dump.add_argument("--json", action="store_true", help="print the dump record as JSON")
+    restore = command("dump-restore", cmd_dump_restore,
+                      "restore a database, schema or table of a dump into a fresh database, verified by row counts")
+    restore.add_argument("--label", help="dump label (default: the newest dump holding the database)")
+    restore.add_argument("--database", "-d", required=True, help="database of the dump to restore")
+    only = restore.add_mutually_exclusive_group()
+    only.add_argument("--table", "-t", help='only this table: SCHEMA.TABLE (quote dotted names: "a.b"."c")')
+    only.add_argument("--schema", "-n", help="only this schema")
+    restore.add_argument("--target-database", required=True, help="database to restore into")
+    restore.add_argument("--create", action="store_true",
+                         help="create the target (it must not exist); without it, it must exist and be empty")
+    restore.add_argument("--jobs", "-j", type=int, default=1, help="parallel pg_restore jobs (directory format)")
+    restore.add_argument("--no-owner", action="store_true", help="do not restore object ownership")
+    restore.add_argument("--no-privileges", action="store_true", help="do not restore grants")
+    restore.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 

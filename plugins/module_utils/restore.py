@@ -1,0 +1,558 @@
+"""Restore a backup into a data directory and recover it to a target.
+
+Every check that can fail is made before the data directory is touched:
+the target's form, that it lies inside the recoverable window, which backup
+reaches it, that the directory is not a running cluster's. Then the backup
+(or its incremental chain, combined by pg_combinebackup) is laid down with
+every file checked against the manifest on the way, the recovery target is
+written, and, when asked, the server is started and watched until the target
+is reached, reporting the time of each phase: the components of RTO.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+
+from . import compression, wal
+from .catalog import BackupInfo, Catalog, backup_prefix, utc_iso
+from .config import Config, PostgresConfig
+from .errors import CorruptObject, RestorekeeperError
+from .manifest import MANIFEST_NAME, FileDigest, parse_manifest, verify_against_manifest
+from .pgclient import PgClient, PostgresError
+from .recovery import RecoveryTarget, TargetError, recovery_settings, write_recovery_config
+from .repository import Repository
+from .walarchive import WalArchive, restore_command
+from .walinspect import WalInspector
+
+CHUNK = 1024 * 1024
+
+
+class RestoreFailed(RestorekeeperError):
+    """The restore or the recovery did not reach its target."""
+
+
+class RestoreRequest(NamedTuple):
+    pgdata: str
+    target: RecoveryTarget
+    tool_path: str
+    backup_label: str = ""
+    force: bool = False
+    start: bool = False
+    port: int = 0
+    socket_dir: str = ""
+    standby: bool = False
+    primary_conninfo: str = ""
+    tablespace_map: Dict[str, str] = {}
+    keep_archiving: bool = False
+    wait_timeout: int = 3600
+
+
+class RestorePlan(NamedTuple):
+    backup: BackupInfo
+    chain: List[BackupInfo]
+    target: RecoveryTarget
+    reason: str
+    timeline: int
+    latest_transaction: Optional[str]
+
+
+class Timer:
+    """Wall time of named phases, in seconds."""
+
+    def __init__(self) -> None:
+        self.phases: Dict[str, float] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.phases[name] = round(self.phases.get(name, 0.0) + seconds, 3)
+
+
+# ------------------------------------------------------------------ planning
+def plan_restore(config: Config, client: PgClient, target: RecoveryTarget, label: str = "") -> RestorePlan:
+    """Choose the backup for a target and prove the target reachable. Reads
+    only the repository (and runs pg_waldump on fetched WAL)."""
+    repository = Repository.from_config(config)
+    repository.require_initialised()
+    catalog = Catalog(repository, config.cluster)
+    description = catalog.describe()
+    restorable = [catalog.get(b["label"]) for b in description["backups"] if b["restorable"]]
+    if label:
+        restorable = [b for b in restorable if b.label == label]
+        if not restorable:
+            raise TargetError("backup %r is not a restorable backup of cluster %r" % (label, config.cluster),
+                              "`restorekeeper info` lists the restorable backups")
+    if not restorable:
+        raise TargetError("cluster %r has no restorable backup in %s" % (config.cluster, repository.storage.location),
+                          "take one with `restorekeeper backup`")
+    segment_size = catalog.segment_size()
+    runs = catalog.wal_runs(segment_size, catalog.wal_names())
+    with WalInspector(WalArchive(config, repository), client) as inspector:
+        return _choose(catalog, restorable, runs, segment_size, target, inspector)
+
+
+def _run_of(backup: BackupInfo, runs, segment_size: int):
+    from .catalog import _run_covering
+
+    return _run_covering(runs, backup.record["wal_start"], backup.record["wal_stop"], segment_size)
+
+
+def _segments_after(backup: BackupInfo, run, segment_size: int) -> List[str]:
+    start = wal.parse_lsn(backup.record["start_lsn"])
+    end = (int(run.last[8:16], 16) * (0x100000000 // segment_size) + int(run.last[16:24], 16) + 1) * segment_size
+    return wal.segments_between(run.timeline, start, end, segment_size)
+
+
+def _choose(catalog: Catalog, restorable: List[BackupInfo], runs, segment_size: int, target: RecoveryTarget,
+            inspector: WalInspector) -> RestorePlan:
+    newest = restorable[-1]
+    newest_run = _run_of(newest, runs, segment_size)
+    latest_end = inspector.last_transaction_end(_segments_after(newest, newest_run, segment_size)[-64:])
+    latest_text = utc_iso(latest_end.time.timestamp()) if latest_end else None
+
+    def plan(backup: BackupInfo, reason: str) -> RestorePlan:
+        return RestorePlan(backup, catalog.chain(backup.label), target, reason, backup.timeline, latest_text)
+
+    if target.kind in ("latest", "immediate"):
+        return plan(newest, "the newest restorable backup")
+    if target.kind == "time":
+        moment = target.moment
+        earlier = [b for b in restorable if _parse_iso(b.record["stop_time"]) < moment]
+        if not earlier:
+            first = restorable[0]
+            raise TargetError(
+                "target %s is before the end of the oldest restorable backup %s (it ended %s)"
+                % (target.value, first.label, first.record["stop_time"]),
+                "the earliest reachable moment is %s; a backup cannot be rewound past its own end" % first.record["stop_time"],
+            )
+        chosen = earlier[-1]
+        run = _run_of(chosen, runs, segment_size)
+        end = inspector.last_transaction_end(_segments_after(chosen, run, segment_size)[-64:])
+        if end is not None and moment >= end.time:
+            raise TargetError(
+                "target %s is not before the last transaction in the archive after backup %s, which ended at %s; "
+                "PostgreSQL stops at a time target only when it replays a later transaction, so recovery would "
+                "end before reaching it" % (target.value, chosen.label, utc_iso(end.time.timestamp())),
+                "use target latest to replay all archived WAL, or pick a time before %s" % utc_iso(end.time.timestamp()),
+            )
+        return plan(chosen, "the newest backup that ended before %s" % target.value)
+    if target.kind == "lsn":
+        lsn = wal.parse_lsn(target.value)
+        earlier = [b for b in restorable if b.stop_lsn <= lsn]
+        if not earlier:
+            raise TargetError("LSN %s is before the end of the oldest restorable backup (%s)"
+                              % (target.value, restorable[0].record["stop_lsn"]),
+                              "the earliest reachable LSN is %s" % restorable[0].record["stop_lsn"])
+        chosen = earlier[-1]
+        run = _run_of(chosen, runs, segment_size)
+        last_lsn = (int(run.last[8:16], 16) * (0x100000000 // segment_size) + int(run.last[16:24], 16) + 1) * segment_size
+        if lsn >= last_lsn:
+            raise TargetError("LSN %s is beyond the archived WAL (it ends at %s, segment %s)"
+                              % (target.value, wal.format_lsn(last_lsn), run.last),
+                              "wait until that WAL is archived, or use target latest")
+        return plan(chosen, "the newest backup that ended before LSN %s" % target.value)
+    # name and xid: find where they are in the WAL, then the newest backup before that.
+    for backup in reversed(restorable):
+        run = _run_of(backup, runs, segment_size)
+        segments = _segments_after(backup, run, segment_size)
+        if target.kind == "name":
+            found = inspector.find_restore_point(target.value, segments)
+        else:
+            end = inspector.find_transaction_end(int(target.value), segments)
+            found = end.lsn if end else None
+        if found is not None and found >= backup.stop_lsn:
+            return plan(backup, "the newest backup that ended before %s %s (at %s)"
+                        % (target.kind, target.value, wal.format_lsn(found)))
+    what = "restore point %r" % target.value if target.kind == "name" else "transaction %s" % target.value
+    raise TargetError("%s is not in the archived WAL after any restorable backup" % what,
+                      "check the name or xid; restore points are created with pg_create_restore_point()")
+
+
+def _parse_iso(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --------------------------------------------------------------- directories
+def _running_pid(pgdata: str) -> Optional[int]:
+    try:
+        with open(os.path.join(pgdata, "postmaster.pid"), encoding="ascii") as handle:
+            pid = int(handle.readline().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def check_target_directory(pgdata: str, force: bool) -> Optional[str]:
+    """Refuse a running cluster's directory always, a non-empty one unless
+    force; with force, return where the old contents will be moved (they
+    are never deleted)."""
+    if not os.path.isabs(pgdata):
+        raise RestoreFailed("data directory %r is not an absolute path" % pgdata)
+    pid = _running_pid(pgdata)
+    if pid is not None:
+        raise RestoreFailed(
+            "%s belongs to a running PostgreSQL server (postmaster.pid names process %d)" % (pgdata, pid),
+            "stop that server first, or restore into another directory",
+        )
+    if os.path.isdir(pgdata) and os.listdir(pgdata):
+        if not force:
+            raise RestoreFailed("data directory %s is not empty" % pgdata,
+                                "restore into an empty or new directory, or pass force to move its contents aside")
+        return "%s.before-restore-%s" % (pgdata.rstrip("/"), time.strftime("%Y%m%d-%H%M%S"))
+    return None
+
+
+def _prepare_directory(pgdata: str, aside: Optional[str]) -> None:
+    if aside:
+        os.rename(pgdata, aside)
+    os.makedirs(pgdata, mode=0o700, exist_ok=True)
+    os.chmod(pgdata, 0o700)
+
+
+# ---------------------------------------------------------------- extraction
+class _TimedReader:
+    """Counts the time spent waiting on the repository (the fetch phase)."""
+
+    def __init__(self, stream, timer: Timer) -> None:
+        self._stream = stream
+        self._timer = timer
+
+    def read(self, size: int = -1) -> bytes:
+        started = time.monotonic()
+        data = self._stream.read(size)
+        self._timer.add("fetch", time.monotonic() - started)
+        return data
+
+
+def _safe_path(root: str, name: str) -> str:
+    path = os.path.normpath(os.path.join(root, name))
+    if name.startswith("/") or not (path == root or path.startswith(root.rstrip("/") + "/")):
+        raise CorruptObject("tar member %r would be written outside %s" % (name, root))
+    return path
+
+
+def extract_archive(storage, key: str, codec: str, destination: str, timer: Timer) -> Dict[str, FileDigest]:
+    """Unpack one stored tar into destination, checksumming every file as it
+    is written. Returns the digests for comparison with the manifest."""
+    digests: Dict[str, FileDigest] = {}
+    with storage.open(key) as raw:
+        stream = compression.open_decompressed(_TimedReader(raw, timer), codec)
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as archive:
+                for member in archive:
+                    path = _safe_path(destination, member.name)
+                    if member.isdir():
+                        os.makedirs(path, mode=0o700, exist_ok=True)
+                    elif member.isfile():
+                        digests[member.name] = _write_member(archive, member, path)
+                    elif member.issym():
+                        os.symlink(member.linkname, path)
+                    else:
+                        raise CorruptObject("unexpected tar member type for %s" % member.name)
+        except CorruptObject:
+            raise
+        except (tarfile.TarError, EOFError) as exc:
+            raise CorruptObject("stored backup %s is damaged: %s" % (key, exc)) from None
+        except Exception as exc:  # decompression errors surface here
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES):
+                raise RestoreFailed("cannot write the restored files to %s: %s" % (destination, exc)) from None
+            raise CorruptObject("stored backup %s cannot be read: %s" % (key, exc)) from None
+    return digests
+
+
+def _write_member(archive: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> FileDigest:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    source = archive.extractfile(member)
+    hasher = hashlib.sha256()
+    size = 0
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+        while True:
+            chunk = source.read(CHUNK) if source else b""
+            if not chunk:
+                break
+            hasher.update(chunk)
+            handle.write(chunk)
+            size += len(chunk)
+    return FileDigest(size, hasher.hexdigest())
+
+
+def lay_down_backup(storage, cluster: str, backup: BackupInfo, pgdata: str, locations: Dict[str, str],
+                    timer: Timer) -> None:
+    """Extract one backup set (base + tablespaces) into pgdata, verifying every
+    file against its manifest; tablespaces go to locations[oid] and are linked
+    from pg_tblspc."""
+    record = backup.record
+    prefix = backup_prefix(cluster, backup.label)
+    started = time.monotonic()
+    digests: Dict[str, FileDigest] = {}
+    for item in record["archives"]:
+        oid = item["tablespace_oid"]
+        destination = pgdata if oid is None else locations[oid]
+        if oid is not None:
+            os.makedirs(destination, mode=0o700, exist_ok=True)
+        found = extract_archive(storage, prefix + item["key"], record["compression"], destination, timer)
+        digests.update({("pg_tblspc/%s/" % oid if oid else "") + name: digest for name, digest in found.items()})
+    manifest_raw = storage.get_bytes(prefix + MANIFEST_NAME)
+    manifest = parse_manifest(manifest_raw)
+    problems = verify_against_manifest(manifest, digests)
+    if problems:
+        raise RestoreFailed("backup %s does not match its manifest: %s" % (backup.label, "; ".join(problems[:5])),
+                            "restore from another backup or another copy of the repository")
+    with open(os.path.join(pgdata, MANIFEST_NAME), "wb") as handle:
+        handle.write(manifest_raw)
+    for oid in (item["tablespace_oid"] for item in record["archives"] if item["tablespace_oid"]):
+        link = os.path.join(pgdata, "pg_tblspc", oid)
+        os.makedirs(os.path.dirname(link), mode=0o700, exist_ok=True)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(locations[oid], link)
+    # The links exist now; a tablespace_map would make PostgreSQL recreate them
+    # from the original locations.
+    map_path = os.path.join(pgdata, "tablespace_map")
+    if os.path.exists(map_path):
+        os.unlink(map_path)
+    timer.add("extract", time.monotonic() - started)
+
+
+def tablespace_locations(backup: BackupInfo, mapping: Dict[str, str]) -> Dict[str, str]:
+    """Where each tablespace goes: mapped by oid or name, else its original place."""
+    locations = {}
+    for tablespace in backup.record.get("tablespaces", []):
+        location = mapping.get(tablespace["oid"]) or mapping.get(tablespace["name"]) or tablespace["location"]
+        if not os.path.isabs(location):
+            raise RestoreFailed("tablespace %s location %r is not absolute" % (tablespace["name"], location))
+        if os.path.isdir(location) and os.listdir(location):
+            raise RestoreFailed(
+                "tablespace %s would be restored into %s, which is not empty" % (tablespace["name"], location),
+                "map it elsewhere (tablespace_map: {%s: /new/empty/dir})" % tablespace["name"],
+            )
+        locations[tablespace["oid"]] = location
+    unknown = set(mapping) - {t["oid"] for t in backup.record.get("tablespaces", [])} \
+        - {t["name"] for t in backup.record.get("tablespaces", [])}
+    if unknown:
+        raise RestoreFailed("tablespace_map names %s, which backup %s does not have" % (", ".join(sorted(unknown)), backup.label))
+    return locations
+
+
+def combine_chain(storage, cluster: str, chain: List[BackupInfo], pgdata: str, mapping: Dict[str, str],
+                  client: PgClient, timer: Timer) -> None:
+    """Extract every backup of an incremental chain next to pgdata, then let
+    pg_combinebackup write the synthetic full backup into pgdata."""
+    scratch = pgdata.rstrip("/") + ".restorekeeper-chain"
+    shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(scratch, mode=0o700)
+    try:
+        inputs = []
+        for backup in chain:
+            directory = os.path.join(scratch, backup.label)
+            os.makedirs(directory, mode=0o700)
+            locations = {t["oid"]: os.path.join(scratch, "%s-tablespace-%s" % (backup.label, t["oid"]))
+                         for t in backup.record.get("tablespaces", [])}
+            lay_down_backup(storage, cluster, backup, directory, locations, timer)
+            inputs.append(directory)
+        final = tablespace_locations(chain[-1], mapping)
+        remaps = []
+        for tablespace in chain[-1].record.get("tablespaces", []):
+            remaps += ["-T", "%s=%s" % (os.path.join(scratch, "%s-tablespace-%s" % (chain[-1].label, tablespace["oid"])),
+                                        final[tablespace["oid"]])]
+        started = time.monotonic()
+        os.rmdir(pgdata)  # pg_combinebackup creates its output directory itself
+        result = client.run("pg_combinebackup", ["-o", pgdata] + remaps + inputs, capture_output=True, text=True)
+        timer.add("combine", time.monotonic() - started)
+        if result.returncode != 0:
+            raise RestoreFailed("pg_combinebackup failed: %s" % " ".join(result.stderr.split())[:800])
+        verify = client.run("pg_verifybackup", ["--no-parse-wal", pgdata], capture_output=True, text=True)
+        if verify.returncode != 0:
+            raise RestoreFailed("the combined backup fails pg_verifybackup: %s" % " ".join(verify.stderr.split())[:800])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --------------------------------------------------------------- the restore
+def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[str, Any]:
+    started = time.monotonic()
+    timer = Timer()
+    plan = plan_restore(config, client, request.target, request.backup_label)
+    aside = check_target_directory(request.pgdata, request.force)
+    locations = tablespace_locations(plan.chain[-1], request.tablespace_map)
+    repository = Repository.from_config(config)
+    _prepare_directory(request.pgdata, aside)
+    if len(plan.chain) == 1:
+        lay_down_backup(repository.storage, config.cluster, plan.backup, request.pgdata, locations, timer)
+    else:
+        combine_chain(repository.storage, config.cluster, plan.chain, request.pgdata, request.tablespace_map,
+                      client, timer)
+    os.makedirs(os.path.join(request.pgdata, "pg_wal", "archive_status"), mode=0o700, exist_ok=True)
+    extra = _server_settings(request)
+    settings = recovery_settings(plan.target, restore_command(request.tool_path, config.path), request.standby,
+                                 request.primary_conninfo)
+    write_recovery_config(request.pgdata, settings, request.standby, extra)
+    result: Dict[str, Any] = {
+        "backup": plan.backup.label,
+        "chain": [b.label for b in plan.chain],
+        "reason": plan.reason,
+        "pgdata": request.pgdata,
+        "moved_aside": aside,
+        "target": plan.target._asdict(),
+        "recovery_settings": settings,
+        "server_settings": extra,
+        "tablespaces": locations,
+        "latest_transaction_in_archive": plan.latest_transaction,
+        "started": False,
+    }
+    if request.start:
+        result.update(_start_and_watch(config, request, plan, timer))
+    timer.add("total", time.monotonic() - started)
+    result["phases"] = timer.phases
+    return result
+
+
+def _server_settings(request: RestoreRequest) -> Dict[str, str]:
+    extra: Dict[str, str] = {}
+    if request.port:
+        extra["port"] = str(request.port)
+    if request.socket_dir:
+        extra["unix_socket_directories"] = request.socket_dir
+    if not request.keep_archiving:
+        # A restored copy must not push its new timeline into the archive it came from.
+        extra["archive_mode"] = "off"
+    return extra
+
+
+def _start_and_watch(config: Config, request: RestoreRequest, plan: RestorePlan, timer: Timer) -> Dict[str, Any]:
+    server = PostgresConfig(
+        bindir=config.postgres.bindir, host=request.socket_dir or config.postgres.host,
+        port=request.port or config.postgres.port, user=config.postgres.user, database="postgres",
+    )
+    client = PgClient(server)
+    log_path = request.pgdata.rstrip("/") + ".restorekeeper.log"
+    started = time.monotonic()
+    launch = client.run("pg_ctl", ["-D", request.pgdata, "-l", log_path, "-W", "start"], capture_output=True, text=True)
+    if launch.returncode != 0:
+        raise RestoreFailed("pg_ctl could not start the restored server: %s" % launch.stderr.strip(),
+                            log_excerpt(log_path))
+    watcher = RecoveryWatcher(client, request, plan, log_path)
+    outcome = watcher.wait(started, timer)
+    outcome["log_file"] = log_path
+    return outcome
+
+
+def log_excerpt(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read().splitlines()
+    except OSError:
+        return ""
+    interesting = [line for line in text if any(word in line for word in (
+        "FATAL", "PANIC", "ERROR", "recovery stopping", "last completed transaction", "redo done",
+        "selected new timeline", "restorekeeper wal-fetch", "consistent recovery state", "pausing at the end",
+        "recovery has paused", "shutdown at recovery target", "archive recovery complete"))]
+    return "server log: " + " | ".join((interesting or text)[-lines:])
+
+
+class RecoveryWatcher:
+    """Polls the restored server until recovery reaches its target, then
+    reports what happened; explains in plain words when it stops short."""
+
+    def __init__(self, client: PgClient, request: RestoreRequest, plan: RestorePlan, log_path: str) -> None:
+        self.client = client
+        self.request = request
+        self.plan = plan
+        self.log_path = log_path
+
+    def _log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return ""
+
+    def _alive(self) -> bool:
+        return _running_pid(self.request.pgdata) is not None
+
+    def wait(self, started: float, timer: Timer) -> Dict[str, Any]:
+        deadline = started + self.request.wait_timeout
+        consistent_at: Optional[float] = None
+        target = self.plan.target
+        while time.monotonic() < deadline:
+            log = self._log()
+            if not self._alive():
+                if target.action == "shutdown" and "shutdown at recovery target" in log or \
+                        target.action == "shutdown" and "recovery stopping" in log and "database system is shut down" in log:
+                    timer.add("replay", time.monotonic() - started)
+                    return {"started": True, "state": "shut down at target", "timeline": self._timeline_from_log(log)}
+                if time.monotonic() - started > 2 or "FATAL" in log or "PANIC" in log:
+                    raise RestoreFailed(explain_failure(log, target), log_excerpt(self.log_path))
+            else:
+                state = self._state()
+                if state is not None and consistent_at is None:
+                    consistent_at = time.monotonic()
+                    timer.add("start", consistent_at - started)
+                if state is not None and self._done(state, log):
+                    timer.add("replay", time.monotonic() - (consistent_at or started))
+                    return {"started": True, "state": self._describe(state), "timeline": state["timeline"],
+                            "last_replayed_transaction": state["last_replay"] or None,
+                            "port": self.request.port or None}
+            time.sleep(0.2)
+        raise RestoreFailed("recovery did not reach %s within %d s" % (target.describe(), self.request.wait_timeout),
+                            log_excerpt(self.log_path))
+
+    def _state(self) -> Optional[Dict[str, Any]]:
+        try:
+            row = self.client.query(
+                "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END, "
+                "(SELECT timeline_id FROM pg_control_checkpoint()), pg_last_xact_replay_timestamp()"
+            )[0]
+        except (PostgresError, IndexError):
+            return None
+        return {"in_recovery": row[0] == "t", "paused": row[1] == "t", "timeline": int(row[2]), "last_replay": row[3]}
+
+    def _done(self, state: Dict[str, Any], log: str) -> bool:
+        if self.request.standby:
+            return state["in_recovery"]
+        if not state["in_recovery"]:
+            return True
+        return self.plan.target.action == "pause" and state["paused"] and (
+            "recovery stopping" in log or "pausing at the end of recovery" in log or self.plan.target.kind == "immediate")
+
+    def _describe(self, state: Dict[str, Any]) -> str:
+        if self.request.standby:
+            return "standby, ready to promote"
+        if not state["in_recovery"]:
+            return "promoted"
+        return "paused at target (read-only; promote with pg_promote() or restart with another target)"
+
+    @staticmethod
+    def _timeline_from_log(log: str) -> Optional[int]:
+        for line in reversed(log.splitlines()):
+            if "selected new timeline ID:" in line:
+                return int(line.rsplit(":", 1)[1].split()[0])
+        return None
+
+
+def explain_failure(log: str, target: RecoveryTarget) -> str:
+    """Plain words for the ways recovery stops short."""
+    if "recovery ended before configured recovery target was reached" in log:
+        return ("recovery replayed all the WAL it could fetch but never reached %s: the WAL after that point "
+                "is missing from the archive or was never archived" % target.describe())
+    if "restorekeeper wal-fetch: ERROR" in log:
+        line = next(l for l in reversed(log.splitlines()) if "restorekeeper wal-fetch: ERROR" in l)
+        return "recovery stopped because a WAL file could not be fetched intact: %s" % line.split("ERROR:", 1)[1].strip()
+    if "requested timeline" in log and "is not a child of this server's history" in log:
+        return "the requested timeline does not descend from the backup's timeline"
+    if "could not locate required checkpoint record" in log or "could not find redo location" in log:
+        return "the WAL segment holding the backup's starting checkpoint is not in the archive"
+    fatal = [line for line in log.splitlines() if "FATAL" in line or "PANIC" in line]
+    return "the restored server stopped during recovery: %s" % (fatal[-1] if fatal else "no error in its log")

@@ -1,0 +1,224 @@
+"""Point-in-time recovery against real PostgreSQL servers.
+
+The restored server always runs in its own throwaway slot (own data
+directory, port and socket), so every test tears it down whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from typing import Any, Dict
+
+import pytest
+
+from harness import PgCluster
+
+from test_backup import Archived, pgbench_init  # noqa: F401  (fixture helpers shared with the backup tests)
+from test_backup import archived  # noqa: F401  pylint: disable=unused-import
+
+pytestmark = pytest.mark.slow
+
+
+def restore(arch: Archived, slot: PgCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    argv = [arch.tool.bin, "restore", "--config", arch.setup.config_path, "--pgdata", slot.datadir,
+            "--port", str(slot.port), "--socket-dir", str(slot.socket_dir), "--json", *args]
+    result = arch.cluster.run_as_owner(argv)
+    if check and result.returncode != 0:
+        raise AssertionError("restore failed (%d): %s" % (result.returncode, result.stderr))
+    return result
+
+
+def restored(arch: Archived, slot: PgCluster, *args: str) -> Dict[str, Any]:
+    return json.loads(restore(arch, slot, *args).stdout)
+
+
+def commit_time(cluster: PgCluster) -> str:
+    """A moment strictly between the last commit and the next one."""
+    time.sleep(0.05)
+    moment = cluster.scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+    time.sleep(0.05)
+    return str(moment)
+
+
+def archive_everything(cluster: PgCluster) -> None:
+    cluster.wait_archived(cluster.switch_wal())
+
+
+@pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
+def test_delete_without_where_is_rewound(archived, cluster_factory, version):
+    arch = archived(version)
+    db = arch.cluster
+    db.execute("CREATE TABLE accounts (id int PRIMARY KEY, note text)")
+    db.execute("INSERT INTO accounts SELECT g, 'early' FROM generate_series(1, 1000) g")
+    arch.backup()
+    db.execute("INSERT INTO accounts SELECT g, 'later' FROM generate_series(1001, 1200) g")
+    db.execute("CREATE TABLE audit AS SELECT 1 AS unrelated")
+    before_accident = commit_time(db)
+    db.execute("DELETE FROM accounts")  # the accident
+    db.execute("INSERT INTO audit VALUES (2)")
+    archive_everything(db)
+    assert db.scalar("SELECT count(*) FROM accounts") == 0
+    slot = cluster_factory(version=version, initdb=False)
+    result = restored(arch, slot, "--target-time", before_accident, "--target-action", "promote", "--start")
+    assert result["state"] == "promoted" and result["timeline"] == 2
+    assert slot.scalar("SELECT count(*) FROM accounts") == 1200
+    assert slot.scalar("SELECT count(*) FROM accounts WHERE note = 'later'") == 200
+    assert slot.scalar("SELECT count(*) FROM audit") == 1  # only what committed before the accident
+    assert set(result["phases"]) >= {"fetch", "extract", "start", "replay", "total"}
+    assert slot.scalar("SHOW archive_mode") == "off"  # a restored copy never archives into the source's repository
+
+
+def test_targets_by_xid_lsn_name_and_immediate(archived, cluster_factory):
+    arch = archived(18)
+    db = arch.cluster
+    db.execute("CREATE TABLE steps (n int)")
+    arch.backup()
+    with db.connect() as conn, conn.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("INSERT INTO steps VALUES (1)")
+        cur.execute("SELECT txid_current()")
+        xid = cur.fetchone()[0]
+        cur.execute("COMMIT")
+    db.execute("INSERT INTO steps VALUES (2)")
+    lsn = db.scalar("SELECT pg_current_wal_insert_lsn()")
+    db.execute("INSERT INTO steps VALUES (3)")
+    db.execute("SELECT pg_create_restore_point('before-four')")
+    db.execute("INSERT INTO steps VALUES (4)")
+    archive_everything(db)
+
+    cases = [
+        (["--target-xid", str(xid)], [1]),
+        (["--target-xid", str(xid), "--exclusive"], []),
+        (["--target-lsn", str(lsn)], [1, 2]),
+        (["--target-name", "before-four"], [1, 2, 3]),
+        (["--target-immediate"], []),
+    ]
+    for args, expected in cases:
+        slot = cluster_factory(version=18, initdb=False)
+        result = restored(arch, slot, *args, "--start")
+        assert result["state"].startswith("paused at target"), (args, result)
+        assert [r[0] for r in slot.query("SELECT n FROM steps ORDER BY n")] == expected, args
+        slot.destroy()
+
+
+def test_incremental_chain_is_combined_and_recovered_on_18(archived, cluster_factory):
+    arch = archived(18, conf={"summarize_wal": "on"})
+    pgbench_init(arch.cluster)
+    arch.backup("--type", "full")
+    arch.cluster.execute("UPDATE pgbench_accounts SET abalance = 7 WHERE aid % 10 = 0")
+    arch.backup("--type", "incremental")
+    arch.cluster.execute("UPDATE pgbench_accounts SET abalance = 9 WHERE aid % 10 = 1")
+    last = arch.backup("--type", "incremental")
+    arch.cluster.execute("CREATE TABLE after_chain AS SELECT 1 AS x")
+    archive_everything(arch.cluster)
+    slot = cluster_factory(version=18, initdb=False)
+    result = restored(arch, slot, "--target-latest", "--start")
+    assert result["chain"][-1] == last["label"] and len(result["chain"]) == 3
+    assert "combine" in result["phases"]
+    assert slot.scalar("SELECT count(*) FROM pgbench_accounts WHERE abalance = 7") == 10000
+    assert slot.scalar("SELECT count(*) FROM pgbench_accounts WHERE abalance = 9") == 10000
+    assert slot.scalar("SELECT count(*) FROM after_chain") == 1
+
+
+def test_timeline_fork_then_restore_along_the_new_timeline(archived, cluster_factory):
+    arch = archived(18)
+    db = arch.cluster
+    db.execute("CREATE TABLE t (v text)")
+    arch.backup()
+    db.execute("INSERT INTO t VALUES ('timeline 1')")
+    archive_everything(db)
+    # First restore, promoted, archiving on: it becomes timeline 2 and archives it.
+    first = cluster_factory(version=18, initdb=False)
+    result = restored(arch, first, "--target-latest", "--keep-archiving", "--start")
+    assert result["timeline"] == 2
+    first.execute("INSERT INTO t VALUES ('timeline 2')")
+    first.wait_archived(first.switch_wal())
+    assert "00000002.history" in arch.rk("wal-list").stdout.split()
+    # Second restore from the same backup follows the history file onto timeline 2.
+    second = cluster_factory(version=18, initdb=False)
+    result = restored(arch, second, "--target-latest", "--start")
+    assert result["timeline"] == 3
+    assert [r[0] for r in second.query("SELECT v FROM t ORDER BY v")] == ["timeline 1", "timeline 2"]
+
+
+def test_bad_targets_are_refused_before_anything_is_written(archived, cluster_factory):
+    arch = archived(18)
+    arch.cluster.execute("CREATE TABLE t AS SELECT 1 AS x")
+    before_backup = commit_time(arch.cluster)
+    arch.backup()
+    arch.cluster.execute("INSERT INTO t VALUES (2)")
+    archive_everything(arch.cluster)
+    slot = cluster_factory(version=18, initdb=False)
+    cases = [
+        (["--target-time", "2026-06-14 14:31:59"], "has no time zone"),
+        (["--target-time", before_backup], "before the end of the oldest restorable backup"),
+        (["--target-time", "2099-01-01 00:00:00+00"], "not before the last transaction in the archive"),
+        (["--target-xid", "5", "--target-lsn", "0/1"], "exactly one recovery target"),
+        (["--target-name", "no-such-point"], "is not in the archived WAL"),
+        (["--target-lsn", "FF/0"], "beyond the archived WAL"),
+    ]
+    for args, message in cases:
+        result = restore(arch, slot, *args, check=False)
+        assert result.returncode == 1, (args, result.stdout)
+        assert message in result.stderr, (args, result.stderr)
+        assert not slot.datadir.exists(), args
+
+
+def test_refuses_non_empty_and_running_directories(archived, cluster_factory):
+    arch = archived(18)
+    arch.backup()
+    result = arch.cluster.run_as_owner([arch.tool.bin, "restore", "--config", arch.setup.config_path,
+                                        "--pgdata", arch.cluster.datadir, "--force"])
+    assert result.returncode == 1 and "belongs to a running PostgreSQL server" in result.stderr
+    stopped = cluster_factory(version=18, start=False)
+    marker = stopped.datadir / "PG_VERSION"
+    before = marker.read_text()
+    refused = restore(arch, stopped, check=False)
+    assert refused.returncode == 1 and "is not empty" in refused.stderr
+    moved = restored(arch, stopped, "--force")
+    assert moved["moved_aside"] and (marker.read_text() == before)
+    assert (slot_path := __import__("pathlib").Path(moved["moved_aside"]) / "PG_VERSION").read_text() == before, slot_path
+
+
+def _corrupt(arch: Archived, name: str) -> None:
+    path = arch.setup.repo_path / "main" / "wal" / name[:16] / name
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+
+
+def test_corrupt_wal_segment_stops_recovery_with_a_clear_error(archived, cluster_factory):
+    arch = archived(18)
+    db = arch.cluster
+    db.execute("CREATE TABLE t (n int)")
+    arch.backup()
+    db.switch_wal()
+    db.execute("INSERT INTO t SELECT generate_series(1, 1000)")
+    needed = db.switch_wal()  # the segment holding the inserts: recovery must replay it
+    target = commit_time(db)
+    db.execute("INSERT INTO t VALUES (-1)")  # a later commit, in a later segment
+    archive_everything(db)
+    _corrupt(arch, needed)
+    slot = cluster_factory(version=18, initdb=False)
+    result = restore(arch, slot, "--target-time", target, "--start", check=False)
+    assert result.returncode == 1
+    # PostgreSQL aborted on wal-fetch's exit 255 instead of ending recovery early:
+    assert "could not be fetched intact" in result.stderr and needed in result.stderr
+    assert not slot.is_running()
+
+
+def test_corrupt_newest_segment_is_found_before_anything_is_written(archived, cluster_factory):
+    arch = archived(18)
+    db = arch.cluster
+    db.execute("CREATE TABLE t (n int)")
+    arch.backup()
+    db.execute("INSERT INTO t VALUES (1)")
+    newest = db.switch_wal()
+    db.wait_archived(newest)
+    _corrupt(arch, newest)
+    slot = cluster_factory(version=18, initdb=False)
+    result = restore(arch, slot, "--target-latest", "--start", check=False)
+    assert result.returncode == 1 and "is corrupt" in result.stderr and newest in result.stderr
+    assert not slot.datadir.exists()
