@@ -27,10 +27,11 @@ LINT_ARGS   ?=
 export ANSIBLE_LINT_SKIP_SCHEMA_UPDATE := 1
 export PATH := $(VENV_BIN):$(PATH)
 
-# Tests, molecule, demo and bench load restorekeeper.postgresql through the
-# .build/collections symlink. Not lint/sanity: those locate the collection
-# themselves, and sanity must see its copy, not the work tree.
-units integration molecule demo bench: export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+# Lint, tests, molecule, demo and bench load restorekeeper.postgresql through
+# the .build/collections symlink, never a copy installed elsewhere (an older
+# copy in ~/.ansible/collections would otherwise shadow the work tree). Not
+# sanity: it must see its own copy of the collection.
+lint units integration molecule demo bench: export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 
 .PHONY: help venv collection lint sanity units integration molecule test demo bench clean distclean
 

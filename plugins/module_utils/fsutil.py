@@ -77,3 +77,25 @@ def remove_quietly(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def replace_file_durably(path: str, data: bytes, mode: int = 0o600, uid: int = -1, gid: int = -1) -> None:
+    """Write a whole file so that readers see the old or the new content, never
+    a mix: temp name (created with mode and owner before any byte is written),
+    fsync, rename over the old file, fsync the directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temp = os.path.join(directory, temp_name_for(os.path.basename(path)))
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with open(fd, "wb") as handle:
+            if uid != -1 or gid != -1:
+                os.fchown(handle.fileno(), uid, gid)
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError:
+        remove_quietly(temp)
+        raise
+    fsync_directory(directory)

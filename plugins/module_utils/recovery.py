@@ -17,7 +17,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import wal
 from .errors import RestorekeeperError
-from .fsutil import fsync_directory, remove_quietly, temp_name_for
+from .fsutil import remove_quietly, replace_file_durably
 
 TARGET_KINDS = ("time", "xid", "lsn", "name", "immediate", "latest")
 ACTIONS = ("pause", "promote", "shutdown")
@@ -184,15 +184,7 @@ def _parse_line(line: str) -> Tuple[str, str]:
 
 
 def _durable_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(path)
-    temp = os.path.join(directory, temp_name_for(os.path.basename(path)))
     try:
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
+        replace_file_durably(path, data, 0o600)
     except OSError as exc:
-        remove_quietly(temp)
         raise RestorekeeperError("cannot write %s: %s" % (path, exc.strerror or exc)) from None
-    fsync_directory(directory)

@@ -1,0 +1,216 @@
+#!/usr/bin/python
+# Copyright: restorekeeper contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+---
+module: tool_config
+short_description: Write the configuration file of the on-host restorekeeper command
+description:
+  - Renders the INI configuration file that C(restorekeeper wal-push), C(wal-fetch), C(backup) and
+    C(restore) read, with the same code the command uses to parse it, and writes it durably
+    (temporary file created with its final owner and mode, fsync, rename, directory fsync).
+  - The file names the repository and how restorekeeper's own tools reach the server. It never holds a
+    password; point O(postgres_password_file) at a pgpass file instead.
+version_added: 0.1.0
+author: restorekeeper contributors (@restorekeeper)
+options:
+  path:
+    description: Path of the configuration file.
+    type: path
+    required: true
+  cluster_name:
+    description:
+      - Name the cluster's WAL and backups are stored under in the repository.
+      - Letters, digits, C(.), C(_) and C(-); at most 63 characters. One name per PostgreSQL cluster.
+    type: str
+    required: true
+  repository_path:
+    description: Absolute path of the repository directory.
+    type: path
+    required: true
+  repository_type:
+    description: Storage backend of the repository.
+    type: str
+    choices: [posix]
+    default: posix
+  archive_compression:
+    description: Compression of archived WAL.
+    type: str
+    choices: [zstd, none]
+    default: zstd
+  archive_compression_level:
+    description: zstd level for WAL (1-3 suit WAL).
+    type: int
+    default: 3
+  backup_compression:
+    description: Compression of base backups.
+    type: str
+    choices: [zstd, none]
+    default: zstd
+  backup_compression_level:
+    description: zstd level for base backups.
+    type: int
+    default: 3
+  max_chain_length:
+    description: Most incremental backups on top of one full backup before C(type=auto) takes a full one.
+    type: int
+    default: 6
+  postgres_bindir:
+    description: Directory of the server's programs (psql, pg_basebackup, pg_ctl); empty means PATH.
+    type: path
+    default: ""
+  postgres_host:
+    description: Host or Unix socket directory restorekeeper's tools connect to; empty means libpq's default.
+    type: str
+    default: ""
+  postgres_port:
+    description: Port of the server; 0 means libpq's default.
+    type: int
+    default: 0
+  postgres_user:
+    description: Role restorekeeper's tools connect as; empty means the OS user's name.
+    type: str
+    default: ""
+  postgres_database:
+    description: Database to connect to for queries; empty means libpq's default.
+    type: str
+    default: ""
+  postgres_password_file:
+    description: A pgpass file (mode 0600) for password authentication; empty means none.
+    type: path
+    default: ""
+  owner:
+    description: Owner of the file, the PostgreSQL server's OS user.
+    type: str
+    default: postgres
+  group:
+    description: Group of the file.
+    type: str
+    default: postgres
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+notes:
+  - The file is always mode 0600.
+seealso:
+  - module: restorekeeper.postgresql.wal_archiving
+  - name: Repository format
+    description: Layout of the repository and the configuration file.
+    link: https://github.com/restorekeeper/postgresql/blob/main/docs/repository-format.md
+"""
+
+EXAMPLES = r"""
+- name: Configure restorekeeper for the main cluster
+  restorekeeper.postgresql.tool_config:
+    path: /etc/restorekeeper/main.conf
+    cluster_name: main
+    repository_path: /backup/restorekeeper
+    postgres_bindir: /usr/lib/postgresql/17/bin
+    postgres_host: /var/run/postgresql
+"""
+
+RETURN = r"""
+path:
+  description: Path of the configuration file.
+  returned: always
+  type: str
+  sample: /etc/restorekeeper/main.conf
+content:
+  description: The rendered configuration (it holds no secret).
+  returned: always
+  type: str
+  sample: "[cluster]\nname = main\n..."
+"""
+
+import grp
+import os
+import pwd
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import (
+    BackupConfig,
+    PostgresConfig,
+    render_config,
+)
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil import replace_file_durably
+
+
+def argument_spec():
+    return dict(
+        path=dict(type="path", required=True),
+        cluster_name=dict(type="str", required=True),
+        repository_path=dict(type="path", required=True),
+        repository_type=dict(type="str", choices=["posix"], default="posix"),
+        archive_compression=dict(type="str", choices=["zstd", "none"], default="zstd"),
+        archive_compression_level=dict(type="int", default=3),
+        backup_compression=dict(type="str", choices=["zstd", "none"], default="zstd"),
+        backup_compression_level=dict(type="int", default=3),
+        max_chain_length=dict(type="int", default=6),
+        postgres_bindir=dict(type="path", default=""),
+        postgres_host=dict(type="str", default=""),
+        postgres_port=dict(type="int", default=0),
+        postgres_user=dict(type="str", default=""),
+        postgres_database=dict(type="str", default=""),
+        postgres_password_file=dict(type="path", default=""),
+        owner=dict(type="str", default="postgres"),
+        group=dict(type="str", default="postgres"),
+    )
+
+
+def render(params):
+    return render_config(
+        params["cluster_name"], params["repository_path"], params["repository_type"],
+        compression_codec=params["archive_compression"], compression_level=params["archive_compression_level"],
+        postgres=PostgresConfig(params["postgres_bindir"] or "", params["postgres_host"], params["postgres_port"],
+                                params["postgres_user"], params["postgres_database"],
+                                params["postgres_password_file"] or ""),
+        backup=BackupConfig(params["backup_compression"], params["backup_compression_level"],
+                            params["max_chain_length"]),
+    )
+
+
+def current_state(path):
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as handle:
+            return handle.read(), st
+    except FileNotFoundError:
+        return None, None
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    params = module.params
+    try:
+        content = render(params)
+        uid = pwd.getpwnam(params["owner"]).pw_uid
+        gid = grp.getgrnam(params["group"]).gr_gid
+    except RestorekeeperError as exc:
+        module.fail_json(msg="invalid configuration: %s" % exc)
+    except KeyError as exc:
+        module.fail_json(msg="unknown owner or group %s: create the PostgreSQL OS user first" % exc)
+    before, st = current_state(params["path"])
+    same_content = before == content
+    same_owner = st is not None and (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, 0o600)
+    changed = not (same_content and same_owner)
+    result = dict(changed=changed, path=params["path"], content=content,
+                  diff=dict(before=before or "", after=content, before_header=params["path"], after_header=params["path"]))
+    if changed and not module.check_mode:
+        directory = os.path.dirname(params["path"])
+        if not os.path.isdir(directory):
+            module.fail_json(msg="directory %s does not exist: create it first (mode 0755 or tighter)" % directory)
+        try:
+            replace_file_durably(params["path"], content.encode("utf-8"), 0o600, uid, gid)
+        except OSError as exc:
+            module.fail_json(msg="cannot write %s: %s" % (params["path"], exc.strerror or exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
