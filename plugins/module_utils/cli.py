@@ -171,6 +171,57 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from .drill import DrillOptions, DrillQuery, run_drill
+    from .drillreport import write_reports
+    from .errors import ConfigError
+    from .pgclient import PgClient
+    from .postgres import parse_seconds
+
+    config = Config.load(args.config)
+    queries = ()
+    if args.queries:
+        try:
+            with open(args.queries, encoding="utf-8") as handle:
+                raw = json.load(handle)
+            queries = tuple(DrillQuery(str(q["name"]), str(q.get("database", "postgres")), str(q["sql"]),
+                                       tuple(str(v) for v in (q["expected"] if isinstance(q["expected"], list)
+                                                              else [q["expected"]])))
+                            for q in raw)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError("verification queries in %s are unreadable: %s" % (args.queries, exc),
+                              'write a JSON list of {"name", "database", "sql", "expected"}') from None
+    try:
+        rto = float(parse_seconds(args.rto_target)) if args.rto_target else None
+        rpo = float(parse_seconds(args.rpo_target)) if args.rpo_target else None
+    except ValueError as exc:
+        raise ConfigError("drill target: %s" % exc) from None
+    options = DrillOptions(
+        tool_path=os.path.abspath(sys.argv[0]), mode=args.mode, backup_label=args.backup or "",
+        scratch_root=args.scratch_dir or "", keep=args.keep, rto_target=rto, rpo_target=rpo,
+        checksum_tables=tuple(args.checksum_table or ()), queries=queries, amcheck=not args.no_amcheck,
+        row_counts=not args.no_row_counts,
+    )
+    with PgClient(config.postgres) as client:
+        report_data = run_drill(config, client, options)
+    if args.report_dir:
+        report_data["report_files"] = write_reports(report_data, args.report_dir)
+    if args.json:
+        _print_json(report_data)
+    else:
+        sys.stdout.write("drill of %s: %s, RTO %s s, RPO %s s\n" % (
+            report_data["cluster"], report_data["result"].upper(), report_data["rto_seconds"],
+            report_data["rpo_seconds"]))
+        for check in report_data["checks"]:
+            sys.stdout.write("  %-5s %s: %s\n" % (check["status"], check["name"], check["detail"]))
+        if report_data.get("report_files"):
+            sys.stdout.write("report: %s\n" % report_data["report_files"]["html"])
+    return EXIT_OK if report_data["result"] == "pass" else EXIT_FAILED
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from .backup import verify_backup
 
@@ -244,6 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     restore_cmd.add_argument("--wait-timeout", type=int, default=3600, help="seconds to wait for the target")
     restore_cmd.add_argument("--dry-run", action="store_true", help="only choose the backup and check the target")
     restore_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    drill = command("drill", cmd_drill, "restore into a scratch cluster, verify it, measure RTO and RPO")
+    drill.add_argument("--mode", choices=("restore-point", "latest"), default="restore-point",
+                       help="restore to a restore point the drill creates (default) or to the end of the archive")
+    drill.add_argument("--backup", help="backup label to restore (default: chosen for the target)")
+    drill.add_argument("--scratch-dir", help="where the scratch cluster is made (default: the temp directory)")
+    drill.add_argument("--keep", action="store_true", help="leave the scratch cluster running for inspection")
+    drill.add_argument("--rto-target", help="fail when the restore takes longer, e.g. 15min")
+    drill.add_argument("--rpo-target", help="fail when more would have been lost, e.g. 5min")
+    drill.add_argument("--checksum-table", action="append", metavar="DB:SCHEMA.TABLE",
+                       help="compare the full content of this table (repeatable)")
+    drill.add_argument("--queries", metavar="FILE", help="JSON list of spot checks {name, database, sql, expected}")
+    drill.add_argument("--no-amcheck", action="store_true", help="skip pg_amcheck")
+    drill.add_argument("--no-row-counts", action="store_true", help="skip per-table row counts")
+    drill.add_argument("--report-dir", help="write JSON, JUnit XML and HTML reports and the history here")
+    drill.add_argument("--json", action="store_true", help="print the report data as JSON")
     info = command("info", cmd_info, "backups, WAL ranges, gaps and the recoverable window")
     info.add_argument("--json", action="store_true", help="print as JSON")
     return parser

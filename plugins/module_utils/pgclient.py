@@ -103,6 +103,17 @@ class PgClient:
             raise PostgresError(describe_failure("psql", result.stderr))
         return [row for row in csv.reader(io.StringIO(result.stdout)) if row]
 
+    def script(self, text: str, database: str = "") -> List[List[str]]:
+        """Run a psql script (several statements, \\gexec allowed) in one session
+        and return the rows of every result, in order."""
+        argv = [self.program("psql"), "-X", "-q", "-t", "--csv", "-v", "ON_ERROR_STOP=1", "-f", "-"]
+        if database:
+            argv[1:1] = ["-d", database]
+        result = subprocess.run(argv, input=text, env=self.env(), capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise PostgresError(describe_failure("psql", result.stderr))
+        return [row for row in csv.reader(io.StringIO(result.stdout)) if row]
+
     def scalar(self, sql: str, database: str = "") -> str:
         rows = self.query(sql, database)
         return rows[0][0] if rows and rows[0] else ""

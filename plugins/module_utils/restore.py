@@ -136,9 +136,10 @@ def _choose(catalog: Catalog, restorable: List[BackupInfo], runs, segment_size: 
         end = inspector.last_transaction_end(_segments_after(chosen, run, segment_size)[-64:])
         if end is not None and moment >= end.time:
             raise TargetError(
-                "target %s is not before the last transaction in the archive after backup %s, which ended at %s; "
+                "target %s is not before the last transaction in the archive after backup %s, which ended at %s%s; "
                 "PostgreSQL stops at a time target only when it replays a later transaction, so recovery would "
-                "end before reaching it" % (target.value, chosen.label, utc_iso(end.time.timestamp())),
+                "end before reaching it" % (target.value, chosen.label, utc_iso(end.time.timestamp()),
+                                            _gap_after(run, runs, segment_size)),
                 "use target latest to replay all archived WAL, or pick a time before %s" % utc_iso(end.time.timestamp()),
             )
         return plan(chosen, "the newest backup that ended before %s" % target.value)
@@ -153,8 +154,8 @@ def _choose(catalog: Catalog, restorable: List[BackupInfo], runs, segment_size: 
         run = _run_of(chosen, runs, segment_size)
         last_lsn = (int(run.last[8:16], 16) * (0x100000000 // segment_size) + int(run.last[16:24], 16) + 1) * segment_size
         if lsn >= last_lsn:
-            raise TargetError("LSN %s is beyond the archived WAL (it ends at %s, segment %s)"
-                              % (target.value, wal.format_lsn(last_lsn), run.last),
+            raise TargetError("LSN %s is beyond the archived WAL (it ends at %s, segment %s%s)"
+                              % (target.value, wal.format_lsn(last_lsn), run.last, _gap_after(run, runs, segment_size)),
                               "wait until that WAL is archived, or use target latest")
         return plan(chosen, "the newest backup that ended before LSN %s" % target.value)
     # name and xid: find where they are in the WAL, then the newest backup before that.
@@ -170,8 +171,22 @@ def _choose(catalog: Catalog, restorable: List[BackupInfo], runs, segment_size: 
             return plan(backup, "the newest backup that ended before %s %s (at %s)"
                         % (target.kind, target.value, wal.format_lsn(found)))
     what = "restore point %r" % target.value if target.kind == "name" else "transaction %s" % target.value
-    raise TargetError("%s is not in the archived WAL after any restorable backup" % what,
+    newest_gap = _gap_after(newest_run, runs, segment_size)
+    raise TargetError("%s is not in the archived WAL after any restorable backup%s" % (what, newest_gap),
                       "check the name or xid; restore points are created with pg_create_restore_point()")
+
+
+def _gap_after(run, runs, segment_size: int) -> str:
+    """Why the WAL ends where it does: the missing segments after run, if a
+    later run on the same timeline proves they are a gap, not the end."""
+    per_log = 0x100000000 // segment_size
+    later = [r for r in runs if r.timeline == run.timeline and r.first > run.last]
+    if not later:
+        return ""
+    first_missing = wal.segment_for_lsn(run.timeline, (int(run.last[8:16], 16) * per_log + int(run.last[16:24], 16) + 1)
+                                        * segment_size, segment_size)
+    return (" (the archive has a gap: WAL segment %s is missing, and recovery cannot replay past it; "
+            "later WAL resumes at %s)" % (first_missing, later[0].first))
 
 
 def _parse_iso(text: str) -> datetime.datetime:

@@ -1,0 +1,148 @@
+"""Restore drills against real PostgreSQL servers: a healthy backup passes,
+every injected fault fails the drill naming its cause, and the scratch
+cluster is gone afterwards in every case."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from harness import make_user_dir
+
+from test_backup import Archived, pgbench_init  # noqa: F401
+from test_backup import archived  # noqa: F401  pylint: disable=unused-import
+
+pytestmark = pytest.mark.slow
+
+
+def drill(arch: Archived, scratch: Path, *args: str) -> subprocess.CompletedProcess:
+    return arch.cluster.run_as_owner([arch.tool.bin, "drill", "--config", arch.setup.config_path,
+                                      "--scratch-dir", scratch, "--json", *args])
+
+
+def report_of(result: subprocess.CompletedProcess) -> Dict[str, Any]:
+    assert result.stdout, result.stderr
+    return json.loads(result.stdout)
+
+
+def check(report: Dict[str, Any], prefix: str) -> Dict[str, Any]:
+    return next(c for c in report["checks"] if c["name"].startswith(prefix))
+
+
+@pytest.fixture
+def scratch(rk_session_dir, archived):  # noqa: F811
+    def make(arch: Archived) -> Path:
+        return make_user_dir(rk_session_dir / ("drill-scratch-%d" % arch.cluster.port), arch.cluster.os_user, 0o700)
+    return make
+
+
+def seeded(archived, version: int) -> Archived:  # noqa: F811
+    arch = archived(version)
+    pgbench_init(arch.cluster)
+    arch.cluster.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int)")
+    arch.cluster.execute("INSERT INTO accounts SELECT g, g * 10 FROM generate_series(1, 500) g")
+    arch.backup()
+    arch.cluster.execute("UPDATE accounts SET balance = balance + 1 WHERE id <= 100")
+    return arch
+
+
+@pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
+def test_healthy_drill_passes_every_check_and_cleans_up(archived, scratch, rk_session_dir, version):
+    arch = seeded(archived, version)
+    queries = rk_session_dir / ("queries-%d.json" % version)
+    queries.write_text(json.dumps([{"name": "balance total", "database": "postgres",
+                                    "sql": "SELECT sum(balance) FROM accounts", "expected": "1252600"}]))
+    report_dir = make_user_dir(rk_session_dir / ("reports-%d" % version), arch.cluster.os_user, 0o750)
+    where = scratch(arch)
+    result = drill(arch, where, "--checksum-table", "postgres:public.accounts", "--queries", str(queries),
+                   "--rto-target", "10min", "--rpo-target", "1h", "--report-dir", str(report_dir))
+    report = report_of(result)
+    assert result.returncode == 0, report["failure_reasons"]
+    assert report["result"] == "pass"
+    statuses = {c["name"]: c["status"] for c in report["checks"]}
+    assert statuses["pg_amcheck (heap and B-tree, every database)"] == "pass"
+    assert statuses["row counts match the source"] == "pass"
+    assert statuses["content checksums of chosen tables"] == "pass"
+    assert statuses["query: balance total"] == "pass"
+    assert statuses["databases present, sizes comparable"] == "pass"
+    assert report["rto_seconds"] > 0 and report["rpo_seconds"] is not None
+    assert {"extract", "replay", "verify"} <= set(report["phases"])
+    assert list(where.iterdir()) == [], "the scratch cluster must be removed"
+    files = {p.suffix for p in report_dir.iterdir()}
+    assert {".json", ".xml", ".html", ".jsonl"} <= files
+    html = (report_dir / "latest.html").read_text()
+    assert "PASS" in html and "<svg" in html and "Runbook" in html
+
+
+def test_flipped_bit_in_a_backup_fails_the_drill(archived, scratch):
+    arch = seeded(archived, 18)
+    label = arch.info()["backups"][0]["label"]
+    stored = arch.backup_dir(label) / "base.tar.zst"
+    blob = bytearray(stored.read_bytes())
+    blob[len(blob) // 3] ^= 0x10
+    stored.write_bytes(bytes(blob))
+    where = scratch(arch)
+    report = report_of(drill(arch, where))
+    assert report["result"] == "fail"
+    assert check(report, "restore and recovery")["status"] == "fail"
+    detail = check(report, "restore and recovery")["detail"]
+    assert "does not match its manifest" in detail and "SHA-256 differs" in detail  # names the damaged file
+    assert list(where.iterdir()) == []
+
+
+def _archived_segments(arch: Archived) -> List[str]:
+    return [n for n in arch.rk("wal-list").stdout.split() if len(n) == 24]
+
+
+def test_missing_wal_segment_in_the_middle_fails_the_drill(archived, scratch):
+    arch = seeded(archived, 18)
+    for _round in range(3):
+        arch.cluster.execute("INSERT INTO accounts SELECT g, 0 FROM generate_series(100000 + %d * 1000, 100000 + %d * 1000 + 999) g" % (_round, _round))
+        arch.cluster.wait_archived(arch.cluster.switch_wal())
+    label = arch.info()["backups"][0]["label"]
+    record = json.loads((arch.backup_dir(label) / "backup.json").read_text())
+    after_backup = [n for n in _archived_segments(arch) if n > record["wal_stop"]]
+    victim = after_backup[1]
+    (arch.setup.repo_path / "main" / "wal" / victim[:16] / victim).unlink()
+    where = scratch(arch)
+    report = report_of(drill(arch, where))
+    assert report["result"] == "fail"
+    reasons = " ".join(report["failure_reasons"])
+    assert "gap" in reasons and victim in reasons, reasons
+    assert list(where.iterdir()) == []
+
+
+def test_truncated_wal_segment_fails_the_drill(archived, scratch):
+    arch = seeded(archived, 18)
+    arch.cluster.execute("INSERT INTO accounts SELECT g, 0 FROM generate_series(5000, 9000) g")
+    victim = arch.cluster.switch_wal()
+    arch.cluster.wait_archived(victim)
+    arch.cluster.execute("INSERT INTO accounts VALUES (20000, 0)")
+    arch.cluster.wait_archived(arch.cluster.switch_wal())
+    path = arch.setup.repo_path / "main" / "wal" / victim[:16] / victim
+    path.write_bytes(path.read_bytes()[:4096])
+    where = scratch(arch)
+    report = report_of(drill(arch, where))
+    assert report["result"] == "fail"
+    assert victim in " ".join(report["failure_reasons"])
+    assert list(where.iterdir()) == []
+
+
+def test_wrong_query_result_fails_the_drill(archived, scratch, rk_session_dir):
+    arch = seeded(archived, 18)
+    queries = rk_session_dir / "queries-wrong.json"
+    queries.write_text(json.dumps([{"name": "row count", "sql": "SELECT count(*) FROM accounts", "expected": "499"}]))
+    report = report_of(drill(arch, scratch(arch), "--queries", str(queries)))
+    assert report["result"] == "fail"
+    assert check(report, "query: row count")["detail"] == "returned ['500'], expected ['499']"
+
+
+def test_rto_target_too_tight_fails_saying_by_how_much(archived, scratch):
+    arch = seeded(archived, 18)
+    report = report_of(drill(arch, scratch(arch), "--rto-target", "0", "--no-amcheck"))
+    assert report["result"] == "fail"
+    assert "exceeds the target of 0.0 s by" in check(report, "RTO")["detail"]
