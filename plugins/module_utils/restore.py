@@ -16,10 +16,9 @@ import errno
 import hashlib
 import os
 import shutil
-import subprocess
 import tarfile
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional
 
 from . import compression, wal
 from .catalog import BackupInfo, Catalog, backup_prefix, utc_iso

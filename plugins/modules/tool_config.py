@@ -88,11 +88,15 @@ options:
     description: Group of the file.
     type: str
     default: postgres
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
+    details: Renders the file and reports whether it would change, without writing.
   diff_mode:
     support: full
+    details: The diff is the file's text before and after.
   platform:
     platforms: posix
 notes:

@@ -1,112 +1,26 @@
 """restorekeeper.postgresql.wal_archiving against real throwaway clusters.
 
-How the module is run (the simplest route that gives the full JSON result
-with no extra collection): a generated one-play playbook runs the module with
-``register`` and ``ignore_errors``, then ``ansible.builtin.copy`` writes the
-registered result as JSON to a file the test reads. ansible-core has no json
-stdout callback of its own (it lives in ansible.posix) and its tree callback
-is deprecated and drops ``failed``; a registered result keeps everything
-(``failed``, ``msg``, ``diff``). The inventory sets ansible_connection=local
-and ansible_python_interpreter=sys.executable, the interpreter that has
-psycopg2. Secrets never go on the command line: a 0600 extra-vars file holds
-them and the module args refer to them by template.
+Modules run through ansible-playbook with tests/harness/ansible.py (how and
+why is described there); secrets travel in a 0600 extra-vars file, never on
+the command line.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
+from functools import partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
 from harness import PgCluster, allocate_port
+from harness.ansible import run_module as run_any_module
 
 MODULE = "restorekeeper.postgresql.wal_archiving"
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
-
-
-class ModuleRun:
-    """One module invocation: its registered result and everything ansible printed."""
-
-    def __init__(self, result: dict[str, Any], output: str) -> None:
-        self.result = result
-        self.output = output
-
-    def __getitem__(self, key: str) -> Any:
-        return self.result[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.result.get(key, default)
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.result.get("failed"))
-
-
-def _playbook(args: dict[str, Any], result_file: Path, check: bool, diff: bool) -> list[dict[str, Any]]:
-    # JSON is YAML, so the playbook is written with json.dumps: no quoting questions.
-    return [
-        {
-            "hosts": "localhost",
-            "gather_facts": False,
-            "tasks": [
-                {
-                    "name": "run the module under test",
-                    MODULE: args,
-                    "register": "rk_result",
-                    "ignore_errors": True,
-                    "check_mode": check,
-                    "diff": diff,
-                },
-                {
-                    "name": "save the registered result",
-                    "ansible.builtin.copy": {"content": "{{ rk_result | to_json }}", "dest": str(result_file)},
-                    "check_mode": False,
-                    "diff": False,
-                },
-            ],
-        }
-    ]
-
-
-def run_module(
-    ansible_env: dict[str, str],
-    args: dict[str, Any],
-    check: bool = False,
-    diff: bool = False,
-    secrets: Optional[dict[str, str]] = None,
-) -> ModuleRun:
-    """Run the module once on localhost; `secrets` become extra vars from a 0600 file."""
-    with tempfile.TemporaryDirectory(prefix="rk-module-") as scratch:
-        work = Path(scratch)
-        inventory = work / "inventory"
-        inventory.write_text(
-            "localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable
-        )
-        result_file = work / "result.json"
-        playbook = work / "playbook.yml"
-        playbook.write_text(json.dumps(_playbook(args, result_file, check, diff), indent=1))
-        # -vvv: the secret checks below see everything ansible can print.
-        argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), "-vvv"]
-        if secrets:
-            varfile = work / "secrets.json"
-            varfile.touch(mode=0o600)
-            varfile.write_text(json.dumps(secrets))
-            argv += ["-e", "@%s" % varfile]
-        proc = subprocess.run(argv, env=ansible_env, capture_output=True, text=True, timeout=300, check=False)
-        output = proc.stdout + proc.stderr
-        assert proc.returncode == 0 and result_file.exists(), "ansible-playbook failed (exit %d):\n%s" % (
-            proc.returncode, output)
-        result = json.loads(result_file.read_text())
-    # A result must never be a Python traceback: the module turns errors into messages.
-    assert "Traceback" not in output, output
-    assert "module_stderr" not in result, result
-    return ModuleRun(result, output)
+run_module = partial(run_any_module, module=MODULE)
 
 
 def conn_args(cluster: PgCluster) -> dict[str, Any]:

@@ -1,0 +1,495 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Read-only view of what a restorekeeper repository can restore, and how far archiving lags."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: backup_info
+short_description: Report restorekeeper backups, WAL archive ranges, gaps, recoverable windows and archive lag
+version_added: 0.2.0
+description:
+  - Reads the restorekeeper repository named by the configuration file and reports its complete backups and
+    their chains, interrupted (never restorable) backup sets, the archived WAL per timeline, gaps in the WAL
+    sequence, and the recoverable windows (earliest and latest point in time a restore can reach).
+  - Everything is derived from the repository's own objects, so the report cannot drift from what is stored.
+  - With O(server_status=true) it also asks the running server how far archiving lags behind
+    (RV(archive)), including the RPO exposure right now.
+  - Never changes anything; always reports C(changed=false).
+  - Lists are lists of dictionaries, so C(community.general.json_query) or C(selectattr) can slice them.
+options:
+  config_path:
+    description:
+      - Path of the restorekeeper configuration file on the database host (or any host that mounts the
+        repository and has the file).
+    type: path
+    default: /etc/restorekeeper/restorekeeper.conf
+  server_status:
+    description:
+      - Also report the server's archiving state (RV(archive)). Needs the server to be reachable.
+      - V(false) reads the repository only; the server may then be stopped or absent.
+    type: bool
+    default: true
+  ignore_unreachable_server:
+    description:
+      - With O(server_status=true), report RV(archive) as null with a warning, instead of failing, when the
+        server does not answer (stopped, or not reachable at the configured address). Other connection
+        errors (a refused login, for example) still fail.
+    type: bool
+    default: false
+  bindir:
+    description:
+      - Directory of the server's PostgreSQL programs (C(psql), C(pg_isready)).
+      - Default is C(bindir) of the configuration file's C([postgres]) section, then E(PATH).
+    type: path
+  login_user:
+    description:
+      - PostgreSQL role to connect as for RV(archive). Any role can read C(pg_stat_archiver);
+        RV(archive.ready_backlog) needs a superuser or C(pg_monitor) and is null otherwise.
+      - When not given, C(user) of the configuration file's C([postgres]) section, then libpq's default.
+    default: null
+  login_port:
+    description:
+      - TCP port of the server, which is also the number in the Unix socket file name.
+      - When not given, C(port) of the configuration file's C([postgres]) section, then E(PGPORT), then 5432.
+    default: null
+  login_db:
+    description:
+      - Database to connect to; any works.
+      - When not given, C(database) of the configuration file's C([postgres]) section, then libpq's default.
+    default: null
+  login_host:
+    description:
+      - Host name or IP address of the server. When set it wins over O(login_unix_socket).
+      - When both are empty, C(host) of the configuration file's C([postgres]) section, then libpq's default.
+  login_password:
+    description:
+      - Password of O(login_user), handed to C(psql) in a temporary 0600 pgpass file, never on a command line
+        or in the environment.
+extends_documentation_fragment:
+  - restorekeeper.postgresql.postgres
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: The module never changes anything, so check mode returns the same report.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - This module runs C(psql) from O(bindir); it does not need psycopg2, whatever the shared connection
+    options say.
+  - RV(archive.rpo_exposure_seconds) is an approximation; see its description.
+seealso:
+  - module: restorekeeper.postgresql.base_backup
+  - module: restorekeeper.postgresql.wal_archiving
+author:
+  - Restorekeeper maintainers (@restorekeeper)
+"""
+
+EXAMPLES = r"""
+- name: What can be restored right now?
+  become: true
+  become_user: postgres
+  restorekeeper.postgresql.backup_info:
+    config_path: /etc/restorekeeper/restorekeeper.conf
+  register: info
+
+- name: Fail when the WAL archive has a gap or archiving lags more than 15 minutes
+  ansible.builtin.assert:
+    that:
+      - info.wal.gaps | length == 0
+      - info.archive.rpo_exposure_seconds is not none
+      - info.archive.rpo_exposure_seconds < 900
+    fail_msg: "gaps {{ info.wal.gaps }}; archive lag {{ info.archive.rpo_exposure_seconds }} s"
+
+- name: Labels of the restorable full backups
+  ansible.builtin.debug:
+    msg: "{{ info.backups | selectattr('type', 'equalto', 'full') | selectattr('restorable') | map(attribute='label') | list }}"
+
+- name: Latest moment a restore can reach (needs community.general for json_query)
+  ansible.builtin.debug:
+    msg: "{{ info | community.general.json_query('recoverable_windows[-1].latest_time') }}"
+
+- name: Read the repository only, for example while the server is down
+  restorekeeper.postgresql.backup_info:
+    server_status: false
+"""
+
+RETURN = r"""
+changed:
+  description: Always false.
+  returned: always
+  type: bool
+  sample: false
+cluster:
+  description: The cluster name (C([cluster] name) of the configuration).
+  returned: always
+  type: str
+  sample: main
+repository:
+  description: Where the repository is.
+  returned: always
+  type: str
+  sample: /var/lib/restorekeeper/repository
+system_identifier:
+  description: PostgreSQL system identifier of the cluster archived under this name; null before any WAL arrived.
+  returned: always
+  type: str
+  sample: "7364028177049276418"
+backups:
+  description: Complete (verified, published) backups, oldest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    label:
+      description: Label of the backup.
+      type: str
+    type:
+      description: V(full) or V(incremental).
+      type: str
+    parent:
+      description: Label of the parent of an incremental backup; null for a full one.
+      type: str
+    chain:
+      description: Labels of every backup a restore of this one needs, the full backup first, this one last.
+      type: list
+      elements: str
+    start_time:
+      description: When the backup started (UTC, ISO 8601).
+      type: str
+    stop_time:
+      description: When the copy finished (UTC, ISO 8601).
+      type: str
+    start_lsn:
+      description: WAL position where the backup starts.
+      type: str
+    stop_lsn:
+      description: WAL position where the backup ends (the earliest point a restore from it reaches).
+      type: str
+    timeline:
+      description: Timeline of the backup.
+      type: int
+    wal_start:
+      description: First WAL segment the backup needs.
+      type: str
+    wal_stop:
+      description: Last WAL segment the backup needs.
+      type: str
+    database_size:
+      description: Bytes of cluster files copied.
+      type: int
+    stored_size:
+      description: Bytes stored in the repository.
+      type: int
+    duration_seconds:
+      description: Wall time the backup took.
+      type: float
+    server_version_num:
+      description: Version of the server backed up.
+      type: int
+    restorable:
+      description: Whether every WAL segment from RV(backups[].wal_start) to RV(backups[].wal_stop) is archived.
+      type: bool
+    reason:
+      description: Why the backup is not restorable; null when it is.
+      type: str
+  sample:
+    - label: 20260510-020000F
+      type: full
+      parent: null
+      chain: [20260510-020000F]
+      start_time: "2026-05-10T02:00:00.102334Z"
+      stop_time: "2026-05-10T02:00:04.981200Z"
+      start_lsn: 0/5000028
+      stop_lsn: 0/5000158
+      timeline: 1
+      wal_start: "000000010000000000000005"
+      wal_stop: "000000010000000000000005"
+      database_size: 23150617
+      stored_size: 3012544
+      duration_seconds: 4.879
+      server_version_num: 180001
+      restorable: true
+      reason: null
+    - label: 20260510-140000I
+      type: incremental
+      parent: 20260510-020000F
+      chain: [20260510-020000F, 20260510-140000I]
+      start_time: "2026-05-10T14:00:00.021002Z"
+      stop_time: "2026-05-10T14:00:01.700311Z"
+      start_lsn: 0/9000028
+      stop_lsn: 0/9000120
+      timeline: 1
+      wal_start: "000000010000000000000009"
+      wal_stop: "000000010000000000000009"
+      database_size: 2315061
+      stored_size: 301254
+      duration_seconds: 1.679
+      server_version_num: 180001
+      restorable: true
+      reason: null
+incomplete_backups:
+  description: Labels of backup sets without their record (interrupted, or running now). Never restorable.
+  returned: always
+  type: list
+  elements: str
+  sample: [20260509-020000F]
+wal:
+  description: The archived WAL.
+  returned: always
+  type: dict
+  contains:
+    segment_size:
+      description: WAL segment size in bytes.
+      type: int
+    timelines:
+      description: Per timeline, the first and last archived segment and how many are archived.
+      type: list
+      elements: dict
+      contains:
+        timeline:
+          description: Timeline number.
+          type: int
+        first:
+          description: First archived segment.
+          type: str
+        last:
+          description: Last archived segment.
+          type: str
+        segments:
+          description: Number of archived segments (fewer than the range holds when there are gaps).
+          type: int
+    gaps:
+      description: Runs of segments missing between archived ones on the same timeline. A restore cannot
+        cross a gap.
+      type: list
+      elements: dict
+      contains:
+        timeline:
+          description: Timeline number.
+          type: int
+        after:
+          description: Last archived segment before the gap.
+          type: str
+        before:
+          description: First archived segment after the gap.
+          type: str
+        missing:
+          description: Number of missing segments.
+          type: int
+        first_missing:
+          description: First missing segment.
+          type: str
+        last_missing:
+          description: Last missing segment.
+          type: str
+    history_files:
+      description: Archived timeline history files.
+      type: list
+      elements: str
+    partial_files:
+      description: Archived partial segments (written when a standby was promoted).
+      type: list
+      elements: str
+    last_archived:
+      description: Last segment of the last run of archived segments; null when none.
+      type: str
+  sample:
+    segment_size: 16777216
+    timelines:
+      - {timeline: 1, first: "000000010000000000000001", last: "00000001000000000000000C", segments: 11}
+    gaps:
+      - {timeline: 1, after: "000000010000000000000006", before: "000000010000000000000008", missing: 1,
+         first_missing: "000000010000000000000007", last_missing: "000000010000000000000007"}
+    history_files: []
+    partial_files: []
+    last_archived: "00000001000000000000000C"
+recoverable_windows:
+  description:
+    - Stretches of time a restore can reach, each from a restorable backup along the unbroken run of WAL
+      that follows it. A gap ends a window; a later backup after the gap starts a new one.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    from_backup:
+      description: Label of the backup the window starts from.
+      type: str
+    timeline:
+      description: Timeline of the window.
+      type: int
+    earliest_lsn:
+      description: Earliest reachable WAL position (the backup's stop LSN).
+      type: str
+    earliest_time:
+      description: Earliest reachable moment (the backup's stop time, UTC).
+      type: str
+    latest_segment:
+      description: Last archived segment of the run.
+      type: str
+    latest_lsn:
+      description: WAL position at the end of RV(recoverable_windows[].latest_segment).
+      type: str
+    latest_time:
+      description: When that segment reached the repository (UTC), an upper bound of the latest reachable moment.
+      type: str
+  sample:
+    - from_backup: 20260510-020000F
+      timeline: 1
+      earliest_lsn: 0/5000158
+      earliest_time: "2026-05-10T02:00:04.981200Z"
+      latest_segment: "000000010000000000000006"
+      latest_lsn: 0/7000000
+      latest_time: "2026-05-10T09:12:40.000000Z"
+archive:
+  description:
+    - The server's archiving state against the repository. Null when O(server_status=false), or when the
+      server did not answer and O(ignore_unreachable_server=true).
+    - Times are UTC ISO 8601 strings; ages are computed by the server's clock.
+  returned: always
+  type: dict
+  contains:
+    in_recovery:
+      description: Whether the server is a standby.
+      type: bool
+    current_wal_segment:
+      description: Segment the primary is writing now; null on a standby.
+      type: str
+    wal_segment_size:
+      description: The server's WAL segment size in bytes.
+      type: int
+    archived_count:
+      description: Segments archived since the statistics were reset (C(pg_stat_archiver)).
+      type: int
+    last_archived_wal:
+      description: Last segment the archiver reported archived.
+      type: str
+    last_archived_time:
+      description: When that happened.
+      type: str
+    seconds_since_last_archive:
+      description: Seconds since the last successful archive; null when none since the statistics reset.
+      type: float
+    failed_count:
+      description: Failed archive attempts.
+      type: int
+    last_failed_wal:
+      description: Segment of the last failed attempt.
+      type: str
+    last_failed_time:
+      description: When the last attempt failed.
+      type: str
+    last_in_repository:
+      description: Newest segment in the repository (any timeline).
+      type: str
+    segments_behind:
+      description:
+        - Completed segments on the current timeline that are not in the repository yet (between its newest
+          segment of that timeline and the current one). The current segment is still being written and is
+          not counted, so 0 means fully caught up.
+        - Null on a standby, or when the repository holds no segment of the current timeline yet.
+      type: int
+    rpo_exposure_seconds:
+      description:
+        - The archive lag, that is how much committed work a loss of the server right now would lose beyond
+          the current segment. Approximated as RV(archive.seconds_since_last_archive) while
+          RV(archive.segments_behind) is above 0, and 0 when it is 0 (PostgreSQL does not record when a
+          segment was completed).
+        - Changes in the current, unfinished segment are not counted; C(archive_timeout) bounds their age.
+        - Null when RV(archive.segments_behind) is null, or when segments are missing and nothing was ever
+          archived.
+      type: float
+    ready_backlog:
+      description:
+        - Segments waiting for the archiver (C(.ready) files in C(pg_wal/archive_status)).
+        - Null when the login role may not list that directory (needs a superuser or C(pg_monitor)).
+      type: int
+  sample:
+    in_recovery: false
+    current_wal_segment: "00000001000000000000000D"
+    wal_segment_size: 16777216
+    archived_count: 12
+    last_archived_wal: "00000001000000000000000C"
+    last_archived_time: "2026-05-10T09:12:39.912311Z"
+    seconds_since_last_archive: 41.2
+    failed_count: 0
+    last_failed_wal: null
+    last_failed_time: null
+    last_in_repository: "00000001000000000000000C"
+    segments_behind: 0
+    rpo_exposure_seconds: 0.0
+    ready_backlog: 0
+"""
+
+import traceback
+from typing import Any, Dict
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archivestatus import (
+    archive_status,
+    connection_options_spec,
+    module_client,
+)
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.catalog import Catalog
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import DEFAULT_PATH, Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import Repository
+
+# pg_isready: 2 = no response (server down or address wrong), as opposed to
+# 0 (accepting) and 1 (rejecting, e.g. starting up) and 3 (bad parameters).
+PG_ISREADY_NO_RESPONSE = 2
+
+
+def argument_spec() -> Dict[str, Any]:
+    spec = connection_options_spec()
+    spec.update(
+        config_path={"type": "path", "default": DEFAULT_PATH},
+        server_status={"type": "bool", "default": True},
+        ignore_unreachable_server={"type": "bool", "default": False},
+        bindir={"type": "path"},
+    )
+    return spec
+
+
+def run(module: AnsibleModule) -> Dict[str, Any]:
+    params = module.params
+    config = Config.load(params["config_path"])
+    repository = Repository.from_config(config)
+    repository.require_initialised()
+    catalog = Catalog(repository, config.cluster)
+    result: Dict[str, Any] = dict(catalog.describe())
+    result.update(changed=False, archive=None)
+    if not params["server_status"]:
+        return result
+    with module_client(params, config.postgres) as client:
+        if params["ignore_unreachable_server"]:
+            probe = client.run("pg_isready", ["-q"], capture_output=True, text=True)
+            if probe.returncode == PG_ISREADY_NO_RESPONSE:
+                module.warn("the PostgreSQL server did not answer; archive status (archive) not reported")
+                return result
+        result["archive"] = archive_status(client, catalog)
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        result = run(module)
+    except RestorekeeperError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        module.fail_json(
+            msg="unexpected error in backup_info: %s: %s" % (type(exc).__name__, exc),
+            exception=traceback.format_exc(),
+            changed=False,
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Run the collection's modules through ansible-playbook, as a user would.
+
+How a module is run (the simplest route that gives the full JSON result with
+no extra collection): a generated one-play playbook runs the module with
+``register`` and ``ignore_errors``, then ``ansible.builtin.copy`` writes the
+registered result as JSON to a file the test reads. ansible-core has no json
+stdout callback of its own (it lives in ansible.posix) and its tree callback
+is deprecated and drops ``failed``; a registered result keeps everything
+(``failed``, ``msg``, ``diff``, ``warnings``). The inventory sets
+ansible_connection=local and ansible_python_interpreter=sys.executable, the
+interpreter that has psycopg2 and that the server's OS user can execute (so
+``become_user`` works). Secrets never go on the command line: a 0600
+extra-vars file holds them and the module args refer to them by template.
+
+Also here: the archived-server setup the module tests share.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from .cluster import PgCluster
+from .repo import RepoSetup
+
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+
+
+class ModuleRun:
+    """One module invocation: its registered result and everything ansible printed."""
+
+    def __init__(self, result: dict[str, Any], output: str) -> None:
+        self.result = result
+        self.output = output
+
+    def __getitem__(self, key: str) -> Any:
+        return self.result[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.result.get(key, default)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.result.get("failed"))
+
+
+def _playbook(module: str, args: dict[str, Any], result_file: Path, check: bool, diff: bool,
+              become_user: Optional[str]) -> list[dict[str, Any]]:
+    task: dict[str, Any] = {
+        "name": "run the module under test",
+        module: args,
+        "register": "rk_result",
+        "ignore_errors": True,
+        "check_mode": check,
+        "diff": diff,
+    }
+    if become_user:
+        # su: root needs no password for it, and sudo is not installed here.
+        task.update(become=True, become_user=become_user, become_method="su")
+    # JSON is YAML, so the playbook is written with json.dumps: no quoting questions.
+    return [
+        {
+            "hosts": "localhost",
+            "gather_facts": False,
+            "tasks": [
+                task,
+                {
+                    "name": "save the registered result",
+                    "ansible.builtin.copy": {"content": "{{ rk_result | to_json }}", "dest": str(result_file)},
+                    "check_mode": False,
+                    "diff": False,
+                },
+            ],
+        }
+    ]
+
+
+def run_module(
+    ansible_env: Mapping[str, str],
+    args: dict[str, Any],
+    check: bool = False,
+    diff: bool = False,
+    secrets: Optional[dict[str, str]] = None,
+    *,
+    module: str,
+    become_user: Optional[str] = None,
+) -> ModuleRun:
+    """Run `module` once on localhost; `secrets` become extra vars from a 0600 file,
+    `become_user` runs it as that OS user (for example the cluster's owner)."""
+    with tempfile.TemporaryDirectory(prefix="rk-module-") as scratch:
+        work = Path(scratch)
+        inventory = work / "inventory"
+        inventory.write_text(
+            "localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable
+        )
+        result_file = work / "result.json"
+        playbook = work / "playbook.yml"
+        playbook.write_text(json.dumps(_playbook(module, args, result_file, check, diff, become_user), indent=1))
+        # -vvv: the secret checks of the tests see everything ansible can print.
+        argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), "-vvv"]
+        if secrets:
+            varfile = work / "secrets.json"
+            varfile.touch(mode=0o600)
+            varfile.write_text(json.dumps(secrets))
+            argv += ["-e", "@%s" % varfile]
+        proc = subprocess.run(argv, env=dict(ansible_env), capture_output=True, text=True, timeout=600,
+                              check=False)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0 and result_file.exists(), "ansible-playbook failed (exit %d):\n%s" % (
+            proc.returncode, output)
+        result = json.loads(result_file.read_text())
+    # A result must never be a Python traceback: the modules turn errors into messages.
+    assert "Traceback" not in output, output
+    assert "module_stderr" not in result, result
+    return ModuleRun(result, output)
+
+
+def start_archiving(cluster: PgCluster, setup: RepoSetup, tool_bin: Path,
+                    conf: Optional[Mapping[str, Any]] = None) -> None:
+    """Make a running cluster archive into setup's repository through the
+    installed tool, restart it, and wait until a first segment has arrived."""
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walarchive import archive_command
+
+    settings: dict[str, Any] = {"wal_level": "replica", "archive_mode": "on",
+                                "archive_command": archive_command(str(tool_bin), str(setup.config_path))}
+    settings.update(conf or {})
+    for name, value in settings.items():
+        cluster.execute("ALTER SYSTEM SET %s = %%s" % name, (value,))
+    cluster.restart()
+    cluster.wait_archived(cluster.switch_wal())
