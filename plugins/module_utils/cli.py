@@ -87,7 +87,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
     config = Config.load(args.config)
     options = BackupOptions(type=args.type, checkpoint=args.checkpoint, max_rate=args.max_rate or "",
-                            from_standby=args.from_standby)
+                            from_standby=args.from_standby, parent_label=args.parent or "")
     with PgClient(config.postgres) as client:
         record = BaseBackup(config, client).run(options)
     if args.json:
@@ -234,6 +234,49 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dump(args: argparse.Namespace) -> int:
+    from .dump import DumpOptions, LogicalDump
+    from .pgclient import PgClient
+
+    config = Config.load(args.config)
+    options = DumpOptions(databases=tuple(args.database or ()), format=args.format, jobs=args.jobs,
+                          globals=not args.no_globals)
+    with PgClient(config.postgres) as client:
+        record = LogicalDump(config, client).run(options)
+    if args.json:
+        _print_json(record)
+    else:
+        for item in record["databases"]:
+            sys.stdout.write("dump %s: database %s, %d tables, %d rows, %d bytes stored\n" % (
+                record["label"], item["name"], len(item["tables"]), item["rows"], item["stored_size"]))
+        sys.stdout.write("dump %s complete (%s format%s), %d bytes stored, %.1f s\n" % (
+            record["label"], record["dump_format"], ", with globals" if record["globals"] else "",
+            record["stored_size"], record["duration_seconds"]))
+    return EXIT_OK
+
+
+def cmd_dump_restore(args: argparse.Namespace) -> int:
+    from .dump import DumpRestore, RestoreOptions
+    from .pgclient import PgClient
+
+    config = Config.load(args.config)
+    options = RestoreOptions(database=args.database, target=args.target_database, label=args.label or "",
+                             table=args.table or "", schema=args.schema or "", create=args.create, jobs=args.jobs,
+                             no_owner=args.no_owner, no_privileges=args.no_privileges)
+    with PgClient(config.postgres) as client:
+        result = DumpRestore(config, client).run(options)
+    if args.json:
+        _print_json(result)
+    else:
+        sys.stdout.write("restored %s%s of database %s from dump %s into database %s: %d tables, %d rows, "
+                         "row counts equal to the dump, %.1f s\n" % (
+                             result["scope"], " " + (result["table"] and "%s.%s" % (result["schema"], result["table"])
+                                                     or result["schema"] or ""),
+                             result["database"], result["label"], result["target_database"], len(result["tables"]),
+                             result["rows"], result["duration_seconds"]))
+    return EXIT_OK
+
+
 def _print_json(value) -> None:
     import json
 
@@ -266,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--checkpoint", choices=("fast", "spread"), default="fast")
     backup.add_argument("--max-rate", help="pg_basebackup transfer rate limit, e.g. 100M")
     backup.add_argument("--from-standby", action="store_true", help="allow backing up a server in recovery")
+    backup.add_argument("--parent", help="with --type incremental: build on this backup instead of the newest")
     backup.add_argument("--json", action="store_true", help="print the backup record as JSON")
     verify = command("verify", cmd_verify, "re-read a stored backup and check every file against its manifest")
     verify.add_argument("label", help="backup label (see restorekeeper info)")
@@ -312,6 +356,26 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--json", action="store_true", help="print the report data as JSON")
     info = command("info", cmd_info, "backups, WAL ranges, gaps and the recoverable window")
     info.add_argument("--json", action="store_true", help="print as JSON")
+    dump = command("dump", cmd_dump, "take a verified logical backup (pg_dump per database, plus globals)")
+    dump.add_argument("--database", "-d", action="append", help="database to dump (repeatable; default all)")
+    dump.add_argument("--format", choices=("custom", "directory"), default="custom")
+    dump.add_argument("--jobs", "-j", type=int, default=1, help="parallel pg_dump jobs (directory format)")
+    dump.add_argument("--no-globals", action="store_true", help="skip pg_dumpall --globals-only")
+    dump.add_argument("--json", action="store_true", help="print the dump record as JSON")
+    restore = command("dump-restore", cmd_dump_restore,
+                      "restore a database, schema or table of a dump into a fresh database, verified by row counts")
+    restore.add_argument("--label", help="dump label (default: the newest dump holding the database)")
+    restore.add_argument("--database", "-d", required=True, help="database of the dump to restore")
+    only = restore.add_mutually_exclusive_group()
+    only.add_argument("--table", "-t", help='only this table: SCHEMA.TABLE (quote dotted names: "a.b"."c")')
+    only.add_argument("--schema", "-n", help="only this schema")
+    restore.add_argument("--target-database", required=True, help="database to restore into")
+    restore.add_argument("--create", action="store_true",
+                         help="create the target (it must not exist); without it, it must exist and be empty")
+    restore.add_argument("--jobs", "-j", type=int, default=1, help="parallel pg_restore jobs (directory format)")
+    restore.add_argument("--no-owner", action="store_true", help="do not restore object ownership")
+    restore.add_argument("--no-privileges", action="store_true", help="do not restore grants")
+    restore.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
