@@ -54,6 +54,7 @@ class BackupOptions(NamedTuple):
     from_standby: bool = False
     wal_wait_seconds: int = 120
     compression_threads: int = -1
+    parent_label: str = ""
 
 
 class ServerFacts(NamedTuple):
@@ -139,10 +140,13 @@ class BaseBackup:
                    identity.get("system_identifier")),
                 "point [cluster] name at this server's own archive",
             )
-        backup_type, parent = self._choose_type(options.type, facts)
+        backup_type, parent = self._choose_type(options.type, facts, options.parent_label)
         return backup_type, parent, facts
 
-    def _choose_type(self, requested: str, facts: ServerFacts) -> Tuple[str, Optional[BackupInfo]]:
+    def _choose_type(self, requested: str, facts: ServerFacts,
+                     parent_label: str = "") -> Tuple[str, Optional[BackupInfo]]:
+        if parent_label and requested != INCREMENTAL:
+            raise BackupFailed("a parent backup only makes sense for type incremental", "pass --type incremental")
         if requested == FULL:
             return FULL, None
         reason = self._incremental_blocker(facts)
@@ -150,7 +154,19 @@ class BaseBackup:
             raise BackupFailed(*reason)
         if reason:
             return FULL, None
-        parent = self.catalog.latest_backup(system_identifier=str(facts.system_identifier))
+        if parent_label:
+            known = {b.label: b for b in self.catalog.backups()}
+            if parent_label not in known:
+                raise BackupFailed(
+                    "unknown parent backup %r: no complete backup of cluster %r has that label"
+                    % (parent_label, self.config.cluster),
+                    "`restorekeeper info` lists the labels; leave the parent out to build on the newest backup",
+                )
+            parent = known[parent_label]
+            if parent.record.get("system_identifier") != str(facts.system_identifier):
+                raise BackupFailed("backup %s belongs to another database system" % parent_label)
+        else:
+            parent = self.catalog.latest_backup(system_identifier=str(facts.system_identifier))
         if parent is None:
             if requested == INCREMENTAL:
                 raise BackupFailed("no complete backup to build an incremental backup on", "take a full backup first")

@@ -228,6 +228,16 @@ def check_target_directory(pgdata: str, force: bool) -> Optional[str]:
     return None
 
 
+def check_creatable(path: str, what: str) -> None:
+    """Refuse early when a directory could not be created or written."""
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RestoreFailed("cannot create the %s %s: %s is not writable by uid %d" % (what, path, probe, os.geteuid()),
+                            "choose a location the server's OS user owns")
+
+
 def _prepare_directory(pgdata: str, aside: Optional[str]) -> None:
     if aside:
         os.rename(pgdata, aside)
@@ -347,6 +357,7 @@ def tablespace_locations(backup: BackupInfo, mapping: Dict[str, str]) -> Dict[st
         location = mapping.get(tablespace["oid"]) or mapping.get(tablespace["name"]) or tablespace["location"]
         if not os.path.isabs(location):
             raise RestoreFailed("tablespace %s location %r is not absolute" % (tablespace["name"], location))
+        check_creatable(location, "tablespace directory for %s" % tablespace["name"])
         if os.path.isdir(location) and os.listdir(location):
             raise RestoreFailed(
                 "tablespace %s would be restored into %s, which is not empty" % (tablespace["name"], location),
@@ -400,19 +411,27 @@ def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[s
     timer = Timer()
     plan = plan_restore(config, client, request.target, request.backup_label)
     aside = check_target_directory(request.pgdata, request.force)
+    check_creatable(request.pgdata, "data directory")
     locations = tablespace_locations(plan.chain[-1], request.tablespace_map)
     repository = Repository.from_config(config)
-    _prepare_directory(request.pgdata, aside)
-    if len(plan.chain) == 1:
-        lay_down_backup(repository.storage, config.cluster, plan.backup, request.pgdata, locations, timer)
-    else:
-        combine_chain(repository.storage, config.cluster, plan.chain, request.pgdata, request.tablespace_map,
-                      client, timer)
-    os.makedirs(os.path.join(request.pgdata, "pg_wal", "archive_status"), mode=0o700, exist_ok=True)
     extra = _server_settings(request)
     settings = recovery_settings(plan.target, restore_command(request.tool_path, config.path), request.standby,
                                  request.primary_conninfo)
-    write_recovery_config(request.pgdata, settings, request.standby, extra)
+    created = [path for path in [request.pgdata] + list(locations.values()) if not os.path.exists(path)]
+    _prepare_directory(request.pgdata, aside)
+    try:
+        if len(plan.chain) == 1:
+            lay_down_backup(repository.storage, config.cluster, plan.backup, request.pgdata, locations, timer)
+        else:
+            combine_chain(repository.storage, config.cluster, plan.chain, request.pgdata, request.tablespace_map,
+                          client, timer)
+        os.makedirs(os.path.join(request.pgdata, "pg_wal", "archive_status"), mode=0o700, exist_ok=True)
+        write_recovery_config(request.pgdata, settings, request.standby, extra)
+    except BaseException as exc:
+        _undo_lay_down(request.pgdata, created, aside)
+        if isinstance(exc, OSError):
+            raise RestoreFailed("restoring into %s failed: %s; nothing was left behind" % (request.pgdata, exc)) from None
+        raise
     result: Dict[str, Any] = {
         "backup": plan.backup.label,
         "chain": [b.label for b in plan.chain],
@@ -431,6 +450,23 @@ def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[s
     timer.add("total", time.monotonic() - started)
     result["phases"] = timer.phases
     return result
+
+
+def _undo_lay_down(pgdata: str, created: List[str], aside: Optional[str]) -> None:
+    """Leave the host as it was before a failed restore: remove what the
+    restore created and put a moved-aside data directory back."""
+    for path in created:
+        shutil.rmtree(path, ignore_errors=True)
+    if aside:
+        shutil.rmtree(pgdata, ignore_errors=True)
+        os.rename(aside, pgdata)
+    elif os.path.isdir(pgdata):
+        for entry in os.listdir(pgdata):
+            target = os.path.join(pgdata, entry)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                os.unlink(target)
 
 
 def _server_settings(request: RestoreRequest) -> Dict[str, str]:

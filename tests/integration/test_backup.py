@@ -242,3 +242,30 @@ def test_tablespaces_are_backed_up_per_tablespace_and_verified(archived, rk_sess
     verified = extract_and_verify(arch, record["label"], rk_session_dir / "restored-ts")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert arch.rk("verify", record["label"]).returncode == 0
+
+
+def test_explicit_parent_and_unknown_parent(archived):
+    arch = archived(18, conf={"summarize_wal": "on"})
+    first = arch.backup()
+    arch.backup("--type", "incremental")
+    branch = arch.backup("--type", "incremental", "--parent", first["label"])
+    assert branch["parent"] == first["label"]
+    refused = arch.rk("backup", "--type", "incremental", "--parent", "20000101-000000F", check=False)
+    assert refused.returncode == 1 and "unknown parent backup '20000101-000000F'" in refused.stderr
+    assert len(arch.info()["backups"]) == 3
+
+
+def test_backup_of_a_server_in_recovery_needs_from_standby(archived, cluster_factory):
+    arch = archived(18)
+    arch.backup()
+    arch.cluster.wait_archived(arch.cluster.switch_wal())
+    standby = cluster_factory(version=18, initdb=False)
+    arch.cluster.run_as_owner([arch.tool.bin, "restore", "--config", arch.setup.config_path, "--pgdata",
+                               standby.datadir, "--port", str(standby.port), "--socket-dir",
+                               str(standby.socket_dir), "--standby", "--start"])
+    config = arch.setup.config_path.read_text()
+    pointed = config.replace("port = %d" % arch.cluster.port, "port = %d" % standby.port).replace(
+        "host = %s" % arch.cluster.socket_dir, "host = %s" % standby.socket_dir)
+    arch.setup.config_path.write_text(pointed)
+    refused = arch.rk("backup", check=False)
+    assert refused.returncode == 1 and "the server is in recovery" in refused.stderr and "from_standby" in refused.stderr

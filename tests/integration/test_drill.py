@@ -78,8 +78,9 @@ def test_healthy_drill_passes_every_check_and_cleans_up(archived, scratch, rk_se
     assert "PASS" in html and "<svg" in html and "Runbook" in html
 
 
-def test_flipped_bit_in_a_backup_fails_the_drill(archived, scratch):
-    arch = seeded(archived, 18)
+@pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
+def test_flipped_bit_in_a_backup_fails_the_drill(archived, version, scratch):
+    arch = seeded(archived, version)
     label = arch.info()["backups"][0]["label"]
     stored = arch.backup_dir(label) / "base.tar.zst"
     blob = bytearray(stored.read_bytes())
@@ -98,8 +99,9 @@ def _archived_segments(arch: Archived) -> List[str]:
     return [n for n in arch.rk("wal-list").stdout.split() if len(n) == 24]
 
 
-def test_missing_wal_segment_in_the_middle_fails_the_drill(archived, scratch):
-    arch = seeded(archived, 18)
+@pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
+def test_missing_wal_segment_in_the_middle_fails_the_drill(archived, version, scratch):
+    arch = seeded(archived, version)
     for _round in range(3):
         arch.cluster.execute("INSERT INTO accounts SELECT g, 0 FROM generate_series(100000 + %d * 1000, 100000 + %d * 1000 + 999) g" % (_round, _round))
         arch.cluster.wait_archived(arch.cluster.switch_wal())
@@ -116,8 +118,9 @@ def test_missing_wal_segment_in_the_middle_fails_the_drill(archived, scratch):
     assert list(where.iterdir()) == []
 
 
-def test_truncated_wal_segment_fails_the_drill(archived, scratch):
-    arch = seeded(archived, 18)
+@pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
+def test_truncated_wal_segment_fails_the_drill(archived, version, scratch):
+    arch = seeded(archived, version)
     arch.cluster.execute("INSERT INTO accounts SELECT g, 0 FROM generate_series(5000, 9000) g")
     victim = arch.cluster.switch_wal()
     arch.cluster.wait_archived(victim)
@@ -132,17 +135,19 @@ def test_truncated_wal_segment_fails_the_drill(archived, scratch):
     assert list(where.iterdir()) == []
 
 
-def test_wrong_query_result_fails_the_drill(archived, scratch, rk_session_dir):
-    arch = seeded(archived, 18)
-    queries = rk_session_dir / "queries-wrong.json"
+@pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
+def test_wrong_query_result_fails_the_drill(archived, version, scratch, rk_session_dir):
+    arch = seeded(archived, version)
+    queries = rk_session_dir / ("queries-wrong-%d.json" % version)
     queries.write_text(json.dumps([{"name": "row count", "sql": "SELECT count(*) FROM accounts", "expected": "499"}]))
     report = report_of(drill(arch, scratch(arch), "--queries", str(queries)))
     assert report["result"] == "fail"
     assert check(report, "query: row count")["detail"] == "returned ['500'], expected ['499']"
 
 
-def test_rto_target_too_tight_fails_saying_by_how_much(archived, scratch):
-    arch = seeded(archived, 18)
+@pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
+def test_rto_target_too_tight_fails_saying_by_how_much(archived, version, scratch):
+    arch = seeded(archived, version)
     report = report_of(drill(arch, scratch(arch), "--rto-target", "0", "--no-amcheck"))
     assert report["result"] == "fail"
     assert "exceeds the target of 0.0 s by" in check(report, "RTO")["detail"]

@@ -222,3 +222,65 @@ def test_corrupt_newest_segment_is_found_before_anything_is_written(archived, cl
     result = restore(arch, slot, "--target-latest", "--start", check=False)
     assert result.returncode == 1 and "is corrupt" in result.stderr and newest in result.stderr
     assert not slot.datadir.exists()
+
+
+def test_standby_restore_is_ready_to_promote(archived, cluster_factory):
+    arch = archived(18)
+    arch.cluster.execute("CREATE TABLE t AS SELECT 1 AS x")
+    arch.backup()
+    archive_everything(arch.cluster)
+    slot = cluster_factory(version=18, initdb=False)
+    result = restored(arch, slot, "--standby", "--start")
+    assert result["state"] == "standby, ready to promote"
+    assert (slot.datadir / "standby.signal").exists() and not (slot.datadir / "recovery.signal").exists()
+    assert slot.scalar("SELECT pg_is_in_recovery()") is True
+    # It keeps following the archive: a later change arrives without a restart.
+    arch.cluster.execute("INSERT INTO t VALUES (2)")
+    archive_everything(arch.cluster)
+    from harness import wait_until
+    wait_until(lambda: slot.scalar("SELECT count(*) FROM t") == 2, timeout=60, message="standby replay")
+    slot.execute("SELECT pg_promote()")
+    wait_until(lambda: slot.scalar("SELECT pg_is_in_recovery()") is False, timeout=60, message="promotion")
+
+
+def test_tablespace_is_restored_to_a_remapped_location(archived, cluster_factory, rk_session_dir):
+    from harness import make_user_dir
+    arch = archived(18)
+    location = make_user_dir(rk_session_dir / "ts-original", arch.cluster.os_user, 0o700)
+    arch.cluster.execute("CREATE TABLESPACE far LOCATION '%s'" % location)
+    arch.cluster.execute("CREATE TABLE remote (n int) TABLESPACE far")
+    arch.cluster.execute("INSERT INTO remote SELECT generate_series(1, 3000)")
+    arch.backup()
+    archive_everything(arch.cluster)
+    slot = cluster_factory(version=18, initdb=False)
+    refused = restore(arch, slot, "--target-latest", check=False)
+    assert refused.returncode == 1 and "is not empty" in refused.stderr  # the live tablespace is never overwritten
+    assert not slot.datadir.exists()
+    unwritable = rk_session_dir / "ts-root-only" / "far"
+    (rk_session_dir / "ts-root-only").mkdir(mode=0o755)
+    refused = restore(arch, slot, "--target-latest", "--tablespace-map", "far=%s" % unwritable, check=False)
+    assert refused.returncode == 1 and "is not writable" in refused.stderr and "Traceback" not in refused.stderr
+    assert not slot.datadir.exists()
+    remapped = make_user_dir(rk_session_dir / "ts-parent", arch.cluster.os_user, 0o700) / "ts-remapped"
+    result = restored(arch, slot, "--target-latest", "--tablespace-map", "far=%s" % remapped, "--start")
+    oid = str(arch.cluster.scalar("SELECT oid FROM pg_tablespace WHERE spcname = 'far'"))
+    assert result["tablespaces"] == {oid: str(remapped)}
+    assert (slot.datadir / "pg_tblspc" / oid).resolve() == remapped
+    assert slot.scalar("SELECT count(*) FROM remote") == 3000
+    assert slot.scalar("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'far'") == str(remapped)
+
+
+def test_damaged_backup_fails_the_restore_and_leaves_nothing_behind(archived, cluster_factory):
+    arch = archived(18)
+    pgbench_init(arch.cluster)
+    record = arch.backup()
+    archive_everything(arch.cluster)
+    stored = arch.backup_dir(record["label"]) / "base.tar.zst"
+    blob = bytearray(stored.read_bytes())
+    blob[len(blob) // 2] ^= 0x04
+    stored.write_bytes(bytes(blob))
+    slot = cluster_factory(version=18, initdb=False)
+    result = restore(arch, slot, "--target-latest", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "does not match its manifest" in result.stderr or "cannot be read" in result.stderr
+    assert not slot.datadir.exists()
