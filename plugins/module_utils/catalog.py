@@ -24,6 +24,22 @@ def utc_iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + ".%06dZ" % int((timestamp % 1) * 1e6)
 
 
+def load_record_sets(storage, prefix: str, record_name: str):
+    """Sets stored as <prefix><label>/..., each complete once <record_name>
+    exists in it (it is written last). Returns ({label: record}, [incomplete labels])."""
+    records: Dict[str, Dict[str, Any]] = {}
+    labels = set()
+    for info in storage.list(prefix):
+        label, _sep, name = info.key[len(prefix):].partition("/")
+        labels.add(label)
+        if name == record_name:
+            try:
+                records[label] = json.loads(storage.get_bytes(info.key).decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise CorruptObject("%s is unreadable: %s" % (info.key, exc)) from None
+    return records, sorted(labels - set(records))
+
+
 class BackupInfo(NamedTuple):
     label: str
     type: str
@@ -58,19 +74,8 @@ class Catalog:
 
     # -- backups
     def _load(self) -> None:
-        records: Dict[str, Dict[str, Any]] = {}
-        labels = set()
-        prefix = "%s/backup/" % self.cluster
-        for info in self.storage.list(prefix):
-            label, _sep, name = info.key[len(prefix):].partition("/")
-            labels.add(label)
-            if name == "backup.json":
-                try:
-                    records[label] = json.loads(self.storage.get_bytes(info.key).decode("utf-8"))
-                except (UnicodeDecodeError, ValueError) as exc:
-                    raise CorruptObject("%s is unreadable: %s" % (info.key, exc)) from None
+        records, self._incomplete = load_record_sets(self.storage, "%s/backup/" % self.cluster, "backup.json")
         self._backups = [BackupInfo(label, rec["type"], rec.get("parent"), rec) for label, rec in sorted(records.items())]
-        self._incomplete = sorted(labels - set(records))
 
     def backups(self) -> List[BackupInfo]:
         """Complete (published, verified) backups, oldest first."""
@@ -133,16 +138,21 @@ class Catalog:
 
     def describe(self) -> Dict[str, Any]:
         """Everything backup_info reports, as plain data."""
+        from .dump import DumpCatalog  # dump.py builds on this module
+
         size = self.segment_size()
         names = self.wal_names()
         runs = self.wal_runs(size, names)
         backups = self.backups()
+        dumps = DumpCatalog(self.repository, self.cluster)
         return {
             "cluster": self.cluster,
             "repository": self.storage.location,
             "system_identifier": (self.repository.identity(self.cluster) or {}).get("system_identifier"),
             "backups": [self._describe_backup(b, runs, size) for b in backups],
             "incomplete_backups": self.incomplete(),
+            "dumps": dumps.describe(),
+            "incomplete_dumps": dumps.incomplete(),
             "wal": {
                 "segment_size": size,
                 "timelines": _timelines(runs),

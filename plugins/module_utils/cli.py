@@ -119,6 +119,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             "restorable" if backup["restorable"] else "NOT restorable: " + backup["reason"]))
     for label in description["incomplete_backups"]:
         sys.stdout.write("%-18s incomplete (interrupted or running; never restorable)\n" % label)
+    for dump in description["dumps"]:
+        sys.stdout.write("%-18s logical    %-18s stop %s  databases: %s\n" % (
+            dump["label"], dump["format"], dump["stop_time"], ", ".join(dump["databases"])))
     for gap in description["wal"]["gaps"]:
         sys.stdout.write("WAL gap on timeline %d: %d segment(s) missing, %s to %s\n" % (
             gap["timeline"], gap["missing"], gap["first_missing"], gap["last_missing"]))

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, Callable, Dict, Iterable, List, NamedTuple, Op
 from urllib.parse import quote, unquote
 
 from . import compression
-from .catalog import utc_iso
+from .catalog import load_record_sets, utc_iso
 from .config import Config
 from .errors import CorruptObject, ObjectNotFound, RestorekeeperError
 from .pgclient import PgClient, PostgresError
@@ -498,18 +498,8 @@ class DumpCatalog:
         self._incomplete: List[str] = []
 
     def _load(self) -> None:
-        prefix = "%s/dump/" % self.cluster
-        labels, records = set(), {}
-        for info in self.storage.list(prefix):
-            label, _sep, name = info.key[len(prefix):].partition("/")
-            labels.add(label)
-            if name == RECORD_NAME:
-                try:
-                    records[label] = json.loads(self.storage.get_bytes(info.key).decode("utf-8"))
-                except (UnicodeDecodeError, ValueError) as exc:
-                    raise CorruptObject("%s is unreadable: %s" % (info.key, exc)) from None
+        records, self._incomplete = load_record_sets(self.storage, "%s/dump/" % self.cluster, RECORD_NAME)
         self._dumps = [DumpInfo(label, record) for label, record in sorted(records.items())]
-        self._incomplete = sorted(labels - set(records))
 
     def dumps(self) -> List[DumpInfo]:
         """Complete dump sets, oldest first."""
