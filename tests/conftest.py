@@ -281,3 +281,12 @@ def ansible_env(collection_root: Path, rk_session_dir: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+# ----------------------------------------------------------------------- s3
+@pytest.fixture(scope="session")
+def s3_endpoint(rk_session_dir: Path):
+    """moto's S3 server on a free loopback port, for the whole session."""
+    from harness.s3 import run_moto_server
+
+    yield from run_moto_server(rk_session_dir / "moto.log")

@@ -33,16 +33,20 @@ from __future__ import annotations
 
 import configparser
 import re
-from typing import Dict, NamedTuple
+from typing import Dict, NamedTuple, Optional
 
 from . import compression
 from .errors import ConfigError
 
 DEFAULT_PATH = "/etc/restorekeeper/restorekeeper.conf"
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# Keys of an s3 repository (see storage_s3.S3Settings); path is the prefix in the bucket.
+S3_KEYS = ("bucket", "endpoint_url", "region", "path_style", "access_key_id", "secret_access_key", "session_token",
+           "profile", "ca_bundle", "sse", "kms_key_id", "storage_class", "object_lock_mode", "object_lock_days")
+SECRET_KEYS = ("secret_access_key", "session_token")
 _KNOWN = {
     "cluster": {"name"},
-    "repository": {"type", "path"},
+    "repository": {"type", "path"} | set(S3_KEYS),
     "archive": {"compression", "compression_level"},
     "postgres": {"bindir", "host", "port", "user", "database", "password_file"},
     "backup": {"compression", "compression_level", "max_chain_length"},
@@ -55,6 +59,7 @@ _DEFAULT_LEVEL = compression.DEFAULT_LEVEL
 class RepositoryConfig(NamedTuple):
     type: str
     path: str
+    options: Optional[Dict[str, str]] = None
 
 
 class PostgresConfig(NamedTuple):
@@ -102,7 +107,9 @@ class Config(NamedTuple):
             ) from None
         except (OSError, UnicodeDecodeError, configparser.Error) as exc:
             raise ConfigError("configuration file %s cannot be parsed: %s" % (path, exc)) from None
-        return cls.from_sections(path, {name: dict(parser[name]) for name in parser.sections()})
+        sections = {name: dict(parser[name]) for name in parser.sections()}
+        _refuse_exposed_secrets(path, sections)
+        return cls.from_sections(path, sections)
 
     @classmethod
     def from_sections(cls, path: str, sections: Dict[str, Dict[str, str]]) -> "Config":
@@ -150,8 +157,31 @@ class Config(NamedTuple):
             optional("postgres", "database"),
             optional("postgres", "password_file"),
         )
-        repository = RepositoryConfig(get("repository", "type", "posix"), get("repository", "path"))
+        backend = get("repository", "type", "posix")
+        options = {key: value.strip() for key, value in sections.get("repository", {}).items() if key in S3_KEYS}
+        if backend == "s3":
+            repository = RepositoryConfig(backend, optional("repository", "path"), options)
+            if not options.get("bucket"):
+                raise ConfigError("%s: [repository] bucket is required for type s3" % path)
+        else:
+            if options:
+                raise ConfigError("%s: [repository] %s only apply to type s3" % (path, ", ".join(sorted(options))))
+            repository = RepositoryConfig(backend, get("repository", "path"))
         return cls(path, name, repository, codec, level, postgres, backup)
+
+
+def _refuse_exposed_secrets(path: str, sections: Dict[str, Dict[str, str]]) -> None:
+    """A file holding a secret must be readable by its owner only."""
+    import os
+    import stat
+
+    holds_secret = any(section.get(key, "").strip() for section in sections.values() for key in SECRET_KEYS)
+    if holds_secret and stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+        raise ConfigError(
+            "configuration file %s holds a secret but is readable by others (mode %o)"
+            % (path, stat.S_IMODE(os.stat(path).st_mode)),
+            "chmod 600 %s" % path,
+        )
 
 
 def _reject_unknown(path: str, sections: Dict[str, Dict[str, str]]) -> None:

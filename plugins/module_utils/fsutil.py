@@ -9,8 +9,11 @@ ignores because of its prefix.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
+from typing import Iterator
 
 TEMP_PREFIX = ".rk-tmp."
 
@@ -99,3 +102,25 @@ def replace_file_durably(path: str, data: bytes, mode: int = 0o600, uid: int = -
         remove_quietly(temp)
         raise
     fsync_directory(directory)
+
+
+class LockHeld(Exception):
+    """Raised by exclusive_flock when another process holds the lock; carries its holder text."""
+
+
+@contextlib.contextmanager
+def exclusive_flock(path: str, holder: str, mode: int = 0o640) -> Iterator[None]:
+    """Hold a non-blocking exclusive flock(2) on path while the block runs,
+    writing holder into the file. The kernel releases it when the holder dies,
+    so a killed process never leaves a stale lock behind."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeld(os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode("utf-8"), 0)
+        yield
+    finally:
+        os.close(fd)

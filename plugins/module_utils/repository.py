@@ -32,7 +32,8 @@ class Repository:
 
     @classmethod
     def from_config(cls, config: Config) -> "Repository":
-        return cls(open_storage(config.repository.type, config.repository.path))
+        repo = config.repository
+        return cls(open_storage(repo.type, repo.path, repo.options))
 
     def is_initialised(self) -> bool:
         return self.storage.exists(MARKER_KEY)

@@ -15,7 +15,7 @@ copy to another backend can be verified end to end.
 from __future__ import annotations
 
 import hashlib
-from typing import BinaryIO, ContextManager, Iterator, NamedTuple, Optional
+from typing import BinaryIO, ContextManager, Dict, Iterator, NamedTuple, Optional
 
 from .errors import StorageError
 
@@ -149,14 +149,18 @@ class Storage:
             return stream.read(length)
 
 
-def open_storage(backend: str, location: str) -> Storage:
+def open_storage(backend: str, location: str, options: Optional[Dict[str, str]] = None) -> Storage:
     """Create the backend for a repository. Backends are imported on demand so
     the archive command's per-segment start-up loads only what it uses."""
     if backend == "posix":
         from .storage_posix import PosixStorage
 
         return PosixStorage(location)
+    if backend == "s3":
+        from .storage_s3 import S3Storage, settings_from_options
+
+        return S3Storage(settings_from_options(location, options or {}))
     raise StorageError(
         "unknown repository type %r" % backend,
-        "set [repository] type to one of: posix",
+        "set [repository] type to one of: posix, s3",
     )

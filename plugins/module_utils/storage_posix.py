@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 from typing import BinaryIO, Iterator, Optional
 
 from .errors import LockBusy, ObjectExists, ObjectNotFound, StorageError
 from .fsutil import (
+    LockHeld,
+    exclusive_flock,
     fsync_directory,
     is_temp_name,
     makedirs_durable,
@@ -172,25 +173,15 @@ class PosixStorage(Storage):
 
     @contextlib.contextmanager
     def lock(self, key: str, holder: str) -> Iterator[None]:
-        # flock is released by the kernel when the holder dies, so a killed
-        # backup never leaves a stale lock behind.
         path = self.path_of(key)
         try:
             makedirs_durable(os.path.dirname(path), DIR_MODE)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            with exclusive_flock(path, holder, FILE_MODE):
+                yield
+        except LockHeld as held:
+            raise LockBusy("lock %s is held by %s" % (key, held)) from None
         except OSError as exc:
             raise _storage_error("lock", path, exc) from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                current = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
-                raise LockBusy("lock %s is held by %s" % (key, current)) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, holder.encode("utf-8"), 0)
-            yield
-        finally:
-            os.close(fd)
 
     def staging_directory(self) -> Optional[str]:
         return self.root
