@@ -37,6 +37,11 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError("%s\n%s" % (message, self.format_usage().strip()))
 
 
+def _load(args: argparse.Namespace) -> Config:
+    """The configuration, reading from the copy --source names when given."""
+    return Config.load(args.config).for_source(getattr(args, "source", "") or "")
+
+
 def report(command: str, level: str, message: object) -> None:
     """One line on stderr, which PostgreSQL copies into its server log."""
     sys.stderr.write("%s %s: %s: %s\n" % (PROG, command, level, message))
@@ -46,7 +51,7 @@ def report(command: str, level: str, message: object) -> None:
 def cmd_wal_push(args: argparse.Namespace) -> int:
     from .walarchive import WalArchive
 
-    outcome = WalArchive(Config.load(args.config)).push(args.path, args.name)
+    outcome = WalArchive(_load(args)).push(args.path, args.name)
     if args.verbose:
         report("wal-push", "INFO", "%s %s (%d bytes stored)" % (outcome.name, outcome.status, outcome.stored_size))
     return EXIT_OK
@@ -56,7 +61,7 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
     from .walarchive import WalArchive, WalNotFound
 
     try:
-        WalArchive(Config.load(args.config)).fetch(args.name, args.path)
+        WalArchive(_load(args)).fetch(args.name, args.path)
     except WalNotFound:
         if args.verbose:
             report("wal-fetch", "INFO", "%s is not in the archive" % args.name)
@@ -67,7 +72,7 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
 def cmd_wal_list(args: argparse.Namespace) -> int:
     from .walarchive import WalArchive
 
-    for name in WalArchive(Config.load(args.config)).names():
+    for name in WalArchive(_load(args)).names():
         sys.stdout.write(name + "\n")
     return EXIT_OK
 
@@ -75,7 +80,7 @@ def cmd_wal_list(args: argparse.Namespace) -> int:
 def cmd_repo_create(args: argparse.Namespace) -> int:
     from .repository import Repository
 
-    config = Config.load(args.config)
+    config = _load(args)
     created = Repository.from_config(config).create()
     sys.stdout.write("%s repository %s\n" % ("created" if created else "already initialised:", config.repository.path))
     return EXIT_OK
@@ -85,7 +90,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from .backup import BackupOptions, BaseBackup
     from .pgclient import PgClient
 
-    config = Config.load(args.config)
+    config = _load(args)
     options = BackupOptions(type=args.type, checkpoint=args.checkpoint, max_rate=args.max_rate or "",
                             from_standby=args.from_standby, parent_label=args.parent or "")
     with PgClient(config.postgres) as client:
@@ -106,10 +111,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .catalog import Catalog
     from .repository import Repository
 
-    config = Config.load(args.config)
+    config = _load(args)
     repository = Repository.from_config(config)
     repository.require_initialised()
     description = Catalog(repository, config.cluster).describe()
+    if config.copies and not config.source:
+        from .ship import copy_status
+
+        description["copies"] = copy_status(config)
     if args.json:
         _print_json(description)
         return EXIT_OK
@@ -129,6 +138,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         sys.stdout.write("recoverable: %s (%s) to %s (archived %s), from backup %s\n" % (
             window["earliest_time"], window["earliest_lsn"], window["latest_lsn"], window["latest_time"],
             window["from_backup"]))
+    for copy in description.get("copies", []):
+        if copy.get("reachable"):
+            sys.stdout.write("copy %-12s %-12s %s%s: %d WAL files behind (lag %.0f s), backups missing: %s\n" % (
+                copy["name"], copy["medium"], "offsite " if copy["offsite"] else "", "immutable" if copy["immutable"] else "",
+                copy["wal_files_missing"], copy["lag_seconds"], ", ".join(copy["backups_missing"]) or "none"))
+        else:
+            sys.stdout.write("copy %-12s UNREACHABLE: %s\n" % (copy["name"], copy["error"]))
     if not description["recoverable_windows"]:
         sys.stdout.write("nothing is recoverable yet: no backup with all of its WAL archived\n")
     return EXIT_OK
@@ -141,7 +157,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from .recovery import build_target
     from .restore import RestoreRequest, plan_restore, restore
 
-    config = Config.load(args.config)
+    config = _load(args)
     target = build_target(
         time=args.target_time or "", xid=args.target_xid or "", lsn=args.target_lsn or "",
         name=args.target_name or "", immediate=args.target_immediate,
@@ -184,7 +200,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
     from .pgclient import PgClient
     from .postgres import parse_seconds
 
-    config = Config.load(args.config)
+    config = _load(args)
     queries = ()
     if args.queries:
         try:
@@ -225,10 +241,28 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return EXIT_OK if report_data["result"] == "pass" else EXIT_FAILED
 
 
+def cmd_ship(args: argparse.Namespace) -> int:
+    from .ship import Shipper
+
+    config = _load(args)
+    shipper = Shipper(config, log=lambda line: report("ship", "WARNING", line))
+    if not args.once:
+        shipper.run(interval=args.interval)
+        return EXIT_OK
+    results = shipper.ship_once(args.copy or "")
+    if args.json:
+        _print_json([r._asdict() for r in results])
+    else:
+        for result in results:
+            sys.stdout.write("copy %s: %d shipped, %d failed, %d still pending\n"
+                             % (result.copy, len(result.shipped), len(result.failed), max(result.pending, 0)))
+    return EXIT_OK if all(not r.failed for r in results) else EXIT_FAILED
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from .backup import verify_backup
 
-    result = verify_backup(Config.load(args.config), args.label)
+    result = verify_backup(_load(args), args.label)
     if result.problems:
         for problem in result.problems:
             report("verify", "ERROR", "backup %s: %s" % (result.label, problem))
@@ -241,7 +275,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     from .dump import DumpOptions, LogicalDump
     from .pgclient import PgClient
 
-    config = Config.load(args.config)
+    config = _load(args)
     options = DumpOptions(databases=tuple(args.database or ()), format=args.format, jobs=args.jobs,
                           globals=not args.no_globals)
     with PgClient(config.postgres) as client:
@@ -262,7 +296,7 @@ def cmd_dump_restore(args: argparse.Namespace) -> int:
     from .dump import DumpRestore, RestoreOptions
     from .pgclient import PgClient
 
-    config = Config.load(args.config)
+    config = _load(args)
     options = RestoreOptions(database=args.database, target=args.target_database, label=args.label or "",
                              table=args.table or "", schema=args.schema or "", create=args.create, jobs=args.jobs,
                              no_owner=args.no_owner, no_privileges=args.no_privileges)
@@ -291,9 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, handler, help_text: str, reads_copies: bool = False) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--config", "-c", default=DEFAULT_PATH, help="configuration file (default %(default)s)")
+        if reads_copies:
+            sub.add_argument("--source", metavar="COPY", help="read from this copy instead of the repository")
         sub.add_argument("--verbose", "-v", action="store_true", help="report success too, not only failures")
         sub.set_defaults(handler=handler)
         return sub
@@ -301,10 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     push = command("wal-push", cmd_wal_push, "archive one WAL file durably (archive_command)")
     push.add_argument("path", help="path of the WAL file, %%p")
     push.add_argument("name", help="file name of the WAL file, %%f")
-    fetch = command("wal-fetch", cmd_wal_fetch, "restore one WAL file from the archive (restore_command)")
+    fetch = command("wal-fetch", cmd_wal_fetch, "restore one WAL file from the archive (restore_command)", reads_copies=True)
     fetch.add_argument("name", help="file name wanted, %%f")
     fetch.add_argument("path", help="where to write it, %%p")
-    command("wal-list", cmd_wal_list, "list the archived WAL files")
+    command("wal-list", cmd_wal_list, "list the archived WAL files", reads_copies=True)
     command("repo-create", cmd_repo_create, "initialise the repository (idempotent)")
     backup = command("backup", cmd_backup, "take a verified physical base backup with pg_basebackup")
     backup.add_argument("--type", choices=("full", "incremental", "auto"), default="full",
@@ -314,9 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--from-standby", action="store_true", help="allow backing up a server in recovery")
     backup.add_argument("--parent", help="with --type incremental: build on this backup instead of the newest")
     backup.add_argument("--json", action="store_true", help="print the backup record as JSON")
-    verify = command("verify", cmd_verify, "re-read a stored backup and check every file against its manifest")
+    verify = command("verify", cmd_verify, "re-read a stored backup and check every file against its manifest", reads_copies=True)
     verify.add_argument("label", help="backup label (see restorekeeper info)")
-    restore_cmd = command("restore", cmd_restore, "restore a backup into a data directory, to a recovery target")
+    restore_cmd = command("restore", cmd_restore, "restore a backup into a data directory, to a recovery target", reads_copies=True)
     restore_cmd.add_argument("--pgdata", required=True, help="data directory to restore into (empty or new)")
     for option, help_text in (("--target-time", "timestamp WITH time zone, e.g. '2026-06-14 14:31:59+00'"),
                               ("--target-xid", "transaction id"), ("--target-lsn", "LSN, e.g. 0/3000060"),
@@ -342,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore_cmd.add_argument("--wait-timeout", type=int, default=3600, help="seconds to wait for the target")
     restore_cmd.add_argument("--dry-run", action="store_true", help="only choose the backup and check the target")
     restore_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
-    drill = command("drill", cmd_drill, "restore into a scratch cluster, verify it, measure RTO and RPO")
+    drill = command("drill", cmd_drill, "restore into a scratch cluster, verify it, measure RTO and RPO", reads_copies=True)
     drill.add_argument("--mode", choices=("restore-point", "latest"), default="restore-point",
                        help="restore to a restore point the drill creates (default) or to the end of the archive")
     drill.add_argument("--backup", help="backup label to restore (default: chosen for the target)")
@@ -357,7 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--no-row-counts", action="store_true", help="skip per-table row counts")
     drill.add_argument("--report-dir", help="write JSON, JUnit XML and HTML reports and the history here")
     drill.add_argument("--json", action="store_true", help="print the report data as JSON")
-    info = command("info", cmd_info, "backups, WAL ranges, gaps and the recoverable window")
+    ship = command("ship", cmd_ship, "copy new WAL and backups to every declared copy, verified (a service)")
+    ship.add_argument("--once", action="store_true", help="one pass, then exit (non-zero if anything failed)")
+    ship.add_argument("--copy", help="with --once: only this copy")
+    ship.add_argument("--interval", type=float, default=10.0, help="seconds between passes (default 10)")
+    ship.add_argument("--json", action="store_true", help="with --once: print the results as JSON")
+    info = command("info", cmd_info, "backups, WAL ranges, gaps and the recoverable window", reads_copies=True)
     info.add_argument("--json", action="store_true", help="print as JSON")
     dump = command("dump", cmd_dump, "take a verified logical backup (pg_dump per database, plus globals)")
     dump.add_argument("--database", "-d", action="append", help="database to dump (repeatable; default all)")

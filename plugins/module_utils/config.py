@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import configparser
 import re
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from . import compression
 from .errors import ConfigError
@@ -42,11 +42,12 @@ DEFAULT_PATH = "/etc/restorekeeper/restorekeeper.conf"
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # Keys of an s3 repository (see storage_s3.S3Settings); path is the prefix in the bucket.
 S3_KEYS = ("bucket", "endpoint_url", "region", "path_style", "access_key_id", "secret_access_key", "session_token",
-           "profile", "ca_bundle", "sse", "kms_key_id", "storage_class", "object_lock_mode", "object_lock_days")
+           "profile", "ca_bundle", "sse", "kms_key_id", "storage_class", "object_lock_mode", "object_lock_days",
+           "max_attempts")
 SECRET_KEYS = ("secret_access_key", "session_token")
 _KNOWN = {
     "cluster": {"name"},
-    "repository": {"type", "path"} | set(S3_KEYS),
+    "repository": {"type", "path", "encryption_key_file"} | set(S3_KEYS),
     "archive": {"compression", "compression_level"},
     "postgres": {"bindir", "host", "port", "user", "database", "password_file"},
     "backup": {"compression", "compression_level", "max_chain_length"},
@@ -60,6 +61,19 @@ class RepositoryConfig(NamedTuple):
     type: str
     path: str
     options: Optional[Dict[str, str]] = None
+    encryption_key_file: str = ""
+
+
+class CopyConfig(NamedTuple):
+    """A further copy of the repository that `restorekeeper ship` keeps filled."""
+
+    name: str
+    repository: RepositoryConfig
+    medium: str
+    offsite: bool
+    immutable: bool
+    failure_domain: str
+    required: bool = True
 
 
 class PostgresConfig(NamedTuple):
@@ -88,6 +102,22 @@ class Config(NamedTuple):
     compression_level: int
     postgres: PostgresConfig = PostgresConfig()
     backup: BackupConfig = BackupConfig()
+    copies: Tuple[CopyConfig, ...] = ()
+    source: str = ""
+
+    def copy(self, name: str) -> CopyConfig:
+        for candidate in self.copies:
+            if candidate.name == name:
+                return candidate
+        raise ConfigError("%s declares no copy named %r" % (self.path, name),
+                          "declared copies: %s" % (", ".join(c.name for c in self.copies) or "none"))
+
+    def for_source(self, name: str) -> "Config":
+        """The same configuration reading from one copy instead of the
+        repository, so restore, drill and wal-fetch work from any single copy."""
+        if not name:
+            return self
+        return self._replace(repository=self.copy(name).repository, source=name)
 
     @classmethod
     def load(cls, path: str) -> "Config":
@@ -157,17 +187,62 @@ class Config(NamedTuple):
             optional("postgres", "database"),
             optional("postgres", "password_file"),
         )
-        backend = get("repository", "type", "posix")
-        options = {key: value.strip() for key, value in sections.get("repository", {}).items() if key in S3_KEYS}
-        if backend == "s3":
-            repository = RepositoryConfig(backend, optional("repository", "path"), options)
-            if not options.get("bucket"):
-                raise ConfigError("%s: [repository] bucket is required for type s3" % path)
-        else:
-            if options:
-                raise ConfigError("%s: [repository] %s only apply to type s3" % (path, ", ".join(sorted(options))))
-            repository = RepositoryConfig(backend, get("repository", "path"))
-        return cls(path, name, repository, codec, level, postgres, backup)
+        repository = _repository(path, "repository", sections.get("repository", {}))
+        copies = tuple(_copy(path, section[len("copy "):].strip(), values)
+                       for section, values in sorted(sections.items()) if section.startswith("copy "))
+        return cls(path, name, repository, codec, level, postgres, backup, copies)
+
+
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+MEDIA = ("disk", "object-store", "tape", "other")
+
+
+def _boolean(path: str, section: str, values: Dict[str, str], key: str, default: bool) -> bool:
+    text = values.get(key, "").strip().lower()
+    if not text:
+        return default
+    if text not in _BOOLEANS:
+        raise ConfigError("%s: [%s] %s %r is not true or false" % (path, section, key, text))
+    return _BOOLEANS[text]
+
+
+def _repository(path: str, section: str, values: Dict[str, str]) -> RepositoryConfig:
+    backend = values.get("type", "posix").strip() or "posix"
+    options = {key: value.strip() for key, value in values.items() if key in S3_KEYS}
+    location = values.get("path", "").strip()
+    key_file = values.get("encryption_key_file", "").strip()
+    if backend == "s3":
+        if not options.get("bucket"):
+            raise ConfigError("%s: [%s] bucket is required for type s3" % (path, section))
+        return RepositoryConfig(backend, location, options, key_file)
+    if options:
+        raise ConfigError("%s: [%s] %s only apply to type s3" % (path, section, ", ".join(sorted(options))))
+    if not location:
+        raise ConfigError("%s: [%s] path is required" % (path, section))
+    return RepositoryConfig(backend, location, None, key_file)
+
+
+def _copy(path: str, name: str, values: Dict[str, str]) -> CopyConfig:
+    section = "copy %s" % name
+    if not _CLUSTER_NAME.match(name):
+        raise ConfigError("%s: [%s] is not a valid copy name" % (path, section), "use letters, digits, '.', '_' or '-'")
+    repository = _repository(path, section, values)
+    medium = values.get("medium", "").strip() or ("object-store" if repository.type == "s3" else "disk")
+    if medium not in MEDIA:
+        raise ConfigError("%s: [%s] medium %r is not one of %s" % (path, section, medium, ", ".join(MEDIA)))
+    offsite = _boolean(path, section, values, "offsite", False)
+    immutable = _boolean(path, section, values, "immutable", False)
+    if immutable and not (repository.options or {}).get("object_lock_mode"):
+        raise ConfigError("%s: [%s] is declared immutable but has no object_lock_mode" % (path, section),
+                          "set object_lock_mode (GOVERNANCE or COMPLIANCE) and object_lock_days on an s3 copy")
+    if offsite and not repository.encryption_key_file and not _boolean(path, section, values, "allow_plaintext", False):
+        raise ConfigError("%s: [%s] is offsite but not encrypted" % (path, section),
+                          "set encryption_key_file (data is encrypted before it leaves the host), "
+                          "or allow_plaintext = true to accept the risk")
+    default_domain = ("s3://%s" % repository.options["bucket"]) if repository.type == "s3" else repository.path
+    return CopyConfig(name, repository, medium, offsite, immutable,
+                      values.get("failure_domain", "").strip() or default_domain,
+                      _boolean(path, section, values, "required", True))
 
 
 def _refuse_exposed_secrets(path: str, sections: Dict[str, Dict[str, str]]) -> None:
@@ -184,9 +259,19 @@ def _refuse_exposed_secrets(path: str, sections: Dict[str, Dict[str, str]]) -> N
         )
 
 
+COPY_KEYS = {"type", "path", "encryption_key_file", "medium", "offsite", "immutable", "failure_domain",
+             "required", "allow_plaintext"} | set(S3_KEYS)
+
+
 def _reject_unknown(path: str, sections: Dict[str, Dict[str, str]]) -> None:
     """A misspelt key must not silently fall back to a default."""
     for section, values in sections.items():
+        if section.startswith("copy "):
+            unknown = set(values) - COPY_KEYS
+            if unknown:
+                raise ConfigError("%s: unknown key(s) %s in [%s]" % (path, ", ".join(sorted(unknown)), section),
+                                  "known keys: %s" % ", ".join(sorted(COPY_KEYS)))
+            continue
         if section not in _KNOWN:
             raise ConfigError("%s: unknown section [%s]" % (path, section), "known sections: %s" % ", ".join(sorted(_KNOWN)))
         unknown = set(values) - _KNOWN[section]

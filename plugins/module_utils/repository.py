@@ -20,7 +20,19 @@ from typing import Any, Dict, Optional
 
 from .config import Config
 from .errors import ClusterMismatch, CorruptObject, ObjectExists, ObjectNotFound, StorageError
+from .config import RepositoryConfig
 from .storage import Storage, open_storage
+
+
+def open_repository_storage(repository: RepositoryConfig) -> Storage:
+    """The storage of a repository or copy, decrypting and encrypting when it
+    has a key file (encryption is loaded only then)."""
+    storage = open_storage(repository.type, repository.path, repository.options)
+    if repository.encryption_key_file:
+        from .crypto import EncryptedStorage, Keyring
+
+        storage = EncryptedStorage(storage, Keyring.load(repository.encryption_key_file))
+    return storage
 
 MARKER_KEY = "restorekeeper.repo"
 REPOSITORY_FORMAT = 1
@@ -32,8 +44,7 @@ class Repository:
 
     @classmethod
     def from_config(cls, config: Config) -> "Repository":
-        repo = config.repository
-        return cls(open_storage(repo.type, repo.path, repo.options))
+        return cls(open_repository_storage(config.repository))
 
     def is_initialised(self) -> bool:
         return self.storage.exists(MARKER_KEY)

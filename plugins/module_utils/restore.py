@@ -133,7 +133,14 @@ def _choose(catalog: Catalog, restorable: List[BackupInfo], runs, segment_size: 
         chosen = earlier[-1]
         run = _run_of(chosen, runs, segment_size)
         end = inspector.last_transaction_end(_segments_after(chosen, run, segment_size)[-64:])
-        if end is not None and moment >= end.time:
+        if end is None:
+            raise TargetError(
+                "no transaction committed in the archived WAL after backup %s%s; PostgreSQL stops at a time target "
+                "only when it replays a later transaction, so recovery would end before reaching %s"
+                % (chosen.label, _gap_after(run, runs, segment_size), target.value),
+                "use target latest or immediate, or wait until later transactions are archived",
+            )
+        if moment >= end.time:
             raise TargetError(
                 "target %s is not before the last transaction in the archive after backup %s, which ended at %s%s; "
                 "PostgreSQL stops at a time target only when it replays a later transaction, so recovery would "
@@ -415,7 +422,7 @@ def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[s
     locations = tablespace_locations(plan.chain[-1], request.tablespace_map)
     repository = Repository.from_config(config)
     extra = _server_settings(request)
-    settings = recovery_settings(plan.target, restore_command(request.tool_path, config.path), request.standby,
+    settings = recovery_settings(plan.target, restore_command(request.tool_path, config.path, config.source), request.standby,
                                  request.primary_conninfo)
     created = [path for path in [request.pgdata] + list(locations.values()) if not os.path.exists(path)]
     _prepare_directory(request.pgdata, aside)

@@ -50,23 +50,26 @@ class S3Settings(NamedTuple):
     storage_class: str = ""
     object_lock_mode: str = ""    # "", "GOVERNANCE" or "COMPLIANCE"
     object_lock_days: int = 0
+    max_attempts: int = 10        # per request, with jittered exponential backoff
 
 
 def settings_from_options(prefix: str, options: Dict[str, str]) -> S3Settings:
     """S3Settings from the text values of a configuration section."""
     try:
         days = int(options.get("object_lock_days") or 0)
+        attempts = int(options.get("max_attempts") or 10)
     except ValueError:
-        raise StorageError("object_lock_days %r is not a number of days" % options.get("object_lock_days")) from None
+        raise StorageError("object_lock_days and max_attempts must be whole numbers") from None
     mode = options.get("object_lock_mode", "").upper()
     if mode not in ("", "GOVERNANCE", "COMPLIANCE"):
         raise StorageError("object_lock_mode %r is not GOVERNANCE or COMPLIANCE" % mode)
     if mode and days <= 0:
         raise StorageError("object_lock_mode %s needs object_lock_days > 0" % mode)
-    values = {key: options.get(key, "") for key in S3Settings._fields if key not in ("prefix", "path_style", "object_lock_days")}
+    values = {key: options.get(key, "") for key in S3Settings._fields
+              if key not in ("prefix", "path_style", "object_lock_days", "max_attempts")}
     values["object_lock_mode"] = mode
     return S3Settings(prefix=prefix or "", path_style=options.get("path_style", "").lower() in ("1", "true", "yes", "on"),
-                      object_lock_days=days, **values)
+                      object_lock_days=days, max_attempts=max(1, attempts), **values)
 
 
 _HINTS = {
@@ -137,7 +140,7 @@ class S3Storage(Storage):
             aws_session_token=settings.session_token or None,
         )
         config = BotoConfig(
-            retries={"max_attempts": 10, "mode": "adaptive"},  # jittered exponential backoff
+            retries={"max_attempts": settings.max_attempts, "mode": "adaptive"},  # jittered exponential backoff
             s3={"addressing_style": "path" if settings.path_style else "auto"},
             connect_timeout=10, read_timeout=120,
             request_checksum_calculation="when_required", response_checksum_validation="when_required",

@@ -52,9 +52,13 @@ def archive_command(tool_path: str, config_path: str) -> str:
     return "%s wal-push --config %s %%p %%f" % (_quote_for_command(tool_path), _quote_for_command(config_path))
 
 
-def restore_command(tool_path: str, config_path: str) -> str:
-    """The restore_command setting that fetches WAL with this configuration."""
-    return "%s wal-fetch --config %s %%f %%p" % (_quote_for_command(tool_path), _quote_for_command(config_path))
+def restore_command(tool_path: str, config_path: str, source: str = "") -> str:
+    """The restore_command setting that fetches WAL with this configuration
+    (from the copy named source, when given)."""
+    command = "%s wal-fetch --config %s" % (_quote_for_command(tool_path), _quote_for_command(config_path))
+    if source:
+        command += " --source %s" % _quote_for_command(source)
+    return command + " %f %p"
 
 
 class WalArchive:

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: backup_info
 short_description: Report restorekeeper backups, WAL archive ranges, gaps, recoverable windows and archive lag
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Reads the restorekeeper repository named by the configuration file and reports its complete backups and
     their chains, interrupted (never restorable) backup sets, the archived WAL per timeline, gaps in the WAL

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: base_backup
 short_description: Take a verified physical base backup of PostgreSQL into the restorekeeper repository
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Runs C(pg_basebackup) (tar format, SHA-256 backup manifest) on the database host and streams the backup,
     compressed, into the repository named by the restorekeeper configuration file, like

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: logical_backup
 short_description: Take a verified logical backup (pg_dump) of PostgreSQL databases into the restorekeeper repository
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Dumps each database with C(pg_dump) in custom format (or directory format with parallel jobs) and the
     cluster-wide objects (roles, tablespaces) with C(pg_dumpall --globals-only), streaming them zstd-compressed

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: logical_restore
 short_description: Restore a database, schema or table from a restorekeeper logical backup into a fresh database
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Restores one database of a dump set taken by M(restorekeeper.postgresql.logical_backup) (or
     C(restorekeeper dump)) into a new database, either whole, or only one schema, or only one table.

@@ -49,3 +49,68 @@ def run_moto_server(log_path: Path) -> Iterator[S3Endpoint]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class CuttableProxy:
+    """A TCP forwarder on loopback that a test can cut (every connection is
+    refused) and restore, to play a network outage in front of a server whose
+    state must survive it."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.port = _free_port()
+        self._cut = threading.Event()
+        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", self.port))
+        self._server.listen(64)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:%d" % self.port
+
+    def cut(self) -> None:
+        self._cut.set()
+
+    def restore(self) -> None:
+        self._cut.clear()
+
+    def close(self) -> None:
+        self._server.close()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _address = self._server.accept()
+            except OSError:
+                return
+            if self._cut.is_set():
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                client.close()  # reset: the outage
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

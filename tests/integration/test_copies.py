@@ -1,0 +1,165 @@
+"""Copies on other media: a second disk and an encrypted, immutable S3 bucket
+(moto's server over real HTTP), filled by `restorekeeper ship`, surviving an
+outage, and restoring on their own when every other copy is gone."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import make_user_dir
+from harness.s3 import CuttableProxy
+
+from test_backup import Archived, pgbench_init  # noqa: F401
+from test_backup import archived  # noqa: F401  pylint: disable=unused-import
+from test_storage_backends import make_bucket
+
+pytestmark = pytest.mark.slow
+
+
+def write_keyring(path: Path, os_user: str, *keys: str) -> None:
+    path.write_text("".join("%s %s\n" % (key_id, base64.b64encode(key_id.encode().ljust(32, b"k")).decode())
+                            for key_id in keys))
+    path.chmod(0o600)
+    shutil.chown(path, os_user)
+
+
+@pytest.fixture
+def with_copies(archived, s3_endpoint, rk_session_dir):  # noqa: F811
+    proxies = []
+
+    def make(version: int = 18):
+        arch = archived(version)
+        proxy = CuttableProxy(int(s3_endpoint.url.rsplit(":", 1)[1]))
+        proxies.append(proxy)
+        base = make_user_dir(rk_session_dir / ("copies-%d" % arch.cluster.port), arch.cluster.os_user, 0o700)
+        second = make_user_dir(base / "second-disk", arch.cluster.os_user, 0o700)
+        keys = base / "keys"
+        write_keyring(keys, arch.cluster.os_user, "2026-11")
+        bucket = make_bucket(s3_endpoint, lock=True)
+        config = arch.setup.config_path
+        config.write_text(config.read_text() + (
+            "\n[copy second]\ntype = posix\npath = %s\nmedium = disk\nfailure_domain = second-disk\n"
+            "\n[copy offsite]\ntype = s3\nbucket = %s\npath = db1\nendpoint_url = %s\nregion = us-east-1\n"
+            "path_style = true\naccess_key_id = %s\nsecret_access_key = %s\nmax_attempts = 2\n"
+            "medium = object-store\noffsite = true\nimmutable = true\nobject_lock_mode = GOVERNANCE\n"
+            "object_lock_days = 2\nencryption_key_file = %s\n"
+        ) % (second, bucket, proxy.url, s3_endpoint.access_key_id, s3_endpoint.secret_access_key, keys))
+        return arch, proxy, second, keys, bucket
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+def ship(arch: Archived, *args: str, check: bool = True):
+    result = arch.rk("ship", "--once", "--json", *args, check=check)
+    return result, (json.loads(result.stdout) if result.stdout else [])
+
+
+def test_ship_fills_every_copy_encrypted_and_verified(with_copies, s3_endpoint):
+    arch, _proxy, second, _keys, bucket = with_copies()
+    pgbench_init(arch.cluster)
+    arch.backup()
+    arch.cluster.wait_archived(arch.cluster.switch_wal())
+    _result, results = ship(arch)
+    assert {r["copy"] for r in results} == {"second", "offsite"}
+    assert all(not r["failed"] and r["shipped"] for r in results)
+    info = arch.info()
+    copies = {c["name"]: c for c in info["copies"]}
+    assert copies["offsite"]["wal_files_missing"] == 0 and copies["offsite"]["backups_missing"] == []
+    assert copies["offsite"]["encrypted"] and copies["offsite"]["immutable"] and copies["offsite"]["offsite"]
+    # What left the host is ciphertext: the raw bucket holds no zstd or JSON in clear.
+    import boto3
+    raw = boto3.client("s3", endpoint_url=s3_endpoint.url, region_name="us-east-1",
+                       aws_access_key_id=s3_endpoint.access_key_id, aws_secret_access_key=s3_endpoint.secret_access_key)
+    body = raw.get_object(Bucket=bucket, Key="db1/main/cluster.json")["Body"].read()
+    assert body.startswith(b"RKE1") and b"system_identifier" not in body
+    # A second pass has nothing left to do.
+    assert all(r["pending"] == 0 and not r["shipped"] for r in ship(arch)[1])
+    # The second disk holds a plain, identical repository.
+    assert (second / "restorekeeper.repo").exists()
+
+
+def test_s3_outage_keeps_archiving_and_shipping_catches_up(with_copies):
+    arch, proxy, _second, _keys, _bucket = with_copies()
+    ship(arch)
+    proxy.cut()
+    names = []
+    for _round in range(3):
+        arch.cluster.execute("CREATE TABLE IF NOT EXISTS t AS SELECT 1 AS x")
+        names.append(arch.cluster.switch_wal())
+    arch.cluster.wait_archived(names[-1])  # archiving never waits for the offsite copy
+    result, results = ship(arch, check=False)
+    assert result.returncode == 1
+    offsite = next(r for r in results if r["copy"] == "offsite")
+    assert offsite["failed"] and "cannot" in json.dumps(offsite["failed"])
+    assert next(c for c in arch.info()["copies"] if c["name"] == "offsite")["reachable"] is False
+    proxy.restore()
+    result, results = ship(arch)
+    assert result.returncode == 0
+    status = next(c for c in arch.info()["copies"] if c["name"] == "offsite")
+    assert status["wal_files_missing"] == 0
+    assert all(n in status["last_wal_held"] or n <= status["last_wal_held"] for n in names)
+
+
+def test_key_rotation_keeps_old_objects_readable_and_a_missing_key_is_named(with_copies):
+    arch, _proxy, _second, keys, _bucket = with_copies()
+    arch.backup()
+    ship(arch)
+    write_keyring(keys, arch.cluster.os_user, "2027-01", "2026-11")  # new key first, old one kept
+    arch.cluster.wait_archived(arch.cluster.switch_wal())
+    ship(arch)
+    assert arch.rk("info", "--source", "offsite").returncode == 0
+    fetched = arch.rk("wal-list", "--source", "offsite").stdout.split()
+    assert len(fetched) >= 2
+    write_keyring(keys, arch.cluster.os_user, "2027-01")  # the old key dropped
+    result = arch.rk("info", "--source", "offsite", check=False)
+    assert result.returncode == 1
+    assert "key id '2026-11', which is not in" in result.stderr
+    keys.unlink()
+    result = arch.rk("info", "--source", "offsite", check=False)
+    assert result.returncode == 1 and "encryption key file" in result.stderr and "does not exist" in result.stderr
+
+
+def test_disaster_restore_from_s3_alone(with_copies, cluster_factory):
+    arch, _proxy, second, _keys, _bucket = with_copies()
+    db = arch.cluster
+    db.execute("CREATE TABLE precious AS SELECT generate_series(1, 5000) AS id")
+    pgbench_init(db)
+    arch.backup()
+    db.execute("INSERT INTO precious SELECT generate_series(5001, 6000)")
+    db.wait_archived(db.switch_wal())
+    ship(arch)
+    # Fire: the repository and the second disk are gone.
+    shutil.rmtree(arch.setup.repo_path)
+    shutil.rmtree(second)
+    slot = cluster_factory(version=18, initdb=False)
+    started = time.monotonic()
+    result = arch.cluster.run_as_owner([
+        arch.tool.bin, "restore", "--config", arch.setup.config_path, "--source", "offsite", "--pgdata", slot.datadir,
+        "--port", str(slot.port), "--socket-dir", str(slot.socket_dir), "--target-latest", "--start", "--json"])
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["state"] == "promoted"
+    assert slot.scalar("SELECT count(*) FROM precious") == 6000
+    assert "wal-fetch --config" in report["recovery_settings"]["restore_command"]
+    assert "--source offsite" in report["recovery_settings"]["restore_command"]
+    print("restore from S3 alone took %.1f s (phases %s)" % (elapsed, report["phases"]))
+
+
+def test_secrets_never_appear_in_output(with_copies, s3_endpoint):
+    arch, proxy, _second, _keys, _bucket = with_copies()
+    proxy.cut()
+    result, _results = ship(arch, check=False)
+    info = arch.rk("info", "--json")
+    for text in (result.stdout, result.stderr, info.stdout, info.stderr):
+        assert s3_endpoint.secret_access_key not in text
+    assert os.stat(arch.setup.config_path).st_mode & 0o077 == 0
