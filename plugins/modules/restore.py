@@ -1,0 +1,501 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible front end of restorekeeper's restore: a backup into a data directory, recovered to a target."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: restore
+short_description: Restore a restorekeeper backup into a data directory and recover it to a target
+version_added: 0.1.0
+description:
+  - Picks the backup for the target (the newest restorable one that ended before it), lays it down into
+    O(pgdata) checking every file against the backup manifest, combines an incremental chain with
+    C(pg_combinebackup), remaps tablespaces, and writes the recovery target and C(recovery.signal) (or
+    C(standby.signal)), like C(restorekeeper restore).
+  - With O(start=true), starts the server with C(pg_ctl) and waits until the target is reached and the target
+    action performed, then reports the new timeline and the time of each phase (fetch, extract, combine,
+    start, replay) - the components of the recovery time.
+  - Every check that can fail is made before O(pgdata) is touched - exactly one target, a timestamp with a
+    time zone, a target inside the recoverable window (proved by reading the archived WAL with C(pg_waldump)),
+    a known backup label, a data directory that is not a running server's, an empty or absent directory
+    (unless O(force=true)), empty tablespace destinations.
+  - When recovery stops short of the target, the module fails with the reason in plain words and the
+    server log lines that show it.
+  - Runs on the database host as the server's OS user (C(become_user), usually C(postgres)) - the restored
+    files must belong to it and PostgreSQL refuses to run as root, so root is refused. The restored server
+    is reached over the Unix socket (O(socket_dir), else the configuration's C([postgres]) section) as the
+    configuration's C([postgres] user); no login options are needed.
+  - Not idempotent by nature - each run without check mode restores again (and refuses a non-empty
+    directory unless O(force=true)).
+options:
+  config_path:
+    description:
+      - Path of the restorekeeper configuration file on the database host; names the repository and the
+        cluster to restore, and in C([postgres]) the binaries (C(bindir)) and the user of the restored server.
+    type: path
+    default: /etc/restorekeeper/restorekeeper.conf
+  pgdata:
+    description:
+      - Data directory to restore into. Must be absent or empty, unless O(force=true); never the directory
+        of a running server.
+    type: path
+    required: true
+  tool_path:
+    description:
+      - Path of the restorekeeper launcher on the database host, used in C(restore_command).
+    type: path
+    default: /opt/restorekeeper/bin/restorekeeper
+  target_time:
+    description:
+      - Recover until this moment, which must name its time zone, for example V(2026-06-14 14:31:59+00).
+      - At most one of O(target_time), O(target_xid), O(target_lsn), O(target_name), O(target_immediate)
+        and O(target_latest); none means O(target_latest).
+    type: str
+  target_xid:
+    description:
+      - Recover until the commit of this transaction id.
+    type: str
+  target_lsn:
+    description:
+      - Recover until this WAL location, for example V(0/3000060).
+    type: str
+  target_name:
+    description:
+      - Recover until this restore point (C(pg_create_restore_point())).
+    type: str
+  target_immediate:
+    description:
+      - Stop as soon as the backup is consistent.
+    type: bool
+    default: false
+  target_latest:
+    description:
+      - Replay all archived WAL (also what happens when no target is given).
+    type: bool
+    default: false
+  target_inclusive:
+    description:
+      - Stop just after the target (V(true)) or just before it (V(false)).
+    type: bool
+    default: true
+  target_timeline:
+    description:
+      - V(latest), V(current) or a timeline number.
+    type: str
+    default: latest
+  target_action:
+    description:
+      - What the server does at the target - V(pause) (read-only, inspect first), V(promote) (open for
+        writes on a new timeline) or V(shutdown).
+    type: str
+    choices: [pause, promote, shutdown]
+    default: pause
+  backup_label:
+    description:
+      - Restore this backup instead of the one chosen for the target. It must be restorable and reach the target.
+    type: str
+  force:
+    description:
+      - Restore into a non-empty O(pgdata) by first moving its contents aside to
+        C(<pgdata>.before-restore-<timestamp>); nothing is ever deleted. A running server's directory is
+        refused regardless.
+    type: bool
+    default: false
+  start:
+    description:
+      - Start the restored server with C(pg_ctl) (log in C(<pgdata>.restorekeeper.log)) and wait until the
+        target is reached and the target action performed.
+    type: bool
+    default: false
+  port:
+    description:
+      - Port of the restored server, written to its C(postgresql.auto.conf). Default is the port in the
+        backup's configuration, which suits a restore in place only.
+    type: int
+  socket_dir:
+    description:
+      - C(unix_socket_directories) of the restored server, written to its C(postgresql.auto.conf); also where
+        the module reaches it with O(start=true).
+    type: path
+  standby:
+    description:
+      - Restore as a warm standby (C(standby.signal)) - fetches archived WAL (and streams from
+        O(primary_conninfo)) until promoted. Takes no target other than latest.
+    type: bool
+    default: false
+  primary_conninfo:
+    description:
+      - With O(standby=true), the libpq connection string of the primary to stream from.
+      - May contain a password, hence no_log; prefer the OS user's C(~/.pgpass).
+    type: str
+  tablespace_map:
+    description:
+      - Where to restore tablespaces, keyed by tablespace name or oid, the value being the new directory.
+        Others go to their original location, which must be empty or absent.
+    type: dict
+  keep_archiving:
+    description:
+      - Keep the backup's C(archive_mode). By default the restored server gets C(archive_mode=off) so a copy
+        never pushes its new timeline into the repository it came from; set V(true) when the restored server
+        replaces the original (a restore in place) so its new timeline is archived.
+    type: bool
+    default: false
+  wait_timeout:
+    description:
+      - Seconds to wait for the target with O(start=true).
+    type: int
+    default: 3600
+  bindir:
+    description:
+      - Directory of the PostgreSQL binaries (C(pg_waldump), C(pg_combinebackup), C(pg_ctl)). Defaults to
+        C([postgres] bindir) of the configuration file, then the PATH.
+    type: path
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Plans only - chooses the backup, proves the target reachable and checks that the data directory and the
+        tablespace destinations can be created, then reports C(backup), C(chain) and C(reason) with C(changed=true). O(pgdata) is not touched.
+      - C(pgdata_state) tells whether a real run would accept the directory.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+notes:
+  - PostgreSQL 12 or later. Incremental chains need PostgreSQL 17 or later binaries (C(pg_combinebackup)).
+  - The restored server is started by C(pg_ctl), outside any service manager. Role
+    C(restorekeeper.postgresql.pitr) hands an in-place restore over to systemd.
+seealso:
+  - module: restorekeeper.postgresql.recovery_target
+  - module: restorekeeper.postgresql.backup_info
+author:
+  - Restorekeeper maintainers (@restorekeeper)
+"""
+
+EXAMPLES = r"""
+- name: Restore to just before the accident into a new directory and port, and open it for writes
+  become: true
+  become_user: postgres
+  restorekeeper.postgresql.restore:
+    config_path: /etc/restorekeeper/main.conf
+    pgdata: /var/lib/postgresql/18/rewound
+    port: 5499
+    socket_dir: /var/run/postgresql
+    target_time: "2026-06-14 14:31:59+00"
+    target_action: promote
+    start: true
+  register: restored
+
+- name: Show the recovery time and the new timeline
+  ansible.builtin.debug:
+    msg: "backup {{ restored.backup }}, timeline {{ restored.timeline }}, phases {{ restored.phases }}"
+
+- name: Which backup would a restore to this restore point use (nothing is touched)
+  become: true
+  become_user: postgres
+  restorekeeper.postgresql.restore:
+    config_path: /etc/restorekeeper/main.conf
+    pgdata: /var/lib/postgresql/18/rewound
+    target_name: before-migration-42
+  check_mode: true
+
+- name: A warm standby from the newest backup, ready to promote
+  become: true
+  become_user: postgres
+  restorekeeper.postgresql.restore:
+    config_path: /etc/restorekeeper/main.conf
+    pgdata: /var/lib/postgresql/18/standby
+    port: 5433
+    standby: true
+    start: true
+"""
+
+RETURN = r"""
+changed:
+  description: True when the backup was (or in check mode would be) restored.
+  returned: always
+  type: bool
+  sample: true
+backup:
+  description: Label of the backup restored (the last of its chain).
+  returned: success
+  type: str
+  sample: 20260614T020000Z
+chain:
+  description: Labels of the chain that was combined, full backup first; one label for a full backup.
+  returned: success
+  type: list
+  elements: str
+  sample: [20260613T020000Z, 20260614T020000Z]
+reason:
+  description: Why this backup was chosen.
+  returned: success
+  type: str
+  sample: the newest backup that ended before 2026-06-14 14:31:59+00
+target:
+  description: The recovery target, as the engine understood it.
+  returned: success
+  type: dict
+  sample: {kind: time, value: "2026-06-14 14:31:59+00", inclusive: true, timeline: latest, action: promote}
+latest_transaction_in_archive:
+  description: Commit time of the newest transaction in the archived WAL (UTC), if any.
+  returned: success
+  type: str
+  sample: "2026-06-14T15:00:02.120000Z"
+pgdata_state:
+  description:
+    - State of O(pgdata) before the run - V(absent), V(empty), V(not empty) or V(running).
+    - In check mode the directory is not checked, only reported - a real run refuses V(running), and
+      V(not empty) unless O(force=true).
+  returned: success
+  type: str
+  sample: absent
+pgdata:
+  description: The data directory restored into.
+  returned: success and not check mode
+  type: str
+  sample: /var/lib/postgresql/18/rewound
+moved_aside:
+  description: Where O(force=true) moved the earlier contents of O(pgdata), or null.
+  returned: success and not check mode
+  type: str
+  sample: /var/lib/postgresql/18/rewound.before-restore-20260614-150102
+recovery_settings:
+  description: Recovery settings written to C(postgresql.auto.conf) (C(primary_conninfo) hidden).
+  returned: success and not check mode
+  type: dict
+  sample:
+    restore_command: /opt/restorekeeper/bin/restorekeeper wal-fetch --config /etc/restorekeeper/main.conf %f %p
+    recovery_target_time: "2026-06-14 14:31:59+00"
+    recovery_target_action: promote
+server_settings:
+  description: Other settings written for the restored server (port, socket directory, C(archive_mode)).
+  returned: success and not check mode
+  type: dict
+  sample: {port: "5499", archive_mode: "off"}
+tablespaces:
+  description: Where each tablespace was restored, by oid.
+  returned: success
+  type: dict
+  sample: {"16390": /srv/pg/hot2}
+started:
+  description: Whether the restored server was started.
+  returned: success and not check mode
+  type: bool
+  sample: true
+state:
+  description:
+    - With O(start=true), how the server ended up - C(promoted), C(paused at target ...),
+      C(shut down at target) or C(standby, ready to promote).
+  returned: when started
+  type: str
+  sample: promoted
+timeline:
+  description: With O(start=true), the timeline the restored server is on.
+  returned: when started
+  type: int
+  sample: 2
+last_replayed_transaction:
+  description: With O(start=true), commit time of the last transaction replayed.
+  returned: when started
+  type: str
+  sample: "2026-06-14 14:31:58.901+00"
+port:
+  description: With O(start=true), the port of the restored server when O(port) was given.
+  returned: when started
+  type: int
+  sample: 5499
+log_file:
+  description: With O(start=true), the server log of the restored server.
+  returned: when started
+  type: str
+  sample: /var/lib/postgresql/18/rewound.restorekeeper.log
+phases:
+  description: Seconds spent in each phase (fetch, extract, combine, start, replay, total).
+  returned: success and not check mode
+  type: dict
+  sample: {fetch: 1.2, extract: 3.4, start: 0.8, replay: 2.1, total: 7.9}
+"""
+
+import os
+import traceback
+from typing import Any, Dict, List, Optional
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.recovery import RecoveryTarget, build_target
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore import (
+    RestoreRequest,
+    _running_pid,
+    check_creatable,
+    plan_restore,
+    restore,
+    tablespace_locations,
+)
+
+HIDDEN = "********"
+
+
+class ModuleFailure(Exception):
+    """A refusal detected before anything was written."""
+
+
+class Before:
+    """What pgdata held before the run, so a failure reports `changed` truthfully."""
+
+    def __init__(self) -> None:
+        self.listing: Optional[List[str]] = None
+
+    def record(self, pgdata: str) -> None:
+        self.listing = sorted(os.listdir(pgdata)) if os.path.isdir(pgdata) else []
+
+    def touched(self, pgdata: str) -> bool:
+        if self.listing is None:
+            return False
+        now = sorted(os.listdir(pgdata)) if os.path.isdir(pgdata) else []
+        return now != self.listing
+
+
+def argument_spec() -> Dict[str, Any]:
+    return {
+        "config_path": {"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
+        "pgdata": {"type": "path", "required": True},
+        "tool_path": {"type": "path", "default": "/opt/restorekeeper/bin/restorekeeper"},
+        "target_time": {"type": "str"},
+        "target_xid": {"type": "str"},
+        "target_lsn": {"type": "str"},
+        "target_name": {"type": "str"},
+        "target_immediate": {"type": "bool", "default": False},
+        "target_latest": {"type": "bool", "default": False},
+        "target_inclusive": {"type": "bool", "default": True},
+        "target_timeline": {"type": "str", "default": "latest"},
+        "target_action": {"type": "str", "choices": ["pause", "promote", "shutdown"], "default": "pause"},
+        "backup_label": {"type": "str"},
+        "force": {"type": "bool", "default": False},
+        "start": {"type": "bool", "default": False},
+        "port": {"type": "int"},
+        "socket_dir": {"type": "path"},
+        "standby": {"type": "bool", "default": False},
+        "primary_conninfo": {"type": "str", "no_log": True},
+        "tablespace_map": {"type": "dict"},
+        "keep_archiving": {"type": "bool", "default": False},
+        "wait_timeout": {"type": "int", "default": 3600},
+        "bindir": {"type": "path"},
+    }
+
+
+def target_from(params: Dict[str, Any]) -> RecoveryTarget:
+    """At most one target (none means latest, as for `restorekeeper restore`)."""
+    explicit = [params["target_time"], params["target_xid"], params["target_lsn"], params["target_name"],
+                params["target_immediate"]]
+    if params["standby"] and any(explicit):
+        raise ModuleFailure(
+            "standby=true takes no recovery target other than target_latest: a standby keeps replaying "
+            "whatever arrives. HINT: restore without standby to stop at a target"
+        )
+    if params["primary_conninfo"] and not params["standby"]:
+        raise ModuleFailure("primary_conninfo is only used with standby=true")
+    return build_target(
+        time=params["target_time"] or "", xid=params["target_xid"] or "", lsn=params["target_lsn"] or "",
+        name=params["target_name"] or "", immediate=params["target_immediate"],
+        latest=params["target_latest"] or not any(explicit),
+        inclusive=params["target_inclusive"], timeline=params["target_timeline"], action=params["target_action"],
+    )
+
+
+def pgdata_state(pgdata: str) -> str:
+    if _running_pid(pgdata) is not None:
+        return "running"
+    if not os.path.isdir(pgdata):
+        return "absent"
+    return "not empty" if os.listdir(pgdata) else "empty"
+
+
+def check_user() -> None:
+    if os.geteuid() == 0:
+        raise ModuleFailure(
+            "restore runs as root: the restored files would belong to root, and PostgreSQL refuses to run as "
+            "root. HINT: run the task as the server's OS user (become: true, become_user: postgres)"
+        )
+
+
+def load_config(params: Dict[str, Any]) -> Config:
+    config = Config.load(params["config_path"])
+    if params["bindir"]:
+        config = config._replace(postgres=config.postgres._replace(bindir=params["bindir"]))
+    return config
+
+
+def plan_only(config: Config, params: Dict[str, Any], target: RecoveryTarget, state: str) -> Dict[str, Any]:
+    """Reads the repository only. pgdata is not checked (only reported): role pitr
+    plans against the live directory it will have moved aside before restoring."""
+    with PgClient(config.postgres) as client:
+        plan = plan_restore(config, client, target, params["backup_label"] or "")
+    check_creatable(os.path.abspath(params["pgdata"]), "data directory")
+    locations = tablespace_locations(plan.chain[-1], params["tablespace_map"] or {})
+    return {
+        "changed": True,
+        "backup": plan.backup.label,
+        "chain": [b.label for b in plan.chain],
+        "reason": plan.reason,
+        "target": plan.target._asdict(),
+        "latest_transaction_in_archive": plan.latest_transaction,
+        "tablespaces": locations,
+        "pgdata_state": state,
+    }
+
+
+def run(module: AnsibleModule, before: Before) -> Dict[str, Any]:
+    params = module.params
+    target = target_from(params)
+    check_user()
+    config = load_config(params)
+    pgdata = os.path.abspath(params["pgdata"])
+    state = pgdata_state(pgdata)
+    if module.check_mode:
+        return plan_only(config, params, target, state)
+    request = RestoreRequest(
+        pgdata=pgdata, target=target, tool_path=params["tool_path"], backup_label=params["backup_label"] or "",
+        force=params["force"], start=params["start"], port=params["port"] or 0,
+        socket_dir=params["socket_dir"] or "", standby=params["standby"],
+        primary_conninfo=params["primary_conninfo"] or "", tablespace_map=params["tablespace_map"] or {},
+        keep_archiving=params["keep_archiving"], wait_timeout=params["wait_timeout"],
+    )
+    before.record(pgdata)
+    with PgClient(config.postgres) as client:
+        result = restore(config, client, request)
+    if "primary_conninfo" in result.get("recovery_settings", {}):
+        result["recovery_settings"]["primary_conninfo"] = HIDDEN
+    result.update(changed=True, pgdata_state=state)
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    before = Before()
+    try:
+        result = run(module, before)
+    except ModuleFailure as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    except RestorekeeperError as exc:
+        # Planning refusals come before pgdata is touched; a failure after that
+        # (extraction, recovery stopping short) leaves a restored directory behind.
+        module.fail_json(msg=str(exc), changed=before.touched(os.path.abspath(module.params["pgdata"])))
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        module.fail_json(
+            msg="unexpected error in restore: %s: %s" % (type(exc).__name__, exc),
+            exception=traceback.format_exc(),
+            changed=before.touched(os.path.abspath(module.params["pgdata"])),
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
