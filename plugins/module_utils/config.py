@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import configparser
 import re
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import compression
 from .errors import ConfigError
@@ -121,24 +121,14 @@ class Config(NamedTuple):
 
     @classmethod
     def load(cls, path: str) -> "Config":
-        parser = configparser.ConfigParser(interpolation=None)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                parser.read_file(handle)
-        except FileNotFoundError:
-            raise ConfigError(
-                "configuration file %s does not exist" % path,
-                "deploy it with the restorekeeper.postgresql.archiving role or pass --config",
-            ) from None
-        except PermissionError:
-            raise ConfigError(
-                "configuration file %s is not readable by this OS user" % path,
-                "it must be owned by the PostgreSQL server's OS user, mode 0600",
-            ) from None
-        except (OSError, UnicodeDecodeError, configparser.Error) as exc:
-            raise ConfigError("configuration file %s cannot be parsed: %s" % (path, exc)) from None
-        sections = {name: dict(parser[name]) for name in parser.sections()}
-        _refuse_exposed_secrets(path, sections)
+        """Read the file, then every drop-in <path>.d/*.conf in name order (a
+        role can own a drop-in, e.g. the copies, without touching the main file)."""
+        sections: Dict[str, Dict[str, str]] = {}
+        for file_path in [path] + _drop_ins(path):
+            for name, values in _read_file(file_path).items():
+                if name.startswith("copy ") and name in sections:
+                    raise ConfigError("%s: [%s] is declared twice" % (file_path, name))
+                sections.setdefault(name, {}).update(values)  # a later file's keys win
         return cls.from_sections(path, sections)
 
     @classmethod
@@ -245,6 +235,41 @@ def _copy(path: str, name: str, values: Dict[str, str]) -> CopyConfig:
                       _boolean(path, section, values, "required", True))
 
 
+def _drop_ins(path: str) -> List[str]:
+    import os
+
+    directory = path + ".d"
+    try:
+        names = sorted(name for name in os.listdir(directory) if name.endswith(".conf") and not name.startswith("."))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ConfigError("cannot read configuration directory %s: %s" % (directory, exc)) from None
+    return [os.path.join(directory, name) for name in names]
+
+
+def _read_file(path: str) -> Dict[str, Dict[str, str]]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            "configuration file %s does not exist" % path,
+            "deploy it with the restorekeeper.postgresql.archiving role or pass --config",
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            "configuration file %s is not readable by this OS user" % path,
+            "it must be owned by the PostgreSQL server's OS user, mode 0600",
+        ) from None
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        raise ConfigError("configuration file %s cannot be parsed: %s" % (path, exc)) from None
+    sections = {name: dict(parser[name]) for name in parser.sections()}
+    _refuse_exposed_secrets(path, sections)
+    return sections
+
+
 def _refuse_exposed_secrets(path: str, sections: Dict[str, Dict[str, str]]) -> None:
     """A file holding a secret must be readable by its owner only."""
     import os
@@ -303,4 +328,25 @@ def render_config(cluster: str, repository_path: str, repository_type: str = "po
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(text)
     Config.from_sections("<rendered>", {name: dict(parser[name]) for name in parser.sections()})
+    return text
+
+
+def render_copies(copies: List[Dict[str, str]]) -> str:
+    """The text of a drop-in declaring copies: each dict has a name and the
+    keys of a [copy NAME] section. Validated by parsing it back."""
+    lines = ["# restorekeeper copies (managed by restorekeeper.postgresql)"]
+    for copy in copies:
+        name = str(copy.get("name", ""))
+        lines += ["", "[copy %s]" % name]
+        for key in sorted(k for k in copy if k != "name" and copy[k] not in (None, "")):
+            value = copy[key]
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            lines.append("%s = %s" % (key, text))
+    text = "\n".join(lines) + "\n"
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(text)
+    sections = {name: dict(parser[name]) for name in parser.sections()}
+    _reject_unknown("<copies>", sections)
+    for name, values in sections.items():
+        _copy("<copies>", name[len("copy "):], values)
     return text

@@ -62,3 +62,43 @@ def test_unreadable_file(tmp_path):
 def test_render_refuses_invalid_values():
     with pytest.raises(ConfigError):
         render_config("main", "/srv/r", compression_codec="brotli")
+
+
+def test_drop_ins_add_copies_and_render_copies_round_trips(tmp_path):
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import render_copies
+
+    main = tmp_path / "main.conf"
+    main.write_text(VALID)
+    (tmp_path / "main.conf.d").mkdir()
+    copies = render_copies([
+        {"name": "second", "type": "posix", "path": "/mnt/second", "medium": "disk", "failure_domain": "nas1"},
+        {"name": "offsite", "type": "s3", "bucket": "b", "path": "db1", "offsite": True,
+         "encryption_key_file": "/etc/restorekeeper/keys"},
+    ])
+    drop_in = tmp_path / "main.conf.d" / "copies.conf"
+    drop_in.write_text(copies)
+    config = Config.load(str(main))
+    assert [(c.name, c.medium, c.offsite, c.failure_domain) for c in config.copies] == [
+        ("offsite", "object-store", True, "s3://b"), ("second", "disk", False, "nas1")]
+    assert config.for_source("offsite").repository.options["bucket"] == "b"
+    with pytest.raises(ConfigError, match="declares no copy named 'tape'"):
+        config.for_source("tape")
+    (tmp_path / "main.conf.d" / "more.conf").write_text("[copy second]\ntype = posix\npath = /x\n")
+    with pytest.raises(ConfigError, match="declared twice"):
+        Config.load(str(main))
+
+
+@pytest.mark.parametrize(
+    "copy, message",
+    [
+        ({"name": "o", "type": "s3", "bucket": "b", "offsite": True}, "offsite but not encrypted"),
+        ({"name": "o", "type": "s3", "bucket": "b", "immutable": True, "encryption_key_file": "/k"}, "no object_lock_mode"),
+        ({"name": "o", "type": "posix", "path": "/x", "medium": "floppy"}, "medium 'floppy'"),
+        ({"name": "o", "type": "posix", "path": "/x", "colour": "red"}, "unknown key"),
+    ],
+)
+def test_weak_or_wrong_copies_are_refused(copy, message):
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import render_copies
+
+    with pytest.raises(ConfigError, match=message):
+        render_copies([copy])
