@@ -74,6 +74,7 @@ class CopyConfig(NamedTuple):
     immutable: bool
     failure_domain: str
     required: bool = True
+    synchronous: bool = False
 
 
 class PostgresConfig(NamedTuple):
@@ -232,7 +233,8 @@ def _copy(path: str, name: str, values: Dict[str, str]) -> CopyConfig:
     default_domain = ("s3://%s" % repository.options["bucket"]) if repository.type == "s3" else repository.path
     return CopyConfig(name, repository, medium, offsite, immutable,
                       values.get("failure_domain", "").strip() or default_domain,
-                      _boolean(path, section, values, "required", True))
+                      _boolean(path, section, values, "required", True),
+                      _boolean(path, section, values, "synchronous", False))
 
 
 def _drop_ins(path: str) -> List[str]:
@@ -285,7 +287,7 @@ def _refuse_exposed_secrets(path: str, sections: Dict[str, Dict[str, str]]) -> N
 
 
 COPY_KEYS = {"type", "path", "encryption_key_file", "medium", "offsite", "immutable", "failure_domain",
-             "required", "allow_plaintext"} | set(S3_KEYS)
+             "required", "allow_plaintext", "synchronous"} | set(S3_KEYS)
 
 
 def _reject_unknown(path: str, sections: Dict[str, Dict[str, str]]) -> None:

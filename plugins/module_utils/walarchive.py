@@ -82,18 +82,35 @@ class WalArchive:
             self.repository.claim_identity(self.config.cluster, header.system_identifier, header.segment_size, name)
         key = self.key_for(name)
         outcome = self._compare_with_archived(key, name, data, digest)
-        if outcome is not None:
-            return outcome
-        blob = objectformat.encode(name, data, self.config.compression, self.config.compression_level, digest)
-        try:
-            self.storage.put_bytes(key, blob)
-        except ObjectExists:
-            # Another pusher won the race for this name: same rules as above.
-            outcome = self._compare_with_archived(key, name, data, digest)
-            if outcome is not None:
-                return outcome
-            raise
-        return PushOutcome(ARCHIVED, name, key, len(data), len(blob), digest)
+        if outcome is None:
+            blob = objectformat.encode(name, data, self.config.compression, self.config.compression_level, digest)
+            try:
+                self.storage.put_bytes(key, blob)
+                outcome = PushOutcome(ARCHIVED, name, key, len(data), len(blob), digest)
+            except ObjectExists:
+                # Another pusher won the race for this name: same rules as above.
+                outcome = self._compare_with_archived(key, name, data, digest)
+                if outcome is None:
+                    raise
+        self._ship_synchronously(key)
+        return outcome
+
+    def _ship_synchronously(self, key: str) -> None:
+        """Copies marked synchronous must hold the file before PostgreSQL may
+        recycle it; a failure fails the push, and PostgreSQL retries it."""
+        synchronous = [copy for copy in self.config.copies if copy.synchronous]
+        if not synchronous:
+            return
+        from .repository import MARKER_KEY, open_repository_storage
+        from .ship import copy_object
+
+        identity = "%s/cluster.json" % self.config.cluster
+        for copy in synchronous:
+            target = open_repository_storage(copy.repository)
+            for needed in (MARKER_KEY, identity):
+                if not target.exists(needed):
+                    copy_object(self.storage, target, needed)
+            copy_object(self.storage, target, key)
 
     def _compare_with_archived(self, key: str, name: str, data: bytes, digest: str) -> Optional[PushOutcome]:
         """None when nothing is archived under key; an outcome when the archived

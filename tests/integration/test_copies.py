@@ -163,3 +163,22 @@ def test_secrets_never_appear_in_output(with_copies, s3_endpoint):
     for text in (result.stdout, result.stderr, info.stdout, info.stderr):
         assert s3_endpoint.secret_access_key not in text
     assert os.stat(arch.setup.config_path).st_mode & 0o077 == 0
+
+
+def test_synchronous_copy_holds_each_segment_before_postgres_recycles_it(with_copies):
+    arch, proxy, _second, _keys, _bucket = with_copies()
+    config = arch.setup.config_path
+    config.write_text(config.read_text().replace("[copy offsite]\n", "[copy offsite]\nsynchronous = true\n"))
+    segment = arch.cluster.switch_wal()
+    arch.cluster.wait_archived(segment)
+    assert segment in arch.rk("wal-list", "--source", "offsite").stdout.split()  # no ship run needed
+    proxy.cut()
+    failed_before = arch.cluster.scalar("SELECT failed_count FROM pg_stat_archiver")
+    held_back = arch.cluster.switch_wal()
+    from harness import wait_until
+    wait_until(lambda: arch.cluster.scalar("SELECT failed_count FROM pg_stat_archiver") > failed_before,
+               timeout=60, message="archive_command failing while the offsite copy is down")
+    assert (arch.cluster.pg_wal_dir / "archive_status" / (held_back + ".ready")).exists()  # kept, not lost
+    proxy.restore()
+    arch.cluster.wait_archived(held_back)
+    assert held_back in arch.rk("wal-list", "--source", "offsite").stdout.split()
