@@ -194,7 +194,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from .drill import DrillOptions, DrillQuery, run_drill
+    from .drill import DrillOptions, query_from_dict, run_drill
     from .drillreport import write_reports
     from .errors import ConfigError
     from .pgclient import PgClient
@@ -206,10 +206,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
         try:
             with open(args.queries, encoding="utf-8") as handle:
                 raw = json.load(handle)
-            queries = tuple(DrillQuery(str(q["name"]), str(q.get("database", "postgres")), str(q["sql"]),
-                                       tuple(str(v) for v in (q["expected"] if isinstance(q["expected"], list)
-                                                              else [q["expected"]])))
-                            for q in raw)
+            queries = tuple(query_from_dict(item) for item in raw)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError("verification queries in %s are unreadable: %s" % (args.queries, exc),
                               'write a JSON list of {"name", "database", "sql", "expected"}') from None
@@ -312,6 +309,12 @@ def cmd_dump_restore(args: argparse.Namespace) -> int:
                              result["database"], result["label"], result["target_database"], len(result["tables"]),
                              result["rows"], result["duration_seconds"]))
     return EXIT_OK
+
+
+def cmd_storage_agent(args: argparse.Namespace) -> int:
+    from .storage_ssh import serve_agent
+
+    return serve_agent(args.root)
 
 
 def _print_json(value) -> None:
@@ -420,6 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--no-owner", action="store_true", help="do not restore object ownership")
     restore.add_argument("--no-privileges", action="store_true", help="do not restore grants")
     restore.add_argument("--json", action="store_true", help="print the result as JSON")
+    agent = commands.add_parser("storage-agent", help="serve a repository directory on stdin/stdout to a remote "
+                                "restorekeeper (started by ssh for ssh repositories and copies)")
+    agent.add_argument("--root", required=True, help="the repository directory on this host")
+    agent.set_defaults(handler=cmd_storage_agent)
     return parser
 
 

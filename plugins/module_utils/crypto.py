@@ -220,7 +220,6 @@ def decrypt_bytes(keyring: Keyring, blob: bytes, name: str = "object") -> bytes:
     return DecryptingReader(keyring, io.BytesIO(blob), name).read()
 
 
-
 class EncryptingWriter(ObjectWriter):
     """Plaintext in, ciphertext to the backend's writer. The info it returns
     describes the plaintext (size and SHA-256), like an unencrypted store's."""

@@ -62,6 +62,29 @@ class DrillQuery(NamedTuple):
     expected: Tuple[str, ...]
 
 
+def query_from_dict(raw: Dict[str, Any]) -> DrillQuery:
+    """A spot check from {name, database, sql, expected}: a scalar expected is
+    a one-row result, a list has one value per row, and values are compared as
+    psql prints them (true/false as t/f, null as empty)."""
+    try:
+        name, sql = str(raw["name"]), str(raw["sql"])
+        expected = raw["expected"]
+    except (KeyError, TypeError):
+        raise RestorekeeperError("a verification query needs name, sql and expected: %r" % (raw,)) from None
+    texts = []
+    for value in expected if isinstance(expected, list) else [expected]:
+        if isinstance(value, bool):
+            texts.append("t" if value else "f")
+        elif value is None:
+            texts.append("")
+        elif isinstance(value, (dict, list)):
+            raise RestorekeeperError("query %r has a nested value in expected" % name,
+                                     "give text, numbers or a list of them, one per row")
+        else:
+            texts.append(str(value))
+    return DrillQuery(name, str(raw.get("database") or "postgres"), sql, tuple(texts))
+
+
 class DrillOptions(NamedTuple):
     tool_path: str
     mode: str = "restore-point"
@@ -431,8 +454,8 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions) -> Dict[s
     rpo = None
     if snapshot.last_commit is not None and recovered_commit is not None:
         rpo = max(0.0, _seconds(snapshot.last_commit - recovered_commit))
-    checks.append(_target_check("RTO", rto if passed_verification else None, options.rto_target,
-                                "the restore did not pass verification"))
+    checks.append(_target_check("RTO", rto, options.rto_target, "") if passed_verification
+                  else Check("RTO", SKIP, "not measured: the restore did not pass verification"))
     checks.append(_target_check("RPO", rpo, options.rpo_target, snapshot.last_commit_method))
     failed = [c for c in checks if c.status == FAIL]
     return {

@@ -34,6 +34,7 @@ def open_repository_storage(repository: RepositoryConfig) -> Storage:
         storage = EncryptedStorage(storage, Keyring.load(repository.encryption_key_file))
     return storage
 
+
 MARKER_KEY = "restorekeeper.repo"
 REPOSITORY_FORMAT = 1
 
