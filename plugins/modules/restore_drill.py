@@ -1,0 +1,666 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible front end of `restorekeeper drill`: restore into a scratch cluster, verify, measure RTO and RPO."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: restore_drill
+short_description: Prove a PostgreSQL backup restores - verify the restored data and measure RTO and RPO
+version_added: 0.1.0
+description:
+  - Restores a backup of the cluster named by O(config_path) plus its archived WAL into a scratch data
+    directory on a free port of this host (never the live cluster's directory), starts it, verifies it and
+    removes it again, on success and on failure alike (unless O(keep=true)).
+  - In O(mode=restore-point) (the default) the drill first takes a snapshot of the source (row counts and
+    checksums in one C(REPEATABLE READ) transaction per database), creates a restore point on the source,
+    switches WAL so the restore point is archived, and recovers exactly to it, so the restored data can be
+    compared with the snapshot. In O(mode=latest) it recovers everything archived and leaves the source's
+    WAL alone.
+  - Each check is reported separately - consistency and connections, C(pg_amcheck) over every database,
+    per-table row counts against the source (tables written during the snapshot are reported with both
+    figures, as a warning), content checksums of O(checksum_tables), the spot checks of O(queries), and the
+    databases present with their sizes.
+  - Measures the RTO (wall time from the start of the restore until the restored server passed
+    verification, with each phase's share) and the RPO (what would have been lost had the source died when
+    the drill began), and fails the drill when they exceed O(rto_target) or O(rpo_target), saying by how much.
+  - Writes a JSON report, a JUnit XML report, a self-contained HTML page (phases chart, history of past
+    drills, runbook) and appends to C(history.jsonl) in O(report_dir).
+  - Must run on the database host as the PostgreSQL server's OS user (C(become_user=postgres)) - the
+    scratch cluster is a PostgreSQL server, which refuses to run as root.
+options:
+  config_path:
+    description:
+      - The restorekeeper configuration file (repository, cluster name and how to reach the server in its
+        C([postgres]) section), as written by role C(restorekeeper.postgresql.archiving).
+    type: path
+    default: /etc/restorekeeper/restorekeeper.conf
+  tool_path:
+    description:
+      - The on-host C(restorekeeper) launcher. The scratch cluster's C(restore_command) runs
+        C(<tool_path> wal-fetch), so it must exist and be executable by the server's OS user.
+    type: path
+    default: /opt/restorekeeper/bin/restorekeeper
+  mode:
+    description:
+      - V(restore-point) creates a restore point on the source (and switches WAL) and recovers to it, so
+        the restored data is compared with a snapshot of the source.
+      - V(latest) recovers everything archived without touching the source's WAL; row counts are then
+        compared with the source as it is during the drill, so busy tables may be reported as changing.
+    type: str
+    choices: [restore-point, latest]
+    default: restore-point
+  backup_label:
+    description:
+      - Restore this backup (as listed by M(restorekeeper.postgresql.backup_info)). Default is the backup
+        the target needs, normally the newest.
+    type: str
+  scratch_dir:
+    description:
+      - Directory the scratch cluster is created in (a fresh sub-directory is made and removed). It must
+        have room for a full restore and be writable by the server's OS user. Default is the system
+        temporary directory.
+    type: path
+  keep:
+    description:
+      - Leave the scratch cluster running after the drill for inspection; the report's C(kept) tells its
+        data directory, port and socket directory. You remove it yourself.
+    type: bool
+    default: false
+  rto_target:
+    description:
+      - Declared recovery time objective. The drill fails when the restore and its verification take
+        longer, and says by how much.
+      - Seconds as a number, or a string with a unit, for example V(900), V(15min), V(1h).
+    type: raw
+  rpo_target:
+    description:
+      - Declared recovery point objective. The drill fails when more than this would have been lost had
+        the source died when the drill began.
+      - Seconds as a number, or a string with a unit, for example V(60), V(5min).
+    type: raw
+  checksum_tables:
+    description:
+      - Tables whose full content is compared (md5 of every row, in order) between the source's snapshot
+        and the restore, each written as V(database:schema.table).
+    type: list
+    elements: str
+    default: []
+  queries:
+    description:
+      - Spot checks run on the restored server. Each result (the first column of every row, as text) must
+        equal O(queries[].expected); a query that differs or fails fails the drill, naming both results.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Name of the check in the report.
+        type: str
+        required: true
+      database:
+        description: Database the query runs in.
+        type: str
+        default: postgres
+      sql:
+        description: The query.
+        type: str
+        required: true
+      expected:
+        description:
+          - Expected result - one value (a string or number, compared as text) for a one-row result, or a
+            list of values, one per row.
+        type: raw
+        required: true
+  amcheck:
+    description:
+      - Run C(pg_amcheck --all) (heap and B-tree) on the restored server. It installs the C(amcheck)
+        extension in the scratch cluster only.
+    type: bool
+    default: true
+  row_counts:
+    description:
+      - Compare the row count of every table with the source's.
+    type: bool
+    default: true
+  report_dir:
+    description:
+      - Directory of the reports and of the history of drills of this cluster. Made when missing (mode
+        0750); must be writable by the server's OS user.
+      - Default is C(/var/lib/restorekeeper/drills/<cluster>), with the cluster name from O(config_path).
+    type: path
+  fail_on_drill_failure:
+    description:
+      - V(true) fails the task when the drill fails, with every failure reason in C(msg) (the report is
+        returned and written all the same).
+      - V(false) returns RV(result=fail) with the reasons in RV(failure_reasons) and does not fail the task,
+        for a playbook that collects the results of many hosts.
+    type: bool
+    default: true
+  lock_file:
+    description:
+      - Take an exclusive lock on this file for the duration of the drill, so that drills on one host
+        never overlap (role C(restorekeeper.postgresql.drill) locks the same file with C(flock) in its
+        scheduled drills). Empty means no lock.
+    type: path
+  lock_timeout:
+    description:
+      - Seconds to wait for O(lock_file) when another drill holds it; the task then fails without having
+        changed anything.
+    type: int
+    default: 3600
+  wait_timeout:
+    description:
+      - Seconds to wait for the scratch cluster to reach its recovery target.
+    type: int
+    default: 3600
+  archive_wait_timeout:
+    description:
+      - Seconds to wait, in O(mode=restore-point), until the WAL segment holding the drill's restore point
+        is archived.
+    type: int
+    default: 120
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Changes nothing - no restore point, no WAL switch, no scratch cluster, no report. Reads the
+        repository to choose the backup a drill would restore (proving its WAL readable) and asks the source
+        whether it can take a restore point, then returns RV(planned=true), the backup and chain, and the
+        steps it would take in RV(actions), with C(changed=true).
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+notes:
+  - A real drill always reports C(changed=true) - it creates a restore point and switches WAL on the
+    source in O(mode=restore-point), and writes reports in either mode.
+  - The drill connects to the source as the configuration's C([postgres]) section says (peer
+    authentication over the socket by default; a C(password_file) there for password authentication).
+  - The scratch cluster needs disk space for a full restore in O(scratch_dir), and CPU and I/O while it
+    runs. Role C(restorekeeper.postgresql.drill) schedules drills at low CPU and I/O priority and one at
+    a time per host.
+seealso:
+  - module: restorekeeper.postgresql.restore
+  - module: restorekeeper.postgresql.backup_info
+  - module: restorekeeper.postgresql.drill_summary
+author:
+  - Restorekeeper maintainers (@restorekeeper)
+"""
+
+EXAMPLES = r"""
+- name: Restore drill with targets and spot checks
+  become: true
+  become_user: postgres
+  restorekeeper.postgresql.restore_drill:
+    config_path: /etc/restorekeeper/main.conf
+    rto_target: 15min
+    rpo_target: 5min
+    checksum_tables:
+      - shop:public.orders
+    queries:
+      - name: customers exist
+        database: shop
+        sql: SELECT count(*) > 0 FROM customers
+        expected: "t"
+      - name: currencies
+        database: shop
+        sql: SELECT code FROM currencies ORDER BY code
+        expected: [CHF, EUR, USD]
+  register: drill
+
+- name: Show the measured RTO and RPO
+  ansible.builtin.debug:
+    msg: "{{ drill.result }}: RTO {{ drill.rto_seconds }} s, RPO {{ drill.rpo_seconds }} s, report {{ drill.report_files.html }}"
+
+- name: Collect a failed drill instead of failing the task
+  become: true
+  become_user: postgres
+  restorekeeper.postgresql.restore_drill:
+    config_path: /etc/restorekeeper/main.conf
+    fail_on_drill_failure: false
+  register: drill
+
+- name: What would a drill restore (changes nothing)
+  become: true
+  become_user: postgres
+  restorekeeper.postgresql.restore_drill:
+    config_path: /etc/restorekeeper/main.conf
+  check_mode: true
+"""
+
+RETURN = r"""
+changed:
+  description: Always true - a drill creates a restore point on the source and writes reports (check mode says it would).
+  returned: always
+  type: bool
+  sample: true
+planned:
+  description: True in check mode, where nothing ran and RV(actions) lists what a drill would do.
+  returned: always
+  type: bool
+  sample: false
+actions:
+  description: What a drill would do, step by step.
+  returned: check mode
+  type: list
+  elements: str
+  sample:
+    - create restore point restorekeeper-drill-<time> on the source and switch WAL
+    - restore backup 20260614T020000Z into a scratch cluster under /tmp
+reason:
+  description: Why RV(backup) is the backup a drill would restore.
+  returned: check mode
+  type: str
+  sample: the newest restorable backup
+result:
+  description: V(pass) or V(fail) (V(planned) in check mode).
+  returned: always
+  type: str
+  sample: pass
+failure_reasons:
+  description: One line per failed check, the check's name and what went wrong.
+  returned: always
+  type: list
+  elements: str
+  sample: ["query: row count: returned ['500'], expected ['499']"]
+cluster:
+  description: Cluster name from the configuration.
+  returned: always
+  type: str
+  sample: main
+mode:
+  description: The drill's mode.
+  returned: always
+  type: str
+  sample: restore-point
+backup:
+  description: Label of the backup restored (the one that would be, in check mode).
+  returned: always
+  type: str
+  sample: 20260614T020000Z
+chain:
+  description: Labels of the backups combined, full backup first.
+  returned: always
+  type: list
+  elements: str
+  sample: [20260614T020000Z]
+restore_point:
+  description: Name of the restore point the drill created on the source (null in O(mode=latest)).
+  returned: when the drill ran (also when it failed)
+  type: str
+  sample: restorekeeper-drill-20260614T031500Z
+rto_seconds:
+  description: Measured RTO in seconds; null when the restore did not pass verification.
+  returned: when the drill ran (also when it failed)
+  type: float
+  sample: 42.7
+rpo_seconds:
+  description: Measured RPO in seconds; null when it could not be measured (see C(rpo_basis)).
+  returned: when the drill ran (also when it failed)
+  type: float
+  sample: 3.2
+rto_target_seconds:
+  description: O(rto_target) in seconds, or null.
+  returned: when the drill ran (also when it failed)
+  type: float
+  sample: 900.0
+rpo_target_seconds:
+  description: O(rpo_target) in seconds, or null.
+  returned: when the drill ran (also when it failed)
+  type: float
+  sample: 300.0
+rpo_basis:
+  description: The two commit times the RPO is the difference of, and how each was found.
+  returned: when the drill ran (also when it failed)
+  type: dict
+  sample:
+    source_last_commit: "2026-06-14T03:15:00.120000+00:00"
+    source_last_commit_method: pg_last_committed_xact()
+    recovered_last_commit: "2026-06-14T03:14:57.000000+00:00"
+    recovered_last_commit_method: newest commit in the archive when the drill began
+phases:
+  description: Seconds spent in each phase of the restore (fetch, extract, combine, start, replay, verify).
+  returned: when the drill ran (also when it failed)
+  type: dict
+  sample: {extract: 12.1, start: 1.2, replay: 8.4, verify: 20.3}
+preparation_seconds:
+  description: Seconds spent on the snapshot of the source and archiving the restore point (not part of the RTO).
+  returned: when the drill ran (also when it failed)
+  type: float
+  sample: 3.4
+checks:
+  description: Every check with its status (V(pass), V(fail), V(warn), V(skip)), a readable detail and its data.
+  returned: when the drill ran (also when it failed)
+  type: list
+  elements: dict
+  sample:
+    - {name: pg_amcheck (heap and B-tree, every database), status: pass, detail: no corruption found, data: null}
+report_files:
+  description: Paths of the reports written on the host (C(json), C(xml), C(html), C(history)).
+  returned: when the drill ran (also when it failed)
+  type: dict
+  sample:
+    json: /var/lib/restorekeeper/drills/main/drill-20260614T031500.json
+    html: /var/lib/restorekeeper/drills/main/drill-20260614T031500.html
+    xml: /var/lib/restorekeeper/drills/main/drill-20260614T031500.xml
+    history: /var/lib/restorekeeper/drills/main/history.jsonl
+report_dir:
+  description: Directory the reports are (or in check mode would be) written to.
+  returned: always
+  type: str
+  sample: /var/lib/restorekeeper/drills/main
+runbook:
+  description: The steps a person would follow to restore this cluster by hand.
+  returned: when the drill ran (also when it failed)
+  type: list
+  elements: str
+kept:
+  description: Data directory, port and socket directory of the scratch cluster left running with O(keep=true), else null.
+  returned: when the drill ran (also when it failed)
+  type: dict
+started_at:
+  description: When the drill began (UTC, ISO 8601).
+  returned: when the drill ran (also when it failed)
+  type: str
+finished_at:
+  description: When the drill ended (UTC, ISO 8601).
+  returned: when the drill ran (also when it failed)
+  type: str
+"""
+
+import errno
+import fcntl
+import os
+import time
+import traceback
+from typing import Any, Dict, List, Optional, Tuple
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.drill import (
+    query_from_dict,
+    DrillOptions,
+    DrillQuery,
+    run_drill,
+)
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.drillreport import write_reports
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import parse_seconds
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.recovery import build_target
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore import plan_restore
+
+DEFAULT_REPORT_ROOT = "/var/lib/restorekeeper/drills"
+
+
+class ModuleFailure(Exception):
+    """A refusal detected before the drill touched anything."""
+
+
+class ReportNotWritten(Exception):
+    """The drill ran (its result is in the report) but the files could not be written."""
+
+    def __init__(self, report: Dict[str, Any]) -> None:
+        super().__init__(report["msg"])
+        self.report = report
+
+
+class Progress:
+    """Whether the drill itself started, so a failure reports `changed` truthfully
+    (it may have created a restore point and switched WAL on the source)."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+
+def argument_spec() -> Dict[str, Any]:
+    return {
+        "config_path": {"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
+        "tool_path": {"type": "path", "default": "/opt/restorekeeper/bin/restorekeeper"},
+        "mode": {"type": "str", "choices": ["restore-point", "latest"], "default": "restore-point"},
+        "backup_label": {"type": "str"},
+        "scratch_dir": {"type": "path"},
+        "keep": {"type": "bool", "default": False},
+        "rto_target": {"type": "raw"},
+        "rpo_target": {"type": "raw"},
+        "checksum_tables": {"type": "list", "elements": "str", "default": []},
+        "queries": {
+            "type": "list",
+            "elements": "dict",
+            "default": [],
+            "options": {
+                "name": {"type": "str", "required": True},
+                "database": {"type": "str", "default": "postgres"},
+                "sql": {"type": "str", "required": True},
+                "expected": {"type": "raw", "required": True},
+            },
+        },
+        "amcheck": {"type": "bool", "default": True},
+        "row_counts": {"type": "bool", "default": True},
+        "report_dir": {"type": "path"},
+        "fail_on_drill_failure": {"type": "bool", "default": True},
+        "lock_file": {"type": "path"},
+        "lock_timeout": {"type": "int", "default": 3600},
+        "wait_timeout": {"type": "int", "default": 3600},
+        "archive_wait_timeout": {"type": "int", "default": 120},
+    }
+
+
+# ---------------------------------------------------------------- options
+def target_seconds(name: str, value: Any) -> Optional[float]:
+    if value is None or value == "":
+        return None
+    try:
+        return float(parse_seconds(value))
+    except ValueError as exc:
+        raise ModuleFailure("%s: %s" % (name, exc)) from None
+
+
+def drill_queries(params: Dict[str, Any]) -> Tuple[DrillQuery, ...]:
+    names = [q["name"] for q in params["queries"]]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ModuleFailure("queries: names must be unique in the report; repeated: %s" % ", ".join(duplicates))
+    try:
+        return tuple(query_from_dict(q) for q in params["queries"])
+    except RestorekeeperError as exc:
+        raise ModuleFailure("queries: %s" % exc) from None
+
+
+def checksum_tables(params: Dict[str, Any]) -> Tuple[str, ...]:
+    for item in params["checksum_tables"]:
+        database, sep, table = item.partition(":")
+        if not sep or not database or "." not in table:
+            raise ModuleFailure("checksum_tables: %r is not DATABASE:SCHEMA.TABLE, e.g. postgres:public.accounts" % item)
+    return tuple(params["checksum_tables"])
+
+
+def drill_options(params: Dict[str, Any]) -> DrillOptions:
+    return DrillOptions(
+        tool_path=params["tool_path"], mode=params["mode"], backup_label=params["backup_label"] or "",
+        scratch_root=params["scratch_dir"] or "", keep=params["keep"],
+        rto_target=target_seconds("rto_target", params["rto_target"]),
+        rpo_target=target_seconds("rpo_target", params["rpo_target"]),
+        checksum_tables=checksum_tables(params), queries=drill_queries(params), amcheck=params["amcheck"],
+        row_counts=params["row_counts"], wait_timeout=params["wait_timeout"],
+        archive_wait_seconds=params["archive_wait_timeout"],
+    )
+
+
+# ----------------------------------------------------------------- checks
+def check_user() -> None:
+    if os.geteuid() == 0:
+        raise ModuleFailure(
+            "restore_drill runs as root, and PostgreSQL refuses to run the scratch cluster as root. "
+            "HINT: run the task as the server's OS user (become: true, become_user: postgres)"
+        )
+
+
+def check_tool(tool_path: str) -> None:
+    if not os.path.isfile(tool_path) or not os.access(tool_path, os.X_OK):
+        raise ModuleFailure(
+            "tool_path %s is not an executable file for this OS user; the scratch cluster fetches WAL with it. "
+            "HINT: install the tool (role restorekeeper.postgresql.archiving) or set tool_path" % tool_path
+        )
+
+
+def check_directory(name: str, path: str, must_exist: bool) -> None:
+    """The directory (or, when it is still to be made, its nearest existing parent) is writable."""
+    probe = path
+    while not os.path.exists(probe):
+        if must_exist:
+            raise ModuleFailure("%s %s does not exist. HINT: create it, owned by the server's OS user" % (name, path))
+        probe = os.path.dirname(probe) or "/"
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise ModuleFailure("%s %s is not writable by this OS user (%s). HINT: make it owned by the server's OS user"
+                            % (name, path, probe))
+
+
+def report_dir_of(params: Dict[str, Any], config: Config) -> str:
+    return params["report_dir"] or os.path.join(DEFAULT_REPORT_ROOT, config.cluster)
+
+
+# --------------------------------------------------------------- locking
+def take_lock(path: str, timeout: int) -> Optional[int]:
+    """An exclusive flock(2), as flock(1) takes it: the scheduled drills and this
+    module exclude each other. Opened read-only (created if missing), because
+    the file may belong to another user in a sticky /run/lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOCTTY, 0o644)
+    except OSError as exc:
+        raise ModuleFailure("lock_file %s cannot be opened: %s" % (path, exc.strerror)) from None
+    deadline = time.monotonic() + max(0, timeout)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                os.close(fd)
+                raise ModuleFailure("lock_file %s cannot be locked: %s" % (path, exc.strerror)) from None
+        if time.monotonic() >= deadline:
+            os.close(fd)
+            raise ModuleFailure(
+                "another drill on this host holds %s and did not finish within %d s; nothing was done. "
+                "HINT: run again later, or raise lock_timeout" % (path, timeout)
+            )
+        time.sleep(1)
+
+
+# ---------------------------------------------------------------- running
+def plan(config: Config, params: Dict[str, Any], options: DrillOptions, report_dir: str) -> Dict[str, Any]:
+    """Check mode: read the repository and ask the source, change nothing."""
+    with PgClient(config.postgres) as client:
+        in_recovery = client.scalar("SELECT pg_is_in_recovery()") == "t"
+        chosen = plan_restore(config, client, build_target(latest=True), options.backup_label)
+    if options.mode == "restore-point" and in_recovery:
+        raise ModuleFailure(
+            "the source is a standby, where a restore point cannot be created. "
+            "HINT: run the drill against the primary, or use mode=latest"
+        )
+    actions: List[str] = []
+    if options.mode == "restore-point":
+        actions += ["take a snapshot of the source (row counts%s) in one transaction per database"
+                    % (", checksums of %d tables" % len(options.checksum_tables) if options.checksum_tables else ""),
+                    "create restore point restorekeeper-drill-<time> on the source, switch WAL and wait until "
+                    "it is archived"]
+    actions += ["restore backup %s%s into a scratch cluster under %s on a free port, recovered to %s"
+                % (chosen.backup.label, " (chain %s)" % ", ".join(b.label for b in chosen.chain) if len(chosen.chain) > 1
+                   else "", options.scratch_root or "the temporary directory",
+                   "the restore point" if options.mode == "restore-point" else "the end of the archive"),
+                "verify: connections, %sdatabases and sizes%s%s%s" % (
+                    "pg_amcheck, " if options.amcheck else "", ", row counts" if options.row_counts else "",
+                    ", %d checksums" % len(options.checksum_tables) if options.checksum_tables else "",
+                    ", %d spot checks" % len(options.queries) if options.queries else ""),
+                "keep the scratch cluster running" if options.keep else "remove the scratch cluster",
+                "write JSON, JUnit XML and HTML reports to %s" % report_dir]
+    return {
+        "changed": True,
+        "planned": True,
+        "result": "planned",
+        "failure_reasons": [],
+        "cluster": config.cluster,
+        "mode": options.mode,
+        "backup": chosen.backup.label,
+        "chain": [b.label for b in chosen.chain],
+        "reason": chosen.reason,
+        "actions": actions,
+        "report_dir": report_dir,
+        "msg": "a drill would restore backup %s of cluster %s" % (chosen.backup.label, config.cluster),
+    }
+
+
+def run(module: AnsibleModule, progress: Progress) -> Dict[str, Any]:
+    params = module.params
+    options = drill_options(params)
+    check_user()
+    check_tool(options.tool_path)
+    config = Config.load(params["config_path"])
+    report_dir = report_dir_of(params, config)
+    if options.scratch_root:
+        check_directory("scratch_dir", options.scratch_root, must_exist=True)
+    if module.check_mode:
+        try:
+            check_directory("report_dir", report_dir, must_exist=False)
+        except ModuleFailure as exc:
+            # Role drill makes the directory before a real run, which check mode skips.
+            module.warn(str(exc))
+        return plan(config, params, options, report_dir)
+    # Checked before the drill: a drill whose report cannot be written is wasted.
+    check_directory("report_dir", report_dir, must_exist=False)
+    lock = take_lock(params["lock_file"], params["lock_timeout"]) if params["lock_file"] else None
+    try:
+        progress.started = True
+        with PgClient(config.postgres) as client:
+            report = run_drill(config, client, options)
+    finally:
+        if lock is not None:
+            os.close(lock)
+    report.update(changed=True, planned=False, report_dir=report_dir)
+    try:
+        report["report_files"] = write_reports(report, report_dir)
+    except OSError as exc:
+        report["msg"] = "%s, but its reports could not be written to %s: %s" % (summary_line(report), report_dir, exc)
+        raise ReportNotWritten(report) from None
+    return report
+
+
+def summary_line(report: Dict[str, Any]) -> str:
+    def seconds(value: Any) -> str:
+        return "n/a" if value is None else "%.1f s" % value
+
+    return "restore drill of %s: %s, RTO %s, RPO %s" % (
+        report["cluster"], report["result"].upper(), seconds(report.get("rto_seconds")),
+        seconds(report.get("rpo_seconds")))
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    progress = Progress()
+    try:
+        result = run(module, progress)
+    except ModuleFailure as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    except ReportNotWritten as exc:
+        module.fail_json(**exc.report)
+    except RestorekeeperError as exc:
+        # Before the drill: a refusal, nothing done. During it: the source may
+        # already carry the drill's restore point and a switched WAL segment.
+        module.fail_json(msg=str(exc), changed=progress.started)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        module.fail_json(msg="unexpected error in restore_drill: %s: %s" % (type(exc).__name__, exc),
+                         exception=traceback.format_exc(), changed=progress.started)
+    if result["result"] == "fail" and module.params["fail_on_drill_failure"]:
+        result["msg"] = "%s - %s" % (summary_line(result), "; ".join(result["failure_reasons"]))
+        module.fail_json(**result)
+    result.setdefault("msg", summary_line(result))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
