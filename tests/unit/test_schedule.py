@@ -66,7 +66,7 @@ def test_twice_a_week_between_daily_and_weekly():
 
 
 def test_an_rto_restoring_the_base_cannot_meet_warns_and_takes_the_shortest_interval():
-    tight = dict(README_EXAMPLE, rto_target="15min", server_version_num=PG18)
+    tight = {**README_EXAMPLE, "rto_target": "15min", "server_version_num": PG18}
     plan = plan_schedule(**tight)
     assert plan["interval_hours"] == 1 and plan["incremental_schedule"] == "*-*-* *:30:00"
     assert plan["rto_met"] is False
