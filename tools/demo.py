@@ -1,4 +1,4 @@
-"""`make demo`: WAL archiving end to end against a throwaway PostgreSQL 18.
+"""`make demo`: archiving, backups and a point-in-time rewind on a throwaway PostgreSQL 18.
 
 What it does, in the order a user would:
 
@@ -6,12 +6,21 @@ What it does, in the order a user would:
    test harness: own data directory, port and socket, run as `postgres` when
    we are root;
 2. configures archiving by running the collection's playbook
-   `restorekeeper.postgresql.archiving` (role `archiving`) with
+   `restorekeeper.postgresql.archiving` (role `archiving`, with
+   `archiving_summarize_wal: true` for incremental backups) with
    ansible-playbook against localhost, with an inventory like a user's;
 3. writes some WAL with pgbench, switches WAL, and shows what is archived
    (`restorekeeper wal-list`), fetches one segment back and compares its
    SHA-256 with the original in pg_wal, and prints pg_stat_archiver;
-4. stops and removes everything it made, also on failure or Ctrl-C.
+4. takes a full backup (`restorekeeper backup`), changes 10% of the
+   pgbench accounts, takes an incremental backup, and prints the
+   recoverable window (`restorekeeper info`);
+5. the accident: a table `accounts`, more rows after the last backup, then
+   `DELETE FROM accounts` without WHERE at time T;
+6. the rewind: `restorekeeper restore --target-time <just before T> --start`
+   into a new data directory and port, and shows the rows are back, with the
+   timeline and the time of each phase the restore reported;
+7. stops and removes everything it made (both servers), also on failure or Ctrl-C.
 
 Run with the project venv (`make demo`): its interpreter is /usr/bin/python3's,
 which the `postgres` user can execute (the role's module runs as that user).
@@ -19,7 +28,9 @@ which the `postgres` user can execute (the role's module runs as that user).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -27,7 +38,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, NamedTuple, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -100,6 +111,8 @@ def role_vars(cluster: PgCluster, base: Path) -> Dict[str, Any]:
         "archiving_config_path": str(base / "etc" / "restorekeeper.conf"),
         "archiving_repository_path": str(base / "repository"),
         "archiving_compression": "zstd",
+        # WAL summaries, which incremental backups are built from (PostgreSQL 17+).
+        "archiving_summarize_wal": True,
         "archiving_os_user": cluster.os_user,
         "archiving_os_group": cluster.os_user,
         "archiving_login_user": cluster.superuser,
@@ -166,8 +179,9 @@ def run_playbook(playbook_bin: Path, base: Path, cluster: PgCluster) -> Dict[str
         raise DemoFailed("ansible-playbook failed (exit %d); last lines of its output:\n%s" % (returncode, tail))
     recap = [line.strip() for line in text.splitlines() if line.strip().startswith("localhost") and "ok=" in line]
     say("  %s  (%.0fs)" % (recap[-1] if recap else "playbook finished", time.monotonic() - started))
-    say("  archive_mode = %s, archive_command = %s"
-        % (cluster.scalar("show archive_mode"), cluster.scalar("show archive_command")))
+    say("  archive_mode = %s, summarize_wal = %s, archive_command = %s"
+        % (cluster.scalar("show archive_mode"), cluster.scalar("show summarize_wal"),
+           cluster.scalar("show archive_command")))
     return variables
 
 
@@ -176,6 +190,14 @@ def tool(variables: Dict[str, Any], cluster: PgCluster, args: Sequence[str]) -> 
     """The on-host command the role installed, run as the server's OS user (it owns the 0600 config)."""
     launcher = Path(variables["archiving_prefix"]) / "bin" / "restorekeeper"
     return run_as(cluster.os_user, [launcher, args[0], "--config", variables["archiving_config_path"], *args[1:]])
+
+
+def tool_json(variables: Dict[str, Any], cluster: PgCluster, args: Sequence[str]) -> Dict[str, Any]:
+    """`restorekeeper ... --json`, its result parsed; a failure stops the demo with the tool's own message."""
+    result = tool(variables, cluster, [*args, "--json"])
+    if result.returncode != 0:
+        raise DemoFailed("restorekeeper %s failed (exit %d): %s" % (args[0], result.returncode, result.stderr.strip()))
+    return json.loads(result.stdout)
 
 
 def generate_load(cluster: PgCluster) -> None:
@@ -252,11 +274,110 @@ def show_archiver(cluster: PgCluster) -> None:
     say("  failed_count %s%s" % (row[3], (", last_failed_wal %s" % row[4]) if row[4] else ""))
 
 
+# ---------------------------------------------------------------- backups
+def mib(size: float) -> str:
+    return "%.1f MiB" % (size / 2**20)
+
+
+def create_accounts(cluster: PgCluster) -> None:
+    step("A table of customers: accounts, 10,000 rows")
+    cluster.execute("CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance numeric NOT NULL)")
+    add_accounts(cluster, 1, 10000)
+    say("  %d rows" % cluster.scalar("SELECT count(*) FROM accounts"))
+
+
+def add_accounts(cluster: PgCluster, first: int, last: int) -> None:
+    cluster.execute("INSERT INTO accounts SELECT g, 'customer ' || g, 100 FROM generate_series(%s, %s) g",
+                    (first, last))
+
+
+def take_backup(variables: Dict[str, Any], cluster: PgCluster, backup_type: str) -> Dict[str, Any]:
+    step("%s backup: restorekeeper backup --type %s" % (backup_type.capitalize(), backup_type))
+    record = tool_json(variables, cluster, ["backup", "--type", backup_type])
+    say("  %s%s: %s of data stored in %s, %.1fs, every file checked against the manifest, its WAL archived"
+        % (record["label"], ", on top of %s" % record["parent"] if record["parent"] else "",
+           mib(record["database_size"]), mib(record["stored_size"]), record["duration_seconds"]))
+    return record
+
+
+def make_change(cluster: PgCluster) -> None:
+    step("A change: 100,000 of the 1,000,000 pgbench accounts earn interest; 500 new customers")
+    cluster.execute("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 100000")
+    add_accounts(cluster, 10001, 10500)
+
+
+def show_window(variables: Dict[str, Any], cluster: PgCluster, full: Dict[str, Any],
+                incremental: Dict[str, Any]) -> None:
+    say("  the incremental backup is %.0fx smaller than the full one"
+        % (full["stored_size"] / max(incremental["stored_size"], 1)))
+    step("What can be restored: restorekeeper info")
+    result = tool(variables, cluster, ["info"])
+    if result.returncode != 0:
+        raise DemoFailed("restorekeeper info failed: %s" % result.stderr.strip())
+    for line in result.stdout.splitlines():
+        say("  " + line)
+
+
+# -------------------------------------------------------- the accident
+class Accident(NamedTuple):
+    target: str  # just before the DELETE, with its time zone
+    moment: str  # when the DELETE ran
+    rows_before: int
+
+
+def the_accident(cluster: PgCluster) -> Accident:
+    step("After the last backup: 250 more customers, then the accident")
+    add_accounts(cluster, 10501, 10750)
+    rows = int(cluster.scalar("SELECT count(*) FROM accounts"))
+    say("  accounts: %d rows" % rows)
+    time.sleep(0.1)
+    target = str(cluster.scalar(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') || '+00'"))
+    time.sleep(0.1)
+    with contextlib.closing(cluster.connect()) as conn, conn.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') || '+00'")
+        moment = cur.fetchone()[0]
+        cur.execute("DELETE FROM accounts")  # no WHERE: the accident
+        deleted = cur.rowcount
+        cur.execute("COMMIT")
+    say("  T = %s: DELETE FROM accounts;  -- no WHERE, %d rows gone" % (moment, deleted))
+    say("  accounts: %d rows" % cluster.scalar("SELECT count(*) FROM accounts"))
+    # The DELETE must reach the archive too: recovery stops at a time target
+    # only when it replays a commit after it.
+    cluster.wait_archived(cluster.switch_wal(), timeout=90)
+    return Accident(target, moment, rows)
+
+
+def rewind(variables: Dict[str, Any], cluster: PgCluster, restored: PgCluster, accident: Accident) -> None:
+    step("The rewind: restorekeeper restore --target-time '%s' --target-action promote --start" % accident.target)
+    say("  into a new data directory %s, port %d (the damaged server keeps running)"
+        % (restored.datadir, restored.port))
+    result = tool_json(variables, cluster, [
+        "restore", "--pgdata", str(restored.datadir), "--port", str(restored.port),
+        "--socket-dir", str(restored.socket_dir), "--target-time", accident.target,
+        "--target-action", "promote", "--start"])
+    say("  backup %s (chain %s): %s" % (result["backup"], " + ".join(result["chain"]), result["reason"]))
+    phases = result["phases"]
+    shown = [name for name in ("extract", "combine", "start", "replay") if name in phases]
+    say("  %s on timeline %s; %s; total %.1fs"
+        % (result["state"], result["timeline"], ", ".join("%s %.1fs" % (name, phases[name]) for name in shown),
+           phases["total"]))
+    rows = int(restored.scalar("SELECT count(*) FROM accounts"))
+    say("  accounts: %d rows before the accident, %d on the damaged server, %d on the restored one"
+        % (accident.rows_before, cluster.scalar("SELECT count(*) FROM accounts"), rows))
+    if rows != accident.rows_before:
+        raise DemoFailed("the restored server has %d accounts, %d expected" % (rows, accident.rows_before))
+    say("  every row is back, including the 250 added after the last backup (replayed from archived WAL)")
+
+
 # -------------------------------------------------------------------- main
 def run(base: Path) -> None:
     playbook_bin = check_prerequisites(server_os_user())
     # wal_keep_size: the segment we fetch back must still be in pg_wal to compare.
     cluster = PgCluster.create(PG_VERSION, base / "pg", conf={"wal_keep_size": "1GB"})
+    # The slot the rewind restores into: own directory, port and socket; no data directory yet.
+    restored = PgCluster.create(PG_VERSION, base / "restored", initdb=False)
     try:
         start_cluster(cluster)
         variables = run_playbook(playbook_bin, base, cluster)
@@ -265,10 +386,18 @@ def run(base: Path) -> None:
         show_archive(variables, cluster)
         fetch_back(variables, cluster, name, base)
         show_archiver(cluster)
+        create_accounts(cluster)
+        full = take_backup(variables, cluster, "full")
+        make_change(cluster)
+        incremental = take_backup(variables, cluster, "incremental")
+        show_window(variables, cluster, full, incremental)
+        accident = the_accident(cluster)
+        rewind(variables, cluster, restored, accident)
     finally:
         # A second Ctrl-C must not leave a server running: clean-up is not interruptible.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        step("Cleaning up: stopping the cluster and removing %s" % base)
+        step("Cleaning up: stopping both servers and removing %s" % base)
+        restored.destroy()
         cluster.destroy()
 
 
@@ -281,7 +410,7 @@ def main() -> int:
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     os.chmod(base, 0o755)  # the server's OS user reaches its files below
-    say("restorekeeper demo: WAL archiving end to end on PostgreSQL %d" % PG_VERSION)
+    say("restorekeeper demo: archiving, backups and a point-in-time rewind on PostgreSQL %d" % PG_VERSION)
     code = 0
     try:
         run(base)

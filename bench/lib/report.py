@@ -7,7 +7,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .measure import Timed, Tool, median_seconds
 
@@ -46,6 +46,7 @@ def machine(tool: Tool, postgres_bin: Optional[Path], target: Path) -> Dict[str,
         "zstandard": zstd_version,
         "postgresql": _first_line([str(postgres_bin), "--version"]) if postgres_bin else "segments supplied by --segments-from",
         "coreutils": _first_line(["cp", "--version"]),
+        "tar": _first_line(["tar", "--version"]),
     }
 
 
@@ -134,14 +135,21 @@ def breakdown(inproc: Dict[str, Dict[str, float]], startup: Dict[str, float], se
     return "\n".join(lines)
 
 
-def markdown(rows: List[Dict[str, str]], info: Dict[str, str], segments: int, repetitions: int,
-             original_bytes: int, level: int, inproc_text: Optional[str], argv: List[str],
-             source_note: Optional[str] = None) -> str:
+def _md_table(header: List[str], rows: List[List[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _runs(values: List[float]) -> str:
+    return " / ".join("%.2f" % value for value in values)
+
+
+# ------------------------------------------------------------------ wal-push
+def walpush_section(rows: List[Dict[str, str]], segments: int, repetitions: int, original_bytes: int, level: int,
+                    source_note: Optional[str]) -> List[str]:
     parts = [
-        "# wal-push benchmark results",
-        "",
-        "Written by `make bench` (bench/run.py) on %s UTC. Not a test: figures vary with the machine and its load."
-        % datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "## wal-push throughput",
         "",
         "%d real 16 MiB WAL segments (%.0f MiB) from pgbench on a throwaway PostgreSQL; each path run %d times, "
         "one process per segment, sequentially, as archive_command runs; median shown. zstd level %d."
@@ -151,16 +159,145 @@ def markdown(rows: List[Dict[str, str]], info: Dict[str, str], segments: int, re
         table(rows),
         "",
         fastest_note(rows),
-        "",
     ]
     if source_note:
-        parts += [source_note, ""]
-    parts += [
-        "## Machine",
+        parts += ["", source_note]
+    return parts
+
+
+# ------------------------------------------------------------------- backups
+BACKUP_LABELS = {"full": "restorekeeper backup --type full", "raw": "raw: pg_basebackup -Ft -X none",
+                 "raw-sha256": "raw, with --manifest-checksums=SHA256",
+                 "incremental": "restorekeeper backup --type incremental"}
+
+
+def backup_ratios(med: Dict[str, Dict[str, float]]) -> Dict[str, float]:
+    """The ratios of one run: full against raw, incremental against full."""
+    ratios: Dict[str, float] = {}
+    if "full" in med and "raw" in med:
+        ratios["full_time_vs_raw"] = med["full"]["seconds"] / med["raw"]["seconds"]
+        ratios["full_size_vs_raw"] = med["full"]["stored_bytes"] / med["raw"]["stored_bytes"]
+    if "full" in med and "incremental" in med:
+        ratios["incremental_time_vs_full"] = med["incremental"]["seconds"] / med["full"]["seconds"]
+        ratios["incremental_size_vs_full"] = med["incremental"]["stored_bytes"] / med["full"]["stored_bytes"]
+        ratios["incremental_data_vs_full"] = med["incremental"]["data_bytes"] / med["full"]["data_bytes"]
+    return ratios
+
+
+def backup_table(runs: List[Any], med: Dict[str, Dict[str, float]]) -> str:
+    rows = []
+    for path, values in med.items():
+        rows.append([
+            BACKUP_LABELS[path], "%.2f" % values["seconds"], _runs([r.seconds for r in runs if r.path == path]),
+            "%.0f" % (values["data_bytes"] / MIB), "%.0f" % (values["data_bytes"] / MIB / values["seconds"]),
+            "%.1f" % (values["stored_bytes"] / MIB),
+            "%.2fx" % (values["seconds"] / med["raw"]["seconds"]) if "raw" in med else "-",
+            "%.3f" % (values["stored_bytes"] / med["raw"]["stored_bytes"]) if "raw" in med else "-",
+        ])
+    return _md_table(["backup", "median s", "runs (s)", "data MiB", "data MiB/s", "stored MiB", "time / raw",
+                      "stored / raw"], rows)
+
+
+def backup_summary(med: Dict[str, Dict[str, float]]) -> List[str]:
+    ratios = backup_ratios(med)
+    lines = []
+    if "full_time_vs_raw" in ratios:
+        lines.append("Full backup against raw pg_basebackup: %.2fx the time, %.3f of the space (%.1fx smaller)."
+                     % (ratios["full_time_vs_raw"], ratios["full_size_vs_raw"], 1 / ratios["full_size_vs_raw"]))
+    if "full" in med and "raw-sha256" in med:
+        lines.append("Against raw pg_basebackup with the same SHA-256 manifest checksums: %.2fx the time."
+                     % (med["full"]["seconds"] / med["raw-sha256"]["seconds"]))
+    if "incremental_time_vs_full" in ratios:
+        lines.append("Incremental against full: %.2fx the time, %.3f of the stored size; it carries %.0f%% of the "
+                     "full backup's data bytes." % (
+                         ratios["incremental_time_vs_full"], ratios["incremental_size_vs_full"],
+                         100 * ratios["incremental_data_vs_full"]))
+    return lines
+
+
+def backup_section(runs: List[Any], med: Dict[str, Dict[str, float]], scale: int, repetitions: int,
+                   change: str) -> List[str]:
+    return [
+        "## Base backups",
         "",
+        "pgbench database, scale %d, on a throwaway PostgreSQL 18 archiving through restorekeeper; %d repetitions, "
+        "median shown. Each run starts after a checkpoint and `sync`; the clock covers the whole command. "
+        "Raw: `pg_basebackup -Ft -X none -c fast -D DIR` on the same disk (no compression, no verification, "
+        "nothing catalogued; the server checksums files with CRC-32C, the default, or with SHA-256 as ours asks). "
+        "Ours: zstd level 3 on every core, each file checked against the manifest while streaming, WAL confirmed "
+        "archived, then published. Before each incremental: %s."
+        % (scale, repetitions, change),
+        "",
+        backup_table(runs, med),
+        "",
+    ] + backup_summary(med)
+
+
+# ------------------------------------------------------------------ restores
+def restore_table(runs: List[Any], med: Dict[str, Dict[str, float]]) -> str:
+    rows = []
+    for path, values in med.items():
+        extract = values.get("extract", 0.0)
+        extract += values.get("combine", 0.0)
+        recovery = values.get("start", 0.0) + values.get("replay", 0.0) + values.get("start+replay", 0.0)
+        rows.append([
+            "restorekeeper restore --start" if path == "ours" else "floor: tar -xf + cp restore_command",
+            "%.2f" % values["seconds"], _runs([r.seconds for r in runs if r.path == path]),
+            "%.2f" % extract, "%.2f" % recovery, "%.2f" % values.get("other", 0.0),
+            "%.2fx" % (values["seconds"] / med["floor"]["seconds"]) if "floor" in med else "-",
+        ])
+    return _md_table(["restore to the target time, promoted", "median s", "runs (s)", "lay down s",
+                      "start + replay s", "rest s", "time / floor"], rows)
+
+
+def restore_summary(med: Dict[str, Dict[str, float]]) -> List[str]:
+    if "ours" not in med:
+        return []
+    ours = med["ours"]
+    lines = ["Ours, by phase (medians): lay down %.2f s (fetch, decompress, check against the manifest and write; "
+             "%.2f s of it waiting on the repository), start until consistent %.2f s, replay until promoted %.2f s, "
+             "the rest %.2f s (choose the backup and prove the target reachable with pg_waldump, write the "
+             "settings, process start-up)." % (
+                 ours.get("extract", 0.0), ours.get("fetch", 0.0), ours.get("start", 0.0), ours.get("replay", 0.0),
+                 ours.get("other", 0.0))]
+    if "floor" in med:
+        lines.insert(0, "Restore + replay against the floor: %.2fx the time." % (ours["seconds"] / med["floor"]["seconds"]))
+    return lines
+
+
+def restore_section(runs: List[Any], med: Dict[str, Dict[str, float]], setup: Any, repetitions: int,
+                    replay_seconds: int) -> List[str]:
+    return [
+        "## Restore and replay to a point in time",
+        "",
+        "Backup %s (%.0f MiB of data), then %d s of pgbench (%d WAL segments archived from the backup's start), "
+        "restored to a target time just after that pgbench run, each time into a fresh data directory, port and "
+        "socket, until the server is promoted; %d repetitions, median shown. Ours: `restorekeeper restore --backup B "
+        "--target-time T --target-action promote --start` (restore_command is `restorekeeper wal-fetch`). Floor: "
+        "`tar -xf` of the same base tar, decompressed beforehand, then recovery with `restore_command = 'cp DIR/%%f "
+        "%%p'` from the same WAL, decompressed beforehand; clock from the start of the extraction until promoted. "
+        "Both must show the same rows at the target."
+        % (setup.label, setup.data_bytes / MIB, replay_seconds, setup.wal_segments, repetitions),
+        "",
+        restore_table(runs, med),
+        "",
+    ] + restore_summary(med)
+
+
+# ------------------------------------------------------------------ the file
+def markdown(sections: List[List[str]], info: Dict[str, str], argv: List[str], inproc_text: Optional[str]) -> str:
+    parts = [
+        "# Benchmark results",
+        "",
+        "Written by `make bench` (bench/run.py) on %s UTC. Not a test: figures vary with the machine and its load. "
+        "Ratios compare paths timed in this same run."
+        % datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
     ]
+    for section in sections:
+        parts += [""] + section
+    parts += ["", "## Machine", ""]
     parts += ["- %s: %s" % (key, value) for key, value in info.items()]
     parts += ["- command: `%s`" % " ".join(argv)]
     if inproc_text:
-        parts += ["", "## Where the time goes", "", inproc_text]
+        parts += ["", "## Where the time of one wal-push goes", "", inproc_text]
     return "\n".join(parts) + "\n"
