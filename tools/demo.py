@@ -43,7 +43,7 @@ from typing import Any, Dict, List, NamedTuple, Sequence
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from harness import PgCluster, make_user_dir, run_as, server_os_user, session_dir  # noqa: E402
+from harness import PgCluster, make_user_dir, run_as, server_os_user, session_dir, test_root  # noqa: E402
 
 PG_VERSION = 18
 CLUSTER_NAME = "demo"
@@ -371,6 +371,28 @@ def rewind(variables: Dict[str, Any], cluster: PgCluster, restored: PgCluster, a
     say("  every row is back, including the 250 added after the last backup (replayed from archived WAL)")
 
 
+def drill(variables: Dict[str, Any], cluster: PgCluster) -> None:
+    step("A restore drill: restorekeeper drill --rto-target 15min --rpo-target 5min")
+    reports = make_user_dir(test_root() / "demo-reports", cluster.os_user, 0o755)
+    say("  restores the newest backup into a scratch cluster on a free port, verifies it against the")
+    say("  source, measures RTO and RPO, and removes the scratch cluster")
+    result = tool(variables, cluster, ["drill", "--rto-target", "15min", "--rpo-target", "5min",
+                                      "--checksum-table", "postgres:public.pgbench_branches",
+                                      "--report-dir", str(reports), "--json"])
+    if not result.stdout:
+        raise DemoFailed("restorekeeper drill failed (exit %d): %s" % (result.returncode, result.stderr.strip()))
+    report = json.loads(result.stdout)
+    for check in report["checks"]:
+        say("  %-5s %s: %s" % (check["status"], check["name"], check["detail"]))
+    phases = report["phases"]
+    say("  RTO %.1fs (%s), target 15min; RPO %.1fs, target 5min: drill %s"
+        % (report["rto_seconds"] or 0, ", ".join("%s %.1fs" % (k, v) for k, v in sorted(phases.items())),
+           report["rpo_seconds"] or 0, report["result"].upper()))
+    say("  report for people: %s (JUnit XML for CI beside it)" % report["report_files"]["html"])
+    if report["result"] != "pass":
+        raise DemoFailed("the drill failed: %s" % "; ".join(report["failure_reasons"]))
+
+
 # -------------------------------------------------------------------- main
 def run(base: Path) -> None:
     playbook_bin = check_prerequisites(server_os_user())
@@ -393,6 +415,7 @@ def run(base: Path) -> None:
         show_window(variables, cluster, full, incremental)
         accident = the_accident(cluster)
         rewind(variables, cluster, restored, accident)
+        drill(variables, cluster)
     finally:
         # A second Ctrl-C must not leave a server running: clean-up is not interruptible.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -410,7 +433,7 @@ def main() -> int:
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     os.chmod(base, 0o755)  # the server's OS user reaches its files below
-    say("restorekeeper demo: archiving, backups and a point-in-time rewind on PostgreSQL %d" % PG_VERSION)
+    say("restorekeeper demo: archiving, backups, a point-in-time rewind and a restore drill on PostgreSQL %d" % PG_VERSION)
     code = 0
     try:
         run(base)
