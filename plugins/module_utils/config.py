@@ -44,10 +44,12 @@ _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 S3_KEYS = ("bucket", "endpoint_url", "region", "path_style", "access_key_id", "secret_access_key", "session_token",
            "profile", "ca_bundle", "sse", "kms_key_id", "storage_class", "object_lock_mode", "object_lock_days",
            "max_attempts")
+# Keys of an ssh repository (see storage_ssh.SshSettings); path is the directory on that host.
+SSH_KEYS = ("host", "user", "port", "identity_file", "known_hosts_file", "remote_tool")
 SECRET_KEYS = ("secret_access_key", "session_token")
 _KNOWN = {
     "cluster": {"name"},
-    "repository": {"type", "path", "encryption_key_file"} | set(S3_KEYS),
+    "repository": {"type", "path", "encryption_key_file"} | set(S3_KEYS) | set(SSH_KEYS),
     "archive": {"compression", "compression_level"},
     "postgres": {"bindir", "host", "port", "user", "database", "password_file"},
     "backup": {"compression", "compression_level", "max_chain_length"},
@@ -202,6 +204,15 @@ def _repository(path: str, section: str, values: Dict[str, str]) -> RepositoryCo
     options = {key: value.strip() for key, value in values.items() if key in S3_KEYS}
     location = values.get("path", "").strip()
     key_file = values.get("encryption_key_file", "").strip()
+    ssh_options = {key: value.strip() for key, value in values.items() if key in SSH_KEYS}
+    if ssh_options and backend != "ssh":
+        raise ConfigError("%s: [%s] %s only apply to type ssh" % (path, section, ", ".join(sorted(ssh_options))))
+    if backend == "ssh":
+        if options:
+            raise ConfigError("%s: [%s] %s only apply to type s3" % (path, section, ", ".join(sorted(options))))
+        if not ssh_options.get("host") or not location:
+            raise ConfigError("%s: [%s] host and path are required for type ssh" % (path, section))
+        return RepositoryConfig(backend, location, ssh_options, key_file)
     if backend == "s3":
         if not options.get("bucket"):
             raise ConfigError("%s: [%s] bucket is required for type s3" % (path, section))
@@ -231,6 +242,8 @@ def _copy(path: str, name: str, values: Dict[str, str]) -> CopyConfig:
                           "set encryption_key_file (data is encrypted before it leaves the host), "
                           "or allow_plaintext = true to accept the risk")
     default_domain = ("s3://%s" % repository.options["bucket"]) if repository.type == "s3" else repository.path
+    if repository.type == "ssh":
+        default_domain = "ssh://%s" % repository.options["host"]
     return CopyConfig(name, repository, medium, offsite, immutable,
                       values.get("failure_domain", "").strip() or default_domain,
                       _boolean(path, section, values, "required", True),
@@ -287,7 +300,7 @@ def _refuse_exposed_secrets(path: str, sections: Dict[str, Dict[str, str]]) -> N
 
 
 COPY_KEYS = {"type", "path", "encryption_key_file", "medium", "offsite", "immutable", "failure_domain",
-             "required", "allow_plaintext", "synchronous"} | set(S3_KEYS)
+             "required", "allow_plaintext", "synchronous"} | set(S3_KEYS) | set(SSH_KEYS)
 
 
 def _reject_unknown(path: str, sections: Dict[str, Dict[str, str]]) -> None:

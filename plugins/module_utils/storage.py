@@ -1,7 +1,7 @@
 """The repository's storage interface.
 
 A repository is a flat namespace of objects addressed by '/'-separated keys,
-like an object store. Backends (posix now; ssh and s3 later) implement five
+like an object store. Backends (posix, s3 and ssh) implement five
 operations with two guarantees:
 
 * atomic visibility: an object is either absent or complete under its key;
@@ -160,7 +160,11 @@ def open_storage(backend: str, location: str, options: Optional[Dict[str, str]] 
         from .storage_s3 import S3Storage, settings_from_options
 
         return S3Storage(settings_from_options(location, options or {}))
+    if backend == "ssh":
+        from .storage_ssh import SshStorage, settings_from_options as ssh_settings
+
+        return SshStorage(ssh_settings(location, options or {}))
     raise StorageError(
         "unknown repository type %r" % backend,
-        "set [repository] type to one of: posix, s3",
+        "set [repository] type to one of: posix, s3, ssh",
     )

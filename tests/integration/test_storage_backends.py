@@ -1,5 +1,6 @@
-"""The storage contract, run against every backend: posix on disk, and s3 over
-real HTTP against moto's server through boto3."""
+"""The storage contract, run against every backend: posix on disk, s3 over
+real HTTP against moto's server through boto3, and ssh to a second host (a
+network namespace running sshd, see test_storage_ssh.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors im
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectformat import sha256_hex
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage import open_storage
 
+from test_storage_ssh import ssh_host  # noqa: F401  pylint: disable=unused-import
+
 _buckets = itertools.count(1)
 
 
@@ -41,10 +44,14 @@ def s3_options(endpoint, bucket: str, **extra: str) -> dict:
     return options
 
 
-@pytest.fixture(params=["posix", "s3"])
+@pytest.fixture(params=["posix", "s3", "ssh"])
 def storage(request, tmp_path):
     if request.param == "posix":
         store = open_storage("posix", str(tmp_path / "repo"))
+    elif request.param == "ssh":
+        host, tool = request.getfixturevalue("ssh_host"), request.getfixturevalue("tool")
+        store = open_storage("ssh", str(host.new_root()), host.options(tool.bin))
+        request.addfinalizer(store.close)
     else:
         endpoint = request.getfixturevalue("s3_endpoint")
         store = open_storage("s3", "cluster-prefix", s3_options(endpoint, make_bucket(endpoint)))
