@@ -64,9 +64,11 @@ def host_vars(arch: Archived, base: Path) -> Dict[str, Any]:
     }
 
 
-def write_inventory(path: Path, hosts: Mapping[str, Mapping[str, Any]]) -> None:
-    """Group `databases` (the playbook's default hosts); JSON is YAML."""
-    path.write_text(json.dumps({"all": {"children": {"databases": {"hosts": dict(hosts)}}}}, indent=1))
+def write_inventory(path: Path, hosts: Mapping[str, Mapping[str, Any]],
+                    others: Mapping[str, Mapping[str, Any]] = None) -> None:
+    """Group `databases` (the playbook's default hosts), plus hosts outside it; JSON is YAML."""
+    path.write_text(json.dumps({"all": {"hosts": dict(others or {}),
+                                        "children": {"databases": {"hosts": dict(hosts)}}}}, indent=1))
 
 
 def play(ansible_env: Mapping[str, str], inventory: Path, playbook: Path, *args: str,
@@ -185,8 +187,20 @@ def test_fleet_playbook_summarises_every_host_and_fails_at_the_end(archived, ans
     hosts = {"db-good": host_vars(good, rk_session_dir / "fleet-good"),
              "db-bad": host_vars(bad, rk_session_dir / "fleet-bad")}
     hosts["db-bad"]["drill_queries"] = [SUM_QUERY, WRONG_QUERY]
+    # db-good is drilled on a designated drill host: its drill tasks run through drillbox's
+    # connection (an interpreter that leaves a trace), with a config reaching the server over TCP.
+    trace = make_user_dir(rk_session_dir / "drillbox", good.cluster.os_user, 0o777) / "trace"
+    wrapper = rk_session_dir / "drillbox" / "python"
+    wrapper.write_text("#!/bin/sh\necho drillbox >> %s\nexec %s \"$@\"\n" % (trace, sys.executable))
+    wrapper.chmod(0o755)
+    drill_config = good.setup.config_path.with_name("drill-host.conf")
+    drill_config.write_text(good.setup.config_path.read_text().replace(
+        "host = %s" % good.cluster.socket_dir, "host = 127.0.0.1"))
+    drill_config.chmod(0o600)
+    shutil.chown(drill_config, good.cluster.os_user)
+    hosts["db-good"].update(drill_host="drillbox", drill_config_path=str(drill_config))
     inventory = tmp_path / "inventory.yml"
-    write_inventory(inventory, hosts)
+    write_inventory(inventory, hosts, {"drillbox": dict(hosts["db-good"], ansible_python_interpreter=str(wrapper))})
 
     # Check mode: every host plans, the summary is printed but not written, nothing fails.
     planned = play(ansible_env, inventory, DRILL_PLAYBOOK, "--check", "-e", "drill_summary_dir=fleet-reports",
@@ -209,6 +223,7 @@ def test_fleet_playbook_summarises_every_host_and_fails_at_the_end(archived, ans
     assert rows["db-good"]["status"] == "pass" and rows["db-good"]["reasons"] == []
     assert rows["db-good"]["rto_seconds"] > 0 and rows["db-good"]["rto_target_seconds"] == 600.0
     assert rows["db-good"]["rpo_seconds"] is not None
+    assert "drillbox" in trace.read_text(), "db-good's drill must run on its designated drill host"
     assert rows["db-bad"]["status"] == "fail"
     # A drill that fails verification reports that failure only: its RTO is simply not measured.
     assert rows["db-bad"]["reasons"][0] == "query: row count: returned ['500'], expected ['499']"
