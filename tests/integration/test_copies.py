@@ -182,3 +182,33 @@ def test_synchronous_copy_holds_each_segment_before_postgres_recycles_it(with_co
     proxy.restore()
     arch.cluster.wait_archived(held_back)
     assert held_back in arch.rk("wal-list", "--source", "offsite").stdout.split()
+
+
+def test_shipper_killed_mid_upload_leaves_nothing_that_looks_complete_and_resumes(archived, rk_session_dir):  # noqa: F811
+    import signal
+    import subprocess as sp
+
+    from harness import wait_until
+
+    arch = archived(18, compression="none")  # a large, uncompressed base.tar keeps the upload in flight
+    pgbench_init(arch.cluster, scale=5)
+    record = arch.backup()
+    second = make_user_dir(rk_session_dir / ("second-%d" % arch.cluster.port), arch.cluster.os_user, 0o700)
+    config = arch.setup.config_path
+    config.write_text(config.read_text() + "\n[copy second]\ntype = posix\npath = %s\n" % second)
+    process = arch.cluster.popen_as_owner([arch.tool.bin, "ship", "--config", config, "--once"],
+                                          stdout=sp.PIPE, stderr=sp.PIPE)
+    backup_dir = second / "main" / "backup" / record["label"]
+    wait_until(lambda: backup_dir.is_dir() and any(p.name.startswith(".rk-tmp.") for p in backup_dir.iterdir()),
+               timeout=60, interval=0.01, message="the shipper writing the base backup")
+    process.send_signal(signal.SIGSTOP)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (backup_dir / "base.tar").exists() and not (backup_dir / "backup.json").exists()
+    during = json.loads(arch.rk("info", "--source", "second", "--json").stdout)
+    assert during["backups"] == []  # nothing restorable that is not complete
+    _result, results = ship(arch)
+    assert results[0]["copy"] == "second" and not results[0]["failed"]
+    after = json.loads(arch.rk("info", "--source", "second", "--json").stdout)
+    assert [b["label"] for b in after["backups"]] == [record["label"]] and after["backups"][0]["restorable"]
+    assert arch.rk("verify", "--source", "second", record["label"]).returncode == 0
