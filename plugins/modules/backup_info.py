@@ -19,6 +19,9 @@ description:
     (RV(archive)), including the RPO exposure right now.
   - Never changes anything; always reports C(changed=false).
   - Lists are lists of dictionaries, so C(community.general.json_query) or C(selectattr) can slice them.
+  - When the configuration declares copies, also reports each copy's holdings and lag (RV(copies)), which copies
+    hold each backup (RV(backups[].held_by), RV(backups[].restorable_from)) and each timeline's WAL
+    (RV(wal.timelines[].held_by)). A copy that cannot be reached is reported, not a failure.
 options:
   config_path:
     description:
@@ -198,6 +201,20 @@ backups:
     reason:
       description: Why the backup is not restorable; null when it is.
       type: str
+    held_by:
+      description:
+        - Copies (C([copy NAME]) of the configuration) that hold this backup. The repository holds every backup
+          listed here. Only when copies are declared.
+      type: list
+      elements: str
+      returned: when the configuration declares copies
+    restorable_from:
+      description:
+        - Copies that can restore this backup on their own (C(restore --source COPY)) - they hold it, every backup
+          of its chain, and the WAL from RV(backups[].wal_start) to RV(backups[].wal_stop).
+      type: list
+      elements: str
+      returned: when the configuration declares copies
   sample:
     - label: 20260510-020000F
       type: full
@@ -264,6 +281,15 @@ wal:
         segments:
           description: Number of archived segments (fewer than the range holds when there are gaps).
           type: int
+        held_by:
+          description: Copies that hold every segment of this timeline the repository holds.
+          type: list
+          elements: str
+          returned: when the configuration declares copies
+        missing_by_copy:
+          description: For each reachable copy that lacks some, how many of this timeline's segments it lacks.
+          type: dict
+          returned: when the configuration declares copies
     gaps:
       description: Runs of segments missing between archived ones on the same timeline. A restore cannot
         cross a gap.
@@ -346,6 +372,73 @@ recoverable_windows:
       latest_segment: "000000010000000000000006"
       latest_lsn: 0/7000000
       latest_time: "2026-05-10T09:12:40.000000Z"
+copies:
+  description:
+    - Each declared copy (C([copy NAME]) of the configuration and its drop-ins), what it holds and how far it lags
+      behind the repository. Empty when no copy is declared.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Name of the copy.
+      type: str
+    type:
+      description: Storage backend (V(posix) or V(s3)).
+      type: str
+    medium:
+      description: Declared medium.
+      type: str
+    offsite:
+      description: Whether it is declared offsite.
+      type: bool
+    immutable:
+      description: Whether it is declared immutable (Object Lock).
+      type: bool
+    failure_domain:
+      description: Its failure domain.
+      type: str
+    encrypted:
+      description: Whether it is encrypted client-side.
+      type: bool
+    reachable:
+      description: Whether the copy could be read; when not, RV(copies[].error) says why and the holdings are absent.
+      type: bool
+    error:
+      description: Why the copy could not be read.
+      type: str
+      returned: when not reachable
+    wal_files_missing:
+      description: WAL files of the repository the copy does not hold yet.
+      type: int
+    last_wal_held:
+      description: Newest WAL file the copy holds.
+      type: str
+    lag_seconds:
+      description: Age of the oldest WAL file the copy lacks (0 when it lacks none) - the copy's RPO right now.
+      type: float
+    backups_held:
+      description: Labels of the repository's backups the copy holds.
+      type: list
+      elements: str
+    backups_missing:
+      description: Labels of the repository's backups the copy does not hold yet.
+      type: list
+      elements: str
+  sample:
+    - name: offsite
+      type: s3
+      medium: object-store
+      offsite: true
+      immutable: true
+      failure_domain: s3://db-backups-eu
+      encrypted: true
+      reachable: true
+      wal_files_missing: 0
+      last_wal_held: "00000001000000000000000C"
+      lag_seconds: 0.0
+      backups_held: [20260510-020000F]
+      backups_missing: []
 archive:
   description:
     - The server's archiving state against the repository. Null when O(server_status=false), or when the
@@ -427,7 +520,7 @@ archive:
 """
 
 import traceback
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Set
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archivestatus import (
@@ -436,9 +529,13 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archivest
     module_client,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.catalog import Catalog
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import DEFAULT_PATH, Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import DEFAULT_PATH, Config, CopyConfig
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import Repository
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import (
+    Repository,
+    open_repository_storage,
+)
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.ship import copy_status
 
 # pg_isready: 2 = no response (server down or address wrong), as opposed to
 # 0 (accepting) and 1 (rejecting, e.g. starting up) and 3 (bad parameters).
@@ -456,6 +553,39 @@ def argument_spec() -> Dict[str, Any]:
     return spec
 
 
+def held_wal(config: Config, copy: CopyConfig) -> Optional[Set[str]]:
+    """Names of the WAL files a copy holds; None when it cannot be read."""
+    try:
+        storage = open_repository_storage(copy.repository)
+        return {info.key.rsplit("/", 1)[1] for info in storage.list("%s/wal/" % config.cluster)}
+    except RestorekeeperError:
+        return None
+
+
+def add_copy_holdings(result: Dict[str, Any], config: Config, repository: Repository) -> None:
+    """Which copies hold each backup and each timeline's WAL, and each copy's lag
+    (copy_status). A copy holds a backup when it holds its record (shipped
+    last, after the set's data); it can restore it on its own when it also
+    holds the backup's chain and the WAL the backup needs."""
+    result["copies"] = copy_status(config)
+    reachable = {c["name"] for c in result["copies"] if c.get("reachable")}
+    wal_names = sorted(info.key.rsplit("/", 1)[1] for info in repository.storage.list("%s/wal/" % config.cluster))
+    held = {copy.name: held_wal(config, copy) for copy in config.copies if copy.name in reachable}
+    held = {name: names for name, names in held.items() if names is not None}
+    backups_held = {c["name"]: set(c.get("backups_held", [])) for c in result["copies"] if c["name"] in held}
+    for backup in result["backups"]:
+        needed = [n for n in wal_names if backup["wal_start"] <= n[:24] <= backup["wal_stop"] and len(n) == 24]
+        backup["held_by"] = [name for name in held if backup["label"] in backups_held[name]]
+        backup["restorable_from"] = [
+            name for name in backup["held_by"]
+            if set(backup["chain"]) <= backups_held[name] and held[name].issuperset(needed)]
+    for timeline in result["wal"]["timelines"]:
+        names = [n for n in wal_names if len(n) == 24 and timeline["first"] <= n <= timeline["last"]]
+        missing = {name: len([n for n in names if n not in held[name]]) for name in held}
+        timeline["held_by"] = [name for name, count in missing.items() if count == 0]
+        timeline["missing_by_copy"] = {name: count for name, count in missing.items() if count}
+
+
 def run(module: AnsibleModule) -> Dict[str, Any]:
     params = module.params
     config = Config.load(params["config_path"])
@@ -463,7 +593,9 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
     repository.require_initialised()
     catalog = Catalog(repository, config.cluster)
     result: Dict[str, Any] = dict(catalog.describe())
-    result.update(changed=False, archive=None)
+    result.update(changed=False, archive=None, copies=[])
+    if config.copies:
+        add_copy_holdings(result, config, repository)
     if not params["server_status"]:
         return result
     with module_client(params, config.postgres) as client:

@@ -153,6 +153,14 @@ options:
       - Directory of the PostgreSQL binaries (C(pg_waldump), C(pg_combinebackup), C(pg_ctl)). Defaults to
         C([postgres] bindir) of the configuration file, then the PATH.
     type: path
+  source:
+    description:
+      - Restore from this copy (a C([copy NAME]) of the configuration) instead of the repository, for example the
+        offsite copy when the repository and the other copies are lost. The backup, its chain and the WAL are all
+        read from that copy, and the C(restore_command) written for recovery fetches WAL from it too
+        (C(wal-fetch --source NAME)).
+      - Not given, the repository is read.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -388,6 +396,7 @@ def argument_spec() -> Dict[str, Any]:
         "keep_archiving": {"type": "bool", "default": False},
         "wait_timeout": {"type": "int", "default": 3600},
         "bindir": {"type": "path"},
+        "source": {"type": "str"},
     }
 
 
@@ -427,7 +436,7 @@ def check_user() -> None:
 
 
 def load_config(params: Dict[str, Any]) -> Config:
-    config = Config.load(params["config_path"])
+    config = Config.load(params["config_path"]).for_source(params["source"] or "")
     if params["bindir"]:
         config = config._replace(postgres=config.postgres._replace(bindir=params["bindir"]))
     return config

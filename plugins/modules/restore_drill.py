@@ -162,6 +162,14 @@ options:
         is archived.
     type: int
     default: 120
+  source:
+    description:
+      - Drill from this copy (a C([copy NAME]) of the configuration) instead of the repository, proving that copy
+        restores on its own. The backup and the WAL are read from that copy only.
+      - In O(mode=restore-point) the segment holding the restore point must reach the copy (the shipper ships it,
+        C(restorekeeper ship)) within O(archive_wait_timeout); O(mode=latest) drills the copy as it stands.
+      - Not given, the repository is read.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -448,6 +456,7 @@ def argument_spec() -> Dict[str, Any]:
         "lock_timeout": {"type": "int", "default": 3600},
         "wait_timeout": {"type": "int", "default": 3600},
         "archive_wait_timeout": {"type": "int", "default": 120},
+        "source": {"type": "str"},
     }
 
 
@@ -600,7 +609,7 @@ def run(module: AnsibleModule, progress: Progress) -> Dict[str, Any]:
     options = drill_options(params)
     check_user()
     check_tool(options.tool_path)
-    config = Config.load(params["config_path"])
+    config = Config.load(params["config_path"]).for_source(params["source"] or "")
     report_dir = report_dir_of(params, config)
     if options.scratch_root:
         check_directory("scratch_dir", options.scratch_root, must_exist=True)
