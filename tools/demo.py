@@ -376,9 +376,9 @@ def drill(variables: Dict[str, Any], cluster: PgCluster) -> None:
     reports = make_user_dir(test_root() / "demo-reports", cluster.os_user, 0o755)
     say("  restores the newest backup into a scratch cluster on a free port, verifies it against the")
     say("  source, measures RTO and RPO, and removes the scratch cluster")
-    result = tool(variables, cluster, ["drill", "--rto-target", "15min", "--rpo-target", "5min",
-                                      "--checksum-table", "postgres:public.pgbench_branches",
-                                      "--report-dir", str(reports), "--json"])
+    result = tool(variables, cluster, [
+        "drill", "--rto-target", "15min", "--rpo-target", "5min", "--checksum-table", "postgres:public.pgbench_branches",
+        "--report-dir", str(reports), "--json"])
     if not result.stdout:
         raise DemoFailed("restorekeeper drill failed (exit %d): %s" % (result.returncode, result.stderr.strip()))
     report = json.loads(result.stdout)
