@@ -256,6 +256,22 @@ def cmd_ship(args: argparse.Namespace) -> int:
     return EXIT_OK if all(not r.failed for r in results) else EXIT_FAILED
 
 
+def cmd_policy(args: argparse.Namespace) -> int:
+    import socket
+
+    from .policy import evaluate, probe
+
+    config = _load(args)
+    report_data = evaluate(config, args.count_live_cluster, socket.gethostname(), probe(config))
+    if args.json:
+        _print_json(report_data)
+    else:
+        sys.stdout.write(report_data["explanation"] + "\n")
+        for warning in report_data["warnings"]:
+            sys.stdout.write("warning: %s\n" % warning)
+    return EXIT_OK if report_data["compliant"] else EXIT_FAILED
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from .backup import verify_backup
 
@@ -401,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("--copy", help="with --once: only this copy")
     ship.add_argument("--interval", type=float, default=10.0, help="seconds between passes (default 10)")
     ship.add_argument("--json", action="store_true", help="with --once: print the results as JSON")
+    policy = command("policy", cmd_policy, "judge the copies against the 3-2-1 rule and explain what is missing")
+    policy.add_argument("--count-live-cluster", action="store_true",
+                        help="count the running cluster as one copy (off: a bad DELETE reaches it at once)")
+    policy.add_argument("--json", action="store_true", help="print the verdict as JSON")
     info = command("info", cmd_info, "backups, WAL ranges, gaps and the recoverable window", reads_copies=True)
     info.add_argument("--json", action="store_true", help="print as JSON")
     dump = command("dump", cmd_dump, "take a verified logical backup (pg_dump per database, plus globals)")

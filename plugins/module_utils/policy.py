@@ -25,12 +25,13 @@ may have measured (see ``Facts``); it reads and writes nothing.
 from __future__ import annotations
 
 import configparser
+import os
 import posixpath
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
 
 from .config import Config, CopyConfig, RepositoryConfig
-from .errors import ConfigError
+from .errors import ConfigError, RestorekeeperError
 
 MIN_COPIES = 3
 MIN_MEDIA = 2
@@ -436,3 +437,55 @@ COPY_SPEC: Dict[str, Any] = {
     "known_hosts_file": {"type": "path"},
     "remote_tool": {"type": "path"},
 }
+
+
+# ---------------------------------------------------------------- measuring
+def object_lock_enabled(repository: RepositoryConfig) -> Optional[bool]:
+    """Whether the bucket has Object Lock enabled; raises when it cannot be asked."""
+    from .storage import open_storage
+
+    storage = open_storage("s3", repository.path, repository.options)  # no key needed to ask the bucket
+    # Any exception: botocore's error classes come with boto3, which the engine imports lazily.
+    try:
+        answer = storage.client.get_object_lock_configuration(Bucket=storage.settings.bucket)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
+        if code == "ObjectLockConfigurationNotFoundError":
+            return False
+        raise RestorekeeperError("cannot read the Object Lock configuration of bucket %s: %s"
+                                 % (storage.settings.bucket, code or exc)) from None
+    return answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+
+
+def device_of(path: str) -> Optional[int]:
+    """st_dev of path, or of its nearest existing parent (a copy not made yet
+    will be made on that file system)."""
+    current = os.path.abspath(path)
+    while True:
+        try:
+            return os.stat(current).st_dev
+        except FileNotFoundError:
+            if current == os.path.dirname(current):
+                return None
+            current = os.path.dirname(current)
+        except OSError:
+            return None
+
+
+def probe(config: Config) -> Facts:
+    object_lock: Dict[str, Optional[bool]] = {}
+    devices: Dict[str, int] = {}
+    errors: Dict[str, str] = {}
+    locations = [(REPOSITORY, config.repository, False)] + [(c.name, c.repository, c.immutable) for c in config.copies]
+    for name, repository, immutable in locations:
+        if repository.type == "posix":
+            device = device_of(repository.path)
+            if device is not None:
+                devices[name] = device
+        elif repository.type == "s3" and immutable:
+            try:
+                object_lock[name] = object_lock_enabled(repository)
+            except RestorekeeperError as exc:
+                object_lock[name] = None
+                errors[name] = str(exc)
+    return Facts(object_lock, devices, errors)

@@ -218,21 +218,20 @@ rule:
 import os
 import socket
 import traceback
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import (
     Config,
-    RepositoryConfig,
     render_copies,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.policy import (
     COPY_SPEC,
-    REPOSITORY,
     Facts,
     copy_names,
     evaluate,
+    probe,
     with_copies,
 )
 
@@ -263,57 +262,6 @@ def load(params: Dict[str, Any]) -> Config:
         replaced = []
     proposed = render_copies([{k: v for k, v in c.items() if v is not None} for c in params["copies"]])
     return with_copies(config, proposed, replaced)
-
-
-def object_lock_enabled(repository: RepositoryConfig) -> Optional[bool]:
-    """Whether the bucket has Object Lock enabled; raises when it cannot be asked."""
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage import open_storage
-
-    storage = open_storage("s3", repository.path, repository.options)  # no key needed to ask the bucket
-    # Any exception: botocore's error classes come with boto3, which the engine imports lazily.
-    try:
-        answer = storage.client.get_object_lock_configuration(Bucket=storage.settings.bucket)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
-        if code == "ObjectLockConfigurationNotFoundError":
-            return False
-        raise RestorekeeperError("cannot read the Object Lock configuration of bucket %s: %s"
-                                 % (storage.settings.bucket, code or exc)) from None
-    return answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
-
-
-def device_of(path: str) -> Optional[int]:
-    """st_dev of path, or of its nearest existing parent (a copy not made yet
-    will be made on that file system)."""
-    current = os.path.abspath(path)
-    while True:
-        try:
-            return os.stat(current).st_dev
-        except FileNotFoundError:
-            if current == os.path.dirname(current):
-                return None
-            current = os.path.dirname(current)
-        except OSError:
-            return None
-
-
-def probe(config: Config) -> Facts:
-    object_lock: Dict[str, Optional[bool]] = {}
-    devices: Dict[str, int] = {}
-    errors: Dict[str, str] = {}
-    locations = [(REPOSITORY, config.repository, False)] + [(c.name, c.repository, c.immutable) for c in config.copies]
-    for name, repository, immutable in locations:
-        if repository.type == "posix":
-            device = device_of(repository.path)
-            if device is not None:
-                devices[name] = device
-        elif repository.type == "s3" and immutable:
-            try:
-                object_lock[name] = object_lock_enabled(repository)
-            except RestorekeeperError as exc:
-                object_lock[name] = None
-                errors[name] = str(exc)
-    return Facts(object_lock, devices, errors)
 
 
 def run(params: Dict[str, Any]) -> Dict[str, Any]:

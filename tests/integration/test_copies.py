@@ -212,3 +212,15 @@ def test_shipper_killed_mid_upload_leaves_nothing_that_looks_complete_and_resume
     after = json.loads(arch.rk("info", "--source", "second", "--json").stdout)
     assert [b["label"] for b in after["backups"]] == [record["label"]] and after["backups"][0]["restorable"]
     assert arch.rk("verify", "--source", "second", record["label"]).returncode == 0
+
+
+def test_policy_command_judges_the_layout(with_copies):
+    arch, _proxy, _second, _keys, _bucket = with_copies()
+    result = arch.rk("policy")
+    assert "meets the rule (3 copies, 2 media, 1 offsite)" in result.stdout
+    config = arch.setup.config_path
+    text = config.read_text()
+    weak = text[:text.index("\n[copy offsite]")] + "\n"  # no offsite, one medium
+    config.write_text(weak)
+    refused = arch.rk("policy", check=False)
+    assert refused.returncode == 1 and "breaks the rule" in refused.stdout and "offsite" in refused.stdout
