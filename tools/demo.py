@@ -42,8 +42,10 @@ from typing import Any, Dict, List, NamedTuple, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
+sys.path.insert(0, str(REPO_ROOT / ".build" / "collections"))  # the engine, as `make collection` links it
 
 from harness import PgCluster, make_user_dir, run_as, server_os_user, session_dir, test_root  # noqa: E402
+from harness.s3 import run_moto_server  # noqa: E402
 
 PG_VERSION = 18
 CLUSTER_NAME = "demo"
@@ -393,6 +395,46 @@ def drill(variables: Dict[str, Any], cluster: PgCluster) -> None:
         raise DemoFailed("the drill failed: %s" % "; ".join(report["failure_reasons"]))
 
 
+def three_copies(variables: Dict[str, Any], cluster: PgCluster, base: Path, endpoint) -> None:
+    step("3-2-1: a second disk and an encrypted, immutable S3 bucket (moto on loopback), filled by restorekeeper ship")
+    import base64
+
+    import boto3
+
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import render_copies
+
+    bucket = "restorekeeper-demo"
+    boto3.client("s3", endpoint_url=endpoint.url, region_name="us-east-1", aws_access_key_id=endpoint.access_key_id,
+                 aws_secret_access_key=endpoint.secret_access_key).create_bucket(
+        Bucket=bucket, ObjectLockEnabledForBucket=True)
+    second = make_user_dir(base / "second-disk", cluster.os_user, 0o700)
+    keys = base / "keys"
+    keys.write_text("demo-2026 %s\n" % base64.b64encode(os.urandom(32)).decode())
+    copies_dir = Path(variables["archiving_config_path"] + ".d")
+    copies_dir.mkdir(mode=0o700, exist_ok=True)
+    drop_in = copies_dir / "copies.conf"
+    drop_in.write_text(render_copies([
+        {"name": "second-disk", "type": "posix", "path": str(second), "medium": "disk", "failure_domain": "nas-2"},
+        {"name": "offsite", "type": "s3", "bucket": bucket, "path": "demo", "endpoint_url": endpoint.url,
+         "region": "us-east-1", "path_style": True, "access_key_id": endpoint.access_key_id,
+         "secret_access_key": endpoint.secret_access_key, "offsite": True, "immutable": True,
+         "object_lock_mode": "GOVERNANCE", "object_lock_days": 7, "encryption_key_file": str(keys)},
+    ]))
+    for path in (keys, drop_in, copies_dir):
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+        shutil.chown(path, cluster.os_user)
+    shipped = tool(variables, cluster, ["ship", "--once"])
+    say("  " + shipped.stdout.strip().replace("\n", "\n  "))
+    listing = tool(variables, cluster, ["info"]).stdout
+    for line in listing.splitlines():
+        if line.startswith("copy "):
+            say("  " + line)
+    verdict = tool(variables, cluster, ["policy"])
+    say("  " + verdict.stdout.strip().replace("\n", "\n  "))
+    if verdict.returncode != 0:
+        raise DemoFailed("the storage layout does not meet the 3-2-1 rule")
+
+
 # -------------------------------------------------------------------- main
 def run(base: Path) -> None:
     playbook_bin = check_prerequisites(server_os_user())
@@ -416,6 +458,8 @@ def run(base: Path) -> None:
         accident = the_accident(cluster)
         rewind(variables, cluster, restored, accident)
         drill(variables, cluster)
+        with contextlib.contextmanager(run_moto_server)(base / "moto.log") as endpoint:
+            three_copies(variables, cluster, base, endpoint)
     finally:
         # A second Ctrl-C must not leave a server running: clean-up is not interruptible.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -433,7 +477,7 @@ def main() -> int:
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     os.chmod(base, 0o755)  # the server's OS user reaches its files below
-    say("restorekeeper demo: archiving, backups, a point-in-time rewind and a restore drill on PostgreSQL %d" % PG_VERSION)
+    say("restorekeeper demo: archiving, backups, a point-in-time rewind, a restore drill and 3-2-1 copies on PostgreSQL %d" % PG_VERSION)
     code = 0
     try:
         run(base)
