@@ -215,8 +215,16 @@ def cmd_drill(args: argparse.Namespace) -> int:
         rpo = float(parse_seconds(args.rpo_target)) if args.rpo_target else None
     except ValueError as exc:
         raise ConfigError("drill target: %s" % exc) from None
+    target = None
+    mode = args.mode
+    if any((args.target_time, args.target_xid, args.target_lsn, args.target_name)):
+        from .recovery import build_target
+
+        target = build_target(time=args.target_time or "", xid=args.target_xid or "", lsn=args.target_lsn or "",
+                              name=args.target_name or "")
+        mode = "target"
     options = DrillOptions(
-        tool_path=os.path.abspath(sys.argv[0]), mode=args.mode, backup_label=args.backup or "",
+        tool_path=os.path.abspath(sys.argv[0]), mode=mode, backup_label=args.backup or "", target=target,
         scratch_root=args.scratch_dir or "", keep=args.keep, rto_target=rto, rpo_target=rpo,
         checksum_tables=tuple(args.checksum_table or ()), queries=queries, amcheck=not args.no_amcheck,
         row_counts=not args.no_row_counts,
@@ -401,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--mode", choices=("restore-point", "latest"), default="restore-point",
                        help="restore to a restore point the drill creates (default) or to the end of the archive")
     drill.add_argument("--backup", help="backup label to restore (default: chosen for the target)")
+    for option, help_text in (("--target-time", "drill a recovery to this moment (with time zone) instead"),
+                              ("--target-xid", "... to this transaction"), ("--target-lsn", "... to this LSN"),
+                              ("--target-name", "... to this existing restore point")):
+        drill.add_argument(option, help=help_text)
     drill.add_argument("--scratch-dir", help="where the scratch cluster is made (default: the temp directory)")
     drill.add_argument("--keep", action="store_true", help="leave the scratch cluster running for inspection")
     drill.add_argument("--rto-target", help="fail when the restore takes longer, e.g. 15min")

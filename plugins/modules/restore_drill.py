@@ -49,9 +49,24 @@ options:
         the restored data is compared with a snapshot of the source.
       - V(latest) recovers everything archived without touching the source's WAL; row counts are then
         compared with the source as it is during the drill, so busy tables may be reported as changing.
+      - V(target) recovers to O(target_time), O(target_xid), O(target_lsn) or O(target_name) (exactly one);
+        row counts, checksums and RPO are then not compared with the source, which has moved on since;
+        spot-check O(queries) verify the data at that moment.
     type: str
-    choices: [restore-point, latest]
+    choices: [restore-point, latest, target]
     default: restore-point
+  target_time:
+    description: With O(mode=target), the moment to recover to, with a time zone (V(2026-06-14 14:31:59+00)).
+    type: str
+  target_xid:
+    description: With O(mode=target), the transaction to recover to.
+    type: str
+  target_lsn:
+    description: With O(mode=target), the LSN to recover to.
+    type: str
+  target_name:
+    description: With O(mode=target), an existing restore point to recover to.
+    type: str
   backup_label:
     description:
       - Restore this backup (as listed by M(restorekeeper.postgresql.backup_info)). Default is the backup
@@ -430,7 +445,11 @@ def argument_spec() -> Dict[str, Any]:
     return {
         "config_path": {"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
         "tool_path": {"type": "path", "default": "/opt/restorekeeper/bin/restorekeeper"},
-        "mode": {"type": "str", "choices": ["restore-point", "latest"], "default": "restore-point"},
+        "mode": {"type": "str", "choices": ["restore-point", "latest", "target"], "default": "restore-point"},
+        "target_time": {"type": "str"},
+        "target_xid": {"type": "str"},
+        "target_lsn": {"type": "str"},
+        "target_name": {"type": "str"},
         "backup_label": {"type": "str"},
         "scratch_dir": {"type": "path"},
         "keep": {"type": "bool", "default": False},
@@ -490,8 +509,14 @@ def checksum_tables(params: Dict[str, Any]) -> Tuple[str, ...]:
 
 
 def drill_options(params: Dict[str, Any]) -> DrillOptions:
+    target = None
+    if params["mode"] == "target":
+        target = build_target(time=params["target_time"] or "", xid=params["target_xid"] or "",
+                              lsn=params["target_lsn"] or "", name=params["target_name"] or "")
+    elif any(params[key] for key in ("target_time", "target_xid", "target_lsn", "target_name")):
+        raise ModuleFailure("target_time, target_xid, target_lsn and target_name need mode: target")
     return DrillOptions(
-        tool_path=params["tool_path"], mode=params["mode"], backup_label=params["backup_label"] or "",
+        tool_path=params["tool_path"], mode=params["mode"], backup_label=params["backup_label"] or "", target=target,
         scratch_root=params["scratch_dir"] or "", keep=params["keep"],
         rto_target=target_seconds("rto_target", params["rto_target"]),
         rpo_target=target_seconds("rpo_target", params["rpo_target"]),
@@ -566,7 +591,7 @@ def plan(config: Config, params: Dict[str, Any], options: DrillOptions, report_d
     """Check mode: read the repository and ask the source, change nothing."""
     with PgClient(config.postgres) as client:
         in_recovery = client.scalar("SELECT pg_is_in_recovery()") == "t"
-        chosen = plan_restore(config, client, build_target(latest=True), options.backup_label)
+        chosen = plan_restore(config, client, options.target or build_target(latest=True), options.backup_label)
     if options.mode == "restore-point" and in_recovery:
         raise ModuleFailure(
             "the source is a standby, where a restore point cannot be created. "
@@ -649,7 +674,8 @@ def summary_line(report: Dict[str, Any]) -> str:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           mutually_exclusive=[["target_time", "target_xid", "target_lsn", "target_name"]])
     progress = Progress()
     try:
         result = run(module, progress)

@@ -5,6 +5,7 @@ cluster is gone afterwards in every case."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, List
@@ -153,3 +154,23 @@ def test_rto_target_too_tight_fails_saying_by_how_much(archived, version, scratc
     report = report_of(drill(arch, scratch(arch), "--rto-target", "0", "--no-amcheck"))
     assert report["result"] == "fail"
     assert "exceeds the target of 0.0 s by" in check(report, "RTO")["detail"]
+
+
+def test_drill_to_a_chosen_target(archived, scratch):
+    arch = seeded(archived, 18)
+    db = arch.cluster
+    db.execute("SELECT pg_create_restore_point('before-cleanup')")
+    db.execute("DELETE FROM accounts WHERE id > 250")
+    db.wait_archived(db.switch_wal())
+    queries = scratch(arch) / "q.json"
+    queries.write_text(json.dumps([{"name": "rows at the target", "sql": "SELECT count(*) FROM accounts",
+                                    "expected": "500"}]))
+    shutil.chown(queries, arch.cluster.os_user)
+    where = scratch(arch)
+    report = report_of(drill(arch, where, "--target-name", "before-cleanup", "--queries", str(queries)))
+    assert report["result"] == "pass", report["failure_reasons"]
+    assert report["mode"] == "target" and report["recovery_target"].startswith("name before-cleanup")
+    assert check(report, "query: rows at the target")["status"] == "pass"
+    assert check(report, "row counts match the source")["status"] == "skip"
+    assert check(report, "RPO")["status"] == "skip" and report["rpo_seconds"] is None
+    assert [p for p in where.iterdir() if p.name != "q.json"] == []

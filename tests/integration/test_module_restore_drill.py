@@ -151,3 +151,22 @@ def test_check_mode_plans_without_touching_the_source_or_the_reports(archived, a
         holder.wait()
     assert busy.failed and not busy["changed"] and "another drill on this host holds" in busy["msg"], busy.result
     assert arch.rk("wal-list").stdout.split() == archived_before and not reports.exists()
+
+
+def test_drill_to_a_chosen_target_through_the_module(archived, ansible_env, rk_session_dir):
+    arch = seeded(archived, 18)
+    owner = arch.cluster.os_user
+    arch.cluster.execute("SELECT pg_create_restore_point('before-purge')")
+    arch.cluster.execute("DELETE FROM accounts")
+    arch.cluster.wait_archived(arch.cluster.switch_wal())
+    scratch, reports = dirs(rk_session_dir, owner, "target")
+    refused = run_drill(ansible_env, drill_args(arch, scratch, reports, target_name="before-purge"), become_user=owner)
+    assert refused.failed and "need mode: target" in refused.result["msg"]
+    args = drill_args(arch, scratch, reports, mode="target", target_name="before-purge",
+                      queries=[{"name": "rows back", "sql": "SELECT count(*) FROM accounts", "expected": 500}])
+    drill = run_drill(ansible_env, args, become_user=owner)
+    assert not drill.failed, drill.result
+    assert drill["result"] == "pass" and drill["mode"] == "target"
+    assert status_of(drill, "query: rows back") == "pass"
+    assert status_of(drill, "row counts") == "skip" and status_of(drill, "RPO") == "skip"
+    assert list(scratch.iterdir()) == []
