@@ -19,14 +19,12 @@ base_backup and backup_info). No Ansible imports.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from . import wal
 from .catalog import Catalog
-from .config import PostgresConfig
 from .errors import RestorekeeperError
 from .pgclient import PgClient, PostgresError
-from .postgres import connection_argument_spec, connection_kwargs
 
 # One round trip for everything but the backlog (which may be refused).
 # Ages are computed by the server, so the clocks of the module's host and the
@@ -163,63 +161,3 @@ def archive_status(client: PgClient, catalog: Catalog) -> Dict[str, Any]:
         ready_backlog=ready_backlog(client),
     )
     return status
-
-
-# ---------------------------------------------------------------------------
-# Module connection options -> engine client
-# ---------------------------------------------------------------------------
-
-
-def connection_options_spec() -> Dict[str, Dict[str, Any]]:
-    """The shared connection options, minus the defaults (and the PGPORT
-    fallback) of login_user, login_port and login_db: an option the user did
-    not give must leave the configuration file's [postgres] value in force."""
-    spec = connection_argument_spec()
-    for name in ("login_user", "login_port", "login_db"):
-        spec[name] = {key: value for key, value in spec[name].items() if key not in ("default", "fallback")}
-    return spec
-
-
-def postgres_settings(params: Mapping[str, Any], configured: PostgresConfig) -> PostgresConfig:
-    """The configuration file's [postgres] section, overridden only by the
-    options the user gave (the modules leave unset options at None or '')."""
-    host = params.get("login_host") or params.get("login_unix_socket") or ""
-    return PostgresConfig(
-        bindir=params.get("bindir") or configured.bindir,
-        host=host or configured.host,
-        port=int(params["login_port"]) if params.get("login_port") else configured.port,
-        user=params.get("login_user") or configured.user,
-        database=params.get("login_db") or configured.database,
-        password_file=configured.password_file,
-    )
-
-
-def libpq_environment(params: Mapping[str, Any]) -> Dict[str, str]:
-    """TLS and timeout options as libpq environment variables (psql and
-    pg_basebackup take them from there); mapped by the shared connection_kwargs."""
-    kwargs = connection_kwargs(params)
-    env = {"PGSSLMODE": str(kwargs["sslmode"]), "PGCONNECT_TIMEOUT": str(kwargs["connect_timeout"])}
-    if kwargs.get("sslrootcert"):
-        env["PGSSLROOTCERT"] = str(kwargs["sslrootcert"])
-    return env
-
-
-class ModuleClient(PgClient):
-    """A PgClient that also carries the module's TLS and timeout options."""
-
-    def __init__(self, settings: PostgresConfig, password: str = "",
-                 extra_env: Optional[Mapping[str, str]] = None) -> None:
-        super().__init__(settings, password=password)
-        self._extra_env = dict(extra_env or {})
-
-    def env(self) -> Dict[str, str]:
-        env = super().env()
-        env.update(self._extra_env)
-        return env
-
-
-def module_client(params: Mapping[str, Any], configured: PostgresConfig) -> ModuleClient:
-    """The client a module uses; the password reaches libpq only through a
-    temporary 0600 pgpass file (use the client as a context manager)."""
-    return ModuleClient(postgres_settings(params, configured), password=params.get("login_password") or "",
-                        extra_env=libpq_environment(params))

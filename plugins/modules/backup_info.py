@@ -523,8 +523,8 @@ import traceback
 from typing import Any, Dict, Optional, Set
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archivestatus import (
-    archive_status,
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archivestatus import archive_status
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import (
     connection_options_spec,
     module_client,
 )

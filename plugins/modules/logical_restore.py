@@ -254,7 +254,7 @@ import traceback
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archivestatus import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import (
     connection_options_spec,
     module_client,
 )

@@ -10,15 +10,17 @@ import pytest
 
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archivestatus import (
     STATUS_SQL,
-    connection_options_spec,
-    libpq_environment,
-    module_client,
     newest_segment,
     parse_status_row,
-    postgres_settings,
     rpo_exposure,
     segment_number,
     segments_behind,
+)
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import (
+    connection_options_spec,
+    libpq_environment,
+    module_client,
+    postgres_settings,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import PostgresConfig
 
