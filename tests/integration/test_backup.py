@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import signal
+import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -269,3 +271,27 @@ def test_backup_of_a_server_in_recovery_needs_from_standby(archived, cluster_fac
     arch.setup.config_path.write_text(pointed)
     refused = arch.rk("backup", check=False)
     assert refused.returncode == 1 and "the server is in recovery" in refused.stderr and "from_standby" in refused.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_full_repository_gives_a_clear_error_and_nothing_complete(archived, rk_session_dir):
+    arch = archived(18)
+    pgbench_init(arch.cluster, scale=2)
+    arch.cluster.wait_archived(arch.cluster.switch_wal())
+    small = make_user_dir(rk_session_dir / "small-volume", arch.cluster.os_user, 0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24M,mode=0700", "tmpfs", str(small)], check=True)
+    try:
+        shutil.chown(small, arch.cluster.os_user)
+        repo = small / "repository"
+        shutil.copytree(arch.setup.repo_path, repo)
+        subprocess.run(["chown", "-R", arch.cluster.os_user, str(repo)], check=True)
+        config = arch.setup.config_path
+        config.write_text(config.read_text().replace("path = %s" % arch.setup.repo_path, "path = %s" % repo)
+                          .replace("[backup]\ncompression = zstd", "[backup]\ncompression = none"))
+        result = arch.rk("backup", check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "No space left on device" in result.stderr and "free space on the repository volume" in result.stderr
+        assert not list(repo.rglob("backup.json")) and not list(repo.rglob(".rk-tmp.*"))
+        assert arch.info()["backups"] == []
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
