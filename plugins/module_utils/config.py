@@ -107,6 +107,9 @@ class Config(NamedTuple):
     backup: BackupConfig = BackupConfig()
     copies: Tuple[CopyConfig, ...] = ()
     source: str = ""
+    # The repository itself when reading from a copy (source): records that
+    # belong to the cluster, such as drill records, are written there.
+    home_repository: Optional[RepositoryConfig] = None
 
     def copy(self, name: str) -> CopyConfig:
         for candidate in self.copies:
@@ -120,7 +123,12 @@ class Config(NamedTuple):
         repository, so restore, drill and wal-fetch work from any single copy."""
         if not name:
             return self
-        return self._replace(repository=self.copy(name).repository, source=name)
+        return self._replace(repository=self.copy(name).repository, source=name,
+                             home_repository=self.home_repository or self.repository)
+
+    def home(self) -> RepositoryConfig:
+        """The repository, even when this configuration reads from a copy."""
+        return self.home_repository or self.repository
 
     @classmethod
     def load(cls, path: str) -> "Config":

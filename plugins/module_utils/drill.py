@@ -24,13 +24,13 @@ import tempfile
 import time
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import wal
+from . import drillrecord, wal
 from .catalog import Catalog, utc_iso
 from .config import Config, PostgresConfig
 from .errors import RestorekeeperError
 from .pgclient import PgClient, PostgresError
 from .recovery import RecoveryTarget, build_target
-from .repository import Repository
+from .repository import Repository, open_repository_storage
 from .restore import RestoreRequest, restore
 from .walarchive import WalArchive
 from .walinspect import WalInspector
@@ -449,6 +449,7 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions) -> Dict[s
     phases: Dict[str, float] = {}
     restore_result: Dict[str, Any] = {}
     replayed_commit: Optional[datetime.datetime] = None
+    replayed_to: Optional[str] = None
     rto_started = time.monotonic()
     try:
         try:
@@ -466,6 +467,7 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions) -> Dict[s
             phases["verify"] = round(time.monotonic() - verify_started, 3)
             value = restored.scalar("SELECT pg_last_xact_replay_timestamp()")
             replayed_commit = _parse_pg_time(value) if value else None
+            replayed_to = restored.scalar(_REPLAYED_TO_SQL)
         rto = round(time.monotonic() - rto_started, 3)
     finally:
         if not options.keep:
@@ -483,7 +485,7 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions) -> Dict[s
     else:
         checks.append(_target_check("RPO", rpo, options.rpo_target, snapshot.last_commit_method))
     failed = [c for c in checks if c.status == FAIL]
-    return {
+    report = {
         "format": 1,
         "cluster": config.cluster,
         "repository": config.repository.path,
@@ -513,7 +515,37 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions) -> Dict[s
         "checks": [c._asdict() for c in checks],
         "kept": {"pgdata": pgdata, "port": port, "socket_dir": socket_dir} if options.keep else None,
         "runbook": runbook(config, options.tool_path, restore_result.get("backup")),
+        "source": config.source,
     }
+    report["record"] = _record(config, report, replayed_to, sum(snapshot.databases.values()) or None)
+    return report
+
+
+# Where replay ended: the replay position while in recovery, else (promoted)
+# the insert position, a few bytes past it on the new timeline.
+_REPLAYED_TO_SQL = ("SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+                    "ELSE pg_current_wal_insert_lsn() END")
+
+
+def _replayed_bytes(config: Config, backup_label: Optional[str], replayed_to: Optional[str]) -> Optional[int]:
+    if not backup_label or not replayed_to:
+        return None
+    start = Catalog(Repository.from_config(config), config.cluster).get(backup_label).record.get("start_lsn")
+    return max(0, wal.parse_lsn(replayed_to) - wal.parse_lsn(start)) if start else None
+
+
+def _record(config: Config, report: Dict[str, Any], replayed_to: Optional[str],
+            restored_bytes: Optional[int]) -> Dict[str, Any]:
+    """Keep the drill's figures in the home repository (see drillrecord.py).
+    A repository that refuses the record does not turn a drill into a failure:
+    the report says so instead."""
+    try:
+        replayed = _replayed_bytes(config, report.get("backup"), replayed_to)
+        record = drillrecord.summarise(report, replayed, restored_bytes)
+        key = drillrecord.store_record(open_repository_storage(config.home()), record)
+        return {"key": key, "stored": True, "error": None}
+    except (RestorekeeperError, OSError, ValueError) as exc:
+        return {"key": None, "stored": False, "error": str(exc)}
 
 
 def _remove_scratch(restored: PgClient, pgdata: str, scratch: str) -> None:

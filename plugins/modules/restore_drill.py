@@ -394,6 +394,18 @@ finished_at:
   description: When the drill ended (UTC, ISO 8601).
   returned: when the drill ran (also when it failed)
   type: str
+source:
+  description: The copy the drill restored from, or an empty string for the repository itself.
+  returned: when the drill ran (also when it failed)
+  type: str
+record:
+  description:
+    - Where the drill's summary record was kept in the cluster's home repository (C(<cluster>/drills/)).
+    - The recovery-plan check and monitoring read these records on any host.
+    - A repository that refuses the record does not fail the drill; RV(record.error) says why.
+  returned: when the drill ran (also when it failed)
+  type: dict
+  sample: {key: main/drills/20260614T031500123456Z.json, stored: true, error: null}
 """
 
 import errno

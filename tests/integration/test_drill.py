@@ -77,6 +77,12 @@ def test_healthy_drill_passes_every_check_and_cleans_up(archived, scratch, rk_se
     assert {".json", ".xml", ".html", ".jsonl"} <= files
     html = (report_dir / "latest.html").read_text()
     assert "PASS" in html and "<svg" in html and "Runbook" in html
+    # The summary record lands in the repository, where plan and monitoring read it.
+    assert report["record"]["stored"], report["record"]
+    stored = json.loads((Path(arch.setup.repo_path) / report["record"]["key"]).read_text())
+    assert stored["result"] == "pass" and stored["rto_seconds"] == report["rto_seconds"]
+    assert stored["replayed_bytes"] > 0 and stored["replay_seconds"] > 0
+    assert stored["restored_bytes"] > 0 and stored["unpack_seconds"] > 0
 
 
 @pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
