@@ -20,6 +20,10 @@ COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/restorekeeper/postgresql
 # Extra arguments, e.g. `make sanity SANITY_ARGS="--test pep8"` or `make units PYTEST_ARGS="-k push"`.
 SANITY_ARGS ?=
 PYTEST_ARGS ?=
+# Integration test files run in parallel workers: most of their time is spent
+# waiting on servers (start, fsync, replay), so more workers than cores pay
+# off. INTEGRATION_WORKERS=0 runs them in this process, one after another.
+INTEGRATION_WORKERS ?= 3
 LINT_ARGS   ?=
 
 # Every recipe finds the venv's executables first; ansible-lint never fetches
@@ -78,12 +82,12 @@ lint: venv collection
 sanity: venv
 	$(VENV_BIN)/python tools/run_sanity.py $(SANITY_ARGS)
 
-# Runs pytest on a directory, or says so when it holds no tests yet (pytest
+# Runs pytest on a directory (with extra arguments), or says so when it holds no tests yet (pytest
 # would exit 5 and fail the build for an empty directory).
 define run_pytest
 	@if [ -n "$$(find $(1) \( -name 'test_*.py' -o -name '*_test.py' \) -print -quit 2>/dev/null)" ]; then \
-	  echo "$(VENV_BIN)/pytest $(1) $(PYTEST_ARGS)"; \
-	  $(VENV_BIN)/pytest $(1) $(PYTEST_ARGS); \
+	  echo "$(VENV_BIN)/pytest $(1) $(2) $(PYTEST_ARGS)"; \
+	  $(VENV_BIN)/pytest $(1) $(2) $(PYTEST_ARGS); \
 	else \
 	  echo "$@: no tests under $(1) yet; skipping"; \
 	fi
@@ -93,7 +97,7 @@ units: venv collection
 	$(call run_pytest,tests/unit)
 
 integration: venv collection
-	$(call run_pytest,tests/integration)
+	$(call run_pytest,tests/integration,$(if $(filter 0,$(INTEGRATION_WORKERS)),,-n $(INTEGRATION_WORKERS) --dist loadfile))
 
 ## molecule: the default scenario of role archiving, against this collection.
 molecule: venv collection
