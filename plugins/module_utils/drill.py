@@ -542,7 +542,11 @@ def _record(config: Config, report: Dict[str, Any], replayed_to: Optional[str],
     try:
         replayed = _replayed_bytes(config, report.get("backup"), replayed_to)
         record = drillrecord.summarise(report, replayed, restored_bytes)
-        key = drillrecord.store_record(open_repository_storage(config.home()), record)
+        home = Repository(open_repository_storage(config.home()))
+        # Never into an uninitialised repository (an unmounted volume, or a
+        # repository lost while the drill ran from a copy).
+        home.require_initialised()
+        key = drillrecord.store_record(home.storage, record)
         return {"key": key, "stored": True, "error": None}
     except (RestorekeeperError, OSError, ValueError) as exc:
         return {"key": None, "stored": False, "error": str(exc)}

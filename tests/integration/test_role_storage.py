@@ -217,6 +217,9 @@ def test_compliant_layout_ships_reports_holdings_and_is_idempotent(layout, s3_en
         assert not drill.failed, drill.result
         assert drill["result"] == "pass", json.dumps(drill["checks"], indent=1)
         assert drill["backup"] == backup["label"]
+        # Its record is not written into the missing repository's place.
+        assert not drill["record"]["stored"] and str(arch.setup.repo_path) in drill["record"]["error"]
+        assert not arch.setup.repo_path.exists()
     finally:
         aside.rename(arch.setup.repo_path)
 
