@@ -7,7 +7,7 @@ import json
 import os
 import re
 import stat
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import pytest
 
@@ -15,45 +15,9 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils import cl
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import ConfigError
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import Repository
+from harness.exposition import parse_exposition, value
 
 NOW = 1_800_000_000.0
-# The text exposition format, as Prometheus' own parser reads it.
-_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_SAMPLE = re.compile(r'^(%s)\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*",?)*)\} (\S+)$' % _NAME)
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
-
-
-def parse_exposition(text: str) -> Dict[str, Dict]:
-    """Strict reader: HELP and TYPE once per family, before its samples; the
-    samples of one family together; label values unescaped; values floats."""
-    assert text.endswith("\n")
-    families: Dict[str, Dict] = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            name, _sep, help_text = line[7:].partition(" ")
-            assert name not in families, "family %s repeated" % name
-            families[name] = {"help": help_text, "type": None, "samples": []}
-            current = name
-        elif line.startswith("# TYPE "):
-            name, kind = line[7:].split(" ")
-            assert name == current and families[name]["type"] is None and kind in ("gauge", "counter")
-            families[name]["type"] = kind
-        else:
-            match = _SAMPLE.match(line)
-            assert match, "not a sample line: %r" % line
-            name, labels, value = match.groups()
-            assert name == current, "%s outside its family" % name
-            parsed = {k: v.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
-                      for k, v in _LABEL.findall(labels)}
-            families[name]["samples"].append((parsed, float(value)))
-    return families
-
-
-def value(families, name: str, **labels: str) -> float:
-    found = [v for l, v in families[name]["samples"] if all(l.get(k) == x for k, x in labels.items())]
-    assert len(found) == 1, (name, labels, families.get(name))
-    return found[0]
 
 
 def iso(epoch: float) -> str:
