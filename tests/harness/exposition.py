@@ -42,5 +42,3 @@ def value(families, name: str, **labels: str) -> float:
     found = [v for l, v in families[name]["samples"] if all(l.get(k) == x for k, x in labels.items())]
     assert len(found) == 1, (name, labels, families.get(name))
     return found[0]
-
-

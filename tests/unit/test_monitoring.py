@@ -271,5 +271,3 @@ def test_command_unknown_on_bad_configuration_and_usage(tmp_path, capsys):
 def test_help_lists_both_commands():
     text = cli.build_parser().format_help()
     assert "metrics" in text and "check" in text
-
-
