@@ -100,10 +100,17 @@ def collect(config: Config, now: Optional[float] = None, client_factory: Optiona
     from .repository import Repository
 
     status: Dict[str, Any] = {"cluster": config.cluster, "collected_at": now}
-    repository = Repository.from_config(config)
-    catalog = Catalog(repository, config.cluster)
-    status["repository"] = _source(lambda: _repository_source(repository, catalog, config.cluster, now))
-    status["server"] = _source(lambda: _server_source(config, catalog, client_factory))
+    opened: List[Any] = []
+
+    def catalog() -> Catalog:
+        """Opened on first use, inside a source: a repository that cannot even
+        be opened (bad s3 or ssh settings) is that source's failure."""
+        if not opened:
+            opened.append(Catalog(Repository.from_config(config), config.cluster))
+        return opened[0]
+
+    status["repository"] = _source(lambda: _repository_source(catalog(), config.cluster, now))
+    status["server"] = _source(lambda: _server_source(config, catalog(), client_factory))
     status["copies"] = _source(lambda: _copies_source(config)) if config.copies else \
         {"up": True, "error": "", "copies": []}
     status["drill"] = _source(lambda: _drill_source(config, now))
@@ -113,9 +120,10 @@ def collect(config: Config, now: Optional[float] = None, client_factory: Optiona
     return status
 
 
-def _repository_source(repository, catalog, cluster: str, now: float) -> Dict[str, Any]:
+def _repository_source(catalog, cluster: str, now: float) -> Dict[str, Any]:
     from .dump import DumpCatalog
 
+    repository = catalog.repository
     repository.require_initialised()
     last: Dict[str, Dict[str, Any]] = {}
     counts = {kind: 0 for kind in BACKUP_TYPES}
