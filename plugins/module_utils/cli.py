@@ -335,6 +335,49 @@ def cmd_dump_restore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from .monitoring import collect, config_failure_textfile, render_textfile, samples, write_textfile
+
+    try:
+        config = _load(args)
+    except RestorekeeperError:
+        if args.textfile:  # the collector sees the failure instead of a stale file
+            write_textfile(args.textfile, config_failure_textfile(""))
+        raise
+    status = collect(config)
+    if args.json:
+        _print_json(status)
+        return EXIT_OK
+    text = render_textfile(samples(status))
+    if args.textfile:
+        write_textfile(args.textfile, text)
+    else:
+        sys.stdout.write(text)
+    for source in ("repository", "server", "copies", "drill", "policy", "stream"):
+        if not status[source]["up"] and args.verbose:
+            report("metrics", "WARNING", "%s unreadable: %s" % (source, status[source]["error"]))
+    return EXIT_OK
+
+
+CHECK_LIMITS = ("backup-age", "archive-lag", "ready", "copy-lag", "drill-age", "drill-rto", "stream-lag")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Nagios plugin conventions: one line on stdout, exit 0/1/2/3; whatever
+    goes wrong (even an unreadable configuration) is UNKNOWN, never a traceback."""
+    from .monitoring import UNKNOWN, build_thresholds, check_line, collect, evaluate_check
+
+    try:
+        limits = build_thresholds({name: getattr(args, "max_" + name.replace("-", "_")) for name in CHECK_LIMITS},
+                                  args.tier or "", args.require_drill_pass, args.require_policy)
+        state, findings, perf, summary = evaluate_check(collect(_load(args)), limits)
+        line = check_line(state, findings, perf, summary)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        state, line = UNKNOWN, "RESTOREKEEPER UNKNOWN - %s" % " ".join(str(exc).replace("|", "/").split())
+    sys.stdout.write(line + "\n")
+    return state
+
+
 def cmd_storage_agent(args: argparse.Namespace) -> int:
     from .storage_ssh import serve_agent
 
@@ -455,6 +498,22 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--no-owner", action="store_true", help="do not restore object ownership")
     restore.add_argument("--no-privileges", action="store_true", help="do not restore grants")
     restore.add_argument("--json", action="store_true", help="print the result as JSON")
+    metrics = command("metrics", cmd_metrics, "backup, archiving, copy, drill and 3-2-1 metrics in the Prometheus "
+                      "text format (node_exporter textfile collector)")
+    metrics.add_argument("--textfile", metavar="FILE.prom",
+                         help="write atomically to this file (mode 0644) instead of stdout")
+    metrics.add_argument("--json", action="store_true", help="print the collected status as JSON instead")
+    check = command("check", cmd_check, "Nagios/Icinga plugin: one line, exit 0 OK, 1 WARNING, 2 CRITICAL, "
+                    "3 UNKNOWN. Limits are CRITICAL or WARNING,CRITICAL; an empty value turns one off")
+    check.add_argument("--tier", choices=("critical", "important", "standard"),
+                       help="take the limits not given here from this tier (see docs/monitoring.md)")
+    for name, example in (("backup-age", "26h,48h"), ("archive-lag", "5min,15min"), ("ready", "5,10"),
+                          ("copy-lag", "15min,1h"), ("drill-age", "8d,15d"), ("drill-rto", "45min,1h"),
+                          ("stream-lag", "10s,1min")):
+        check.add_argument("--max-" + name, metavar="LIMIT", help="e.g. %s" % example)
+    check.add_argument("--require-drill-pass", action="store_true",
+                       help="a failed or missing drill is CRITICAL (default WARNING)")
+    check.add_argument("--require-policy", action="store_true", help="a layout breaking 3-2-1 is CRITICAL")
     agent = commands.add_parser("storage-agent", help="serve a repository directory on stdin/stdout to a remote "
                                 "restorekeeper (started by ssh for ssh repositories and copies)")
     agent.add_argument("--root", required=True, help="the repository directory on this host")
@@ -472,6 +531,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
+        if command == "check":  # a Nagios plugin: one line on stdout, 3 UNKNOWN
+            sys.stdout.write("RESTOREKEEPER UNKNOWN - %s\n" % " ".join(str(exc).split()))
+            return 3
         report(command or "", "ERROR", exc)
         return EXIT_ABORT_RECOVERY if command == "wal-fetch" else EXIT_USAGE
     try:
