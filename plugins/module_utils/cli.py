@@ -335,6 +335,22 @@ def cmd_dump_restore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_expire(args: argparse.Namespace) -> int:
+    from .expire import expire, summary_lines
+
+    config = Config.load(args.config)
+    overrides = {"full": args.full, "window": args.window, "min_restorable": args.min_restorable, "dumps": args.dumps}
+    result = expire(config, copy=args.copy or "", every=args.all, dry_run=args.dry_run, overrides=overrides)
+    if args.json:
+        _print_json(result)
+    else:
+        sys.stdout.write("\n".join(summary_lines(result)) + "\n")
+    for failure in result["failed"]:
+        report("expire", "ERROR", "%s: %s" % (failure, next(t["error"] for t in result["targets"]
+                                                          if t["target"] == failure)))
+    return EXIT_FAILED if result["failed"] else EXIT_OK
+
+
 def cmd_storage_agent(args: argparse.Namespace) -> int:
     from .storage_ssh import serve_agent
 
@@ -455,6 +471,17 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--no-owner", action="store_true", help="do not restore object ownership")
     restore.add_argument("--no-privileges", action="store_true", help="do not restore grants")
     restore.add_argument("--json", action="store_true", help="print the result as JSON")
+    expire_cmd = command("expire", cmd_expire,
+                         "delete backups, WAL and dumps the retention policy no longer needs ([retention])")
+    where = expire_cmd.add_mutually_exclusive_group()
+    where.add_argument("--copy", metavar="NAME", help="expire this copy (its retention_* keys) instead of the repository")
+    where.add_argument("--all", action="store_true", help="the repository and every copy, each by its own policy")
+    expire_cmd.add_argument("--full", type=int, help="override: keep the newest N full backups and their incrementals")
+    expire_cmd.add_argument("--window", help="override: keep what recovery to any moment of this window needs, e.g. 14d")
+    expire_cmd.add_argument("--min-restorable", type=int, help="override: refuse to leave fewer restorable backups")
+    expire_cmd.add_argument("--dumps", type=int, help="override: keep the newest N dumps of each database")
+    expire_cmd.add_argument("--dry-run", action="store_true", help="only list what would go and why the rest stays")
+    expire_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
     agent = commands.add_parser("storage-agent", help="serve a repository directory on stdin/stdout to a remote "
                                 "restorekeeper (started by ssh for ssh repositories and copies)")
     agent.add_argument("--root", required=True, help="the repository directory on this host")
