@@ -345,9 +345,9 @@ def cmd_expire(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         sys.stdout.write("\n".join(summary_lines(result)) + "\n")
-    for failure in result["failed"]:
-        report("expire", "ERROR", "%s: %s" % (failure, next(t["error"] for t in result["targets"]
-                                                          if t["target"] == failure)))
+    for target in result["targets"]:
+        if target.get("error"):
+            report("expire", "ERROR", "%s: %s" % (target["target"], target["error"]))
     return EXIT_FAILED if result["failed"] else EXIT_OK
 
 

@@ -26,7 +26,7 @@ import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import retention, wal
-from .catalog import Catalog, load_record_sets
+from .catalog import load_record_sets
 from .config import Config, RepositoryConfig
 from .errors import ConfigError, LockBusy, RestorekeeperError
 from .repository import Repository, open_repository_storage

@@ -111,8 +111,8 @@ def parse_policy(where: str, values: Dict[str, str], prefix: str = "") -> Policy
 
 def override(policy: Policy, where: str, full=None, window=None, min_restorable=None, dumps=None) -> Policy:
     """policy with the values a caller passed (None: keep the configured one)."""
-    values = {key: str(value) for key, value in (("full", full), ("window", window), ("dumps", dumps),
-                                                  ("min_restorable", min_restorable)) if value is not None}
+    given_values = (("full", full), ("window", window), ("dumps", dumps), ("min_restorable", min_restorable))
+    values = {key: str(value) for key, value in given_values if value is not None}
     given = parse_policy(where, values)
     return policy._replace(**{key: getattr(given, key) for key in values})
 
@@ -272,8 +272,7 @@ def plan(backups: Iterable[Backup], wal_names: Iterable[str], policy: Policy, no
         wal_delete.sort(key=lambda n: (_segno(n[:24]), n))
     result = Plan(decisions, floor if wal_delete else None, wal_delete, restorable,
                   plan_dumps(list(dumps), policy, {k[5:]: v for k, v in pinned.items() if k.startswith("dump/")}),
-                  _plan_incomplete(incomplete or {}, policy, pinned,
-                                                                           backup_running))
+                  _plan_incomplete(incomplete or {}, policy, pinned, backup_running))
     deletes_backups = bool(result.deleted_backups() or wal_delete)
     if deletes_backups and len(restorable) < policy.min_restorable:
         raise RetentionRefused(

@@ -50,6 +50,19 @@ def _shippable(key: str) -> bool:
     return not key.endswith(".lock")
 
 
+def _nothing_unwanted(_key: str) -> bool:
+    return False
+
+
+def _unwanted_by(copy: Optional[CopyConfig], source: Storage, cluster: str) -> Callable[[str], bool]:
+    """Keys the copy's own retention would expire at once (none without a policy)."""
+    if copy is None or not copy.retention.is_set():
+        return _nothing_unwanted
+    from .expire import unwanted_by_copy  # loaded only for copies with a policy
+
+    return unwanted_by_copy(source, cluster, copy.retention)
+
+
 def _digest(storage: Storage, key: str) -> str:
     hasher = hashlib.sha256()
     with storage.open(key) as stream:
@@ -99,11 +112,7 @@ class Shipper:
         """Objects of this cluster the copy does not hold yet (and its retention
         would keep), in shipping order."""
         prefixes = ("%s/" % self.config.cluster,)
-        unwanted = lambda key: False  # noqa: E731
-        if copy is not None and copy.retention.is_set():
-            from .expire import unwanted_by_copy
-
-            unwanted = unwanted_by_copy(self.repository.storage, self.config.cluster, copy.retention)
+        unwanted = _unwanted_by(copy, self.repository.storage, self.config.cluster)
         wanted = {info.key: info for prefix in prefixes for info in self.repository.storage.list(prefix)
                   if _shippable(info.key) and not unwanted(info.key)}
         marker = self.repository.storage.stat(MARKER_KEY)
@@ -176,11 +185,7 @@ def copy_status(config: Config) -> List[Dict[str, Any]]:
             entry.update(reachable=False, error=str(exc))
             status.append(entry)
             continue
-        unwanted = lambda key: False  # noqa: E731
-        if copy.retention.is_set():  # what the copy's retention expires is not missing from it
-            from .expire import unwanted_by_copy
-
-            unwanted = unwanted_by_copy(repository.storage, cluster, copy.retention, now)
+        unwanted = _unwanted_by(copy, repository.storage, cluster)  # what the copy's retention expires is not missing
         missing = [key for key in primary_wal if key not in held_wal and not unwanted(key)]
         oldest_missing = repository.storage.stat(missing[0]) if missing else None
         entry.update(

@@ -253,8 +253,8 @@ def test_config_reads_repository_and_copy_policies(tmp_path):
 def test_override_replaces_only_given_values():
     base = Policy(full=4, window=86400)
     assert retention.override(base, "x", full=1) == Policy(full=1, window=86400)
-    assert retention.override(base, "x", window="2d", min_restorable=2) == Policy(full=4, window=172800,
-                                                                                   min_restorable=2)
+    expected = Policy(full=4, window=172800, min_restorable=2)
+    assert retention.override(base, "x", window="2d", min_restorable=2) == expected
     with pytest.raises(ConfigError, match="full must be 1 or more"):
         retention.override(base, "x", full=0)
 
