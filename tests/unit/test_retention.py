@@ -368,3 +368,26 @@ def test_ship_does_not_send_a_copy_what_its_retention_expires(tmp_path):
     assert not any(seg(4) in k for k in small) and any(seg(5) in k for k in small)
     assert any("/F1/" in k for k in results["big"].shipped)  # a copy without a policy gets everything
     assert Shipper(config).ship_once("small")[0].shipped == []  # and nothing comes back next round
+
+
+def test_cli_expire_usage_and_missing_policy(tmp_path, capsys):
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.cli import main
+
+    config, storage = _repository(tmp_path)
+    path = config.path
+    assert main(["expire", "--config", path, "--copy", "a", "--all"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    text = open(path, encoding="utf-8").read()
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text.replace("[retention]\nfull = 1\n", ""))
+    assert main(["expire", "--config", path]) == 1
+    err = capsys.readouterr().err
+    assert "no retention policy for repository" in err and "HINT: set full and/or window" in err
+    assert main(["expire", "--config", path, "--full", "0"]) == 1
+    assert "full must be 1 or more" in capsys.readouterr().err
+    _put_backup(storage, "F1", 2, time.time() - DAY)
+    _put_wal(storage, all_wal(3))
+    assert main(["expire", "--config", path, "--full", "1", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would remove 1 WAL file(s)" in out and "keep backup F1 (full): one of the newest 1 full backups" in out
+    assert storage.exists("main/wal/%s/%s" % (seg(1)[:16], seg(1)))
