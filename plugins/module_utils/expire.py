@@ -360,4 +360,9 @@ def summary_lines(result: Dict[str, Any]) -> List[str]:
             + len(item["incomplete"]["removed"])
         if not removed:
             lines.append("  nothing to remove")
+        else:
+            freed = sum(e["bytes"] for e in backups["removed"] + item["dumps"]["removed"] + item["incomplete"]["removed"])
+            lines.append("  total: %d backup(s), %d WAL file(s), %d dump(s), %d incomplete set(s), %d bytes" % (
+                len(backups["removed"]), wal_info["removed"], len(item["dumps"]["removed"]),
+                len(item["incomplete"]["removed"]), freed + wal_info["bytes"]))
     return lines
