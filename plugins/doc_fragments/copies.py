@@ -110,6 +110,25 @@ options:
       synchronous:
         description: Make C(wal-push) return only once this copy holds the segment too (an RPO of zero for it).
         type: bool
+      retention_full:
+        description:
+          - This copy's own retention (C(restorekeeper expire --copy NAME), module
+            M(restorekeeper.postgresql.backup_retention)); keep the newest N full backups and their incrementals.
+          - A copy without any retention_* key keeps everything; C(restorekeeper ship) does not send a copy what its
+            retention would expire.
+        type: int
+      retention_window:
+        description: This copy's recovery window, a duration such as V(90d); see O(copies[].retention_full).
+        type: str
+      retention_min_restorable:
+        description: Fewest restorable backups expire may leave on this copy (default 1).
+        type: int
+      retention_dumps:
+        description: Keep the newest N logical dumps of each database on this copy.
+        type: int
+      retention_incomplete_age:
+        description: Age after which an incomplete set on this copy (an interrupted ship) is removed (default V(1d)).
+        type: str
       host:
         description: Host of an ssh copy.
         type: str

@@ -376,6 +376,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         state, line = UNKNOWN, "RESTOREKEEPER UNKNOWN - %s" % " ".join(str(exc).replace("|", "/").split())
     sys.stdout.write(line + "\n")
     return state
+def cmd_expire(args: argparse.Namespace) -> int:
+    from .expire import expire, summary_lines
+
+    config = Config.load(args.config)
+    overrides = {"full": args.full, "window": args.window, "min_restorable": args.min_restorable, "dumps": args.dumps}
+    result = expire(config, copy=args.copy or "", every=args.all, dry_run=args.dry_run, overrides=overrides)
+    if args.json:
+        _print_json(result)
+    else:
+        sys.stdout.write("\n".join(summary_lines(result)) + "\n")
+    for target in result["targets"]:
+        if target.get("error"):
+            report("expire", "ERROR", "%s: %s" % (target["target"], target["error"]))
+    return EXIT_FAILED if result["failed"] else EXIT_OK
 
 
 def cmd_storage_agent(args: argparse.Namespace) -> int:
@@ -514,6 +528,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--require-drill-pass", action="store_true",
                        help="a failed or missing drill is CRITICAL (default WARNING)")
     check.add_argument("--require-policy", action="store_true", help="a layout breaking 3-2-1 is CRITICAL")
+    expire_cmd = command("expire", cmd_expire,
+                         "delete backups, WAL and dumps the retention policy no longer needs ([retention])")
+    where = expire_cmd.add_mutually_exclusive_group()
+    where.add_argument("--copy", metavar="NAME", help="expire this copy (its retention_* keys) instead of the repository")
+    where.add_argument("--all", action="store_true", help="the repository and every copy, each by its own policy")
+    expire_cmd.add_argument("--full", type=int, help="override: keep the newest N full backups and their incrementals")
+    expire_cmd.add_argument("--window", help="override: keep what recovery to any moment of this window needs, e.g. 14d")
+    expire_cmd.add_argument("--min-restorable", type=int, help="override: refuse to leave fewer restorable backups")
+    expire_cmd.add_argument("--dumps", type=int, help="override: keep the newest N dumps of each database")
+    expire_cmd.add_argument("--dry-run", action="store_true", help="only list what would go and why the rest stays")
+    expire_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
     agent = commands.add_parser("storage-agent", help="serve a repository directory on stdin/stdout to a remote "
                                 "restorekeeper (started by ssh for ssh repositories and copies)")
     agent.add_argument("--root", required=True, help="the repository directory on this host")

@@ -25,6 +25,14 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     compression_level = 3
     max_chain_length = 6       # incremental backups on top of one full
 
+    [retention]                # what `restorekeeper expire` keeps (see retention.py); all optional
+    full = 4                   # the newest 4 full backups and their incrementals
+    window = 14d               # and whatever recovery to any moment of the last 14 days needs
+    min_restorable = 1         # refuse to leave fewer restorable backups
+    dumps = 7                  # the newest 7 dumps of each database
+
+A [copy NAME] takes its own policy as retention_full, retention_window, ...
+
 The archive_command names only this file, so nothing secret (later: S3 keys,
 encryption keys) ever appears in pg_settings or in the process list.
 """
@@ -37,6 +45,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import compression
 from .errors import ConfigError
+from .retention import COPY_POLICY_KEYS, POLICY_KEYS, Policy, parse_policy
 
 DEFAULT_PATH = "/etc/restorekeeper/restorekeeper.conf"
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -53,6 +62,7 @@ _KNOWN = {
     "archive": {"compression", "compression_level"},
     "postgres": {"bindir", "host", "port", "user", "database", "password_file"},
     "backup": {"compression", "compression_level", "max_chain_length"},
+    "retention": set(POLICY_KEYS),
 }
 DEFAULT_MAX_CHAIN_LENGTH = 6
 _DEFAULT_CODEC = compression.DEFAULT_CODEC
@@ -77,6 +87,7 @@ class CopyConfig(NamedTuple):
     failure_domain: str
     required: bool = True
     synchronous: bool = False
+    retention: Policy = Policy()  # none set: expire leaves the copy alone, ship sends it everything
 
 
 class PostgresConfig(NamedTuple):
@@ -110,6 +121,7 @@ class Config(NamedTuple):
     # The repository itself when reading from a copy (source): records that
     # belong to the cluster, such as drill records, are written there.
     home_repository: Optional[RepositoryConfig] = None
+    retention: Policy = Policy()
 
     def copy(self, name: str) -> CopyConfig:
         for candidate in self.copies:
@@ -191,7 +203,8 @@ class Config(NamedTuple):
         repository = _repository(path, "repository", sections.get("repository", {}))
         copies = tuple(_copy(path, section[len("copy "):].strip(), values)
                        for section, values in sorted(sections.items()) if section.startswith("copy "))
-        return cls(path, name, repository, codec, level, postgres, backup, copies)
+        retention = parse_policy("%s: [retention]" % path, sections.get("retention", {}))
+        return cls(path, name, repository, codec, level, postgres, backup, copies, retention=retention)
 
 
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -255,7 +268,8 @@ def _copy(path: str, name: str, values: Dict[str, str]) -> CopyConfig:
     return CopyConfig(name, repository, medium, offsite, immutable,
                       values.get("failure_domain", "").strip() or default_domain,
                       _boolean(path, section, values, "required", True),
-                      _boolean(path, section, values, "synchronous", False))
+                      _boolean(path, section, values, "synchronous", False),
+                      parse_policy("%s: [%s]" % (path, section), values, "retention_"))
 
 
 def _drop_ins(path: str) -> List[str]:
@@ -308,7 +322,7 @@ def _refuse_exposed_secrets(path: str, sections: Dict[str, Dict[str, str]]) -> N
 
 
 COPY_KEYS = {"type", "path", "encryption_key_file", "medium", "offsite", "immutable", "failure_domain",
-             "required", "allow_plaintext", "synchronous"} | set(S3_KEYS) | set(SSH_KEYS)
+             "required", "allow_plaintext", "synchronous"} | set(S3_KEYS) | set(SSH_KEYS) | set(COPY_POLICY_KEYS)
 
 
 def _reject_unknown(path: str, sections: Dict[str, Dict[str, str]]) -> None:

@@ -6,6 +6,11 @@ back to prove the transfer, and retries until it succeeds. Order matters:
 the repository marker and cluster identity first, then WAL (it bounds the
 offsite RPO), then backup and dump sets with their records last, so a copy
 never holds a record whose data it lacks. Nothing is ever deleted here.
+
+A copy with its own retention (retention_full, retention_window, ...) is not
+sent what that policy would expire at once (see expire.unwanted_by_copy), so
+a copy that keeps less than the repository is not refilled with what its
+`restorekeeper expire` removed.
 """
 
 from __future__ import annotations
@@ -43,6 +48,19 @@ def _order(key: str) -> Tuple[int, str]:
 
 def _shippable(key: str) -> bool:
     return not key.endswith(".lock")
+
+
+def _nothing_unwanted(_key: str) -> bool:
+    return False
+
+
+def _unwanted_by(copy: Optional[CopyConfig], source: Storage, cluster: str) -> Callable[[str], bool]:
+    """Keys the copy's own retention would expire at once (none without a policy)."""
+    if copy is None or not copy.retention.is_set():
+        return _nothing_unwanted
+    from .expire import unwanted_by_copy  # loaded only for copies with a policy
+
+    return unwanted_by_copy(source, cluster, copy.retention)
 
 
 def _digest(storage: Storage, key: str) -> str:
@@ -90,11 +108,13 @@ class Shipper:
             self.config.copy(only)  # raises naming the declared copies
         return [(copy, open_repository_storage(copy.repository)) for copy in copies]
 
-    def pending(self, target: Storage) -> List[ObjectInfo]:
-        """Objects of this cluster the copy does not hold yet, in shipping order."""
+    def pending(self, target: Storage, copy: Optional[CopyConfig] = None) -> List[ObjectInfo]:
+        """Objects of this cluster the copy does not hold yet (and its retention
+        would keep), in shipping order."""
         prefixes = ("%s/" % self.config.cluster,)
+        unwanted = _unwanted_by(copy, self.repository.storage, self.config.cluster)
         wanted = {info.key: info for prefix in prefixes for info in self.repository.storage.list(prefix)
-                  if _shippable(info.key)}
+                  if _shippable(info.key) and not unwanted(info.key)}
         marker = self.repository.storage.stat(MARKER_KEY)
         if marker is not None:
             wanted[MARKER_KEY] = marker
@@ -109,7 +129,7 @@ class Shipper:
             shipped, failed = [], {}
             try:
                 target.ensure_root()
-                todo = self.pending(target)
+                todo = self.pending(target, copy)
             except RestorekeeperError as exc:
                 results.append(ShipResult(copy.name, [], {"*": str(exc)}, -1))
                 self.log("copy %s unreachable: %s" % (copy.name, exc))
@@ -165,7 +185,8 @@ def copy_status(config: Config) -> List[Dict[str, Any]]:
             entry.update(reachable=False, error=str(exc))
             status.append(entry)
             continue
-        missing = [key for key in primary_wal if key not in held_wal]
+        unwanted = _unwanted_by(copy, repository.storage, cluster)  # what the copy's retention expires is not missing
+        missing = [key for key in primary_wal if key not in held_wal and not unwanted(key)]
         oldest_missing = repository.storage.stat(missing[0]) if missing else None
         entry.update(
             reachable=True,
@@ -173,7 +194,8 @@ def copy_status(config: Config) -> List[Dict[str, Any]]:
             last_wal_held=max((k.rsplit("/", 1)[1] for k in held_wal), default=None),
             lag_seconds=round(now - oldest_missing.mtime, 1) if oldest_missing else 0.0,
             backups_held=sorted(held_backups & set(primary_backups)),
-            backups_missing=sorted(set(primary_backups) - held_backups),
+            backups_missing=sorted(label for label in set(primary_backups) - held_backups
+                                   if not unwanted("%s/backup/%s/backup.json" % (cluster, label))),
         )
         status.append(entry)
     return status
