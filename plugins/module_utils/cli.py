@@ -368,7 +368,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
                     config.stream.slot, ("would be created" if args.check else "created") if created else "exists"))
             return EXIT_OK
         if action == "synchronous":
-            result = walstream.configure_synchronous(client, config.stream.application_name,
+            result = walstream.configure_synchronous(client, args.application_name or config.stream.application_name,
                                                      args.state == "enabled", args.standby_names or "", args.check)
             if args.json:
                 _print_json(result)
@@ -564,6 +564,7 @@ def _add_stream_commands(commands) -> None:
                   "(run against the primary as a superuser)")
     sync.add_argument("--state", choices=("enabled", "disabled"), default="enabled")
     sync.add_argument("--standby-names", help='synchronous_standby_names to set (default: "<application_name>")')
+    sync.add_argument("--application-name", help="the stream's application name (default: [stream] application_name)")
     sync.add_argument("--check", action="store_true", help="only tell what would change")
     sync.add_argument("--json", action="store_true", help="print as JSON")
 
