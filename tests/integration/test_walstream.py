@@ -7,9 +7,15 @@ replication slot, feeding the same repository the archive_command feeds.
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import json
+import os
+import pwd
+import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -20,6 +26,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage_p
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walstream import load_stream_status
 from harness import PgCluster, wait_until
 from harness.ansible import run_module
+from harness.paths import ensure_public_dir
 from test_backup import Archived  # noqa: F401
 from test_backup import archived  # noqa: F401  pylint: disable=unused-import
 
@@ -204,3 +211,81 @@ def test_synchronous_stream_loses_no_committed_row(archived, streams, cluster_fa
         "--start", "--port", str(target.port), "--socket-dir", str(target.socket_dir), "--json"])
     assert result.returncode == 0, result.stderr
     assert target.scalar("SELECT note FROM critical") == "committed, never switched out"
+
+
+# ------------------------------------------------------------------ the role
+def converge(ansible_env, inventory: Path, playbook: Path) -> subprocess.CompletedProcess:
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(playbook), "-v"]
+    return subprocess.run(argv, env=dict(ansible_env), capture_output=True, text=True, timeout=600, check=False)
+
+
+def changed_count(run: subprocess.CompletedProcess) -> int:
+    match = re.search(r"^localhost\s+:.*\bchanged=(\d+)", run.stdout, re.MULTILINE)
+    assert match, run.stdout + run.stderr
+    return int(match.group(1))
+
+
+@pytest.fixture
+def daemon_pid_files() -> Iterator[List[Path]]:
+    files: List[Path] = []
+    yield files
+    for pid_file in files:  # stop the daemons the role started, by their own pid
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not Path("/proc/%d" % pid).exists(), timeout=60, message="stream daemon exit")
+
+
+def test_role_in_daemon_mode_converges_and_streams_synchronously(archived, ansible_env, rk_session_dir,
+                                                                 daemon_pid_files, tmp_path):
+    arch = archived(18)
+    user = arch.cluster.os_user
+    base = ensure_public_dir(rk_session_dir / ("walstream-%d" % os.getpid()))
+    pid_file = base / "run" / "stream.pid"
+    daemon_pid_files.append(pid_file)
+    role_vars = {
+        "walstream_install": False, "walstream_prefix": str(arch.tool.prefix),
+        "walstream_config_path": str(base / "etc" / "main.conf"),
+        "walstream_repository_path": str(arch.setup.repo_path), "walstream_repository_init": False,
+        "walstream_os_user": user, "walstream_os_group": grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name,
+        "walstream_pg_bindir": str(arch.cluster.bindir),
+        "walstream_database_host": "localhost", "walstream_primary_host": "127.0.0.1",
+        "walstream_primary_port": arch.cluster.port,
+        "walstream_spool_path": str(base / "spool"), "walstream_service_manager": "daemon",
+        "walstream_pid_file": str(pid_file), "walstream_log_file": str(base / "log" / "stream.log"),
+        "walstream_status_interval": 1, "walstream_partial_upload_interval": 1, "walstream_synchronous": True,
+        "walstream_database_prefix": str(arch.tool.prefix),
+        "walstream_database_config_path": str(arch.setup.config_path), "walstream_database_os_user": user,
+    }
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "ansible_become_method": "ansible.builtin.su", **role_vars}}}}))
+    playbook = tmp_path / "walstream.yml"
+    playbook.write_text(json.dumps([{"name": "Stream WAL to the backup host", "hosts": "localhost",
+                                     "gather_facts": False,
+                                     "roles": [{"role": "restorekeeper.postgresql.walstream"}]}]))
+
+    first = converge(ansible_env, inventory, playbook)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert changed_count(first) > 0
+    assert arch.cluster.scalar("SHOW synchronous_standby_names") == '"restorekeeper_main"'
+    assert arch.cluster.scalar("SELECT sync_state FROM pg_stat_replication "
+                               "WHERE application_name = 'restorekeeper_main'") == "sync"
+    pid = int(pid_file.read_text())
+    drop_in = base / "etc" / "main.conf.d" / "stream.conf"
+    assert "synchronous = true" in drop_in.read_text() and (os.stat(drop_in).st_mode & 0o777) == 0o600
+
+    second = converge(ansible_env, inventory, playbook)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert changed_count(second) == 0, second.stdout
+    assert int(pid_file.read_text()) == pid  # the running daemon was left alone
+
+    # A commit returns only once the stream flushed it; the status says so.
+    arch.cluster.execute("CREATE TABLE t AS SELECT 1 AS x")
+    status = wait_until(lambda: (lambda s: s if s and s["synchronous"] and s["state"] == "streaming" else None)(
+        load_stream_status(PosixStorage(str(arch.setup.repo_path)), "main")), timeout=30, message="synchronous status")
+    assert status["slot"] == "restorekeeper_main" and status["pid"] == pid
