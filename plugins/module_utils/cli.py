@@ -60,9 +60,14 @@ def cmd_wal_push(args: argparse.Namespace) -> int:
 def cmd_wal_fetch(args: argparse.Namespace) -> int:
     from .walarchive import WalArchive, WalNotFound
 
+    archive = WalArchive(_load(args))
     try:
-        WalArchive(_load(args)).fetch(args.name, args.path)
+        archive.fetch(args.name, args.path)
     except WalNotFound:
+        from .walstream import fetch_streamed_partial
+
+        if fetch_streamed_partial(archive, args.name, args.path):  # RPO zero: the streamed tail
+            return EXIT_OK
         if args.verbose:
             report("wal-fetch", "INFO", "%s is not in the archive" % args.name)
         return EXIT_NOT_FOUND
@@ -398,6 +403,71 @@ def cmd_storage_agent(args: argparse.Namespace) -> int:
     return serve_agent(args.root)
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    from .pgclient import PgClient
+    from . import walstream
+
+    config = _load(args)
+    action = args.stream_command
+    if action == "stop":
+        pid = walstream.stop_daemon(args.pid_file, args.timeout)
+        sys.stdout.write("stopped pid %d\n" % pid if pid else "not running\n")
+        return EXIT_OK
+    with PgClient(config.postgres) as client:
+        if action == "run":
+            return _stream_run(args, config, client)
+        if action == "ensure-slot":
+            created = walstream.ensure_slot(client, config.stream.slot, check=args.check)
+            if args.json:
+                _print_json({"changed": created, "slot": config.stream.slot})
+            else:
+                sys.stdout.write("replication slot %s %s\n" % (
+                    config.stream.slot, ("would be created" if args.check else "created") if created else "exists"))
+            return EXIT_OK
+        if action == "synchronous":
+            result = walstream.configure_synchronous(client, args.application_name or config.stream.application_name,
+                                                     args.state == "enabled", args.standby_names or "", args.check)
+            if args.json:
+                _print_json(result)
+            else:
+                sys.stdout.write("synchronous_standby_names: %r -> %r%s\n" % (
+                    result["before"], result["after"], " (check only)" if args.check and result["changed"] else ""))
+            return EXIT_OK
+    # status: read from the repository (any host that has it), not from the primary.
+    from .repository import Repository
+
+    status = walstream.load_stream_status(Repository.from_config(config).storage, config.cluster)
+    daemon_pid = walstream.running_pid(args.pid_file) if args.pid_file else None
+    if args.json:
+        _print_json({"status": status, "age_seconds": walstream.status_age_seconds(status) if status else None,
+                     "daemon_running": bool(daemon_pid), "daemon_pid": daemon_pid})
+    else:
+        sys.stdout.write(walstream.describe_status(status) + "\n")
+        if args.pid_file:
+            sys.stdout.write("daemon: %s\n" % ("running, pid %d" % daemon_pid if daemon_pid else "not running"))
+    return EXIT_OK
+
+
+def _stream_run(args: argparse.Namespace, config: Config, client) -> int:
+    import os
+
+    from .walstream import StreamSupervisor, start_daemon
+
+    supervisor = StreamSupervisor(config, client, log=lambda line: report("stream", "INFO", line))
+    if not args.daemon:
+        supervisor.run()
+        return EXIT_OK
+    if not args.pid_file:
+        from .errors import ConfigError
+
+        raise ConfigError("stream run --daemon needs --pid-file", "name the pid file the daemon writes")
+    supervisor.archive.repository.require_initialised()  # refuse before detaching
+    log_file = args.log_file or os.path.join(config.stream.spool_path + ".log")
+    outcome = start_daemon(supervisor.run, os.path.abspath(args.pid_file), os.path.abspath(log_file))
+    sys.stdout.write("%s pid %d\n" % ("started" if outcome["started"] else "already running", outcome["pid"]))
+    return EXIT_OK
+
+
 def _print_json(value) -> None:
     import json
 
@@ -539,11 +609,48 @@ def build_parser() -> argparse.ArgumentParser:
     expire_cmd.add_argument("--dumps", type=int, help="override: keep the newest N dumps of each database")
     expire_cmd.add_argument("--dry-run", action="store_true", help="only list what would go and why the rest stays")
     expire_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_stream_commands(commands)
     agent = commands.add_parser("storage-agent", help="serve a repository directory on stdin/stdout to a remote "
                                 "restorekeeper (started by ssh for ssh repositories and copies)")
     agent.add_argument("--root", required=True, help="the repository directory on this host")
     agent.set_defaults(handler=cmd_storage_agent)
     return parser
+
+
+def _add_stream_commands(commands) -> None:
+    """restorekeeper stream run|stop|status|ensure-slot|synchronous (walstream.py)."""
+    stream = commands.add_parser("stream", help="stream WAL continuously with pg_receivewal into the repository "
+                                 "(RPO zero)", description="stream WAL with pg_receivewal into the repository")
+    actions = stream.add_subparsers(dest="stream_command", metavar="ACTION")
+    actions.required = True
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", "-c", default=DEFAULT_PATH, help="configuration file (default %(default)s)")
+        sub.add_argument("--verbose", "-v", action="store_true", help="report success too, not only failures")
+        sub.set_defaults(handler=cmd_stream)
+        return sub
+
+    run = action("run", "run the stream in the foreground (a service), or detached with --daemon")
+    run.add_argument("--daemon", action="store_true", help="detach (hosts without systemd); needs --pid-file")
+    run.add_argument("--pid-file", help="with --daemon: pid file; a running stream named there is left alone")
+    run.add_argument("--log-file", help="with --daemon: log file (default <spool_path>.log)")
+    stop = action("stop", "stop the stream daemon named by --pid-file")
+    stop.add_argument("--pid-file", required=True)
+    stop.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    status = action("status", "the stream's last reported status (lag, synchronous state) from the repository")
+    status.add_argument("--json", action="store_true", help="print as JSON")
+    status.add_argument("--pid-file", help="also tell whether the daemon of this pid file runs here")
+    slot = action("ensure-slot", "create the stream's replication slot on the primary when missing")
+    slot.add_argument("--check", action="store_true", help="only tell whether it would be created")
+    slot.add_argument("--json", action="store_true", help="print as JSON")
+    sync = action("synchronous", "make the stream the primary's synchronous standby, or stop it being one "
+                  "(run against the primary as a superuser)")
+    sync.add_argument("--state", choices=("enabled", "disabled"), default="enabled")
+    sync.add_argument("--standby-names", help='synchronous_standby_names to set (default: "<application_name>")')
+    sync.add_argument("--application-name", help="the stream's application name (default: [stream] application_name)")
+    sync.add_argument("--check", action="store_true", help="only tell what would change")
+    sync.add_argument("--json", action="store_true", help="print as JSON")
 
 
 def _failure_code(command: Optional[str]) -> int:

@@ -31,8 +31,15 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     min_restorable = 1         # refuse to leave fewer restorable backups
     dumps = 7                  # the newest 7 dumps of each database
 
-A [copy NAME] takes its own policy as retention_full, retention_window, ...
+    [stream]                   # `restorekeeper stream run` (pg_receivewal; all optional)
+    spool_path = /var/lib/restorekeeper/stream/main
+    slot = restorekeeper_main
+    application_name = restorekeeper_main
+    synchronous = false
+    status_interval = 10
+    partial_upload_interval = 10
 
+A [copy NAME] takes its own retention policy as retention_full, retention_window, ...
 The archive_command names only this file, so nothing secret (later: S3 keys,
 encryption keys) ever appears in pg_settings or in the process list.
 """
@@ -63,7 +70,13 @@ _KNOWN = {
     "postgres": {"bindir", "host", "port", "user", "database", "password_file"},
     "backup": {"compression", "compression_level", "max_chain_length"},
     "retention": set(POLICY_KEYS),
+    "stream": {"spool_path", "slot", "application_name", "synchronous", "status_interval",
+               "partial_upload_interval", "max_restart_delay", "serve_partial"},
 }
+# Replication slot names: lower-case letters, digits and underscores (PostgreSQL's rule).
+_SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+# Application names that synchronous_standby_names can list inside double quotes.
+_APPLICATION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 DEFAULT_MAX_CHAIN_LENGTH = 6
 _DEFAULT_CODEC = compression.DEFAULT_CODEC
 _DEFAULT_LEVEL = compression.DEFAULT_LEVEL
@@ -108,6 +121,27 @@ class BackupConfig(NamedTuple):
     max_chain_length: int = DEFAULT_MAX_CHAIN_LENGTH
 
 
+class StreamConfig(NamedTuple):
+    """How `restorekeeper stream run` streams WAL with pg_receivewal (see
+    walstream.py). Empty names and paths are derived from the cluster name
+    (stream_settings); the connection is the [postgres] section."""
+
+    spool_path: str = ""
+    slot: str = ""
+    application_name: str = ""
+    synchronous: bool = False
+    status_interval: int = 10
+    partial_upload_interval: int = 10
+    max_restart_delay: int = 30
+    # wal-fetch serves a streamed partial segment when the full one is missing.
+    serve_partial: bool = True
+
+
+def default_stream_name(cluster: str) -> str:
+    """The default slot and application name of a cluster's stream."""
+    return "restorekeeper_" + re.sub(r"[^a-z0-9_]", "_", cluster.lower())[:49]
+
+
 class Config(NamedTuple):
     path: str
     cluster: str
@@ -122,6 +156,7 @@ class Config(NamedTuple):
     # belong to the cluster, such as drill records, are written there.
     home_repository: Optional[RepositoryConfig] = None
     retention: Policy = Policy()
+    stream: StreamConfig = StreamConfig()
 
     def copy(self, name: str) -> CopyConfig:
         for candidate in self.copies:
@@ -164,16 +199,7 @@ class Config(NamedTuple):
                 raise ConfigError("%s: [%s] %s is required" % (path, section, key))
             return value
 
-        def integer(section: str, key: str, default: int, minimum: int = 0) -> int:
-            text = sections.get(section, {}).get(key, "").strip() or str(default)
-            try:
-                value = int(text)
-            except ValueError:
-                raise ConfigError("%s: [%s] %s %r is not an integer" % (path, section, key, text)) from None
-            if value < minimum:
-                raise ConfigError("%s: [%s] %s must be at least %d" % (path, section, key, minimum))
-            return value
-
+        integer = _integer_reader(path, sections)
         def optional(section: str, key: str) -> str:
             return sections.get(section, {}).get(key, "").strip()
 
@@ -204,7 +230,8 @@ class Config(NamedTuple):
         copies = tuple(_copy(path, section[len("copy "):].strip(), values)
                        for section, values in sorted(sections.items()) if section.startswith("copy "))
         retention = parse_policy("%s: [retention]" % path, sections.get("retention", {}))
-        return cls(path, name, repository, codec, level, postgres, backup, copies, retention=retention)
+        stream = _stream(path, name, sections.get("stream", {}))
+        return cls(path, name, repository, codec, level, postgres, backup, copies, retention=retention, stream=stream)
 
 
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -218,6 +245,32 @@ def _boolean(path: str, section: str, values: Dict[str, str], key: str, default:
     if text not in _BOOLEANS:
         raise ConfigError("%s: [%s] %s %r is not true or false" % (path, section, key, text))
     return _BOOLEANS[text]
+
+
+def _stream(path: str, cluster: str, values: Dict[str, str]) -> StreamConfig:
+    """The [stream] section, with names and the spool derived from the cluster."""
+    integer = _integer_reader(path, {"stream": values})
+    name = default_stream_name(cluster)
+    slot = values.get("slot", "").strip() or name
+    if not _SLOT_NAME.match(slot):
+        raise ConfigError("%s: [stream] slot %r is not a valid replication slot name" % (path, slot),
+                          "use lower-case letters, digits and '_' (at most 63 characters)")
+    application = values.get("application_name", "").strip() or name
+    if not _APPLICATION_NAME.match(application):
+        raise ConfigError("%s: [stream] application_name %r is not usable" % (path, application),
+                          "use letters, digits, '.', '_' or '-' (at most 63 characters), so that "
+                          "synchronous_standby_names can name it")
+    spool = values.get("spool_path", "").strip() or "/var/lib/restorekeeper/stream/%s" % cluster
+    if not spool.startswith("/"):
+        raise ConfigError("%s: [stream] spool_path %r is not absolute" % (path, spool))
+    return StreamConfig(
+        spool_path=spool, slot=slot, application_name=application,
+        synchronous=_boolean(path, "stream", values, "synchronous", False),
+        status_interval=integer("stream", "status_interval", 10, minimum=1),
+        partial_upload_interval=integer("stream", "partial_upload_interval", 10, minimum=1),
+        max_restart_delay=integer("stream", "max_restart_delay", 30, minimum=1),
+        serve_partial=_boolean(path, "stream", values, "serve_partial", True),
+    )
 
 
 def _repository(path: str, section: str, values: Dict[str, str]) -> RepositoryConfig:
@@ -366,6 +419,37 @@ def render_config(cluster: str, repository_path: str, repository_type: str = "po
     parser.read_string(text)
     Config.from_sections("<rendered>", {name: dict(parser[name]) for name in parser.sections()})
     return text
+
+
+def render_stream(stream: StreamConfig) -> str:
+    """The text of a drop-in holding the [stream] section (role walstream
+    writes it as <config>.d/stream.conf). Validated by parsing it back."""
+    lines = ["# restorekeeper WAL streaming (managed by restorekeeper.postgresql)", "[stream]"]
+    for key in StreamConfig._fields:
+        value = getattr(stream, key)
+        if value in ("", None):
+            continue
+        lines.append("%s = %s" % (key, ("true" if value else "false") if isinstance(value, bool) else value))
+    text = "\n".join(lines) + "\n"
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(text)
+    values = dict(parser["stream"])
+    _reject_unknown("<stream>", {"stream": values})
+    _stream("<stream>", "main", values)
+    return text
+
+
+def _integer_reader(path: str, sections: Dict[str, Dict[str, str]]):
+    def integer(section: str, key: str, default: int, minimum: int = 0) -> int:
+        text = sections.get(section, {}).get(key, "").strip() or str(default)
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError("%s: [%s] %s %r is not an integer" % (path, section, key, text)) from None
+        if value < minimum:
+            raise ConfigError("%s: [%s] %s must be at least %d" % (path, section, key, minimum))
+        return value
+    return integer
 
 
 def render_copies(copies: List[Dict[str, str]]) -> str:

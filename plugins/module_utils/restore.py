@@ -482,6 +482,10 @@ def _server_settings(request: RestoreRequest) -> Dict[str, str]:
         extra["port"] = str(request.port)
     if request.socket_dir:
         extra["unix_socket_directories"] = request.socket_dir
+    if not request.standby:
+        # A primary that had a synchronous standby (e.g. the WAL stream) would make every commit
+        # of the restored copy wait for a standby that never connects to it.
+        extra["synchronous_standby_names"] = ""
     if not request.keep_archiving:
         # A restored copy must not push its new timeline into the archive it came from.
         extra["archive_mode"] = "off"
