@@ -381,6 +381,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         state, line = UNKNOWN, "RESTOREKEEPER UNKNOWN - %s" % " ".join(str(exc).replace("|", "/").split())
     sys.stdout.write(line + "\n")
     return state
+
+
 def cmd_expire(args: argparse.Namespace) -> int:
     from .expire import expire, summary_lines
 

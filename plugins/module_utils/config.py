@@ -200,6 +200,7 @@ class Config(NamedTuple):
             return value
 
         integer = _integer_reader(path, sections)
+
         def optional(section: str, key: str) -> str:
             return sections.get(section, {}).get(key, "").strip()
 

@@ -280,6 +280,7 @@ def test_role_in_daemon_mode_converges_and_streams_synchronously(archived, ansib
 
     # A commit returns only once the stream flushed it; the status says so.
     arch.cluster.execute("CREATE TABLE t AS SELECT 1 AS x")
+
     def synchronous_status() -> Optional[Dict[str, Any]]:
         status = load_stream_status(PosixStorage(str(arch.setup.repo_path)), "main")
         return status if status and status["synchronous"] and status["state"] == "streaming" else None
