@@ -111,7 +111,13 @@ def report(command: str, level: str, message: object) -> None:
 def cmd_wal_push(args: argparse.Namespace) -> int:
     from .walarchive import WalArchive
 
-    outcome = WalArchive(_load(args)).push(args.path, args.name)
+    archive = WalArchive(_load(args))
+    if archive.config.archive.asynchronous:
+        from .walasync import push_async
+
+        outcome = push_async(archive, args.path, args.name)
+    else:
+        outcome = archive.push(args.path, args.name)
     if args.verbose:
         report("wal-push", "INFO", "%s %s (%d bytes stored)" % (outcome.name, outcome.status, outcome.stored_size))
     return EXIT_OK
@@ -120,8 +126,14 @@ def cmd_wal_push(args: argparse.Namespace) -> int:
 def cmd_wal_fetch(args: argparse.Namespace) -> int:
     from .walarchive import WalArchive, WalNotFound
 
+    archive = WalArchive(_load(args))
     try:
-        WalArchive(_load(args)).fetch(args.name, args.path)
+        if archive.config.archive.prefetch:
+            from .walasync import fetch_prefetching
+
+            fetch_prefetching(archive, args.name, args.path)
+        else:
+            archive.fetch(args.name, args.path)
     except WalNotFound:
         if args.verbose:
             report("wal-fetch", "INFO", "%s is not in the archive" % args.name)

@@ -12,6 +12,11 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     [archive]
     compression = zstd
     compression_level = 3
+    async = false              # true: one wal-push also pushes the next .ready segments
+    spool_path =               # local directory for async markers and prefetched WAL
+    process_max = 2            # parallel pushes/fetches in async mode and prefetch
+    batch_max = 16             # segments one async wal-push handles at most
+    prefetch = 0               # wal-fetch: segments fetched ahead into the spool (0: off)
 
     [postgres]                 # how backups reach the server (all optional)
     bindir = /usr/lib/postgresql/17/bin
@@ -50,7 +55,7 @@ SECRET_KEYS = ("secret_access_key", "session_token")
 _KNOWN = {
     "cluster": {"name"},
     "repository": {"type", "path", "encryption_key_file"} | set(S3_KEYS) | set(SSH_KEYS),
-    "archive": {"compression", "compression_level"},
+    "archive": {"compression", "compression_level", "async", "spool_path", "process_max", "batch_max", "prefetch"},
     "postgres": {"bindir", "host", "port", "user", "database", "password_file"},
     "backup": {"compression", "compression_level", "max_chain_length"},
 }
@@ -97,6 +102,17 @@ class BackupConfig(NamedTuple):
     max_chain_length: int = DEFAULT_MAX_CHAIN_LENGTH
 
 
+class ArchiveConfig(NamedTuple):
+    """How wal-push and wal-fetch trade a spool directory for speed (see
+    walasync.py). The defaults keep the plain one-file-per-call path."""
+
+    asynchronous: bool = False
+    spool_path: str = ""
+    process_max: int = 2
+    batch_max: int = 16
+    prefetch: int = 0
+
+
 class Config(NamedTuple):
     path: str
     cluster: str
@@ -107,6 +123,7 @@ class Config(NamedTuple):
     backup: BackupConfig = BackupConfig()
     copies: Tuple[CopyConfig, ...] = ()
     source: str = ""
+    archive: ArchiveConfig = ArchiveConfig()
 
     def copy(self, name: str) -> CopyConfig:
         for candidate in self.copies:
@@ -183,7 +200,8 @@ class Config(NamedTuple):
         repository = _repository(path, "repository", sections.get("repository", {}))
         copies = tuple(_copy(path, section[len("copy "):].strip(), values)
                        for section, values in sorted(sections.items()) if section.startswith("copy "))
-        return cls(path, name, repository, codec, level, postgres, backup, copies)
+        archive = _archive(path, sections.get("archive", {}), integer)
+        return cls(path, name, repository, codec, level, postgres, backup, copies, archive=archive)
 
 
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -197,6 +215,29 @@ def _boolean(path: str, section: str, values: Dict[str, str], key: str, default:
     if text not in _BOOLEANS:
         raise ConfigError("%s: [%s] %s %r is not true or false" % (path, section, key, text))
     return _BOOLEANS[text]
+
+
+def _archive(path: str, values: Dict[str, str], integer) -> ArchiveConfig:
+    import os
+
+    spool = values.get("spool_path", "").strip()
+    settings = ArchiveConfig(
+        _boolean(path, "archive", values, "async", False),
+        spool,
+        integer("archive", "process_max", 2, minimum=1),
+        integer("archive", "batch_max", 16, minimum=1),
+        integer("archive", "prefetch", 0),
+    )
+    if spool and not os.path.isabs(spool):
+        raise ConfigError("%s: [archive] spool_path %r is not an absolute path" % (path, spool),
+                          "use a local directory owned by the PostgreSQL OS user, e.g. /var/spool/restorekeeper")
+    if settings.asynchronous and not spool:
+        raise ConfigError("%s: [archive] async = true needs spool_path" % path,
+                          "set spool_path to a local directory (markers of pushed segments live there)")
+    if settings.process_max > 64 or settings.batch_max > 1024 or settings.prefetch > 1024:
+        raise ConfigError("%s: [archive] process_max (at most 64), batch_max or prefetch (at most 1024) is too large"
+                          % path)
+    return settings
 
 
 def _repository(path: str, section: str, values: Dict[str, str]) -> RepositoryConfig:
