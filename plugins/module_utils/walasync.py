@@ -6,12 +6,13 @@ checks), so both commands can do the work of several calls at once:
 
 * **Asynchronous push** (``[archive] async = true``). When wal-push is called
   for X and PostgreSQL has already marked further segments ready
-  (``pg_wal/archive_status/*.ready``), one call pushes X and up to
+  (``pg_wal/archive_status/*.ready``), a background child pushes X and up to
   ``batch_max - 1`` of them on ``process_max`` threads (reading, hashing,
-  compressing and fsyncing release the GIL). For every further segment that
-  is durable in the repository (and in every synchronous copy), the call
-  leaves a marker ``<spool>/<cluster>/push/<name>.ok`` (fsynced). The later
-  call for that segment only checks the marker, without reading the segment:
+  compressing and fsyncing release the GIL), while the call waits only for X.
+  For every file that is durable in the repository (and in every synchronous
+  copy), the child leaves a marker ``<spool>/<cluster>/push/<name>.ok``
+  (fsynced). The call for that file (the waiting one, or a later one) only
+  checks the marker, without reading the segment:
   the file at %p must be the one that was pushed (same device, inode, size,
   mtime and ctime as recorded before and after its push), and the repository
   object's header must record the marker's name, size and SHA-256; then it
@@ -65,44 +66,81 @@ def default_fetch_spool() -> str:
 # --------------------------------------------------------------------------- push
 
 
+#: How often a waiting wal-push looks for its marker, and how long it waits at
+#: most before pushing the file itself.
+WAIT_STEP = 0.002
+WAIT_LIMIT = 600.0
+
+
 def push_async(archive: "WalArchive", source_path: str, name: str) -> "PushOutcome":
-    """Archive one WAL file as WalArchive.push does, trusting a marker left by
-    an earlier batch only once it is proven, and pushing the next ready
-    segments along with it."""
-    settings = archive.config.archive
-    spool = spool_directory(settings.spool_path, archive.config.cluster, "push")
-    outcome = _proven_marker(archive, spool, source_path, name)
-    if outcome is not None:
-        return outcome
+    """Archive one WAL file as WalArchive.push does, through a batch pushed by
+    a background child, returning only once the file's marker is proven.
+
+    The call that finds no batch running becomes the leader: it takes the
+    spool lock and forks a child that inherits it and pushes this file and the
+    next ready ones in parallel, writing a marker for each once it is durable.
+    The leader (and every later call whose file is in that batch) waits for
+    its own marker; the child keeps pushing ahead while PostgreSQL starts the
+    next archive_command."""
+    import time
+
+    spool = spool_directory(archive.config.archive.spool_path, archive.config.cluster, "push")
     makedirs_durable(spool, SPOOL_MODE)
-    holder = "wal-push %s, pid %d" % (name, os.getpid())
+    lock_path = os.path.join(spool, "push.lock")
+    child = 0
+    deadline = time.monotonic() + WAIT_LIMIT
+    while time.monotonic() < deadline:
+        outcome = _proven_marker(archive, spool, source_path, name)
+        if outcome is not None:
+            return outcome
+        if child:
+            if os.waitpid(child, os.WNOHANG)[0]:
+                # The batch ended without a marker for this file (its push
+                # failed or the child died): push it here, which reports why.
+                return _proven_marker(archive, spool, source_path, name) or archive.push(source_path, name)
+        else:
+            try:
+                with exclusive_flock(lock_path, "wal-push batch from %s, pid %d" % (name, os.getpid()), 0o600):
+                    child = _fork_batch(archive, spool, source_path, name)
+                continue  # the child holds the lock now; this process only waits
+            except LockHeld:
+                pass  # a batch is running: it may hold this file
+        time.sleep(WAIT_STEP)
+    return archive.push(source_path, name)
+
+
+def _fork_batch(archive: "WalArchive", spool: str, source_path: str, name: str) -> int:
+    """Fork the child that pushes the batch (while the caller holds the lock);
+    return its pid. The child shares the lock's open file, so the lock stays
+    held until the child exits; the child never returns."""
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
     try:
-        with exclusive_flock(os.path.join(spool, "push.lock"), holder, 0o600):
-            wal_dir = os.path.dirname(os.path.abspath(source_path))
-            _drop_recycled_markers(spool, wal_dir)
-            others = [n for n in _ready_names(wal_dir, exclude=name)
-                      if not os.path.exists(os.path.join(spool, n + MARKER_SUFFIX))]
-            return _push_batch(archive, spool, (source_path, name),
-                               [(os.path.join(wal_dir, n), n) for n in others[:settings.batch_max - 1]])
-    except LockHeld:
-        # Another batch is running (it may hold this very segment): push it
-        # alone. Two pushers of one name are safe: link() lets one win and the
-        # other finds an identical copy.
-        return archive.push(source_path, name)
+        wal_dir = os.path.dirname(os.path.abspath(source_path))
+        _drop_recycled_markers(spool, wal_dir)
+        others = [n for n in _ready_names(wal_dir, exclude=name)
+                  if not os.path.exists(os.path.join(spool, n + MARKER_SUFFIX))]
+        batch = [(source_path, name)] + [(os.path.join(wal_dir, n), n)
+                                          for n in others[:archive.config.archive.batch_max - 1]]
+        _push_batch(archive, spool, batch)
+    except BaseException as exc:  # the waiting call pushes its file itself and reports
+        _report("WARNING", "batch push stopped: %s" % exc)
+        code = 1
+    finally:
+        os._exit(code)
 
 
-def _push_batch(archive: "WalArchive", spool: str, first: Tuple[str, str],
-                others: List[Tuple[str, str]]) -> "PushOutcome":
-    """Push first and others in parallel; leave a marker for each other file
-    that is durable; return first's outcome or raise its error."""
-    if not others:
-        return archive.push(*first)
+def _push_batch(archive: "WalArchive", spool: str, batch: List[Tuple[str, str]]) -> None:
+    """Push every file of the batch on process_max threads, oldest first, and
+    leave a marker for each one that is durable and was not changed meanwhile."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=archive.config.archive.process_max) as pool:
-        head = pool.submit(archive.push, *first)
-        tail = [(item, _file_identity_or_none(item[0]), pool.submit(archive.push, *item)) for item in others]
-        for (path, name), before, future in tail:
+        pushes = [(item, _file_identity_or_none(item[0]), pool.submit(archive.push, *item)) for item in batch]
+        for (path, name), before, future in pushes:
             try:
                 outcome = future.result()
             except Exception as exc:  # its own call will push it again, and report
@@ -110,7 +148,6 @@ def _push_batch(archive: "WalArchive", spool: str, first: Tuple[str, str],
                 continue
             if before is not None and before == _file_identity_or_none(path) and before[2] == outcome.size:
                 _write_marker(spool, outcome, before)
-        return head.result()
 
 
 def _write_marker(spool: str, outcome: "PushOutcome", identity: List[int]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils import cli, objectformat
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config, render_config
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import ArchiveConflict, ConfigError
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil import exclusive_flock
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil import LockHeld, exclusive_flock
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import Repository
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walarchive import (
     ALREADY_ARCHIVED,
@@ -63,6 +63,25 @@ def stored(archive: WalArchive, name: str) -> str:
     return archive.storage.path_of(archive.key_for(name))
 
 
+def wait_batch_done(archive: WalArchive) -> None:
+    """The background child of a batch holds the spool lock until it exits."""
+    lock = os.path.join(spool_directory(archive.config.archive.spool_path, "main", "push"), "push.lock")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with exclusive_flock(lock, "test"):
+                return
+        except LockHeld:
+            assert time.monotonic() < deadline, "the batch never ended"
+            time.sleep(0.01)
+
+
+def push(archive: WalArchive, wal_dir: str, name: str):
+    outcome = push_async(archive, os.path.join(wal_dir, name), name)
+    wait_batch_done(archive)
+    return outcome
+
+
 def marker_path(archive: WalArchive, name: str) -> str:
     return os.path.join(spool_directory(archive.config.archive.spool_path, "main", "push"), name + ".ok")
 
@@ -83,9 +102,10 @@ def test_config_validates_async_keys(tmp_path):
 
 def test_async_push_archives_ready_neighbours_and_marks_them_only_when_durable(tmp_path, async_archive):
     wal_dir = pg_wal(tmp_path, NAMES)
-    outcome = push_async(async_archive, os.path.join(wal_dir, NAMES[0]), NAMES[0])
-    assert outcome.status == ARCHIVED
-    assert not os.path.exists(marker_path(async_archive, NAMES[0]))  # its own call returned: nothing to remember
+    outcome = push(async_archive, wal_dir, NAMES[0])
+    assert outcome.status == ALREADY_ARCHIVED and outcome.stored_size == 0  # pushed by the batch, proven by its marker
+    assert os.path.exists(stored(async_archive, NAMES[0]))
+    assert not os.path.exists(marker_path(async_archive, NAMES[0]))  # consumed by its own call
     ahead = NAMES[1:4]  # batch_max 4: the first plus three more, oldest first
     for name in ahead:
         marker = json.loads(open(marker_path(async_archive, name)).read())
@@ -96,7 +116,7 @@ def test_async_push_archives_ready_neighbours_and_marks_them_only_when_durable(t
     assert not os.path.exists(stored(async_archive, NAMES[4]))
 
     before = os.stat(stored(async_archive, NAMES[1]))
-    outcome = push_async(async_archive, os.path.join(wal_dir, NAMES[1]), NAMES[1])
+    outcome = push(async_archive, wal_dir, NAMES[1])
     assert outcome.status == ALREADY_ARCHIVED
     assert not os.path.exists(marker_path(async_archive, NAMES[1]))  # consumed
     assert os.stat(stored(async_archive, NAMES[1])).st_mtime_ns == before.st_mtime_ns
@@ -104,57 +124,79 @@ def test_async_push_archives_ready_neighbours_and_marks_them_only_when_durable(t
 
 def test_stale_marker_for_other_content_is_not_trusted(tmp_path, async_archive):
     wal_dir = pg_wal(tmp_path, NAMES[:2])
-    push_async(async_archive, os.path.join(wal_dir, NAMES[0]), NAMES[0])
+    push(async_archive, wal_dir, NAMES[0])
     assert os.path.exists(marker_path(async_archive, NAMES[1]))
     # The file under that name is now another segment (re-created: new inode and ctime).
     os.unlink(os.path.join(wal_dir, NAMES[1]))
     write_segment(wal_dir, NAMES[1])
     with pytest.raises(ArchiveConflict):
-        push_async(async_archive, os.path.join(wal_dir, NAMES[1]), NAMES[1])
+        push(async_archive, wal_dir, NAMES[1])
     assert not os.path.exists(marker_path(async_archive, NAMES[1]))
 
 
 def test_marker_without_its_object_is_not_trusted(tmp_path, async_archive):
     wal_dir = pg_wal(tmp_path, NAMES[:2])
-    push_async(async_archive, os.path.join(wal_dir, NAMES[0]), NAMES[0])
+    push(async_archive, wal_dir, NAMES[0])
     os.unlink(stored(async_archive, NAMES[1]))  # e.g. the repository was replaced
-    outcome = push_async(async_archive, os.path.join(wal_dir, NAMES[1]), NAMES[1])
-    assert outcome.status == ARCHIVED
+    outcome = push(async_archive, wal_dir, NAMES[1])
+    assert outcome.status in (ARCHIVED, ALREADY_ARCHIVED)  # pushed again, by itself or a new batch
     with open(stored(async_archive, NAMES[1]), "rb") as handle:
         assert objectformat.decode(handle.read())[1] == open(os.path.join(wal_dir, NAMES[1]), "rb").read()
 
 
 def test_marker_with_a_different_digest_is_not_trusted(tmp_path, async_archive):
     wal_dir = pg_wal(tmp_path, NAMES[:2])
-    push_async(async_archive, os.path.join(wal_dir, NAMES[0]), NAMES[0])
+    push(async_archive, wal_dir, NAMES[0])
     path = marker_path(async_archive, NAMES[1])
     marker = json.loads(open(path).read())
     marker["sha256"] = "0" * 64
     with open(path, "w") as handle:
         json.dump(marker, handle)
-    outcome = push_async(async_archive, os.path.join(wal_dir, NAMES[1]), NAMES[1])
+    outcome = push(async_archive, wal_dir, NAMES[1])
     assert outcome.status == ALREADY_ARCHIVED and outcome.stored_size == 0
     assert outcome.sha256 == objectformat.sha256_hex(open(os.path.join(wal_dir, NAMES[1]), "rb").read())
 
 
-def test_busy_batch_falls_back_to_a_plain_push(tmp_path, async_archive):
+def test_a_call_waits_for_a_running_batch_then_leads_its_own(tmp_path, async_archive):
+    import threading
+
     wal_dir = pg_wal(tmp_path, NAMES[:3])
     spool = spool_directory(async_archive.config.archive.spool_path, "main", "push")
     os.makedirs(spool)
-    with exclusive_flock(os.path.join(spool, "push.lock"), "test"):
-        outcome = push_async(async_archive, os.path.join(wal_dir, NAMES[0]), NAMES[0])
-    assert outcome.status == ARCHIVED
-    assert not os.path.exists(stored(async_archive, NAMES[1]))
-    assert [n for n in os.listdir(spool) if n.endswith(".ok")] == []
+    held, release = threading.Event(), threading.Event()
+
+    def other_batch():
+        with exclusive_flock(os.path.join(spool, "push.lock"), "another batch"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other_batch)
+    thread.start()
+    held.wait(10)
+    threading.Timer(0.3, release.set).start()
+    outcome = push(async_archive, wal_dir, NAMES[0])
+    thread.join()
+    assert outcome.status == ALREADY_ARCHIVED and os.path.exists(stored(async_archive, NAMES[0]))
+    assert os.path.exists(marker_path(async_archive, NAMES[1]))
+
+
+def test_a_failed_batch_push_reports_the_real_error(tmp_path, async_archive):
+    wal_dir = pg_wal(tmp_path, NAMES[:2])
+    other = tmp_path / "other"
+    other.mkdir()
+    async_archive.push(write_segment(other, NAMES[0]), NAMES[0])  # different content under the same name
+    with pytest.raises(ArchiveConflict):
+        push(async_archive, wal_dir, NAMES[0])
+    assert os.path.exists(marker_path(async_archive, NAMES[1]))  # the rest of the batch went on
 
 
 def test_markers_of_recycled_segments_are_dropped(tmp_path, async_archive):
     wal_dir = pg_wal(tmp_path, NAMES[:3])
-    push_async(async_archive, os.path.join(wal_dir, NAMES[0]), NAMES[0])
+    push(async_archive, wal_dir, NAMES[0])
     os.unlink(os.path.join(wal_dir, NAMES[1]))  # recycled before its own call
     os.unlink(os.path.join(wal_dir, "archive_status", NAMES[1] + ".ready"))
     write_segment(wal_dir, NAMES[3])
-    push_async(async_archive, os.path.join(wal_dir, NAMES[3]), NAMES[3])
+    push(async_archive, wal_dir, NAMES[3])
     assert not os.path.exists(marker_path(async_archive, NAMES[1]))
     assert os.path.exists(marker_path(async_archive, NAMES[2]))
 
@@ -167,15 +209,16 @@ def test_kill_mid_batch_leaves_only_durable_objects_and_true_markers(tmp_path, a
            "sys.exit(cli.main(sys.argv[1:]))"
     process = subprocess.Popen([sys.executable, "-c", code, "wal-push", "--config", config,
                                 os.path.join(wal_dir, names[0]), names[0]],
-                               env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+                               env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)), start_new_session=True)
     spool = spool_directory(str(tmp_path / "spool"), "main", "push")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         if os.path.isdir(spool) and any(n.endswith(".ok") for n in os.listdir(spool)):
             break
         time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)  # the call and its batch child together
     process.wait()
+    wait_batch_done(async_archive)
     for name in names:
         path = stored(async_archive, name)
         if os.path.exists(path):
@@ -185,7 +228,7 @@ def test_kill_mid_batch_leaves_only_durable_objects_and_true_markers(tmp_path, a
             assert os.path.exists(path), "a marker must never exist without its object"
     # PostgreSQL retries: every call now succeeds, and every segment is archived.
     for name in names:
-        assert push_async(async_archive, os.path.join(wal_dir, name), name).status in (ARCHIVED, ALREADY_ARCHIVED)
+        assert push(async_archive, wal_dir, name).status in (ARCHIVED, ALREADY_ARCHIVED)
         os.rename(os.path.join(wal_dir, "archive_status", name + ".ready"),
                   os.path.join(wal_dir, "archive_status", name + ".done"))
         assert os.path.exists(stored(async_archive, name))
