@@ -16,7 +16,6 @@ import errno
 import hashlib
 import os
 import shutil
-import tarfile
 import time
 from typing import Any, Dict, List, NamedTuple, Optional
 
@@ -28,10 +27,9 @@ from .manifest import MANIFEST_NAME, FileDigest, parse_manifest, verify_against_
 from .pgclient import PgClient, PostgresError
 from .recovery import RecoveryTarget, TargetError, recovery_settings, write_recovery_config
 from .repository import Repository
+from .tarstream import DIRECTORY, FILE, SYMLINK, TarMember, TarReader
 from .walarchive import WalArchive, restore_command
 from .walinspect import WalInspector
-
-CHUNK = 1024 * 1024
 
 
 class RestoreFailed(RestorekeeperError):
@@ -281,21 +279,19 @@ def extract_archive(storage, key: str, codec: str, destination: str, timer: Time
     with storage.open(key) as raw:
         stream = compression.open_decompressed(_TimedReader(raw, timer), codec)
         try:
-            with tarfile.open(fileobj=stream, mode="r|") as archive:
-                for member in archive:
-                    path = _safe_path(destination, member.name)
-                    if member.isdir():
-                        os.makedirs(path, mode=0o700, exist_ok=True)
-                    elif member.isfile():
-                        digests[member.name] = _write_member(archive, member, path)
-                    elif member.issym():
-                        os.symlink(member.linkname, path)
-                    else:
-                        raise CorruptObject("unexpected tar member type for %s" % member.name)
+            reader = TarReader(stream)
+            for member in reader.members():
+                path = _safe_path(destination, member.name)
+                if member.kind == DIRECTORY:
+                    os.makedirs(path, mode=0o700, exist_ok=True)
+                elif member.kind == FILE:
+                    digests[member.name] = _write_member(reader, member, path)
+                elif member.kind == SYMLINK:
+                    os.symlink(member.linkname, path)
+                else:
+                    raise CorruptObject("unexpected tar member type for %s" % member.name)
         except CorruptObject:
             raise
-        except (tarfile.TarError, EOFError) as exc:
-            raise CorruptObject("stored backup %s is damaged: %s" % (key, exc)) from None
         except Exception as exc:  # decompression errors surface here
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES):
                 raise RestoreFailed("cannot write the restored files to %s: %s" % (destination, exc)) from None
@@ -303,20 +299,18 @@ def extract_archive(storage, key: str, codec: str, destination: str, timer: Time
     return digests
 
 
-def _write_member(archive: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> FileDigest:
+def _write_member(reader: TarReader, member: TarMember, path: str) -> FileDigest:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    source = archive.extractfile(member)
     hasher = hashlib.sha256()
-    size = 0
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
-        while True:
-            chunk = source.read(CHUNK) if source else b""
-            if not chunk:
-                break
-            hasher.update(chunk)
-            handle.write(chunk)
-            size += len(chunk)
-    return FileDigest(size, hasher.hexdigest())
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb", buffering=0) as handle:
+
+        def consume(view: memoryview) -> None:
+            hasher.update(view)
+            while view:  # an unbuffered write may write less than asked
+                view = view[handle.write(view):]
+
+        reader.payload(member, consume)
+    return FileDigest(member.size, hasher.hexdigest())
 
 
 def lay_down_backup(storage, cluster: str, backup: BackupInfo, pgdata: str, locations: Dict[str, str],

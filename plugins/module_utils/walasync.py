@@ -171,7 +171,7 @@ def _proven_marker(archive: "WalArchive", spool: str, source_path: str, name: st
     """The outcome for name when a marker says it is archived AND the segment
     in pg_wal and the repository object both match the marker; else None (the
     marker, if any, is deleted)."""
-    from .walarchive import ALREADY_ARCHIVED, PushOutcome, _read_source
+    from .walarchive import ALREADY_ARCHIVED, PushOutcome
 
     path = os.path.join(spool, name + MARKER_SUFFIX)
     try:
