@@ -29,6 +29,7 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     compression = zstd
     compression_level = 3
     max_chain_length = 6       # incremental backups on top of one full
+    manifest_checksums = sha256  # or crc32c: cheaper for the server (needs the crc32c module)
 
 The archive_command names only this file, so nothing secret (later: S3 keys,
 encryption keys) ever appears in pg_settings or in the process list.
@@ -57,9 +58,10 @@ _KNOWN = {
     "repository": {"type", "path", "encryption_key_file"} | set(S3_KEYS) | set(SSH_KEYS),
     "archive": {"compression", "compression_level", "async", "spool_path", "process_max", "batch_max", "prefetch"},
     "postgres": {"bindir", "host", "port", "user", "database", "password_file"},
-    "backup": {"compression", "compression_level", "max_chain_length"},
+    "backup": {"compression", "compression_level", "max_chain_length", "manifest_checksums"},
 }
 DEFAULT_MAX_CHAIN_LENGTH = 6
+MANIFEST_CHECKSUMS = ("sha256", "crc32c")
 _DEFAULT_CODEC = compression.DEFAULT_CODEC
 _DEFAULT_LEVEL = compression.DEFAULT_LEVEL
 
@@ -100,6 +102,7 @@ class BackupConfig(NamedTuple):
     compression: str = _DEFAULT_CODEC
     compression_level: int = _DEFAULT_LEVEL
     max_chain_length: int = DEFAULT_MAX_CHAIN_LENGTH
+    manifest_checksums: str = "sha256"
 
 
 class ArchiveConfig(NamedTuple):
@@ -187,7 +190,12 @@ class Config(NamedTuple):
             get("backup", "compression", compression.DEFAULT_CODEC),
             integer("backup", "compression_level", compression.DEFAULT_LEVEL, minimum=-1000),
             integer("backup", "max_chain_length", DEFAULT_MAX_CHAIN_LENGTH),
+            get("backup", "manifest_checksums", "sha256").lower(),
         )
+        if backup.manifest_checksums not in MANIFEST_CHECKSUMS:
+            raise ConfigError("%s: [backup] manifest_checksums %r is not one of %s"
+                              % (path, backup.manifest_checksums, ", ".join(MANIFEST_CHECKSUMS)),
+                              "sha256 (default) or crc32c (much cheaper for the server; needs the crc32c module)")
         compression.validate(backup.compression, backup.compression_level)
         postgres = PostgresConfig(
             optional("postgres", "bindir"),
@@ -376,6 +384,7 @@ def render_config(cluster: str, repository_path: str, repository_type: str = "po
         "[archive]", "compression = %s" % compression_codec, "compression_level = %d" % compression_level, "",
         "[backup]", "compression = %s" % backup.compression, "compression_level = %d" % backup.compression_level,
         "max_chain_length = %d" % backup.max_chain_length,
+        "manifest_checksums = %s" % backup.manifest_checksums,
     ]
     server = [(key, getattr(postgres, key)) for key in PostgresConfig._fields if getattr(postgres, key)]
     if server:

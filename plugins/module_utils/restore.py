@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import errno
-import hashlib
 import os
 import shutil
 import time
@@ -23,7 +22,16 @@ from . import compression, wal
 from .catalog import BackupInfo, Catalog, backup_prefix, utc_iso
 from .config import Config, PostgresConfig
 from .errors import CorruptObject, RestorekeeperError
-from .manifest import MANIFEST_NAME, FileDigest, parse_manifest, verify_against_manifest
+from .manifest import (
+    MANIFEST_NAME,
+    SHA256,
+    FileDigest,
+    digest_of,
+    manifest_algorithm,
+    new_hasher,
+    parse_manifest,
+    verify_against_manifest,
+)
 from .pgclient import PgClient, PostgresError
 from .recovery import RecoveryTarget, TargetError, recovery_settings, write_recovery_config
 from .repository import Repository
@@ -272,7 +280,8 @@ def _safe_path(root: str, name: str) -> str:
     return path
 
 
-def extract_archive(storage, key: str, codec: str, destination: str, timer: Timer) -> Dict[str, FileDigest]:
+def extract_archive(storage, key: str, codec: str, destination: str, timer: Timer,
+                    algorithm: str = SHA256) -> Dict[str, FileDigest]:
     """Unpack one stored tar into destination, checksumming every file as it
     is written. Returns the digests for comparison with the manifest."""
     digests: Dict[str, FileDigest] = {}
@@ -285,7 +294,7 @@ def extract_archive(storage, key: str, codec: str, destination: str, timer: Time
                 if member.kind == DIRECTORY:
                     os.makedirs(path, mode=0o700, exist_ok=True)
                 elif member.kind == FILE:
-                    digests[member.name] = _write_member(reader, member, path)
+                    digests[member.name] = _write_member(reader, member, path, algorithm)
                 elif member.kind == SYMLINK:
                     os.symlink(member.linkname, path)
                 else:
@@ -299,9 +308,9 @@ def extract_archive(storage, key: str, codec: str, destination: str, timer: Time
     return digests
 
 
-def _write_member(reader: TarReader, member: TarMember, path: str) -> FileDigest:
+def _write_member(reader: TarReader, member: TarMember, path: str, algorithm: str) -> FileDigest:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    hasher = hashlib.sha256()
+    hasher = new_hasher(algorithm)
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb", buffering=0) as handle:
 
         def consume(view: memoryview) -> None:
@@ -310,7 +319,7 @@ def _write_member(reader: TarReader, member: TarMember, path: str) -> FileDigest
                 view = view[handle.write(view):]
 
         reader.payload(member, consume)
-    return FileDigest(member.size, hasher.hexdigest())
+    return digest_of(member.size, algorithm, hasher)
 
 
 def lay_down_backup(storage, cluster: str, backup: BackupInfo, pgdata: str, locations: Dict[str, str],
@@ -322,15 +331,17 @@ def lay_down_backup(storage, cluster: str, backup: BackupInfo, pgdata: str, loca
     prefix = backup_prefix(cluster, backup.label)
     started = time.monotonic()
     digests: Dict[str, FileDigest] = {}
+    # The manifest first: it says which checksum each file is verified with.
+    manifest_raw = storage.get_bytes(prefix + MANIFEST_NAME)
+    manifest = parse_manifest(manifest_raw)
+    algorithm = manifest_algorithm(manifest)
     for item in record["archives"]:
         oid = item["tablespace_oid"]
         destination = pgdata if oid is None else locations[oid]
         if oid is not None:
             os.makedirs(destination, mode=0o700, exist_ok=True)
-        found = extract_archive(storage, prefix + item["key"], record["compression"], destination, timer)
+        found = extract_archive(storage, prefix + item["key"], record["compression"], destination, timer, algorithm)
         digests.update({("pg_tblspc/%s/" % oid if oid else "") + name: digest for name, digest in found.items()})
-    manifest_raw = storage.get_bytes(prefix + MANIFEST_NAME)
-    manifest = parse_manifest(manifest_raw)
     problems = verify_against_manifest(manifest, digests)
     if problems:
         raise RestoreFailed("backup %s does not match its manifest: %s" % (backup.label, "; ".join(problems[:5])),

@@ -8,11 +8,10 @@ without reading it a second time.
 
 from __future__ import annotations
 
-import hashlib
 from typing import BinaryIO, Callable, Dict, Iterable, Iterator, NamedTuple, Optional
 
 from .errors import CorruptObject
-from .manifest import FileDigest
+from .manifest import SHA256, FileDigest, digest_of, new_hasher
 
 CHUNK = 1024 * 1024
 
@@ -38,9 +37,10 @@ class TeeReader:
             pass
 
 
-def digest_tar(stream: BinaryIO, keep: Iterable[str] = ()) -> "TarDigest":
-    """Read a whole tar stream; return digests of its regular files and the
-    contents of the members named in keep."""
+def digest_tar(stream: BinaryIO, keep: Iterable[str] = (), algorithm: str = SHA256) -> "TarDigest":
+    """Read a whole tar stream; return digests (size and the manifest's
+    checksum algorithm) of its regular files and the contents of the members
+    named in keep."""
     wanted = set(keep)
     result = TarDigest()
     current = "the tar header"
@@ -50,7 +50,7 @@ def digest_tar(stream: BinaryIO, keep: Iterable[str] = ()) -> "TarDigest":
             current = member.name
             if member.kind != FILE:
                 continue
-            hasher = hashlib.sha256()
+            hasher = new_hasher(algorithm)
             if member.name in wanted:
                 kept = bytearray()
 
@@ -62,7 +62,7 @@ def digest_tar(stream: BinaryIO, keep: Iterable[str] = ()) -> "TarDigest":
                 result.kept[member.name] = bytes(kept)
             else:
                 reader.payload(member, hasher.update)
-            result.files[member.name] = FileDigest(member.size, hasher.hexdigest())
+            result.files[member.name] = digest_of(member.size, algorithm, hasher)
     except Exception as exc:  # any failure to decode the stream (tar or decompressor) is damage
         raise CorruptObject("stream is damaged while reading %s: %s" % (current, exc)) from None
     return result

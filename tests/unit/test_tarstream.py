@@ -98,3 +98,49 @@ def test_header_checksum_is_verified():
     damaged[3] ^= 0x01  # in the first member's name
     with pytest.raises(CorruptObject, match="checksum"):
         digest_tar(io.BytesIO(bytes(damaged)))
+
+
+def test_crc32c_digests_match_postgresql_manifest_format():
+    pytest.importorskip("crc32c")
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.manifest import CRC32C, new_hasher
+
+    hasher = new_hasher(CRC32C)
+    hasher.update(memoryview(b"1234"))
+    hasher.update(b"56789")
+    # The CRC-32C check value 0xE3069283, as PostgreSQL prints it: the bytes in memory order.
+    assert hasher.hexdigest() == "839206e3"
+    raw, files = build_tar(tarfile.GNU_FORMAT)
+    digest = digest_tar(io.BytesIO(raw), algorithm=CRC32C)
+    assert digest.files["PG_VERSION"].sha256 == "" and len(digest.files["PG_VERSION"].crc32c) == 8
+
+
+def test_crc32c_without_a_c_implementation_says_how_to_fix(monkeypatch):
+    import builtins
+
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.manifest import crc32c_function
+
+    real_import = builtins.__import__
+
+    def no_crc(name, *args, **kwargs):
+        if name in ("crc32c", "google_crc32c"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_crc)
+    with pytest.raises(RestorekeeperError, match="pip install crc32c"):
+        crc32c_function()
+
+
+def test_manifest_crc32c_entries_are_compared():
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.manifest import (
+        FileDigest,
+        Manifest,
+        ManifestFile,
+        verify_against_manifest,
+    )
+
+    manifest = Manifest(1, {"a": ManifestFile("a", 9, "CRC32C", "839206E3")}, [], b"")
+    assert verify_against_manifest(manifest, {"a": FileDigest(9, "", "839206e3")}) == []
+    assert verify_against_manifest(manifest, {"a": FileDigest(9, "", "00000000")}) == [
+        "a: CRC-32C differs from the manifest"]
