@@ -23,8 +23,9 @@ checks), so both commands can do the work of several calls at once:
 * **Prefetch** (``[archive] prefetch = N``). After wal-fetch restored X, a
   detached child process fetches the next N segments in parallel, verifies
   them (SHA-256 from the object header) and writes them into
-  ``<spool>/<cluster>/fetch/`` under a temporary name, fsynced, then renamed
-  to ``<name>.<sha256>``. The later call for such a segment checks the file
+  ``<spool>/<cluster>/fetch/`` under a temporary name, then renamed to
+  ``<name>.<sha256>`` (not fsynced: the SHA-256 check on serving catches a
+  file torn by a crash). The later call for such a segment checks the file
   (its page header names it and the cluster's system, and its SHA-256 equals
   the one in its name) and renames it into place; a file failing any check is
   deleted and the segment fetched from the repository as usual. Segments at or
@@ -362,10 +363,11 @@ def _prefetch_one(archive: "WalArchive", spool: str, name: str) -> None:
         return
     temp = os.path.join(spool, temp_name_for(name))
     try:
+        # No fsync: a file torn by a crash fails the SHA-256 check when it is
+        # served and is fetched again, and an fsync per prefetched segment
+        # would compete with replay for the disk.
         with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.rename(temp, os.path.join(spool, "%s.%s" % (name, header.sha256)))
     except OSError:
         remove_quietly(temp)
