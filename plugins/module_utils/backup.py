@@ -28,7 +28,7 @@ from . import compression, wal
 from .catalog import Catalog, BackupInfo, backup_prefix, utc_iso
 from .config import Config
 from .errors import CorruptObject, RestorekeeperError
-from .manifest import MANIFEST_NAME, Manifest, parse_manifest, verify_against_manifest
+from .manifest import MANIFEST_NAME, Manifest, crc32c_function, manifest_algorithm, parse_manifest, verify_against_manifest
 from .pgclient import PgClient
 from .repository import Repository
 from .tarstream import TeeReader, digest_tar
@@ -110,6 +110,8 @@ class BaseBackup:
         if options.checkpoint not in ("fast", "spread"):
             raise BackupFailed("unknown checkpoint mode %r" % options.checkpoint, "use fast or spread")
         self.repository.require_initialised()
+        if self.config.backup.manifest_checksums == "crc32c":
+            crc32c_function()  # fails now, with its fix, rather than after the whole stream
         facts = server_facts(self.client)
         if facts.version_num < MANIFEST_MIN_VERSION:
             raise BackupFailed(
@@ -237,7 +239,8 @@ class BaseBackup:
 
     def _pg_basebackup_args(self, label: str, options: BackupOptions, parent: Optional[BackupInfo],
                             scratch: str) -> List[str]:
-        args = ["-Ft", "-X", "none", "--manifest-checksums=SHA256", "-c", options.checkpoint,
+        args = ["-Ft", "-X", "none", "--manifest-checksums=" + self.config.backup.manifest_checksums.upper(),
+                "-c", options.checkpoint,
                 "-l", "restorekeeper %s" % label, "--no-password"]
         if options.max_rate:
             args += ["-r", options.max_rate]
@@ -292,7 +295,8 @@ class BaseBackup:
             compressor = compression.StreamCompressor(writer.write, backup.compression, backup.compression_level,
                                                       options.compression_threads)
             tee = TeeReader(source, compressor.write)
-            digest = digest_tar(tee, keep=(MANIFEST_NAME, "backup_label", "tablespace_map"))
+            digest = digest_tar(tee, keep=(MANIFEST_NAME, "backup_label", "tablespace_map"),
+                                algorithm=backup.manifest_checksums.upper())
             tee.drain()
             compressor.finish()
             finish()
@@ -354,7 +358,8 @@ class BaseBackup:
             ],
             "manifest": {"key": MANIFEST_NAME, "sha256": manifest_info.sha256, "files": len(manifest.files)},
             "tablespaces": [{"oid": oid, "name": name, "location": location} for oid, name, location in facts.tablespaces],
-            "verification": {"method": "manifest checksums, verified while streaming", "files": len(manifest.files),
+            "verification": {"method": "manifest checksums (%s), verified while streaming"
+                                       % self.config.backup.manifest_checksums, "files": len(manifest.files),
                              "verified_at": utc_iso(stopped)},
         }
 
@@ -413,7 +418,8 @@ def verify_backup(config: Config, label: str) -> VerifyResult:
         with storage.open(prefix + item["key"]) as raw:
             tee = TeeReader(raw, hasher.update)
             try:
-                tar = digest_tar(compression.open_decompressed(tee, record["compression"]))
+                tar = digest_tar(compression.open_decompressed(tee, record["compression"]),
+                                 algorithm=manifest_algorithm(manifest))
             except CorruptObject as exc:
                 problems.append("%s: %s" % (item["key"], exc))
                 undecodable = True

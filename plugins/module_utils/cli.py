@@ -13,12 +13,14 @@ Exit codes matter to PostgreSQL:
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from .config import DEFAULT_PATH, Config
 from .errors import RestorekeeperError
+
+if TYPE_CHECKING:  # argparse costs milliseconds that wal-push/wal-fetch do not spend (see _fast_wal_args)
+    import argparse
 
 PROG = "restorekeeper"
 EXIT_OK = 0
@@ -32,9 +34,67 @@ class UsageError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> "None":  # type: ignore[override]
-        raise UsageError("%s\n%s" % (message, self.format_usage().strip()))
+def _parser_class():
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> "None":  # type: ignore[override]
+            raise UsageError("%s\n%s" % (message, self.format_usage().strip()))
+
+    return _Parser
+
+
+class _WalArgs:
+    """The parsed arguments of wal-push/wal-fetch, built without argparse."""
+
+    def __init__(self, command: str, handler, config: str, verbose: bool, source: str, first: str,
+                 second: str) -> None:
+        self.command = command
+        self.handler = handler
+        self.config = config
+        self.verbose = verbose
+        self.source = source
+        if command == "wal-push":
+            self.path, self.name = first, second
+        else:
+            self.name, self.path = first, second
+
+
+def _fast_wal_args(argv: List[str]) -> Optional[_WalArgs]:
+    """PostgreSQL starts wal-push (and wal-fetch) once per WAL file, so their
+    plain forms are parsed by hand: importing argparse is a measurable share of
+    the per-file start-up. Anything unusual (help, an unknown option, a wrong
+    count) returns None and goes through argparse, which reports it."""
+    if not argv or argv[0] not in ("wal-push", "wal-fetch"):
+        return None
+    command = argv[0]
+    config, verbose, source = DEFAULT_PATH, False, ""
+    positional: List[str] = []
+    index = 1
+    while index < len(argv):
+        arg = argv[index]
+        if arg in ("--config", "-c", "--source") and index + 1 < len(argv):
+            if arg == "--source":
+                if command != "wal-fetch":
+                    return None
+                source = argv[index + 1]
+            else:
+                config = argv[index + 1]
+            index += 2
+            continue
+        if arg.startswith("--config="):
+            config = arg[len("--config="):]
+        elif arg in ("--verbose", "-v"):
+            verbose = True
+        elif arg.startswith("-") or len(positional) == 2:
+            return None
+        else:
+            positional.append(arg)
+        index += 1
+    if len(positional) != 2 or not config:
+        return None
+    handler = cmd_wal_push if command == "wal-push" else cmd_wal_fetch
+    return _WalArgs(command, handler, config, verbose, source, positional[0], positional[1])
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -51,7 +111,13 @@ def report(command: str, level: str, message: object) -> None:
 def cmd_wal_push(args: argparse.Namespace) -> int:
     from .walarchive import WalArchive
 
-    outcome = WalArchive(_load(args)).push(args.path, args.name)
+    archive = WalArchive(_load(args))
+    if archive.config.archive.asynchronous:
+        from .walasync import push_async
+
+        outcome = push_async(archive, args.path, args.name)
+    else:
+        outcome = archive.push(args.path, args.name)
     if args.verbose:
         report("wal-push", "INFO", "%s %s (%d bytes stored)" % (outcome.name, outcome.status, outcome.stored_size))
     return EXIT_OK
@@ -62,7 +128,12 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
 
     archive = WalArchive(_load(args))
     try:
-        archive.fetch(args.name, args.path)
+        if archive.config.archive.prefetch:
+            from .walasync import fetch_prefetching
+
+            fetch_prefetching(archive, args.name, args.path)
+        else:
+            archive.fetch(args.name, args.path)
     except WalNotFound:
         from .walstream import fetch_streamed_partial
 
@@ -476,8 +547,8 @@ def _print_json(value) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="PostgreSQL backups proven by restores.")
+def build_parser() -> "argparse.ArgumentParser":
+    parser = _parser_class()(prog=PROG, description="PostgreSQL backups proven by restores.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -663,7 +734,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     try:
-        args = build_parser().parse_args(argv)
+        args = _fast_wal_args(argv) or build_parser().parse_args(argv)
     except UsageError as exc:
         if command == "check":  # a Nagios plugin: one line on stdout, 3 UNKNOWN
             sys.stdout.write("RESTOREKEEPER UNKNOWN - %s\n" % " ".join(str(exc).split()))

@@ -12,6 +12,11 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     [archive]
     compression = zstd
     compression_level = 3
+    async = false              # true: one wal-push also pushes the next .ready segments
+    spool_path =               # local directory for async markers and prefetched WAL
+    process_max = 2            # parallel pushes/fetches in async mode and prefetch
+    batch_max = 16             # segments one async wal-push handles at most
+    prefetch = 0               # wal-fetch: segments fetched ahead into the spool (0: off)
 
     [postgres]                 # how backups reach the server (all optional)
     bindir = /usr/lib/postgresql/17/bin
@@ -24,6 +29,7 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     compression = zstd
     compression_level = 3
     max_chain_length = 6       # incremental backups on top of one full
+    manifest_checksums = sha256  # or crc32c: cheaper for the server (needs the crc32c module)
 
     [retention]                # what `restorekeeper expire` keeps (see retention.py); all optional
     full = 4                   # the newest 4 full backups and their incrementals
@@ -66,9 +72,9 @@ SECRET_KEYS = ("secret_access_key", "session_token")
 _KNOWN = {
     "cluster": {"name"},
     "repository": {"type", "path", "encryption_key_file"} | set(S3_KEYS) | set(SSH_KEYS),
-    "archive": {"compression", "compression_level"},
+    "archive": {"compression", "compression_level", "async", "spool_path", "process_max", "batch_max", "prefetch"},
     "postgres": {"bindir", "host", "port", "user", "database", "password_file"},
-    "backup": {"compression", "compression_level", "max_chain_length"},
+    "backup": {"compression", "compression_level", "max_chain_length", "manifest_checksums"},
     "retention": set(POLICY_KEYS),
     "stream": {"spool_path", "slot", "application_name", "synchronous", "status_interval",
                "partial_upload_interval", "max_restart_delay", "serve_partial"},
@@ -78,6 +84,7 @@ _SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
 # Application names that synchronous_standby_names can list inside double quotes.
 _APPLICATION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 DEFAULT_MAX_CHAIN_LENGTH = 6
+MANIFEST_CHECKSUMS = ("sha256", "crc32c")
 _DEFAULT_CODEC = compression.DEFAULT_CODEC
 _DEFAULT_LEVEL = compression.DEFAULT_LEVEL
 
@@ -119,6 +126,18 @@ class BackupConfig(NamedTuple):
     compression: str = _DEFAULT_CODEC
     compression_level: int = _DEFAULT_LEVEL
     max_chain_length: int = DEFAULT_MAX_CHAIN_LENGTH
+    manifest_checksums: str = "sha256"
+
+
+class ArchiveConfig(NamedTuple):
+    """How wal-push and wal-fetch trade a spool directory for speed (see
+    walasync.py). The defaults keep the plain one-file-per-call path."""
+
+    asynchronous: bool = False
+    spool_path: str = ""
+    process_max: int = 2
+    batch_max: int = 16
+    prefetch: int = 0
 
 
 class StreamConfig(NamedTuple):
@@ -157,6 +176,7 @@ class Config(NamedTuple):
     home_repository: Optional[RepositoryConfig] = None
     retention: Policy = Policy()
     stream: StreamConfig = StreamConfig()
+    archive: ArchiveConfig = ArchiveConfig()
 
     def copy(self, name: str) -> CopyConfig:
         for candidate in self.copies:
@@ -217,7 +237,12 @@ class Config(NamedTuple):
             get("backup", "compression", compression.DEFAULT_CODEC),
             integer("backup", "compression_level", compression.DEFAULT_LEVEL, minimum=-1000),
             integer("backup", "max_chain_length", DEFAULT_MAX_CHAIN_LENGTH),
+            get("backup", "manifest_checksums", "sha256").lower(),
         )
+        if backup.manifest_checksums not in MANIFEST_CHECKSUMS:
+            raise ConfigError("%s: [backup] manifest_checksums %r is not one of %s"
+                              % (path, backup.manifest_checksums, ", ".join(MANIFEST_CHECKSUMS)),
+                              "sha256 (default) or crc32c (much cheaper for the server; needs the crc32c module)")
         compression.validate(backup.compression, backup.compression_level)
         postgres = PostgresConfig(
             optional("postgres", "bindir"),
@@ -232,7 +257,9 @@ class Config(NamedTuple):
                        for section, values in sorted(sections.items()) if section.startswith("copy "))
         retention = parse_policy("%s: [retention]" % path, sections.get("retention", {}))
         stream = _stream(path, name, sections.get("stream", {}))
-        return cls(path, name, repository, codec, level, postgres, backup, copies, retention=retention, stream=stream)
+        archive = _archive(path, sections.get("archive", {}), integer)
+        return cls(path, name, repository, codec, level, postgres, backup, copies, retention=retention,
+                   stream=stream, archive=archive)
 
 
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -272,6 +299,29 @@ def _stream(path: str, cluster: str, values: Dict[str, str]) -> StreamConfig:
         max_restart_delay=integer("stream", "max_restart_delay", 30, minimum=1),
         serve_partial=_boolean(path, "stream", values, "serve_partial", True),
     )
+
+
+def _archive(path: str, values: Dict[str, str], integer) -> ArchiveConfig:
+    import os
+
+    spool = values.get("spool_path", "").strip()
+    settings = ArchiveConfig(
+        _boolean(path, "archive", values, "async", False),
+        spool,
+        integer("archive", "process_max", 2, minimum=1),
+        integer("archive", "batch_max", 16, minimum=1),
+        integer("archive", "prefetch", 0),
+    )
+    if spool and not os.path.isabs(spool):
+        raise ConfigError("%s: [archive] spool_path %r is not an absolute path" % (path, spool),
+                          "use a local directory owned by the PostgreSQL OS user, e.g. /var/spool/restorekeeper")
+    if settings.asynchronous and not spool:
+        raise ConfigError("%s: [archive] async = true needs spool_path" % path,
+                          "set spool_path to a local directory (markers of pushed segments live there)")
+    if settings.process_max > 64 or settings.batch_max > 1024 or settings.prefetch > 1024:
+        raise ConfigError("%s: [archive] process_max (at most 64), batch_max or prefetch (at most 1024) is too large"
+                          % path)
+    return settings
 
 
 def _repository(path: str, section: str, values: Dict[str, str]) -> RepositoryConfig:
@@ -411,6 +461,7 @@ def render_config(cluster: str, repository_path: str, repository_type: str = "po
         "[archive]", "compression = %s" % compression_codec, "compression_level = %d" % compression_level, "",
         "[backup]", "compression = %s" % backup.compression, "compression_level = %d" % backup.compression_level,
         "max_chain_length = %d" % backup.max_chain_length,
+        "manifest_checksums = %s" % backup.manifest_checksums,
     ]
     server = [(key, getattr(postgres, key)) for key in PostgresConfig._fields if getattr(postgres, key)]
     if server:

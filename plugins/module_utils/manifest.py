@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from typing import Any, Dict, List, NamedTuple
 
-from .errors import CorruptObject
+from .errors import CorruptObject, RestorekeeperError
 from .wal import parse_lsn
 
 MANIFEST_NAME = "backup_manifest"
@@ -69,8 +70,72 @@ def parse_manifest(raw: bytes) -> Manifest:
 
 
 class FileDigest(NamedTuple):
+    """What a reader computed for one file: its size and the checksum the
+    manifest uses (sha256 or crc32c; the other one is empty)."""
+
     size: int
     sha256: str
+    crc32c: str = ""
+
+
+SHA256 = "SHA256"
+CRC32C = "CRC32C"
+ALGORITHMS = (SHA256, CRC32C)
+
+
+class _Crc32c:
+    """CRC-32C as PostgreSQL writes it in a manifest: the 4 bytes of the
+    final value in the machine's (little-endian) order, as hex."""
+
+    def __init__(self) -> None:
+        self._extend = crc32c_function()
+        self._value = 0
+
+    def update(self, data) -> None:
+        self._value = self._extend(data, self._value)
+
+    def hexdigest(self) -> str:
+        return struct.pack("<I", self._value).hex()
+
+
+def crc32c_function():
+    """A C implementation of CRC-32C (the crc32c or google-crc32c module),
+    imported only when a backup uses CRC-32C manifests."""
+    try:
+        import crc32c
+
+        return lambda data, value: crc32c.crc32c(data, value)
+    except ImportError:
+        pass
+    try:
+        import google_crc32c
+
+        return lambda data, value: google_crc32c.extend(value, bytes(data))
+    except ImportError:
+        raise RestorekeeperError(
+            "manifest_checksums = crc32c needs a C implementation of CRC-32C, and neither the crc32c nor the "
+            "google-crc32c Python module is installed",
+            "install one into restorekeeper's on-host environment (pip install crc32c), or set [backup] "
+            "manifest_checksums = sha256",
+        ) from None
+
+
+def new_hasher(algorithm: str):
+    """A hashlib-like object (update, hexdigest) for a manifest algorithm."""
+    if algorithm == CRC32C:
+        return _Crc32c()
+    return hashlib.sha256()
+
+
+def digest_of(size: int, algorithm: str, hasher) -> FileDigest:
+    if algorithm == CRC32C:
+        return FileDigest(size, "", hasher.hexdigest())
+    return FileDigest(size, hasher.hexdigest())
+
+
+def manifest_algorithm(manifest: "Manifest") -> str:
+    """The checksum algorithm a reader must compute to check this manifest."""
+    return CRC32C if any(entry.algorithm == CRC32C for entry in manifest.files.values()) else SHA256
 
 
 def verify_against_manifest(manifest: Manifest, seen: Dict[str, FileDigest], prefix: str = "") -> List[str]:
@@ -84,10 +149,13 @@ def verify_against_manifest(manifest: Manifest, seen: Dict[str, FileDigest], pre
             problems.append("%s%s: listed in the manifest but missing from the backup" % (prefix, name))
         elif digest.size != entry.size:
             problems.append("%s%s: %d bytes, manifest says %d" % (prefix, name, digest.size, entry.size))
-        elif entry.algorithm == "SHA256" and digest.sha256 != entry.checksum:
+        elif entry.algorithm == SHA256 and digest.sha256 != entry.checksum:
             problems.append("%s%s: SHA-256 differs from the manifest" % (prefix, name))
-        elif entry.algorithm not in ("SHA256", "NONE"):
-            problems.append("%s%s: manifest checksum algorithm %s is not SHA256" % (prefix, name, entry.algorithm))
+        elif entry.algorithm == CRC32C and digest.crc32c != entry.checksum.lower():
+            problems.append("%s%s: CRC-32C differs from the manifest" % (prefix, name))
+        elif entry.algorithm not in (SHA256, CRC32C, "NONE"):
+            problems.append("%s%s: manifest checksum algorithm %s is neither SHA256 nor CRC32C"
+                            % (prefix, name, entry.algorithm))
     for name in sorted(set(seen) - set(expected) - {MANIFEST_NAME}):
         problems.append("%s%s: present in the backup but not in the manifest" % (prefix, name))
     return problems

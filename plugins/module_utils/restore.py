@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import datetime
 import errno
-import hashlib
 import os
 import shutil
-import tarfile
 import time
 from typing import Any, Dict, List, NamedTuple, Optional
 
@@ -24,14 +22,22 @@ from . import compression, wal
 from .catalog import BackupInfo, Catalog, backup_prefix, utc_iso
 from .config import Config, PostgresConfig
 from .errors import CorruptObject, RestorekeeperError
-from .manifest import MANIFEST_NAME, FileDigest, parse_manifest, verify_against_manifest
+from .manifest import (
+    MANIFEST_NAME,
+    SHA256,
+    FileDigest,
+    digest_of,
+    manifest_algorithm,
+    new_hasher,
+    parse_manifest,
+    verify_against_manifest,
+)
 from .pgclient import PgClient, PostgresError
 from .recovery import RecoveryTarget, TargetError, recovery_settings, write_recovery_config
 from .repository import Repository
+from .tarstream import DIRECTORY, FILE, SYMLINK, TarMember, TarReader
 from .walarchive import WalArchive, restore_command
 from .walinspect import WalInspector
-
-CHUNK = 1024 * 1024
 
 
 class RestoreFailed(RestorekeeperError):
@@ -274,28 +280,27 @@ def _safe_path(root: str, name: str) -> str:
     return path
 
 
-def extract_archive(storage, key: str, codec: str, destination: str, timer: Timer) -> Dict[str, FileDigest]:
+def extract_archive(storage, key: str, codec: str, destination: str, timer: Timer,
+                    algorithm: str = SHA256) -> Dict[str, FileDigest]:
     """Unpack one stored tar into destination, checksumming every file as it
     is written. Returns the digests for comparison with the manifest."""
     digests: Dict[str, FileDigest] = {}
     with storage.open(key) as raw:
         stream = compression.open_decompressed(_TimedReader(raw, timer), codec)
         try:
-            with tarfile.open(fileobj=stream, mode="r|") as archive:
-                for member in archive:
-                    path = _safe_path(destination, member.name)
-                    if member.isdir():
-                        os.makedirs(path, mode=0o700, exist_ok=True)
-                    elif member.isfile():
-                        digests[member.name] = _write_member(archive, member, path)
-                    elif member.issym():
-                        os.symlink(member.linkname, path)
-                    else:
-                        raise CorruptObject("unexpected tar member type for %s" % member.name)
+            reader = TarReader(stream)
+            for member in reader.members():
+                path = _safe_path(destination, member.name)
+                if member.kind == DIRECTORY:
+                    os.makedirs(path, mode=0o700, exist_ok=True)
+                elif member.kind == FILE:
+                    digests[member.name] = _write_member(reader, member, path, algorithm)
+                elif member.kind == SYMLINK:
+                    os.symlink(member.linkname, path)
+                else:
+                    raise CorruptObject("unexpected tar member type for %s" % member.name)
         except CorruptObject:
             raise
-        except (tarfile.TarError, EOFError) as exc:
-            raise CorruptObject("stored backup %s is damaged: %s" % (key, exc)) from None
         except Exception as exc:  # decompression errors surface here
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES):
                 raise RestoreFailed("cannot write the restored files to %s: %s" % (destination, exc)) from None
@@ -303,20 +308,18 @@ def extract_archive(storage, key: str, codec: str, destination: str, timer: Time
     return digests
 
 
-def _write_member(archive: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> FileDigest:
+def _write_member(reader: TarReader, member: TarMember, path: str, algorithm: str) -> FileDigest:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    source = archive.extractfile(member)
-    hasher = hashlib.sha256()
-    size = 0
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
-        while True:
-            chunk = source.read(CHUNK) if source else b""
-            if not chunk:
-                break
-            hasher.update(chunk)
-            handle.write(chunk)
-            size += len(chunk)
-    return FileDigest(size, hasher.hexdigest())
+    hasher = new_hasher(algorithm)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb", buffering=0) as handle:
+
+        def consume(view: memoryview) -> None:
+            hasher.update(view)
+            while view:  # an unbuffered write may write less than asked
+                view = view[handle.write(view):]
+
+        reader.payload(member, consume)
+    return digest_of(member.size, algorithm, hasher)
 
 
 def lay_down_backup(storage, cluster: str, backup: BackupInfo, pgdata: str, locations: Dict[str, str],
@@ -328,15 +331,17 @@ def lay_down_backup(storage, cluster: str, backup: BackupInfo, pgdata: str, loca
     prefix = backup_prefix(cluster, backup.label)
     started = time.monotonic()
     digests: Dict[str, FileDigest] = {}
+    # The manifest first: it says which checksum each file is verified with.
+    manifest_raw = storage.get_bytes(prefix + MANIFEST_NAME)
+    manifest = parse_manifest(manifest_raw)
+    algorithm = manifest_algorithm(manifest)
     for item in record["archives"]:
         oid = item["tablespace_oid"]
         destination = pgdata if oid is None else locations[oid]
         if oid is not None:
             os.makedirs(destination, mode=0o700, exist_ok=True)
-        found = extract_archive(storage, prefix + item["key"], record["compression"], destination, timer)
+        found = extract_archive(storage, prefix + item["key"], record["compression"], destination, timer, algorithm)
         digests.update({("pg_tblspc/%s/" % oid if oid else "") + name: digest for name, digest in found.items()})
-    manifest_raw = storage.get_bytes(prefix + MANIFEST_NAME)
-    manifest = parse_manifest(manifest_raw)
     problems = verify_against_manifest(manifest, digests)
     if problems:
         raise RestoreFailed("backup %s does not match its manifest: %s" % (backup.label, "; ".join(problems[:5])),

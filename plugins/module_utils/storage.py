@@ -14,7 +14,6 @@ copy to another backend can be verified end to end.
 
 from __future__ import annotations
 
-import hashlib
 from typing import BinaryIO, ContextManager, Dict, Iterator, NamedTuple, Optional
 
 from .errors import StorageError
@@ -46,6 +45,8 @@ class ObjectWriter:
 
     def __init__(self, key: str) -> None:
         self.key = key
+        import hashlib  # loaded only by writers (see objectformat.sha256_hex)
+
         self._hash = hashlib.sha256()
         self._size = 0
         self._done = False

@@ -393,3 +393,39 @@ def test_archive_failure_surfaces_in_server(
     # The server keeps the segment for a later retry.
     assert (cluster.pg_wal_dir / "archive_status" / (name + ".ready")).exists()
     assert (cluster.pg_wal_dir / name).exists()
+
+
+# ------------------------------------------------------------- f. asynchronous push
+def test_async_archiving_under_pgbench_load_loses_nothing(
+    pg_version: int, cluster_factory, repo_config, tool: InstalledTool
+) -> None:
+    """[archive] async: one call pushes the ready backlog in parallel; the later
+    calls only prove their marker. The server sees no failure and the archive
+    holds every segment, each identical to pg_wal's."""
+    cluster = cluster_factory(version=pg_version, start=False, conf=ARCHIVING_CONF)
+    setup = repo_config(cluster)
+    spool = make_user_dir(cluster.base_dir / "spool", cluster.os_user, 0o700)
+    text = setup.config_path.read_text()
+    setup.config_path.write_text(text.replace(
+        "[archive]\n", "[archive]\nasync = true\nspool_path = %s\nprocess_max = 2\nbatch_max = 8\n" % spool))
+    cluster.append_conf({"archive_command": archive_command(str(tool.bin), str(setup.config_path))})
+    cluster.start()
+    pgbench = cluster.bin("pgbench")
+    init = cluster.run_as_owner([pgbench, "-i", "-s", "10", "-q"])
+    assert init.returncode == 0, init.stderr
+    load = cluster.run_as_owner([pgbench, "-n", "-T", "8", "-c", "4", "-j", "2"])
+    assert load.returncode == 0, load.stderr
+    switched = cluster.switch_wal()
+    cluster.wait_archived(switched, timeout=120)
+
+    failed_count = cluster.query("select failed_count from pg_stat_archiver")[0][0]
+    assert failed_count == 0, cluster.log_text()[-3000:]
+    names = archive_of(setup).names()
+    assert names == segment_range(names[0], names[-1], segment_size_of(cluster)), "gap in archived segments"
+    assert names[-1] >= switched and len(names) >= 5
+    for name in names:
+        assert_fetches_identical(cluster, tool, setup, name, cluster.pg_wal_dir / name)
+    assert (spool / setup.cluster_name / "push" / "push.lock").exists(), "the asynchronous path never ran"
+    # Every marker left is for a segment still waiting for its own call, and proven by it.
+    leftover = [n[:-3] for n in os.listdir(spool / setup.cluster_name / "push") if n.endswith(".ok")]
+    assert all((cluster.pg_wal_dir / "archive_status" / (n + ".ready")).exists() for n in leftover), leftover

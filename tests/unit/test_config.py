@@ -102,3 +102,14 @@ def test_weak_or_wrong_copies_are_refused(copy, message):
 
     with pytest.raises(ConfigError, match=message):
         render_copies([copy])
+
+
+def test_backup_manifest_checksums_is_validated(tmp_path):
+    text = render_config("main", str(tmp_path / "repo"))
+    assert "manifest_checksums = sha256" in text
+    path = tmp_path / "c.conf"
+    path.write_text(text.replace("manifest_checksums = sha256", "manifest_checksums = CRC32C"))
+    assert Config.load(str(path)).backup.manifest_checksums == "crc32c"
+    path.write_text(text.replace("manifest_checksums = sha256", "manifest_checksums = md5"))
+    with pytest.raises(ConfigError, match="manifest_checksums 'md5' is not one of sha256, crc32c"):
+        Config.load(str(path))
