@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENGINE_SOURCE = REPO_ROOT / "plugins" / "module_utils"
 REQUIREMENTS = REPO_ROOT / "roles" / "archiving" / "files" / "requirements-onhost.txt"
-FALLBACK_PINS = ("zstandard==0.25.0",)
+FALLBACK_PINS = ("zstandard==0.25.0", "crc32c==2.9.post0")
 ENGINE_PACKAGE = "restorekeeper_engine"
 LAUNCHER_NAME = "restorekeeper"
 

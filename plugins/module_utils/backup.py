@@ -28,7 +28,8 @@ from . import compression, wal
 from .catalog import Catalog, BackupInfo, backup_prefix, utc_iso
 from .config import Config
 from .errors import CorruptObject, RestorekeeperError
-from .manifest import MANIFEST_NAME, Manifest, crc32c_function, manifest_algorithm, parse_manifest, verify_against_manifest
+from .manifest import (MANIFEST_NAME, Manifest, manifest_algorithm, parse_manifest, resolve_manifest_checksums,
+                       verify_against_manifest)
 from .pgclient import PgClient
 from .repository import Repository
 from .tarstream import TeeReader, digest_tar
@@ -110,8 +111,7 @@ class BaseBackup:
         if options.checkpoint not in ("fast", "spread"):
             raise BackupFailed("unknown checkpoint mode %r" % options.checkpoint, "use fast or spread")
         self.repository.require_initialised()
-        if self.config.backup.manifest_checksums == "crc32c":
-            crc32c_function()  # fails now, with its fix, rather than after the whole stream
+        self.manifest_checksums = resolve_manifest_checksums(self.config.backup.manifest_checksums)
         facts = server_facts(self.client)
         if facts.version_num < MANIFEST_MIN_VERSION:
             raise BackupFailed(
@@ -239,7 +239,7 @@ class BaseBackup:
 
     def _pg_basebackup_args(self, label: str, options: BackupOptions, parent: Optional[BackupInfo],
                             scratch: str) -> List[str]:
-        args = ["-Ft", "-X", "none", "--manifest-checksums=" + self.config.backup.manifest_checksums.upper(),
+        args = ["-Ft", "-X", "none", "--manifest-checksums=" + self.manifest_checksums.upper(),
                 "-c", options.checkpoint,
                 "-l", "restorekeeper %s" % label, "--no-password"]
         if options.max_rate:
@@ -296,7 +296,7 @@ class BaseBackup:
                                                       options.compression_threads)
             tee = TeeReader(source, compressor.write)
             digest = digest_tar(tee, keep=(MANIFEST_NAME, "backup_label", "tablespace_map"),
-                                algorithm=backup.manifest_checksums.upper())
+                                algorithm=self.manifest_checksums.upper())
             tee.drain()
             compressor.finish()
             finish()
@@ -359,7 +359,7 @@ class BaseBackup:
             "manifest": {"key": MANIFEST_NAME, "sha256": manifest_info.sha256, "files": len(manifest.files)},
             "tablespaces": [{"oid": oid, "name": name, "location": location} for oid, name, location in facts.tablespaces],
             "verification": {"method": "manifest checksums (%s), verified while streaming"
-                                       % self.config.backup.manifest_checksums, "files": len(manifest.files),
+                                       % self.manifest_checksums, "files": len(manifest.files),
                              "verified_at": utc_iso(stopped)},
         }
 

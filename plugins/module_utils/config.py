@@ -29,7 +29,7 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     compression = zstd
     compression_level = 3
     max_chain_length = 6       # incremental backups on top of one full
-    manifest_checksums = sha256  # or crc32c: cheaper for the server (needs the crc32c module)
+    manifest_checksums = auto  # crc32c where the crc32c module is installed, else sha256
 
     [retention]                # what `restorekeeper expire` keeps (see retention.py); all optional
     full = 4                   # the newest 4 full backups and their incrementals
@@ -84,7 +84,7 @@ _SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
 # Application names that synchronous_standby_names can list inside double quotes.
 _APPLICATION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 DEFAULT_MAX_CHAIN_LENGTH = 6
-MANIFEST_CHECKSUMS = ("sha256", "crc32c")
+MANIFEST_CHECKSUMS = ("auto", "sha256", "crc32c")
 _DEFAULT_CODEC = compression.DEFAULT_CODEC
 _DEFAULT_LEVEL = compression.DEFAULT_LEVEL
 
@@ -126,7 +126,7 @@ class BackupConfig(NamedTuple):
     compression: str = _DEFAULT_CODEC
     compression_level: int = _DEFAULT_LEVEL
     max_chain_length: int = DEFAULT_MAX_CHAIN_LENGTH
-    manifest_checksums: str = "sha256"
+    manifest_checksums: str = "auto"
 
 
 class ArchiveConfig(NamedTuple):
@@ -237,12 +237,13 @@ class Config(NamedTuple):
             get("backup", "compression", compression.DEFAULT_CODEC),
             integer("backup", "compression_level", compression.DEFAULT_LEVEL, minimum=-1000),
             integer("backup", "max_chain_length", DEFAULT_MAX_CHAIN_LENGTH),
-            get("backup", "manifest_checksums", "sha256").lower(),
+            get("backup", "manifest_checksums", "auto").lower(),
         )
         if backup.manifest_checksums not in MANIFEST_CHECKSUMS:
             raise ConfigError("%s: [backup] manifest_checksums %r is not one of %s"
                               % (path, backup.manifest_checksums, ", ".join(MANIFEST_CHECKSUMS)),
-                              "sha256 (default) or crc32c (much cheaper for the server; needs the crc32c module)")
+                              "auto (default: crc32c where the crc32c module is installed), sha256, or crc32c (much cheaper "
+                              "for the server; needs the crc32c module)")
         compression.validate(backup.compression, backup.compression_level)
         postgres = PostgresConfig(
             optional("postgres", "bindir"),

@@ -98,6 +98,22 @@ class _Crc32c:
         return struct.pack("<I", self._value).hex()
 
 
+def resolve_manifest_checksums(setting: str) -> str:
+    """The algorithm a backup asks the server for. auto: CRC-32C (cheap for
+    the server) where a C implementation is installed, else SHA-256; either
+    way every file is verified against it while streaming. crc32c without
+    the module fails now, with its fix, rather than after the whole stream."""
+    if setting == "sha256":
+        return "sha256"
+    try:
+        crc32c_function()
+    except RestorekeeperError:
+        if setting == "crc32c":
+            raise
+        return "sha256"
+    return "crc32c"
+
+
 def crc32c_function():
     """A C implementation of CRC-32C (the crc32c or google-crc32c module),
     imported only when a backup uses CRC-32C manifests."""

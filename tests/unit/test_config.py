@@ -106,10 +106,10 @@ def test_weak_or_wrong_copies_are_refused(copy, message):
 
 def test_backup_manifest_checksums_is_validated(tmp_path):
     text = render_config("main", str(tmp_path / "repo"))
-    assert "manifest_checksums = sha256" in text
+    assert "manifest_checksums = auto" in text
     path = tmp_path / "c.conf"
-    path.write_text(text.replace("manifest_checksums = sha256", "manifest_checksums = CRC32C"))
+    path.write_text(text.replace("manifest_checksums = auto", "manifest_checksums = CRC32C"))
     assert Config.load(str(path)).backup.manifest_checksums == "crc32c"
-    path.write_text(text.replace("manifest_checksums = sha256", "manifest_checksums = md5"))
-    with pytest.raises(ConfigError, match="manifest_checksums 'md5' is not one of sha256, crc32c"):
+    path.write_text(text.replace("manifest_checksums = auto", "manifest_checksums = md5"))
+    with pytest.raises(ConfigError, match="manifest_checksums 'md5' is not one of auto, sha256, crc32c"):
         Config.load(str(path))
