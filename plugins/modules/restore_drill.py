@@ -402,7 +402,7 @@ record:
   description:
     - Where the drill's summary record was kept in the cluster's home repository (C(<cluster>/drills/)).
     - The recovery-plan check and monitoring read these records on any host.
-    - A repository that refuses the record does not fail the drill; RV(record.error) says why.
+    - A repository that refuses the record does not fail the drill; its C(error) says why.
   returned: when the drill ran (also when it failed)
   type: dict
   sample: {key: main/drills/20260614T031500123456Z.json, stored: true, error: null}
