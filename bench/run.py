@@ -175,7 +175,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
 
 def breakdown(args: argparse.Namespace, tool: measure.Tool, work: Path) -> Optional[str]:
     """The in-process probe of one wal-push, on a few fresh segments of the WAL source (optional)."""
-    segs = sorted((work / "archive" / "walsource" / "pg_wal").glob("0*"))
+    segs = sorted((work / "archive" / "pgdata" / "pg_wal").glob("0*"))
     if not segs:
         return None
     inproc = {"zstd": measure.in_process(tool, work, segs, "zstd", args.level)}
@@ -246,7 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         say("bench: interrupted")
         return 130
-    except BenchFailed as exc:
+    except (BenchFailed, RuntimeError) as exc:
         say("bench: cannot measure: %s" % exc)
         return 1
     finally:

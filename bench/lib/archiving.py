@@ -72,9 +72,23 @@ def identity(os_user: str) -> Dict[str, object]:
 
 
 class WalDir:
-    """`<root>/pg_wal` holding the segments and their archive_status."""
+    """`<root>/pg_wal` holding the segments and their archive_status.
+
+    pgBackRest's asynchronous push wants %p inside its pg1-path, and reads
+    the cluster's identity from pg1-path/global/pg_control: so `root` looks
+    like a (stopped) data directory: PG_VERSION, global/pg_control, pg_wal/."""
+
+    @classmethod
+    def in_data_dir(cls, root: Path, source_datadir: Path, os_user: str) -> "WalDir":
+        make_user_dir(root, os_user, 0o700)
+        make_user_dir(root / "global", os_user, 0o700)
+        for name in ("PG_VERSION", "global/pg_control"):
+            shutil.copyfile(source_datadir / name, root / name)
+            shutil.chown(root / name, os_user, os_user)
+        return cls(root, os_user)
 
     def __init__(self, root: Path, os_user: str) -> None:
+        self.root = root
         self.pg_wal = make_user_dir(root / "pg_wal", os_user, 0o700)
         self.status = make_user_dir(self.pg_wal / "archive_status", os_user, 0o700)
         self.os_user = os_user
@@ -214,7 +228,9 @@ def ours_async_supported(tool: Tool, work: Path, os_user: str, level: int) -> Op
     try:
         probe.reset()
     except RuntimeError as exc:
-        return "this engine has no asynchronous wal-push (%s)" % str(exc).splitlines()[-1][-160:]
+        text = str(exc)
+        return "this engine has no asynchronous wal-push (%s)" % text[text.find("unknown key"):][:120] \
+            if "unknown key" in text else "the asynchronous configuration was refused: %s" % text[-200:]
     finally:
         shutil.rmtree(work / "async-probe", ignore_errors=True)
     return None
@@ -242,7 +258,7 @@ def pgbackrest_path(template: Path, work: Path, source: "pgbackrest.Settings", o
         subprocess.run(["chown", "-R", "%s:%s" % (os_user, os_user), str(settings.repo_path)], check=True)
 
     def commands(segment: Path) -> List[List[str]]:
-        return [tool.argv("archive-push", str(segment))]
+        return [tool.argv("archive-push", params=[str(segment)])]
 
     def check(segments: List[Path]) -> None:
         stored = {p.name.split("-", 1)[0] for p in (settings.repo_path / "archive").rglob("*.zst")}

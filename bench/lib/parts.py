@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from harness import PgCluster, make_user_dir, server_os_user
 
-from . import archiving, backups, drills, pgbackrest, restores, segments as wal_source
+from . import archiving, backups, drills, pgbackrest, restores, segments as wal_source, stats
 from .archived import ArchivedCluster
 from .measure import Tool
 
@@ -93,10 +93,11 @@ def archive_part(ctx: Context, segment_count: int, wal_scale: int, level: int) -
             brest = _brest_for(cluster, work / "stanza")
             brest.run("stanza-create")
             template = brest.settings.repo_path
-        wal = archiving.WalDir(work / "walsource", cluster.os_user)
+        wal = archiving.WalDir.in_data_dir(work / "pgdata", cluster.datadir, cluster.os_user)
         segs = wal.fill([cluster.pg_wal_dir / name for name in names[-segment_count:]])
-        cluster.stop()  # its data directory stays: pgBackRest reads pg1-path/global/pg_control
-        paths = _archivers(ctx, work, cluster, template, level)
+        cluster.stop()
+        paths = _archivers(ctx, work, cluster, template, level, wal.root)
+        cluster.destroy()  # before timing: nothing else competes for the disk
         runs: List[archiving.ArchiveRun] = []
         ctx.say("Timing archiving of %d segments x %d repetitions: %s" % (
             len(segs), ctx.repetitions, ", ".join(p.name for p in paths)))
@@ -109,7 +110,7 @@ def archive_part(ctx: Context, segment_count: int, wal_scale: int, level: int) -
 
 
 def _archivers(ctx: Context, work: Path, cluster: PgCluster, template: Optional[Path],
-               level: int) -> List[archiving.Archiver]:
+               level: int, pg_path: Path) -> List[archiving.Archiver]:
     user = cluster.os_user
     paths = [archiving.ours_path(ctx.tool, work, user, level, asynchronous=False)]
     reason = archiving.ours_async_supported(ctx.tool, work, user, level)
@@ -119,7 +120,7 @@ def _archivers(ctx: Context, work: Path, cluster: PgCluster, template: Optional[
         ctx.notes["ours-async"] = reason
         ctx.say("  ours, asynchronous: n/a, %s" % reason)
     if template is not None:
-        source = _brest_settings(cluster, work / "unused")
+        source = dataclasses.replace(_brest_settings(cluster, work / "unused"), pg_path=pg_path)
         for asynchronous in (False, True):
             paths.append(archiving.pgbackrest_path(template, work, source, user, asynchronous))
     paths.append(archiving.floor_path(work, user))
@@ -130,7 +131,7 @@ def _archive_rows(runs: List[archiving.ArchiveRun], names: List[str], segments: 
     rows = []
     for name in names:
         mine = [r for r in runs if r.path == name]
-        seconds = sorted(r.seconds for r in mine)[len(mine) // 2]
+        seconds = stats.median(r.seconds for r in mine) or 0.0
         rows.append(Row("archive", name, ARCHIVE_LABELS[name], [r.seconds for r in mine],
                         max(r.stored_bytes for r in mine), "%.1f segments/s" % (segments / seconds)))
     return rows

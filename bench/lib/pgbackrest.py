@@ -136,8 +136,9 @@ class PgBackRest:
         shutil.chown(config_path, os_user, os_user)
         return cls(settings, config_path, os_user)
 
-    def argv(self, command: str, *options: str) -> List[str]:
-        return [self.executable, "--config=%s" % self.config_path, "--stanza=%s" % STANZA, *options, command]
+    def argv(self, command: str, *options: str, params: Sequence[str] = ()) -> List[str]:
+        """pgbackrest OPTIONS COMMAND PARAMS (options must come before the command)."""
+        return [self.executable, "--config=%s" % self.config_path, "--stanza=%s" % STANZA, *options, command, *params]
 
     def archive_command(self) -> str:
         """For archive_command: synchronous push (the config's [global:archive-push])."""
