@@ -102,6 +102,8 @@ def figures(rows: List[Any]) -> Dict[str, Optional[float]]:
 def _versus(row: Any, figs: Dict[str, Optional[float]], other: str) -> str:
     if row.path in ("floor", "floor-sha256") or (row.path.startswith("pgbackrest") and other == "pgbackrest"):
         return "-"
+    if not any(key.startswith("%s.%s" % (row.area, other)) for key in figs):
+        return "-"  # nothing of that kind measured in this area
     best = stats.with_best(figs)
     reference = best.get("archive.best-pgbackrest") if (row.area == "archive" and other == "pgbackrest") \
         else best.get("%s.%s" % (row.area, other))
