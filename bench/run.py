@@ -157,6 +157,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
     tool = install()
     brest_version, reason = pgbackrest_available(args)
     ctx = Context(tool, work, say, args.repetitions, comparison_version(brest_version), brest_version, reason)
+    ctx.notes["load"] = "load average at the start (1, 5, 15 min): %.1f, %.1f, %.1f" % os.getloadavg()
     say("Tool under test: %s; pgBackRest %s; comparison on PostgreSQL %d; parts: %s" % (
         tool.launcher, brest_version or "n/a", ctx.version, ", ".join(args.only)))
     rows: List[Row] = []

@@ -42,7 +42,7 @@ def _package_version(name: str) -> str:
 
 def machine(tool: Tool, postgres_bins: List[Path], target: Path, brest: str) -> Dict[str, str]:
     probe = ("import sys, importlib.metadata as m, zstandard; "
-             "print(sys.version.split()[0], m.version('zstandard'), zstandard.ZSTD_VERSION)")
+             "print(sys.version.split()[0], m.version('zstandard'), '.'.join(map(str, zstandard.ZSTD_VERSION)))")
     versions = _first_line([str(tool.python), "-I", "-c", probe]).split() + ["unknown"] * 3
     python_version, zstd_version, libzstd = versions[0], versions[1], versions[2]
     df = subprocess.run(["df", "-hT", str(target)], capture_output=True, text=True, check=False).stdout.strip().splitlines()
@@ -50,10 +50,11 @@ def machine(tool: Tool, postgres_bins: List[Path], target: Path, brest: str) -> 
         "cores": "%s (%s)" % (os.cpu_count(), _cpu_model()),
         "disk": df[-1] if df else "unknown",
         "kernel": "%s %s" % (platform.system(), platform.release()),
+        "load average (1, 5, 15 min) at the end": "%.1f, %.1f, %.1f" % os.getloadavg(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": python_version,
         "zstd": "python-zstandard %s (bundled libzstd %s) for restorekeeper; system libzstd %s for pgBackRest"
-                % (zstd_version, ".".join(str(v) for v in libzstd) if isinstance(libzstd, tuple) else libzstd,
-                   _package_version("libzstd1")),
+                % (zstd_version, libzstd, _package_version("libzstd1")),
         "postgresql": "; ".join(_first_line([str(b), "--version"]) for b in postgres_bins) or "none",
         "pgbackrest": brest,
         "coreutils": _first_line(["cp", "--version"]),
