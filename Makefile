@@ -122,7 +122,8 @@ demo: venv collection
 	@if [ -f tools/demo.py ]; then $(VENV_BIN)/python tools/demo.py; else echo "demo: tools/demo.py not written yet"; fi
 
 bench: venv collection
-	@if [ -f bench/run.py ]; then $(VENV_BIN)/python bench/run.py; else echo "bench: bench/run.py not written yet"; fi
+	$(VENV_BIN)/python -m pip install --disable-pip-version-check -q -r bench/requirements.txt
+	$(VENV_BIN)/python bench/run.py $(BENCH_ARGS)
 
 ## clean: build output and caches (keeps .venv; `make distclean` removes it too).
 clean:

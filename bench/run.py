@@ -1,27 +1,31 @@
-"""restorekeeper against the floor of stock tools, every ratio from one run.
+"""restorekeeper against pgBackRest and the floor of stock tools, every ratio from one run.
 
-    make bench
-    .venv/bin/python bench/run.py [--only walpush,backup,restore] [--repetitions K] [--scale S] ...
+    make bench [BENCH_ARGS="--scale 20 --repetitions 3"]
+    .venv/bin/python bench/run.py [--only archive,backup,incremental,restore,drill] [--repetitions K] [--scale S]
 
-Three parts, each timed against its floor in the same run:
+Five parts, each path timed in the same run (medians of K repetitions):
 
-- walpush: `restorekeeper wal-push` per segment against `cp` + `sync`;
-- backup:  `restorekeeper backup --type full` against raw `pg_basebackup -Ft`,
-           and `--type incremental` against the full after ~10% of pages changed;
-- restore: `restorekeeper restore --target-time T --start` against `tar -xf`
-           plus recovery with `cp` as restore_command.
+- archive:     WAL segments pushed one archive command at a time, in order, as
+               PostgreSQL's archiver does: ours (and its asynchronous mode when
+               the engine has it), pgBackRest archive-push synchronous and
+               asynchronous, and the floor (cp + sync); zstd level 3 for both tools;
+- backup:      full backups: ours, pgBackRest (process-max 2, zst 3), raw pg_basebackup -Ft;
+               then about 10% of the pages changed and pgBackRest's incremental;
+- incremental: ours, native (PostgreSQL 17+) after the same change;
+- restore:     to a target time, promoted: ours, pgBackRest, the floor (tar + cp restore_command);
+- drill:       our end-to-end drill on the same database.
 
-A benchmark, not a test: it never fails on a timing. It fails only when it
-cannot measure (no PostgreSQL 18, a command that errors, a restore showing
-the wrong rows). Writes bench/results.md (bench/results/<parts>.md when only
-some parts run) and the raw figures to bench/results/latest.json. See
-bench/README.md.
+pgBackRest is installed from the distribution when absent (as root), and runs
+as the server's OS user with its own configuration file under the work
+directory. A benchmark, not a test: it never fails on a timing, only when it
+cannot measure. Writes bench/results.md (bench/results/<parts>.md when only
+some parts run), bench/results/ratios.png and bench/results/latest.json.
+See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import os
@@ -30,23 +34,21 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]  # bench.lib and the test harness
 
-from harness import PgCluster, install_tool, session_dir, test_root  # noqa: E402
+from harness import available_versions, install_tool, session_dir, test_root  # noqa: E402
 from harness.paths import ensure_public_dir  # noqa: E402
 
-from bench.lib import backups, measure, report, restores, segments as wal_source  # noqa: E402
-from bench.lib.archived import ArchivedCluster, BenchFailed  # noqa: E402
+from bench.lib import chart, measure, parts, pgbackrest, report, stats  # noqa: E402
+from bench.lib.archived import BenchFailed  # noqa: E402
+from bench.lib.parts import Context, Row  # noqa: E402
 
-PG_VERSION = 18
-DEFAULT_SEGMENTS = 64
-DEFAULT_SCALE = 50
-PARTS = ("walpush", "backup", "restore")
-
-
+DEFAULT_SEGMENTS = 48
+DEFAULT_SCALE = 30
+PARTS = ("archive", "backup", "incremental", "restore", "drill")
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -58,23 +60,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, default=3, help="timed runs per path; the median is reported")
     parser.add_argument("--scale", type=int, default=int(os.environ.get("RK_BENCH_SCALE", DEFAULT_SCALE)),
                         help="pgbench scale of the backup/restore database (default $RK_BENCH_SCALE or %d, "
-                             "about 15 MiB per unit)" % DEFAULT_SCALE)
+                             "about 17 MiB per unit)" % DEFAULT_SCALE)
     parser.add_argument("--replay-seconds", type=int, default=15,
                         help="seconds of pgbench between the restored backup and the target (WAL to replay)")
     parser.add_argument("--segments", type=int, default=int(os.environ.get("RK_BENCH_SEGMENTS", DEFAULT_SEGMENTS)),
-                        help="WAL segments per pass (default $RK_BENCH_SEGMENTS or %d)" % DEFAULT_SEGMENTS)
-    parser.add_argument("--compression", choices=("zstd", "none", "both"), default="both")
-    parser.add_argument("--level", type=int, default=3, help="zstd level (default 3, the engine's default)")
-    parser.add_argument("--wal-scale", type=int, default=20, help="walpush: pgbench -i scale of the WAL source")
-    parser.add_argument("--segments-from", type=Path,
-                        help="use the segments in this directory instead of generating them (no PostgreSQL)")
-    parser.add_argument("--no-breakdown", action="store_true", help="skip the in-process and start-up probes")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (segments) afterwards")
+                        help="WAL segments per archiving pass (default $RK_BENCH_SEGMENTS or %d)" % DEFAULT_SEGMENTS)
+    parser.add_argument("--level", type=int, default=3, help="zstd level of ours and pgBackRest (default 3)")
+    parser.add_argument("--wal-scale", type=int, default=10, help="archive: pgbench -i scale of the WAL source")
+    parser.add_argument("--drill-repetitions", type=int, default=1, help="drills run (default 1)")
+    parser.add_argument("--sha256-floor", action="store_true",
+                        help="backup: also time raw pg_basebackup with SHA-256 manifest checksums, as ours asks")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="archive: also probe where one wal-push spends its time (in-process, start-up)")
+    parser.add_argument("--no-pgbackrest", action="store_true", help="skip pgBackRest (its columns show n/a)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
     parser.add_argument("--output", type=Path,
                         help="results file (default bench/results.md, or bench/results/<parts>.md for some parts)")
     args = parser.parse_args(argv)
-    if args.segments < 1 or args.repetitions < 1 or args.scale < 1 or args.replay_seconds < 1:
-        parser.error("--segments, --repetitions, --scale and --replay-seconds must be at least 1")
+    if min(args.segments, args.repetitions, args.scale, args.replay_seconds, args.drill_repetitions) < 1:
+        parser.error("--segments, --repetitions, --scale, --replay-seconds and --drill-repetitions must be at least 1")
     if args.output is None:
         partial = "+".join(args.only) + ".md"
         args.output = REPO_ROOT / "bench" / ("results.md" if len(args.only) == len(PARTS) else "results/" + partial)
@@ -102,152 +106,121 @@ def install() -> measure.Tool:
     return measure.Tool(launcher=installed.bin, python=installed.python, lib=lib)
 
 
-class Source(NamedTuple):
-    segments: List[Path]
-    postgres: Optional[Path]  # the binary that wrote them; None with --segments-from
-    note: Optional[str]  # how fast PostgreSQL wrote them, for scale
-
-
-def real_segments(args: argparse.Namespace, work: Path) -> Source:
-    """Copies of real WAL segments in the work directory, next to the repositories."""
-    target = work / "segments"
-    if args.segments_from:
-        found = sorted(p for p in args.segments_from.iterdir() if wal_source.SEGMENT_NAME.match(p.name))
-        if len(found) < args.segments:
-            raise SystemExit("%s holds %d segments, %d wanted" % (args.segments_from, len(found), args.segments))
-        return Source(wal_source.copy_files(found[-args.segments:], target), None, None)
-    cluster = PgCluster.create(PG_VERSION, work / "pg", conf=wal_source.cluster_settings(args.segments))
+def pgbackrest_available(args: argparse.Namespace) -> Tuple[Optional[str], str]:
+    """(version, "") or (None, why its columns are skipped)."""
+    if args.no_pgbackrest:
+        return None, "skipped (--no-pgbackrest)"
     try:
-        cluster.start()
-        say("WAL source: PostgreSQL %d on port %d, pgbench until %d segments are complete"
-            % (PG_VERSION, cluster.port, args.segments))
-        started = time.monotonic()
-        names = wal_source.generate(cluster, args.segments, args.wal_scale, say)
-        elapsed = time.monotonic() - started
-        note = ("pgbench (2 clients) and pgbench -i wrote %d segments in %.0fs (%.1f segments/s): "
-                "the WAL rate of this machine, for scale." % (len(names), elapsed, len(names) / elapsed))
-        copies = wal_source.copy_segments(cluster, names[-args.segments:], target)
-        say("  %d segments copied to %s in %.0fs" % (len(copies), target, time.monotonic() - started))
-        return Source(copies, cluster.bin("postgres"), note)
-    finally:
-        cluster.destroy()  # before timing: a running server would compete for the disk
+        return pgbackrest.ensure_installed(say), ""
+    except pgbackrest.PgBackRestUnavailable as exc:
+        say("pgBackRest: %s; its columns show n/a" % exc)
+        return None, str(exc)
 
 
-def measure_all(args: argparse.Namespace, tool: measure.Tool, work: Path, segs: List[Path]) -> List[measure.Timed]:
-    paths = ["zstd", "none"] if args.compression == "both" else [args.compression]
-    paths.append("floor")
-    say("Timing %d segments x %d repetitions: %s (one process per segment)" % (len(segs), args.repetitions, ", ".join(paths)))
-    results: List[measure.Timed] = []
-    for number in range(args.repetitions):
-        results += measure.repetition(tool, work, segs, paths, args.level, number, say)
-    return results
+def comparison_version(brest_version: Optional[str]) -> int:
+    """The newest PostgreSQL both tools handle (pgBackRest 2.45 of Debian 12 stops at 15)."""
+    versions = available_versions()
+    if brest_version:
+        usable = [v for v in versions if pgbackrest.supports(brest_version, v)]
+        if usable:
+            return max(usable)
+    return max(versions)
 
 
-def breakdown(args: argparse.Namespace, tool: measure.Tool, work: Path, segs: List[Path]) -> Optional[str]:
-    if args.no_breakdown:
-        return None
-    say("Where the time goes: in-process pushes and process start-up")
-    codecs = ["zstd", "none"] if args.compression == "both" else [args.compression]
-    inproc = {codec: measure.in_process(tool, work, segs, codec, args.level) for codec in codecs}
-    startup = measure.startup_costs(tool)
-    return report.breakdown(inproc, startup, len(segs))
+def database_parts(args: argparse.Namespace, ctx: Context) -> List[Row]:
+    """backup, restore and drill share one pgbench database archiving through both tools."""
+    wanted = [p for p in ("backup", "restore", "drill") if p in args.only]
+    rows: List[Row] = []
+    if wanted:
+        archived, brest = parts.database(ctx, args.scale, ctx.version, "pg-primary", bool(ctx.brest_version))
+        try:
+            if "backup" in wanted:
+                rows += parts.backup_part(ctx, archived, brest, args.sha256_floor)
+            if "restore" in wanted:
+                rows += parts.restore_part(ctx, archived, brest, args.replay_seconds)
+            if "drill" in wanted:
+                rows += parts.drill_part(ctx, archived, args.drill_repetitions)
+        finally:
+            archived.destroy()
+    ours_incremental_done = any(r.area == "incr" and r.path == "ours" for r in rows)
+    if "incremental" in args.only and not ours_incremental_done:
+        rows += parts.incremental_part(ctx, args.scale)
+    return rows
 
 
-class Part(NamedTuple):
-    """What one part of the bench measured, ready for the results file and the console."""
-
-    name: str
-    section: List[str]  # markdown lines of its section in the results file
-    console: str  # its table and ratios, printed at the end
-    raw: List[Dict[str, Any]]  # every timed run, for bench/results/latest.json
-    postgres: Optional[Path]  # the server binary it ran, for the machine section
-
-
-def walpush_part(args: argparse.Namespace, tool: measure.Tool, work: Path) -> Tuple[Part, Optional[str]]:
-    source = real_segments(args, work)
-    segs = source.segments
-    original = sum(p.stat().st_size for p in segs)
-    results = measure_all(args, tool, work, segs)
-    paths = list(dict.fromkeys(r.path for r in results))
-    paths.sort(key=["zstd", "none", "floor"].index)
-    rows = report.summary(results, paths, len(segs), original)
-    inproc_text = breakdown(args, tool, work, segs)
-    section = report.walpush_section(rows, len(segs), args.repetitions, original, args.level, source.note)
-    console = "wal-push, %d segments:\n%s\n%s" % (len(segs), report.table(rows), report.fastest_note(rows))
-    return Part("walpush", section, console, [dataclasses.asdict(r) for r in results], source.postgres), inproc_text
-
-
-def backup_part(args: argparse.Namespace, archived: ArchivedCluster, work: Path) -> Part:
-    runs = backups.measure(archived, work, args.repetitions, say)
-    med = backups.medians(runs)
-    change = ("an UPDATE of %d rows on every tenth page of pgbench_accounts, a different tenth each repetition, "
-              "reached by TID scan: about 10%% of its pages change (HOT updates with fillfactor %d: no index "
-              "entry moves)" % (backups.ROWS_PER_PAGE, backups.FILLFACTOR))
-    section = report.backup_section(runs, med, args.scale, args.repetitions, change)
-    console = "Base backups, pgbench scale %d:\n%s\n%s" % (
-        args.scale, report.backup_table(runs, med), "\n".join(report.backup_summary(med)))
-    return Part("backup", section, console, [dataclasses.asdict(r) for r in runs], archived.cluster.bin("postgres"))
-
-
-def restore_part(args: argparse.Namespace, archived: ArchivedCluster, work: Path) -> Part:
-    say("Restore set-up: a full backup, pgbench -T %d, a target time, everything archived" % args.replay_seconds)
-    setup = restores.prepare(archived, work, args.replay_seconds, say)
-    runs = restores.measure(archived, setup, work, args.repetitions, say)
-    med = restores.medians(runs)
-    section = report.restore_section(runs, med, setup, args.repetitions, args.replay_seconds)
-    console = "Restore to %s:\n%s\n%s" % (
-        setup.target_time, report.restore_table(runs, med), "\n".join(report.restore_summary(med)))
-    return Part("restore", section, console, [dataclasses.asdict(r) for r in runs], archived.cluster.bin("postgres"))
-
-
-def database_parts(args: argparse.Namespace, tool: measure.Tool, work: Path) -> List[Part]:
-    """The backup and restore parts share one archiving server and its pgbench database."""
-    say("Backup/restore database: PostgreSQL %d archiving through restorekeeper, pgbench scale %d"
-        % (PG_VERSION, args.scale))
-    archived = ArchivedCluster.create(tool, work)
-    try:
-        backups.prepare(archived, args.scale, say)
-        parts = []
-        if "backup" in args.only:
-            parts.append(backup_part(args, archived, work))
-        if "restore" in args.only:
-            parts.append(restore_part(args, archived, work))
-        return parts
-    finally:
-        archived.destroy()
-
-
-def write_outputs(args: argparse.Namespace, text: str, parts: List[Part]) -> None:
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
-    raw = REPO_ROOT / "bench" / "results" / "latest.json"
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text(json.dumps({part.name: part.raw for part in parts}, indent=1) + "\n", encoding="utf-8")
+ORDER = ("archive", "full", "incr", "restore", "drill")
+PATH_ORDER = ("ours", "ours-async", "pgbackrest", "pgbackrest-async", "floor", "floor-sha256")
 
 
 def run(args: argparse.Namespace, work: Path) -> None:
+    started = time.monotonic()
     tool = install()
-    say("Tool under test: %s; parts: %s" % (tool.launcher, ", ".join(args.only)))
-    parts: List[Part] = []
-    inproc_text = None
-    if "walpush" in args.only:
-        part, inproc_text = walpush_part(args, tool, work)
-        parts.append(part)
-    if "backup" in args.only or "restore" in args.only:
-        parts += database_parts(args, tool, work)
-    postgres = next((part.postgres for part in parts if part.postgres), None)
-    info = report.machine(tool, postgres, work)
-    text = report.markdown([part.section for part in parts], info, ["bench/run.py", *sys.argv[1:]], inproc_text)
-    write_outputs(args, text, parts)
-    for part in parts:
-        say("")
-        say(part.console)
-    if inproc_text:
-        say("")
-        say(inproc_text)
+    brest_version, reason = pgbackrest_available(args)
+    ctx = Context(tool, work, say, args.repetitions, comparison_version(brest_version), brest_version, reason)
+    ctx.notes["load"] = "load average at the start (1, 5, 15 min): %.1f, %.1f, %.1f" % os.getloadavg()
+    say("Tool under test: %s; pgBackRest %s; comparison on PostgreSQL %d; parts: %s" % (
+        tool.launcher, brest_version or "n/a", ctx.version, ", ".join(args.only)))
+    rows: List[Row] = []
+    if "archive" in args.only:
+        rows += parts.archive_part(ctx, args.segments, args.wal_scale, args.level)
+    rows += database_parts(args, ctx)
+    rows.sort(key=lambda r: (ORDER.index(r.area), PATH_ORDER.index(r.path)))
+    extra = breakdown(args, tool, work) if args.breakdown else None
+    elapsed = time.monotonic() - started
+    write_outputs(args, ctx, rows, extra, elapsed)
     say("")
-    shown = args.output.relative_to(REPO_ROOT) if args.output.is_relative_to(REPO_ROOT) else args.output
-    say("Written: %s" % shown)
+    say(report.console(rows))
+    say("")
+    say("Total bench time: %.0f s (%.1f min)" % (elapsed, elapsed / 60))
+
+
+def breakdown(args: argparse.Namespace, tool: measure.Tool, work: Path) -> Optional[str]:
+    """The in-process probe of one wal-push, on a few fresh segments of the WAL source (optional)."""
+    segs = sorted((work / "archive" / "pgdata" / "pg_wal").glob("0*"))
+    if not segs:
+        return None
+    inproc = {"zstd": measure.in_process(tool, work, segs, "zstd", args.level)}
+    return report.breakdown(inproc, measure.startup_costs(tool), len(segs))
+
+
+def write_outputs(args: argparse.Namespace, ctx: Context, rows: List[Row], extra: Optional[str],
+                  elapsed: float) -> None:
+    results = REPO_ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    png = results / ("ratios.png" if args.output.name == "results.md" else args.output.stem + ".png")
+    why_not = chart.draw(stats.ratios(report.figures(rows)), png,
+                         "restorekeeper: time ratios, pgbench scale %d, PostgreSQL %d" % (args.scale, ctx.version))
+    if why_not:
+        say("chart: not drawn, %s" % why_not)
+    versions = {ctx.version} | ({18} if "incremental" in args.only else set())
+    postgres = [measure_bin(v) for v in sorted(versions)]
+    info = report.machine(ctx.tool, postgres, ctx.work, ctx.brest_version or "n/a (%s)" % ctx.brest_reason)
+    info.update({"scale": str(args.scale), "repetitions": str(args.repetitions),
+                 "total bench time": "%.0f s" % elapsed})
+    chart_ref = None if why_not else os.path.relpath(png, args.output.parent)
+    text = report.markdown(rows, info, ["bench/run.py", *sys.argv[1:]], method_lines(ctx), ctx.notes, chart_ref, extra)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text, encoding="utf-8")
+    raw = {"figures": report.figures(rows), "ratios": dict(stats.ratios(report.figures(rows))),
+           "targets": [{"name": v.name, "ratio": v.ratio, "limit": v.limit, "verdict": v.text}
+                       for v in stats.verdicts(report.figures(rows))],
+           "machine": info, "runs": ctx.raw}
+    (results / "latest.json").write_text(json.dumps(raw, indent=1, default=str) + "\n", encoding="utf-8")
+    say("Written: %s, %s, bench/results/latest.json" % (
+        os.path.relpath(args.output, REPO_ROOT), os.path.relpath(png, REPO_ROOT) if not why_not else "no chart"))
+
+
+def measure_bin(version: int) -> Path:
+    from harness import bindir
+
+    return bindir(version) / "postgres"
+
+
+def method_lines(ctx: Context) -> List[str]:
+    """How each path was measured (the same text as bench/README.md, short)."""
+    from bench.lib import method
+
+    return method.lines(ctx.version, ctx.brest_version)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -274,7 +247,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         say("bench: interrupted")
         return 130
-    except BenchFailed as exc:
+    except (BenchFailed, RuntimeError) as exc:
         say("bench: cannot measure: %s" % exc)
         return 1
     finally:

@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from harness import PgCluster, make_user_dir, wait_until
 from harness.runas import chown_to
@@ -46,13 +46,18 @@ class ArchivedCluster:
         self.repository = repository
 
     @classmethod
-    def create(cls, tool: Tool, work: Path) -> "ArchivedCluster":
-        """initdb, a 0600 config with a [postgres] section, repo-create, archiving on, started."""
+    def create(cls, tool: Tool, work: Path, version: int = PG_VERSION, name: str = "pg-primary",
+               also_archive: Optional[Callable[[PgCluster], str]] = None) -> "ArchivedCluster":
+        """initdb, a 0600 config with a [postgres] section, repo-create, archiving on, started.
+
+        also_archive(cluster) gives a second archive command (pgBackRest's) run after ours
+        succeeded, so both repositories receive every segment; archiving is not what the
+        backup and restore parts time."""
         from restorekeeper_engine.config import PostgresConfig, render_config
         from restorekeeper_engine.walarchive import archive_command
 
-        cluster = PgCluster.create(PG_VERSION, work / "pg-primary")
-        base = make_user_dir(work / "repo-backup", cluster.os_user, 0o755)
+        cluster = PgCluster.create(version, work / name)
+        base = make_user_dir(work / (name + "-repo"), cluster.os_user, 0o755)
         repository = make_user_dir(base / "repository", cluster.os_user, 0o700)
         config = base / "restorekeeper.conf"
         postgres = PostgresConfig(bindir=str(cluster.bindir), host=str(cluster.socket_dir), port=cluster.port,
@@ -62,8 +67,13 @@ class ArchivedCluster:
         chown_to(config, cluster.os_user)
         made = cls(cluster, tool, config, repository)
         made.rk("repo-create")
-        cluster.append_conf({**SERVER_SETTINGS, "archive_command": archive_command(str(tool.launcher), str(config))},
-                            "bench: archiving through restorekeeper")
+        command = archive_command(str(tool.launcher), str(config))
+        if also_archive is not None:
+            command += " && " + also_archive(cluster)
+        settings = {**SERVER_SETTINGS, "archive_command": command}
+        if version < 17:
+            del settings["summarize_wal"]
+        cluster.append_conf(settings, "bench: archiving through restorekeeper")
         cluster.start()
         return made
 
@@ -106,6 +116,9 @@ class ArchivedCluster:
         """Before a timed run: nothing dirty in shared buffers or the page cache,
         and the WAL summarizer caught up (an incremental backup waits for it)."""
         self.cluster.execute("checkpoint")
+        if self.cluster.version < 17:
+            os.sync()
+            return
         lsn = self.cluster.scalar("select pg_current_wal_insert_lsn()")
         wait_until(lambda: bool(self.cluster.scalar(
             "select pending_lsn >= %s::pg_lsn from pg_get_wal_summarizer_state()", (lsn,))),

@@ -25,11 +25,12 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from harness import make_user_dir
 
 from .archived import ArchivedCluster, BenchFailed
+from .pgbackrest import PgBackRest
 
 # pgbench -i with fillfactor 90 (as update-heavy tables are usually set up):
 # an update then finds room on its own page (a HOT update), so the changed
@@ -49,14 +50,14 @@ CHANGE_SQL = (
     "SELECT format('(%%s,%%s)', page, line)::tid FROM generate_series(%(tenth)s, %(pages)s - 1, 10) AS page, "
     "generate_series(1, %(rows)s) AS line))"
 )
-PATHS = ("full", "raw", "raw-sha256", "incremental")
+PATHS = ("full", "pgbackrest-full", "raw", "raw-sha256", "incremental", "pgbackrest-incr")
 
 
 @dataclass
 class BackupRun:
     """One timed backup."""
 
-    path: str  # "full" (ours), "raw" (pg_basebackup) or "incremental" (ours)
+    path: str  # one of PATHS
     repetition: int
     seconds: float
     stored_bytes: int  # what lands on disk: repository objects, or the raw tar + manifest
@@ -116,25 +117,69 @@ def change_tenth(cluster: ArchivedCluster, number: int) -> Tuple[int, int]:
     return len(range(number % 10, pages, 10)), pages
 
 
-def repetition(cluster: ArchivedCluster, work: Path, number: int, say: Callable[[str], None]) -> List[BackupRun]:
-    """Full (ours) and raw in rotating order, raw with SHA-256 checksums, the change, the incremental (ours)."""
-    runs = [time_ours(cluster, "full", number), time_raw(cluster, work, number)] if number % 2 == 0 else \
-        [time_raw(cluster, work, number), time_ours(cluster, "full", number)]
-    runs.append(time_raw(cluster, work, number, sha256=True))
+def time_pgbackrest(cluster: ArchivedCluster, brest: PgBackRest, backup_type: str, number: int) -> BackupRun:
+    """`pgbackrest backup --type=full|incr` (process-max 2, zst 3), the whole command timed."""
+    cluster.quiesce()
+    started = time.perf_counter()
+    brest.run("backup", "--type=%s" % backup_type)
+    seconds = time.perf_counter() - started
+    newest = brest.backups()[-1]
+    info = newest["info"]
+    path = "pgbackrest-full" if backup_type == "full" else "pgbackrest-incr"
+    return BackupRun(path, number, seconds, int(info["repository"]["delta"]), int(info["delta"]), str(newest["label"]))
+
+
+def repetition(cluster: ArchivedCluster, work: Path, number: int, say: Callable[[str], None],
+               brest: Optional[PgBackRest], sha256_floor: bool) -> List[BackupRun]:
+    """Full backups of ours, pgBackRest's and raw in rotating order; raw with SHA-256 when asked;
+    the change; pgBackRest's incremental (on its full of this repetition) and ours where the
+    server can (PostgreSQL 17+)."""
+    timers: List[Callable[[], BackupRun]] = [lambda: time_ours(cluster, "full", number),
+                                             lambda: time_raw(cluster, work, number)]
+    if brest is not None:
+        timers.insert(1, lambda: time_pgbackrest(cluster, brest, "full", number))
+    shift = number % len(timers)
+    runs = [timer() for timer in timers[shift:] + timers[:shift]]
+    if sha256_floor:
+        runs.append(time_raw(cluster, work, number, sha256=True))
     pages, total_pages = change_tenth(cluster, number)
-    runs.append(time_ours(cluster, "incremental", number))
-    for run in sorted(runs, key=lambda r: PATHS.index(r.path)):
-        say("  repetition %d  %-11s %6.2fs  %7.1f MiB stored%s" % (
-            number + 1, run.path, run.seconds, run.stored_bytes / 2**20,
-            "  (after updating %d of %d pages)" % (pages, total_pages) if run.path == "incremental" else ""))
+    if brest is not None:
+        runs.append(time_pgbackrest(cluster, brest, "incr", number))
+    if cluster.cluster.version >= 17:
+        runs.append(time_ours(cluster, "incremental", number))
+    report_runs(runs, number, pages, total_pages, say)
     return runs
 
 
-def measure(cluster: ArchivedCluster, work: Path, repetitions: int, say: Callable[[str], None]) -> List[BackupRun]:
-    say("Timing backups x %d repetitions: ours full, raw pg_basebackup -Ft, ours incremental" % repetitions)
+def report_runs(runs: List[BackupRun], number: int, pages: int, total_pages: int, say: Callable[[str], None]) -> None:
+    for run in sorted(runs, key=lambda r: PATHS.index(r.path)):
+        say("  repetition %d  %-15s %6.2fs  %7.1f MiB stored%s" % (
+            number + 1, run.path, run.seconds, run.stored_bytes / 2**20,
+            "  (after updating %d of %d pages)" % (pages, total_pages) if run.path in ("incremental", "pgbackrest-incr")
+            else ""))
+
+
+def measure(cluster: ArchivedCluster, work: Path, repetitions: int, say: Callable[[str], None],
+            brest: Optional[PgBackRest] = None, sha256_floor: bool = False) -> List[BackupRun]:
+    say("Timing backups x %d repetitions on PostgreSQL %d: ours full, %sraw pg_basebackup -Ft, then the change "
+        "and the incrementals" % (repetitions, cluster.cluster.version, "pgBackRest full, " if brest else ""))
     runs: List[BackupRun] = []
     for number in range(repetitions):
-        runs += repetition(cluster, work, number, say)
+        runs += repetition(cluster, work, number, say, brest, sha256_floor)
+    return runs
+
+
+def measure_incremental(cluster: ArchivedCluster, repetitions: int, say: Callable[[str], None]) -> List[BackupRun]:
+    """Ours on PostgreSQL 17+: one full, then per repetition the change and an incremental on the
+    newest backup (each carries about 10% of the pages, like pgBackRest's incr on its full)."""
+    say("Timing our native incremental on PostgreSQL %d x %d repetitions" % (cluster.cluster.version, repetitions))
+    full = time_ours(cluster, "full", 0)
+    runs = [full]
+    for number in range(repetitions):
+        pages, total_pages = change_tenth(cluster, number)
+        run = time_ours(cluster, "incremental", number)
+        report_runs([full, run] if number == 0 else [run], number, pages, total_pages, say)
+        runs.append(run)
     return runs
 
 

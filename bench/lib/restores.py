@@ -29,14 +29,15 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import psycopg2
 
 from harness import PgCluster, make_user_dir
 from harness.runas import chown_to
 
-from .archived import PG_VERSION, ArchivedCluster, BenchFailed
+from .archived import ArchivedCluster, BenchFailed
+from .pgbackrest import PgBackRest
 
 
 @dataclass
@@ -50,11 +51,15 @@ class RestoreSetup:
     plain_tar: Path  # B's base tar, decompressed (floor input)
     plain_wal: Path  # the same archived WAL, decompressed (floor input)
     data_bytes: int
+    pgbackrest_label: Optional[str] = None  # pgBackRest's full backup taken right after B
+
+
+PATHS = ("ours", "pgbackrest", "floor")
 
 
 @dataclass
 class RestoreRun:
-    path: str  # "ours" or "floor"
+    path: str  # one of PATHS
     repetition: int
     seconds: float
     phases: Dict[str, float] = field(default_factory=dict)
@@ -70,10 +75,15 @@ def _moment(cluster: PgCluster) -> str:
     return str(moment)
 
 
-def prepare(archived: ArchivedCluster, work: Path, replay_seconds: int, say: Callable[[str], None]) -> RestoreSetup:
+def prepare(archived: ArchivedCluster, work: Path, replay_seconds: int, say: Callable[[str], None],
+            brest: Optional[PgBackRest] = None) -> RestoreSetup:
     db = archived.cluster
     archived.quiesce()
     record = archived.rk_json("backup", "--type", "full")
+    brest_label = None
+    if brest is not None:
+        brest.run("backup", "--type=full")
+        brest_label = str(brest.backups()[-1]["label"])
     wal_before = db.scalar("select pg_current_wal_lsn()")
     # Asynchronous commit writes the same kind of WAL, only more of it per second.
     archived.pgbench("-n", "-c", "2", "-j", "2", "-T", str(replay_seconds), options="-c synchronous_commit=off")
@@ -91,7 +101,7 @@ def prepare(archived: ArchivedCluster, work: Path, replay_seconds: int, say: Cal
         "from the backup's start); target %s" % (
             record["label"], record["database_size"] / 2**20, replay_seconds, replay_bytes / 2**20, len(names), target))
     return RestoreSetup(record["label"], target, history_rows, len(names), plain_tar, plain_wal,
-                        record["database_size"])
+                        record["database_size"], brest_label)
 
 
 def _plain_tar(archived: ArchivedCluster, record: Dict[str, Any], work: Path) -> Path:
@@ -112,10 +122,10 @@ def _plain_tar(archived: ArchivedCluster, record: Dict[str, Any], work: Path) ->
     return target
 
 
-def _slot(work: Path, name: str) -> PgCluster:
+def _slot(work: Path, name: str, version: int) -> PgCluster:
     """A fresh data directory (absent), port and socket directory."""
     shutil.rmtree(work / name, ignore_errors=True)
-    return PgCluster.create(PG_VERSION, work / name, initdb=False)
+    return PgCluster.create(version, work / name, initdb=False)
 
 
 def _check(slot: PgCluster, setup: RestoreSetup, path: str) -> None:
@@ -128,7 +138,7 @@ def _check(slot: PgCluster, setup: RestoreSetup, path: str) -> None:
 
 
 def time_ours(archived: ArchivedCluster, setup: RestoreSetup, work: Path, number: int) -> RestoreRun:
-    slot = _slot(work, "restore-ours")
+    slot = _slot(work, "restore-ours", archived.cluster.version)
     try:
         archived.quiesce()
         started = time.perf_counter()
@@ -147,19 +157,6 @@ def time_ours(archived: ArchivedCluster, setup: RestoreSetup, work: Path, number
         slot.destroy()
 
 
-def _floor_settings(slot: PgCluster, setup: RestoreSetup) -> str:
-    settings = {
-        "restore_command": "cp %s/%%f %%p" % setup.plain_wal,
-        "recovery_target_time": setup.target_time,
-        "recovery_target_action": "promote",
-        "port": str(slot.port),
-        "unix_socket_directories": str(slot.socket_dir),
-        "listen_addresses": "127.0.0.1",
-        "archive_mode": "off",
-    }
-    return "".join("%s = '%s'\n" % (key, value) for key, value in settings.items())
-
-
 def _promoted(slot: PgCluster) -> bool:
     try:
         return slot.scalar("select not pg_is_in_recovery()") is True
@@ -167,9 +164,59 @@ def _promoted(slot: PgCluster) -> bool:
         return False
 
 
+def _start_until_promoted(slot: PgCluster, started: float, timeout: float, path: str) -> None:
+    """pg_ctl start, then poll every 0.1 s until the server left recovery."""
+    launched = slot.run_as_owner([slot.bin("pg_ctl"), "-D", str(slot.datadir), "-l", str(slot.logfile), "-W", "start"])
+    if launched.returncode != 0:
+        raise BenchFailed("%s: pg_ctl start failed: %s" % (path, launched.stderr.strip()))
+    launched_at = time.perf_counter()
+    while not _promoted(slot):
+        if time.perf_counter() - started > timeout:
+            raise BenchFailed("%s: recovery did not end within %.0fs:\n%s" % (path, timeout, slot.log_text()[-2000:]))
+        if not slot.is_running() and time.perf_counter() - launched_at > 5:
+            raise BenchFailed("%s: the restored server stopped:\n%s" % (path, slot.log_text()[-2000:]))
+        time.sleep(0.1)
+
+
+def _append_server_settings(slot: PgCluster, extra: Dict[str, str]) -> None:
+    """Port, socket and no archiving for the restored server (after what the restore wrote)."""
+    settings = {
+        "port": str(slot.port),
+        "unix_socket_directories": str(slot.socket_dir),
+        "listen_addresses": "127.0.0.1",
+        "archive_mode": "off",
+        **extra,
+    }
+    with open(slot.datadir / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
+        conf.write("".join("%s = '%s'\n" % (key, value) for key, value in settings.items()))
+
+
+def time_pgbackrest(archived: ArchivedCluster, setup: RestoreSetup, work: Path, number: int,
+                    brest: PgBackRest, timeout: float = 1800.0) -> RestoreRun:
+    """`pgbackrest restore --type=time --target=T --target-action=promote` into a fresh directory,
+    then start and poll until promoted (restore_command: pgBackRest's archive-get, asynchronous)."""
+    slot = _slot(work, "restore-pgbackrest", archived.cluster.version)
+    try:
+        archived.quiesce()
+        started = time.perf_counter()
+        make_user_dir(slot.datadir, slot.os_user, 0o700)
+        brest.run("restore", "--pg1-path=%s" % slot.datadir, "--set=%s" % setup.pgbackrest_label, "--type=time",
+                  "--target=%s" % setup.target_time, "--target-action=promote")
+        restored = time.perf_counter()
+        _append_server_settings(slot, {})
+        _start_until_promoted(slot, started, timeout, "pgbackrest")
+        seconds = time.perf_counter() - started
+        _check(slot, setup, "pgbackrest")
+        timeline = int(slot.scalar("select timeline_id from pg_control_checkpoint()"))
+        phases = {"extract": restored - started, "start+replay": seconds - (restored - started)}
+        return RestoreRun("pgbackrest", number, seconds, phases, timeline)
+    finally:
+        slot.destroy()
+
+
 def time_floor(archived: ArchivedCluster, setup: RestoreSetup, work: Path, number: int,
                timeout: float = 1800.0) -> RestoreRun:
-    slot = _slot(work, "restore-floor")
+    slot = _slot(work, "restore-floor", archived.cluster.version)
     tar = shutil.which("tar") or "/bin/tar"
     try:
         archived.quiesce()
@@ -179,21 +226,13 @@ def time_floor(archived: ArchivedCluster, setup: RestoreSetup, work: Path, numbe
         if extracted.returncode != 0:
             raise BenchFailed("tar -xf failed: %s" % extracted.stderr.strip()[-500:])
         extract_done = time.perf_counter()
-        with open(slot.datadir / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
-            conf.write(_floor_settings(slot, setup))
+        _append_server_settings(slot, {"restore_command": "cp %s/%%f %%p" % setup.plain_wal,
+                                       "recovery_target_time": setup.target_time,
+                                       "recovery_target_action": "promote"})
         (slot.datadir / "recovery.signal").touch()
         chown_to(slot.datadir / "recovery.signal", slot.os_user)
         started_at = time.perf_counter()
-        launched = slot.run_as_owner([slot.bin("pg_ctl"), "-D", str(slot.datadir), "-l", str(slot.logfile), "-W",
-                                      "start"])
-        if launched.returncode != 0:
-            raise BenchFailed("pg_ctl start failed: %s" % launched.stderr.strip())
-        while not _promoted(slot):
-            if time.perf_counter() - started > timeout:
-                raise BenchFailed("the floor's recovery did not end within %.0fs:\n%s" % (timeout, slot.log_text()[-2000:]))
-            if not slot.is_running() and time.perf_counter() - extract_done > 5:
-                raise BenchFailed("the floor's server stopped:\n%s" % slot.log_text()[-2000:])
-            time.sleep(0.1)
+        _start_until_promoted(slot, started, timeout, "floor")
         seconds = time.perf_counter() - started
         _check(slot, setup, "floor")
         timeline = int(slot.scalar("select timeline_id from pg_control_checkpoint()"))
@@ -205,14 +244,18 @@ def time_floor(archived: ArchivedCluster, setup: RestoreSetup, work: Path, numbe
 
 
 def measure(archived: ArchivedCluster, setup: RestoreSetup, work: Path, repetitions: int,
-            say: Callable[[str], None]) -> List[RestoreRun]:
-    say("Timing restores to %s x %d repetitions: ours, floor (tar + cp restore_command)"
-        % (setup.target_time, repetitions))
-    timers = {"ours": time_ours, "floor": time_floor}
+            say: Callable[[str], None], brest: Optional[PgBackRest] = None) -> List[RestoreRun]:
+    say("Timing restores to %s x %d repetitions: ours, %sfloor (tar + cp restore_command)"
+        % (setup.target_time, repetitions, "pgBackRest, " if brest else ""))
+    timers: Dict[str, Callable[[ArchivedCluster, RestoreSetup, Path, int], RestoreRun]] = {
+        "ours": time_ours, "floor": time_floor}
+    if brest is not None:
+        timers["pgbackrest"] = lambda a, s, w, n: time_pgbackrest(a, s, w, n, brest)
+    names = list(timers)
     runs: List[RestoreRun] = []
     for number in range(repetitions):
-        order = ["ours", "floor"] if number % 2 == 0 else ["floor", "ours"]
-        for path in order:
+        shift = number % len(names)
+        for path in names[shift:] + names[:shift]:
             run = timers[path](archived, setup, work, number)
             say("  repetition %d  %-5s %6.2fs  (%s)" % (number + 1, run.path, run.seconds, ", ".join(
                 "%s %.1fs" % (phase, value) for phase, value in run.phases.items() if value >= 0.05)))
@@ -222,7 +265,7 @@ def measure(archived: ArchivedCluster, setup: RestoreSetup, work: Path, repetiti
 
 def medians(runs: List[RestoreRun]) -> Dict[str, Dict[str, float]]:
     out: Dict[str, Dict[str, float]] = {}
-    for path in ("ours", "floor"):
+    for path in PATHS:
         mine = [r for r in runs if r.path == path]
         if not mine:
             continue
