@@ -124,8 +124,8 @@ def _fork_batch(archive: "WalArchive", spool: str, source_path: str, name: str) 
         _drop_recycled_markers(spool, wal_dir)
         others = [n for n in _ready_names(wal_dir, exclude=name)
                   if not os.path.exists(os.path.join(spool, n + MARKER_SUFFIX))]
-        batch = [(source_path, name)] + [(os.path.join(wal_dir, n), n)
-                                          for n in others[:archive.config.archive.batch_max - 1]]
+        others = others[:archive.config.archive.batch_max - 1]
+        batch = [(source_path, name)] + [(os.path.join(wal_dir, n), n) for n in others]
         _push_batch(archive, spool, batch)
     except BaseException as exc:  # the waiting call pushes its file itself and reports
         _report("WARNING", "batch push stopped: %s" % exc)
