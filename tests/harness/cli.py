@@ -152,7 +152,7 @@ def cmd_query(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_fleet_create(args: argparse.Namespace) -> dict[str, Any]:
     """Namespaces with sshd (and moto) for molecule scenario fleet (tests/harness/fleet.py)."""
-    return fleet.create(Path(args.base), args.host, args.moto_host)
+    return fleet.create(Path(args.base), args.host, args.moto_host, pg_version=args.pg_version)
 
 
 def cmd_fleet_destroy(args: argparse.Namespace) -> dict[str, Any]:
@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     fleet_create = command("fleet-create", cmd_fleet_create, "network namespace hosts with sshd (and moto)")
     fleet_create.add_argument("--host", action="append", required=True, help="a host name (repeat)")
     fleet_create.add_argument("--moto-host", help="run moto's S3 server in this host's namespace")
+    fleet_create.add_argument("--pg-version", type=int, help="record the server binaries of this major version")
     command("fleet-destroy", cmd_fleet_destroy, "stop everything of the fleet and remove its namespaces and DIR")
     return parser
 

@@ -79,6 +79,8 @@ def _sshd_config(tree: Path, address: str, host_key: Path, authorized: Path) -> 
         "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
         "PubkeyAuthentication yes", "PermitRootLogin prohibit-password", "AllowUsers root",
         "StrictModes no", "X11Forwarding no", "AllowAgentForwarding no", "PrintMotd no",
+        # Ansible copies module files with sftp (its first choice).
+        "Subsystem sftp internal-sftp",
         # Ansible multiplexes its connections; a few at once per host.
         "MaxSessions 20", "MaxStartups 20:30:60", "LogLevel INFO", "",
     ])
@@ -161,7 +163,8 @@ def _start_moto(state: Dict[str, Any], host: Dict[str, Any], bucket: str) -> Dic
             "host": host["name"]}
 
 
-def create(base: Path, hosts: Sequence[str], moto_host: Optional[str], bucket: str = "offsite") -> Dict[str, Any]:
+def create(base: Path, hosts: Sequence[str], moto_host: Optional[str], bucket: str = "offsite",
+           pg_version: Optional[int] = None) -> Dict[str, Any]:
     """Build the fleet; on any failure everything made so far is removed again."""
     reason = unavailable_reason()
     if reason:
@@ -195,6 +198,10 @@ def create(base: Path, hosts: Sequence[str], moto_host: Optional[str], bucket: s
         known_hosts.write_text("".join("%s %s\n" % (h["address"], h["host_key"]) for h in state["hosts"].values()))
         os.chmod(known_hosts, 0o600)
         state["known_hosts_file"] = str(known_hosts)
+        if pg_version:
+            from .binaries import bindir  # world-readable server binaries (a cached copy when needed)
+
+            state["pg_bindir"] = str(bindir(pg_version))
         if moto_host:
             state["s3"] = _start_moto(state, state["hosts"][moto_host], bucket)
         state["complete"] = True
