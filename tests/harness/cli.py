@@ -4,6 +4,8 @@
     python -m tests.harness.cli start|stop|destroy|info --base DIR [--json]
     python -m tests.harness.cli switch-wal --base DIR
     python -m tests.harness.cli query --base DIR --sql "SELECT ..."
+    python -m tests.harness.cli fleet-create --base DIR --host db1 --host backup1 [--moto-host backup1]
+    python -m tests.harness.cli fleet-destroy --base DIR
 
 Run from the repository root. Each cluster lives in its own DIR (data
 directory, socket directory, server log, all owned by the server OS user); a
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from . import fleet
 from .cluster import PgCluster
 
 STATE_FILE = "cluster.json"
@@ -147,6 +150,15 @@ def cmd_query(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": [[_plain(value) for value in row] for row in rows], "changed": False}
 
 
+def cmd_fleet_create(args: argparse.Namespace) -> dict[str, Any]:
+    """Namespaces with sshd (and moto) for molecule scenario fleet (tests/harness/fleet.py)."""
+    return fleet.create(Path(args.base), args.host, args.moto_host, pg_version=args.pg_version)
+
+
+def cmd_fleet_destroy(args: argparse.Namespace) -> dict[str, Any]:
+    return fleet.destroy(Path(args.base))
+
+
 def _plain(value: Any) -> Any:
     """JSON-friendly cell (timestamps, LSNs, decimals become text)."""
     return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
@@ -175,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     query = command("query", cmd_query, "run one SQL statement as the superuser and print the rows")
     query.add_argument("--sql", required=True)
     query.add_argument("--dbname", default="postgres")
+    fleet_create = command("fleet-create", cmd_fleet_create, "network namespace hosts with sshd (and moto)")
+    fleet_create.add_argument("--host", action="append", required=True, help="a host name (repeat)")
+    fleet_create.add_argument("--moto-host", help="run moto's S3 server in this host's namespace")
+    fleet_create.add_argument("--pg-version", type=int, help="record the server binaries of this major version")
+    command("fleet-destroy", cmd_fleet_destroy, "stop everything of the fleet and remove its namespaces and DIR")
     return parser
 
 
