@@ -212,7 +212,16 @@ def derive_drill(tier: Any = None, rpo_target: Any = None, rto_target: Any = Non
     """What role drill uses: the targets a drill judges and the schedule."""
     targets = resolve_targets(tier, rpo_target, rto_target)
     result = drill_schedule_for(targets.rto_seconds)
-    result.update(tier=targets.tier, rpo_target_seconds=targets.rpo_seconds, rto_target_seconds=targets.rto_seconds,
-                  rpo_target=None if targets.rpo_seconds is None else "%ds" % targets.rpo_seconds,
+    rpo = targets.rpo_seconds
+    judged = rpo is not None and not streaming_required(rpo)
+    if rpo is not None and not judged:
+        # A drill restores from the archive, which by design loses the open
+        # segment: it would fail every time. Streaming is what the plan check
+        # (restorekeeper plan) judges for such an RPO.
+        result["reasoning"].append(
+            "RPO %s needs WAL streaming; a drill restores from the archive, so it measures and reports the "
+            "archive's RPO without judging it (restorekeeper plan checks the streaming)." % format_duration(rpo))
+    result.update(tier=targets.tier, rpo_target_seconds=rpo, rto_target_seconds=targets.rto_seconds,
+                  rpo_target="%ds" % rpo if judged else None,
                   rto_target=None if targets.rto_seconds is None else "%ds" % targets.rto_seconds)
     return result

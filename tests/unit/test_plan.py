@@ -128,8 +128,14 @@ def test_drill_schedule_from_the_rto(inputs, schedule, words):
 
 
 def test_drill_targets_are_passed_as_seconds():
-    result = derive_drill(tier="critical", rto_target="20min")
-    assert result["rto_target"] == "1200s" and result["rpo_target"] == "0s"
+    result = derive_drill(tier="important", rto_target="20min")
+    assert result["rto_target"] == "1200s" and result["rpo_target"] == "300s"
+
+
+def test_a_drill_does_not_judge_an_rpo_only_streaming_can_meet():
+    result = derive_drill(tier="critical")
+    assert result["rpo_target"] is None and result["rpo_target_seconds"] == 0
+    assert "restorekeeper plan checks the streaming" in result["reasoning"][-1]
 
 
 def test_schedule_reexports_the_tiers():
