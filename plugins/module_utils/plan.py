@@ -52,9 +52,10 @@ ASSUMED_UNPACK_BYTES_PER_SECOND = 100.0 * MB
 STREAM_FRESH_SECONDS = 120
 # WAL rate: segments archived over this window, extrapolated over at least an hour.
 WAL_RATE_WINDOW_SECONDS = 7 * 86400
-# A backup is overdue past this share of its interval (a timer's random delay,
-# a long backup).
+# A backup is overdue past this share of its interval, and at least this
+# grace after it (a timer's random delay, a long backup).
 OVERDUE_FACTOR = 1.5
+OVERDUE_GRACE_SECONDS = 3600.0
 # Intervals a fix may propose (the steps role backups can schedule), hours.
 INTERVAL_STEPS_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
 MET, NOT_MET, UNPROVEN = "met", "not_met", "unproven"
@@ -362,10 +363,10 @@ def _rto_backup_age(rto: int, facts: Facts, interval: Optional[float], interval_
                         "the newest backup is %s old; the backup interval is not known yet (one backup only)"
                         % (format_duration(age) if age is not None else "of unknown age"),
                         "schedule backups (role backups) or pass the schedule's interval (backup_interval)")
-    limit = interval * OVERDUE_FACTOR
+    limit = max(interval * OVERDUE_FACTOR, interval + OVERDUE_GRACE_SECONDS)
     if age is None or age > limit:
         return _finding("RTO", "backup_age", NOT_MET, age, round(limit, 1),
-                        "the newest backup is %s old, overdue for a %s interval of %s"
+                        "the newest backup is %s old: overdue, the %s backup interval is %s"
                         % (format_duration(age or 0), interval_source, format_duration(interval)),
                         "check the backup timers or cron jobs (role backups) and their logs: backups are not running")
     return _finding("RTO", "backup_age", MET, round(age, 1), round(limit, 1),
