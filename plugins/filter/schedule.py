@@ -40,7 +40,6 @@ def _call(name: str, function: Callable[..., Dict[str, Any]], keys: frozenset, i
         raise AnsibleFilterError("%s: %s" % (name, exc)) from None
 
 
-
 def backup_schedule(inputs: Mapping[str, Any]) -> Dict[str, Any]:
     """The schedule plan (with its reasoning) for a dictionary of plan_schedule() arguments."""
     return _call("backup_schedule", plan_schedule, _PLAN_KEYS, inputs)

@@ -231,10 +231,10 @@ def _rpo_streaming(rpo: int, facts: Facts) -> Dict[str, Any]:
     updated = parse_time(status.get("updated_at"))
     age = None if updated is None else max(facts.now - updated, 0.0)
     if age is None or age > STREAM_FRESH_SECONDS:
+        how_old = "undated" if age is None else "%s old (fresh is under %ds)" % (format_duration(age),
+                                                                                 STREAM_FRESH_SECONDS)
         return _finding("RPO", "streaming", NOT_MET, age, rpo,
-                        "the WAL streamer's status is %s: it is not reporting, so streaming is not proven"
-                        % ("undated" if age is None else "%s old (fresh is under %ds)" % (format_duration(age),
-                                                                                        STREAM_FRESH_SECONDS)),
+                        "the WAL streamer's status is %s: it is not reporting, so streaming is not proven" % how_old,
                         "check the walstream service on the repository host (role walstream) and its log")
     if status.get("state") != "streaming":
         return _finding("RPO", "streaming", NOT_MET, status.get("state"), rpo,
@@ -370,8 +370,8 @@ def _rto_backup_age(rto: int, facts: Facts, interval: Optional[float], interval_
                         % (format_duration(age or 0), interval_source, format_duration(interval)),
                         "check the backup timers or cron jobs (role backups) and their logs: backups are not running")
     return _finding("RTO", "backup_age", MET, round(age, 1), round(limit, 1),
-                    "the newest backup is %s old (%s interval %s)" % (format_duration(age), interval_source,
-                                                                     format_duration(interval)))
+                    "the newest backup is %s old (%s interval %s)"
+                    % (format_duration(age), interval_source, format_duration(interval)))
 
 
 # ----------------------------------------------------------------- evaluate
