@@ -386,3 +386,16 @@ def test_filters_wrap_the_derivations():
         filters["archiving_plan"]({"tier": "gold"})
     with pytest.raises(AnsibleFilterError, match="drill_plan: unknown keys colour"):
         filters["drill_plan"]({"colour": "red"})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["plan", "--rto-target", "30s"], "rto_target 30s is below 1min"),
+    (["plan", "--rpo-target", "soon"], "rpo_target: 'soon' is not a duration"),
+    (["plan"], "no targets to check"),
+    (["plan", "--tier", "gold"], "invalid choice: 'gold'"),
+])
+def test_plan_command_refuses_unusable_targets_with_exit_2_before_reading(argv, message, capsys, tmp_path):
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.cli import main
+
+    assert main(argv + ["--config", str(tmp_path / "absent.conf")]) == 2
+    assert message in capsys.readouterr().err
