@@ -16,25 +16,43 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.schedule 
     calendar_to_cron,
     plan_schedule,
 )
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.targets import derive_archiving, derive_drill
 
 _PLAN_KEYS = frozenset((
     "rpo_target", "rto_target", "tier", "database_size_bytes", "wal_rate_mb_per_hour", "replay_rate_mb_s",
     "restore_rate_mb_s", "rto_safety", "server_version_num", "incremental", "full_schedule", "incremental_schedule",
+    "measured_replay_rate_mb_s", "measured_restore_rate_mb_s", "measured_wal_rate_mb_per_hour", "measured_drills",
 ))
+_ARCHIVING_KEYS = frozenset(("tier", "rpo_target", "archive_timeout"))
+_DRILL_KEYS = frozenset(("tier", "rpo_target", "rto_target"))
+
+
+def _call(name: str, function: Callable[..., Dict[str, Any]], keys: frozenset, inputs: Mapping[str, Any]) -> Dict[str, Any]:
+    """Check the dictionary's keys, call the engine, turn its ValueError into a filter error."""
+    if not isinstance(inputs, Mapping):
+        raise AnsibleFilterError("%s expects a dictionary, not %s" % (name, type(inputs).__name__))
+    unknown = sorted(set(inputs) - keys)
+    if unknown:
+        raise AnsibleFilterError("%s: unknown keys %s; known are %s" % (name, ", ".join(unknown), ", ".join(sorted(keys))))
+    try:
+        return function(**dict(inputs))
+    except ValueError as exc:
+        raise AnsibleFilterError("%s: %s" % (name, exc)) from None
 
 
 def backup_schedule(inputs: Mapping[str, Any]) -> Dict[str, Any]:
     """The schedule plan (with its reasoning) for a dictionary of plan_schedule() arguments."""
-    if not isinstance(inputs, Mapping):
-        raise AnsibleFilterError("backup_schedule expects a dictionary, not %s" % type(inputs).__name__)
-    unknown = sorted(set(inputs) - _PLAN_KEYS)
-    if unknown:
-        raise AnsibleFilterError("backup_schedule: unknown keys %s; known are %s"
-                                 % (", ".join(unknown), ", ".join(sorted(_PLAN_KEYS))))
-    try:
-        return plan_schedule(**dict(inputs))
-    except ValueError as exc:
-        raise AnsibleFilterError("backup_schedule: %s" % exc) from None
+    return _call("backup_schedule", plan_schedule, _PLAN_KEYS, inputs)
+
+
+def archiving_plan(inputs: Mapping[str, Any]) -> Dict[str, Any]:
+    """archive_timeout from the RPO target or tier (an explicit one wins when it meets the RPO), with the reasoning."""
+    return _call("archiving_plan", derive_archiving, _ARCHIVING_KEYS, inputs)
+
+
+def drill_plan(inputs: Mapping[str, Any]) -> Dict[str, Any]:
+    """Drill targets and the drill schedule from the tier or RTO, with the reasoning."""
+    return _call("drill_plan", derive_drill, _DRILL_KEYS, inputs)
 
 
 def oncalendar_to_cron(spec: str) -> str:
@@ -46,7 +64,8 @@ def oncalendar_to_cron(spec: str) -> str:
 
 
 class FilterModule:
-    """restorekeeper.postgresql.backup_schedule and restorekeeper.postgresql.oncalendar_to_cron."""
+    """restorekeeper.postgresql.backup_schedule, archiving_plan, drill_plan and oncalendar_to_cron."""
 
     def filters(self) -> Dict[str, Callable[..., Any]]:
-        return {"backup_schedule": backup_schedule, "oncalendar_to_cron": oncalendar_to_cron}
+        return {"backup_schedule": backup_schedule, "archiving_plan": archiving_plan, "drill_plan": drill_plan,
+                "oncalendar_to_cron": oncalendar_to_cron}

@@ -356,6 +356,31 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return EXIT_OK if report_data["compliant"] else EXIT_FAILED
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .pgclient import PgClient
+    from .plan import check_targets, evaluate, finding_lines, gather
+    from .targets import TargetError, parse_target
+
+    try:
+        targets = check_targets(args.tier, args.rpo_target, args.rto_target)
+        interval = parse_target("backup_interval", args.backup_interval)
+    except TargetError as exc:
+        # Bad input is not a verdict: exit 2, like any usage error.
+        report("plan", "ERROR", exc)
+        return EXIT_USAGE
+    config = _load(args)
+    with PgClient(config.postgres) as client:
+        facts = gather(config, None if args.no_server else client)
+    result = evaluate(targets, facts, backup_interval=interval, require_offsite=args.require_offsite)
+    if args.json:
+        _print_json(result)
+    else:
+        sys.stdout.write(result["summary"] + "\n")
+        for line in finding_lines(result):
+            sys.stdout.write(line + "\n")
+    return EXIT_OK if result["met"] else EXIT_FAILED
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from .backup import verify_backup
 
@@ -633,6 +658,16 @@ def build_parser() -> "argparse.ArgumentParser":
     policy.add_argument("--count-live-cluster", action="store_true",
                         help="count the running cluster as one copy (off: a bad DELETE reaches it at once)")
     policy.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    plan = command("plan", cmd_plan, "does the current layout provably meet the RPO/RTO targets? "
+                   "exit 0 when it does, 1 when not (one line per finding, with the fix), 2 for unusable targets")
+    plan.add_argument("--tier", choices=("critical", "important", "standard"),
+                      help="critical (RPO 0, RTO 15min), important (5min, 1h), standard (24h, 4h)")
+    plan.add_argument("--rpo-target", help="RPO, e.g. 5min (wins over the tier's)")
+    plan.add_argument("--rto-target", help="RTO, e.g. 1h (wins over the tier's)")
+    plan.add_argument("--backup-interval", help="the backup schedule's interval, e.g. 12h (default: observed)")
+    plan.add_argument("--require-offsite", action="store_true", help="the plan needs an offsite copy within the RPO")
+    plan.add_argument("--no-server", action="store_true", help="do not ask the server (its checks are unproven)")
+    plan.add_argument("--json", action="store_true", help="print the verdict and findings as JSON")
     info = command("info", cmd_info, "backups, WAL ranges, gaps and the recoverable window", reads_copies=True)
     info.add_argument("--json", action="store_true", help="print as JSON")
     dump = command("dump", cmd_dump, "take a verified logical backup (pg_dump per database, plus globals)")

@@ -34,20 +34,21 @@ import sys
 import time
 from typing import Any, Dict, IO, List, Optional, Sequence, Tuple
 
-from .postgres import parse_seconds
+from .targets import (
+    MIN_ARCHIVE_TIMEOUT,
+    TIERS,
+    TargetError,
+    archive_timeout_for,
+    format_duration,
+    given as _given,
+    resolve_targets,
+)
 
 MB = 1024 * 1024
 # Same value as backup.INCREMENTAL_MIN_VERSION (pg_basebackup --incremental
 # arrived in PostgreSQL 17); not imported, so the controller-side filter does
 # not load the backup engine.
 INCREMENTAL_MIN_VERSION = 170000
-
-# Targets a tier stands for when no explicit target is given: (RPO, RTO).
-TIERS: Dict[str, Tuple[str, str]] = {
-    "critical": ("1min", "1h"),
-    "important": ("5min", "4h"),
-    "standard": ("1h", "24h"),
-}
 
 # Intervals a derived schedule may use, in hours. Each maps onto a calendar
 # expression both systemd and cron can state (hours dividing 24, daily, twice
@@ -57,30 +58,11 @@ INCREMENTAL_STEPS_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
 FULL_STEPS_HOURS = INCREMENTAL_STEPS_HOURS + (96, 168)
 WEEKLY_HOURS = 168
 
-# archive_timeout below a minute fills the archive with mostly empty
-# segments (every switch is a whole segment) for little gain.
-MIN_ARCHIVE_TIMEOUT = 60
-
 DEFAULT_FULL_SCHEDULE = "Sun *-*-* 01:00:00"
 DEFAULT_INCREMENTAL_SCHEDULE = "Mon..Sat *-*-* 01:00:00"
 
 
 # --------------------------------------------------------------- formatting
-def format_duration(seconds: float) -> str:
-    """Short human form: 45s, 17min04s, 12h, 2h05min, 3d."""
-    whole = int(round(seconds))
-    if whole < 60:
-        return "%ds" % whole
-    if whole < 3600:
-        minutes, secs = divmod(whole, 60)
-        return "%dmin" % minutes if secs == 0 else "%dmin%02ds" % (minutes, secs)
-    if whole % 86400 == 0:
-        return "%dd" % (whole // 86400)
-    hours, rest = divmod(whole, 3600)
-    minutes = rest // 60
-    return "%dh" % hours if minutes == 0 else "%dh%02dmin" % (hours, minutes)
-
-
 def _hours(hours: float) -> str:
     return format_duration(hours * 3600)
 
@@ -90,15 +72,6 @@ def _number(value: float) -> str:
 
 
 # ----------------------------------------------------------------- the plan
-def _target_seconds(name: str, value: Any) -> Optional[int]:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        return parse_seconds(value)
-    except ValueError as exc:
-        raise ValueError("%s: %s" % (name, exc)) from None
-
-
 def _positive(name: str, value: Any) -> float:
     try:
         number = float(value)
@@ -133,30 +106,6 @@ def interval_words(hours: int) -> str:
     if hours == 24:
         return "daily"
     return "every %dh" % hours
-
-
-def archive_timeout_for(rpo: int) -> Tuple[int, List[str], List[str]]:
-    """archive_timeout for an RPO target, with the reasoning and any warning."""
-    timeout = max(MIN_ARCHIVE_TIMEOUT, rpo // 2)
-    lines = [
-        "RPO %s is a matter of WAL archiving, not of backups: committed work is lost up to the age of the "
-        "WAL segment being written, which archive_timeout bounds on a quiet server. Use archive_timeout = "
-        "%ds (half the RPO, at least %ds) - role archiving: archiving_archive_timeout: %ds."
-        % (format_duration(rpo), timeout, MIN_ARCHIVE_TIMEOUT, timeout)
-    ]
-    warnings = []
-    if rpo == 0:
-        warnings.append(
-            "RPO 0 cannot be met by WAL archiving, which always loses the segment being written: it needs "
-            "synchronous streaming replication (or pg_receivewal --synchronous) to a second copy."
-        )
-    elif rpo < 2 * MIN_ARCHIVE_TIMEOUT:
-        warnings.append(
-            "RPO %s is below twice the shortest sensible archive_timeout (%ds): archiving alone cannot "
-            "guarantee it; stream WAL continuously (pg_receivewal or a streaming standby) as well."
-            % (format_duration(rpo), MIN_ARCHIVE_TIMEOUT)
-        )
-    return timeout, lines, warnings
 
 
 def _incremental_capability(server_version_num: Optional[int], wanted: bool) -> Tuple[bool, List[str]]:
@@ -235,6 +184,43 @@ def _derive_interval(
             "lines": lines, "warnings": warnings}
 
 
+def parse_target_seconds(text: str) -> int:
+    return int(resolve_targets(None, text, None).rpo_seconds or 0)
+
+
+def _rate(name: str, assumed: Any, measured: Any, what: str, drills: Optional[int], reasoning: List[str]) -> float:
+    """The measured rate (bytes/s from drills, given here in MB/s) when known, else the assumed one."""
+    if _given(measured):
+        rate = _positive("measured_" + name, measured)
+        reasoning.append("%s rate %s MB/s, measured by %s passed restore drill(s) (the slowest of the last five)."
+                         % (what[0].upper() + what[1:], _number(rate), int(drills) if drills else "the"))
+        return rate
+    rate = _positive(name, assumed)
+    reasoning.append("%s rate %s MB/s assumed (%s): no passed drill has measured it yet."
+                     % (what[0].upper() + what[1:], _number(rate), name))
+    return rate
+
+
+def _wal_rate(declared: Any, measured: Any, reasoning: List[str]) -> float:
+    """The declared WAL rate, else the one measured from the archive."""
+    chosen = declared if _given(declared) else measured
+    if not _given(chosen):
+        raise ValueError(
+            "wal_rate_mb_per_hour is needed to derive the schedule from an RTO target: the WAL the server "
+            "writes per hour (compare pg_current_wal_lsn() an hour apart with pg_wal_lsn_diff()); it is "
+            "measured from the archive once WAL has been archived")
+    try:
+        wal_rate = float(chosen)
+    except (TypeError, ValueError):
+        raise ValueError("wal_rate_mb_per_hour must be a number, not %r" % (chosen,)) from None
+    if wal_rate < 0 or math.isinf(wal_rate) or math.isnan(wal_rate):
+        raise ValueError("wal_rate_mb_per_hour must be 0 or more, not %r" % (chosen,))
+    if not _given(declared):
+        reasoning.append("WAL rate %s MB/h, measured from the archive (segments archived per hour, recent days)."
+                         % _number(wal_rate))
+    return wal_rate
+
+
 def plan_schedule(
     rpo_target: Any = None,
     rto_target: Any = None,
@@ -248,6 +234,10 @@ def plan_schedule(
     incremental: bool = True,
     full_schedule: str = DEFAULT_FULL_SCHEDULE,
     incremental_schedule: Optional[str] = DEFAULT_INCREMENTAL_SCHEDULE,
+    measured_replay_rate_mb_s: Optional[float] = None,
+    measured_restore_rate_mb_s: Optional[float] = None,
+    measured_wal_rate_mb_per_hour: Optional[float] = None,
+    measured_drills: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Decide the full and incremental schedules and explain them.
 
@@ -255,17 +245,19 @@ def plan_schedule(
     used as they are. With one, the interval between backups is derived
     (see the module docstring); it replaces ``incremental_schedule`` when the
     server takes incremental backups, and ``full_schedule`` when it does not.
-    Raises ValueError for unusable input.
+    Rates measured by drills (``measured_*``, from drillrecord.measured_rates)
+    replace the assumed ones; the WAL rate measured from the archive is used
+    when none is declared. Raises ValueError (TargetError) for unusable input,
+    and for an RTO that the measured restore of the base backup alone exceeds.
     """
-    if tier and tier not in TIERS:
-        raise ValueError("tier must be one of %s, not %r" % (", ".join(sorted(TIERS)), tier))
-    tier_rpo, tier_rto = TIERS[tier] if tier else (None, None)
-    rpo = _target_seconds("rpo_target", rpo_target if _given(rpo_target) else tier_rpo)
-    rto = _target_seconds("rto_target", rto_target if _given(rto_target) else tier_rto)
-    if rto == 0:
-        raise ValueError("rto_target must be above 0")
-    replay_rate = _positive("replay_rate_mb_s", replay_rate_mb_s)
-    restore_rate = _positive("restore_rate_mb_s", restore_rate_mb_s)
+    targets = resolve_targets(tier, rpo_target, rto_target)
+    rpo, rto = targets.rpo_seconds, targets.rto_seconds
+    reasoning: List[str] = []
+    warnings: List[str] = []
+    replay_rate = _rate("replay_rate_mb_s", replay_rate_mb_s, measured_replay_rate_mb_s, "WAL replay",
+                        measured_drills, reasoning)
+    restore_rate = _rate("restore_rate_mb_s", restore_rate_mb_s, measured_restore_rate_mb_s,
+                         "fetch + decompress + unpack", measured_drills, reasoning)
     safety = _positive("rto_safety", rto_safety)
     if safety > 1:
         raise ValueError("rto_safety is the share of the RTO to plan with, between 0 and 1, not %r" % rto_safety)
@@ -274,18 +266,31 @@ def plan_schedule(
     for name, text in (("full_schedule", full_schedule), ("incremental_schedule", incremental_schedule)):
         if text is not None:
             check_calendar_text(name, text)
+    if rto is not None and _given(measured_restore_rate_mb_s) and database_size_bytes is not None:
+        base = int(database_size_bytes) / MB / restore_rate
+        if base > rto:
+            raise TargetError(
+                "rto_target %s cannot be met by any backup schedule: drills measured %s MB/s to fetch and unpack "
+                "a backup, so restoring the %s MB base alone takes %s. Declare an RTO above %s, restore faster "
+                "(faster repository storage, less compression), or keep a standby to fail over to (role walstream)."
+                % (format_duration(rto), _number(restore_rate), _number(int(database_size_bytes) / MB),
+                   format_duration(base), format_duration(base)))
 
     plan: Dict[str, Any] = {
-        "tier": tier or None, "rpo_target_seconds": rpo, "rto_target_seconds": rto,
-        "archive_timeout_seconds": None, "derived": rto is not None, "interval_hours": None,
+        "tier": targets.tier, "rpo_target_seconds": rpo, "rto_target_seconds": rto,
+        "archive_timeout_seconds": None, "streaming_required": rpo is not None and rpo < MIN_ARCHIVE_TIMEOUT,
+        "derived": rto is not None, "interval_hours": None,
         "max_interval_hours": None, "restore_base_seconds": None, "worst_case_restore_seconds": None,
         "rto_met": None, "incremental": False, "full_schedule": full_schedule, "incremental_schedule": None,
-        "derived_kind": None, "derivation": None,
+        "derived_kind": None, "derivation": None, "replay_rate_mb_s": replay_rate, "restore_rate_mb_s": restore_rate,
+        "wal_rate_mb_per_hour": None, "rates_measured": _given(measured_replay_rate_mb_s)
+        and _given(measured_restore_rate_mb_s),
     }
-    reasoning: List[str] = []
-    warnings: List[str] = []
-    if tier:
-        reasoning.append("Tier %s: RPO %s, RTO %s unless set explicitly." % (tier, tier_rpo, tier_rto))
+    if targets.tier:
+        tier_rpo, tier_rto = TIERS[targets.tier]
+        reasoning.insert(0, "Tier %s: RPO %s, RTO %s unless set explicitly." % (
+            targets.tier, format_duration(parse_target_seconds(tier_rpo)),
+            format_duration(parse_target_seconds(tier_rto))))
     if rpo is not None:
         timeout, lines, warned = archive_timeout_for(rpo)
         plan["archive_timeout_seconds"] = timeout
@@ -298,13 +303,8 @@ def plan_schedule(
     if rto is None:
         _fixed_schedule(plan, reasoning, capable, full_schedule, incremental_schedule)
     else:
-        if wal_rate_mb_per_hour is None or (isinstance(wal_rate_mb_per_hour, str) and not wal_rate_mb_per_hour):
-            raise ValueError(
-                "wal_rate_mb_per_hour is needed to derive the schedule from an RTO target: the WAL the server "
-                "writes per hour (compare pg_current_wal_lsn() an hour apart with pg_wal_lsn_diff())")
-        wal_rate = float(wal_rate_mb_per_hour)
-        if wal_rate < 0 or math.isinf(wal_rate) or math.isnan(wal_rate):
-            raise ValueError("wal_rate_mb_per_hour must be 0 or more, not %r" % wal_rate_mb_per_hour)
+        wal_rate = _wal_rate(wal_rate_mb_per_hour, measured_wal_rate_mb_per_hour, reasoning)
+        plan["wal_rate_mb_per_hour"] = wal_rate
         derived = _derive_interval(rto, None if database_size_bytes is None else int(database_size_bytes),
                                    wal_rate, replay_rate, restore_rate, safety,
                                    INCREMENTAL_STEPS_HOURS if capable else FULL_STEPS_HOURS)
@@ -316,10 +316,6 @@ def plan_schedule(
     plan["warnings"] = warnings
     plan["summary"] = _summary(plan)
     return plan
-
-
-def _given(value: Any) -> bool:
-    return value is not None and not (isinstance(value, str) and not value.strip())
 
 
 def _fixed_schedule(plan: Dict[str, Any], reasoning: List[str], capable: bool, full_schedule: str,

@@ -42,6 +42,40 @@ options:
         errors (a refused login, for example) still fail.
     type: bool
     default: false
+  targets:
+    description:
+      - Check whether the current layout provably meets these recovery targets, and return the verdict with
+        one finding per piece of evidence in RV(recovery_plan) (the same check as C(restorekeeper plan)).
+      - Unusable targets (an unparsable duration, an RTO below a minute, no target at all) fail the module
+        before anything is read.
+      - With O(server_status=false) the server's checks (C(archive_timeout), archiver health) are unproven.
+    type: dict
+    suboptions:
+      tier:
+        description:
+          - V(critical) (RPO 0, RTO 15min), V(important) (RPO 5min, RTO 1h) or V(standard) (RPO 24h, RTO 4h);
+            supplies the targets not given explicitly.
+        type: str
+        choices: [critical, important, standard]
+      rpo_target:
+        description:
+          - Recovery point objective, a duration such as V(5min) or V(0). Below 60 seconds only WAL streaming
+            (role walstream) can meet it; RPO 0 only synchronous streaming.
+        type: str
+      rto_target:
+        description:
+          - Recovery time objective, a duration such as V(1h); at least one minute.
+        type: str
+      backup_interval:
+        description:
+          - Interval of the backup schedule, a duration such as V(12h). Default is the longest interval observed
+            between the last backups.
+        type: str
+      require_offsite:
+        description:
+          - The plan requires an offsite copy whose lag stays within the RPO.
+        type: bool
+        default: false
   bindir:
     description:
       - Directory of the server's PostgreSQL programs (C(psql), C(pg_isready)).
@@ -116,6 +150,22 @@ EXAMPLES = r"""
 - name: Latest moment a restore can reach (needs community.general for json_query)
   ansible.builtin.debug:
     msg: "{{ info | community.general.json_query('recoverable_windows[-1].latest_time') }}"
+
+- name: Does the layout provably meet the tier's targets?
+  become: true
+  become_user: postgres
+  restorekeeper.postgresql.backup_info:
+    config_path: /etc/restorekeeper/main.conf
+    targets:
+      tier: important
+  register: info
+
+- name: Fail with every finding that is not met, and its fix
+  ansible.builtin.assert:
+    that: info.recovery_plan.met
+    fail_msg: "{{ info.recovery_plan.findings | rejectattr('status', 'equalto', 'met')
+                  | map(attribute='reason') | zip(info.recovery_plan.findings
+                  | rejectattr('status', 'equalto', 'met') | map(attribute='fix')) | list }}"
 
 - name: Read the repository only, for example while the server is down
   restorekeeper.postgresql.backup_info:
@@ -439,6 +489,94 @@ copies:
       lag_seconds: 0.0
       backups_held: [20260510-020000F]
       backups_missing: []
+measured:
+  description:
+    - Rates measured in this repository, the inputs role restorekeeper.postgresql.backups derives its schedule
+      from. Null where nothing was measured yet.
+  returned: always
+  type: dict
+  contains:
+    replay_rate_mb_s:
+      description: WAL replay rate of the slowest of the last five passed drills, MB/s.
+      type: float
+    restore_rate_mb_s:
+      description: Fetch, decompress and unpack rate of the slowest of the last five passed drills, MB/s.
+      type: float
+    wal_rate_mb_per_hour:
+      description: WAL archived per hour over the last seven days (whole segments), MB/h.
+      type: float
+    drills:
+      description: Passed drills the rates come from (at most five).
+      type: int
+  sample: {replay_rate_mb_s: 61.2, restore_rate_mb_s: 143.0, wal_rate_mb_per_hour: 512.0, drills: 3}
+recovery_plan:
+  description:
+    - With O(targets), whether the current layout provably meets them. Null without O(targets).
+    - The layout provably meets the targets only when every finding is V(met); an estimate from assumed rates,
+      or a drill too old to count, is V(unproven) and its fix says what to measure.
+  returned: always
+  type: dict
+  contains:
+    status:
+      description: V(met), V(not_met) (some finding is not met) or V(unproven) (none fails, some are not proven).
+      type: str
+    met:
+      description: Whether every finding is met.
+      type: bool
+    summary:
+      description: One line with the targets and the verdict.
+      type: str
+    targets:
+      description: The targets checked, C(tier), C(rpo_seconds), C(rto_seconds) and C(description).
+      type: dict
+    backup_interval_seconds:
+      description: The backup interval used for the worst case (given or observed); null when unknown.
+      type: float
+    rates:
+      description:
+        - Rates used, C(replay_bytes_per_second), C(unpack_bytes_per_second) (measured by drills or assumed,
+          C(replay_measured), C(unpack_measured)), C(drills), C(wal_bytes_per_hour) and C(wal_hours_observed).
+      type: dict
+    findings:
+      description: One per piece of evidence.
+      type: list
+      elements: dict
+      contains:
+        target:
+          description: V(RPO) or V(RTO).
+          type: str
+        check:
+          description:
+            - V(archive_timeout), V(archiving), V(streaming), V(offsite_copy), V(copy:NAME), V(drill),
+              V(worst_case) or V(backup_age).
+          type: str
+        status:
+          description: V(met), V(not_met) or V(unproven).
+          type: str
+        measured:
+          description: What was measured (seconds for times; null when unknown).
+          type: raw
+        limit:
+          description: What it is held against (seconds).
+          type: raw
+        reason:
+          description: Why, in words.
+          type: str
+        fix:
+          description: What would make it met; null when it is met.
+          type: str
+  sample:
+    status: not_met
+    met: false
+    summary: "tier important, RPO 5min, RTO 1h: NOT met (3 of 5 checks met)"
+    findings:
+      - target: RPO
+        check: archive_timeout
+        status: not_met
+        measured: 3600
+        limit: 300
+        reason: "archive_timeout 1h is above 5min: a quiet server can lose up to 1h of committed work"
+        fix: "set archive_timeout to 150s (role archiving: archiving_rpo_target: 300s, ...)"
 archive:
   description:
     - The server's archiving state against the repository. Null when O(server_status=false), or when the
@@ -535,7 +673,14 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repositor
     Repository,
     open_repository_storage,
 )
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.plan import (
+    check_targets,
+    evaluate,
+    gather,
+    measured_for_schedule,
+)
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.ship import copy_status
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.targets import TargetError, parse_target
 
 # pg_isready: 2 = no response (server down or address wrong), as opposed to
 # 0 (accepting) and 1 (rejecting, e.g. starting up) and 3 (bad parameters).
@@ -549,6 +694,13 @@ def argument_spec() -> Dict[str, Any]:
         server_status={"type": "bool", "default": True},
         ignore_unreachable_server={"type": "bool", "default": False},
         bindir={"type": "path"},
+        targets={"type": "dict", "options": {
+            "tier": {"type": "str", "choices": ["critical", "important", "standard"]},
+            "rpo_target": {"type": "str"},
+            "rto_target": {"type": "str"},
+            "backup_interval": {"type": "str"},
+            "require_offsite": {"type": "bool", "default": False},
+        }},
     )
     return spec
 
@@ -588,23 +740,35 @@ def add_copy_holdings(result: Dict[str, Any], config: Config, repository: Reposi
 
 def run(module: AnsibleModule) -> Dict[str, Any]:
     params = module.params
+    wanted = params["targets"]
+    if wanted:
+        # Unusable targets fail before anything is read.
+        targets = check_targets(wanted["tier"], wanted["rpo_target"], wanted["rto_target"])
+        interval = parse_target("backup_interval", wanted["backup_interval"])
     config = Config.load(params["config_path"])
     repository = Repository.from_config(config)
     repository.require_initialised()
     catalog = Catalog(repository, config.cluster)
     result: Dict[str, Any] = dict(catalog.describe())
-    result.update(changed=False, archive=None, copies=[])
+    result.update(changed=False, archive=None, copies=[], recovery_plan=None,
+                  measured=measured_for_schedule(repository.storage, config.cluster, catalog.segment_size()))
     if config.copies:
         add_copy_holdings(result, config, repository)
-    if not params["server_status"]:
-        return result
-    with module_client(params, config.postgres) as client:
-        if params["ignore_unreachable_server"]:
-            probe = client.run("pg_isready", ["-q"], capture_output=True, text=True)
-            if probe.returncode == PG_ISREADY_NO_RESPONSE:
-                module.warn("the PostgreSQL server did not answer; archive status (archive) not reported")
-                return result
-        result["archive"] = archive_status(client, catalog)
+    client = None
+    with module_client(params, config.postgres) as connection:
+        if params["server_status"]:
+            client = connection
+            if params["ignore_unreachable_server"]:
+                probe = connection.run("pg_isready", ["-q"], capture_output=True, text=True)
+                if probe.returncode == PG_ISREADY_NO_RESPONSE:
+                    module.warn("the PostgreSQL server did not answer; archive status (archive) not reported")
+                    client = None
+            if client is not None:
+                result["archive"] = archive_status(client, catalog)
+        if wanted:
+            facts = gather(config, client, description=result, copies=result["copies"], archive=result["archive"])
+            result["recovery_plan"] = evaluate(targets, facts, backup_interval=interval,
+                                               require_offsite=wanted["require_offsite"])
     return result
 
 
@@ -612,7 +776,7 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
         result = run(module)
-    except RestorekeeperError as exc:
+    except (RestorekeeperError, TargetError) as exc:
         module.fail_json(msg=str(exc), changed=False)
     except Exception as exc:  # pylint: disable=broad-exception-caught
         module.fail_json(

@@ -105,11 +105,50 @@ def test_tier_supplies_targets_not_set_explicitly():
     assert plan["archive_timeout_seconds"] == 150
 
 
-@pytest.mark.parametrize("rpo, timeout, warned", [("0", 60, "synchronous streaming"), ("90s", 60, "pg_receivewal"),
-                                                  ("2min", 60, None), ("1h", 1800, None)])
+@pytest.mark.parametrize("tier, rpo, rto, timeout", [("critical", 0, 900, 60), ("important", 300, 3600, 150),
+                                                     ("standard", 86400, 14400, 3600)])
+def test_tiers(tier, rpo, rto, timeout):
+    plan = plan_schedule(tier=tier, wal_rate_mb_per_hour=100, database_size_bytes=GB, server_version_num=PG18)
+    assert (plan["rpo_target_seconds"], plan["rto_target_seconds"]) == (rpo, rto)
+    assert plan["archive_timeout_seconds"] == timeout
+    assert plan["reasoning"][0].startswith("Tier %s" % tier)
+
+
+def test_measured_rates_replace_the_assumed_ones_and_say_so():
+    assumed = plan_schedule(**README_EXAMPLE, server_version_num=PG18)
+    measured = plan_schedule(**README_EXAMPLE, server_version_num=PG18, measured_replay_rate_mb_s=10,
+                             measured_restore_rate_mb_s=200, measured_drills=3)
+    assert measured["replay_rate_mb_s"] == 10 and measured["restore_rate_mb_s"] == 200 and measured["rates_measured"]
+    # base 512 s; (1800 - 512) s x 10 MB/s / 2048 MB/h = 6.3 h -> 6 h instead of 12 h
+    assert assumed["interval_hours"] == 12 and measured["interval_hours"] == 6
+    text = "\n".join(measured["reasoning"])
+    assert "WAL replay rate 10 MB/s, measured by 3 passed restore drill(s)" in text
+    assert "assumed" in "\n".join(assumed["reasoning"])
+
+
+def test_the_wal_rate_measured_from_the_archive_is_used_when_none_is_declared():
+    plan = plan_schedule(rto_target="1h", database_size_bytes=GB, measured_wal_rate_mb_per_hour=4096,
+                         server_version_num=PG18)
+    assert plan["wal_rate_mb_per_hour"] == 4096
+    assert any("measured from the archive" in line for line in plan["reasoning"])
+    declared = plan_schedule(rto_target="1h", database_size_bytes=GB, wal_rate_mb_per_hour=10,
+                             measured_wal_rate_mb_per_hour=4096, server_version_num=PG18)
+    assert declared["wal_rate_mb_per_hour"] == 10
+
+
+def test_an_rto_the_measured_base_restore_alone_exceeds_is_refused():
+    with pytest.raises(schedule.TargetError, match=re.escape("restoring the 102400 MB base alone takes 17min04s")):
+        plan_schedule(**{**README_EXAMPLE, "rto_target": "15min"}, measured_restore_rate_mb_s=100,
+                      measured_replay_rate_mb_s=50)
+
+
+@pytest.mark.parametrize("rpo, timeout, warned", [
+    ("0", 60, "WAL streaming that is synchronous"), ("30s", 60, "needs WAL streaming"), ("60s", 60, None),
+    ("90s", 60, None), ("2min", 60, None), ("1h", 1800, None), ("24h", 3600, None)])
 def test_archive_timeout_from_the_rpo(rpo, timeout, warned):
     plan = plan_schedule(rpo_target=rpo)
     assert plan["archive_timeout_seconds"] == timeout
+    assert plan["streaming_required"] is bool(warned)
     if warned:
         assert len(plan["warnings"]) == 1 and warned in plan["warnings"][0]
     else:
@@ -119,7 +158,9 @@ def test_archive_timeout_from_the_rpo(rpo, timeout, warned):
 @pytest.mark.parametrize("arguments, message", [
     (dict(rto_target="soon", wal_rate_mb_per_hour=1), "rto_target: 'soon' is not a duration"),
     (dict(rto_target="1h"), "wal_rate_mb_per_hour is needed"),
-    (dict(rto_target="0", wal_rate_mb_per_hour=1), "rto_target must be above 0"),
+    (dict(rto_target="0", wal_rate_mb_per_hour=1), "rto_target 0s is below 1min"),
+    (dict(rto_target="30s", wal_rate_mb_per_hour=1), "needs a standby to fail over to"),
+    (dict(rpo_target="-5min"), "rpo_target: '-5min' is not a duration"),
     (dict(tier="gold"), "tier must be one of critical, important, standard"),
     (dict(rto_safety=1.5), "between 0 and 1"),
     (dict(replay_rate_mb_s=0), "replay_rate_mb_s must be above 0"),
