@@ -49,6 +49,8 @@ from bench.lib.parts import Context, Row  # noqa: E402
 DEFAULT_SEGMENTS = 48
 DEFAULT_SCALE = 30
 PARTS = ("archive", "backup", "incremental", "restore", "drill")
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 

@@ -218,7 +218,7 @@ def ours_path(tool: Tool, work: Path, os_user: str, level: int, asynchronous: bo
             raise RuntimeError("%s reported success but %d segments are not listed" % (name, len(missing)))
 
     return Archiver(name, reset, commands, lambda: tree_bytes(repo / "bench" / "wal"), check,
-                 settle=lambda: wait_quiet(str(config)))
+                    settle=lambda: wait_quiet(str(config)))
 
 
 def ours_async_supported(tool: Tool, work: Path, os_user: str, level: int) -> Optional[str]:
@@ -267,7 +267,7 @@ def pgbackrest_path(template: Path, work: Path, source: "pgbackrest.Settings", o
             raise RuntimeError("%s reported success but %d segments are not in its repository" % (name, len(missing)))
 
     return Archiver(name, reset, commands, lambda: tree_bytes(settings.repo_path / "archive"), check,
-                 settle=lambda: wait_quiet(str(config)))
+                    settle=lambda: wait_quiet(str(config)))
 
 
 # -------------------------------------------------------------- repetitions
@@ -283,6 +283,6 @@ def repetition(wal: WalDir, segments: List[Path], paths: List[Archiver], number:
         path.settle()
         path.check(segments)
         runs.append(ArchiveRun(path.name, number, seconds, len(segments), path.stored()))
-        say("  repetition %d  %-17s %6.2fs  %6.1f segments/s" % (number + 1, path.name, seconds,
-                                                                  len(segments) / seconds))
+        rate = len(segments) / seconds
+        say("  repetition %d  %-17s %6.2fs  %6.1f segments/s" % (number + 1, path.name, seconds, rate))
     return runs
