@@ -188,7 +188,7 @@ def backup_part(ctx: Context, archived: ArchivedCluster, brest: Optional[pgbackr
 
 def incremental_part(ctx: Context, scale: int) -> List[Row]:
     """Ours, native incremental, on a PostgreSQL 18 copy of the pgbench database."""
-    archived, _ = database(ctx, scale, 18, "pg-incremental", with_brest=False)
+    archived, _brest = database(ctx, scale, 18, "pg-incremental", with_brest=False)
     try:
         runs = backups.measure_incremental(archived, ctx.repetitions, ctx.say)
     finally:
