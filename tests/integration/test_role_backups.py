@@ -182,9 +182,15 @@ def test_cron_on_postgresql_15_full_backups_only_and_logical_dumps(archived, ans
     arch = archived(15)
     base = scratch(rk_session_dir)
     inventory = tmp_path / "inventory.yml"
-    write_inventory(inventory, {**role_vars(arch, base), "backups_scheduler": "cron", "backups_randomized_delay": 0,
-                                "backups_logical_schedule": "Sat *-*-* 03:00:00",
-                                "backups_logical_databases": ["postgres"]})
+    settings = {**role_vars(arch, base), "backups_scheduler": "cron", "backups_randomized_delay": 0,
+                "backups_logical_schedule": "Sat *-*-* 03:00:00", "backups_logical_databases": ["postgres"]}
+    # A retention policy the engine refuses fails before any drop-in exists.
+    write_inventory(inventory, {**settings, "backups_retention": {"full": 2, "window": "forever"}})
+    refused = converge(ansible_env, inventory)
+    assert refused.returncode != 0 and "window" in output(refused), output(refused)
+    drop_in = Path(str(arch.setup.config_path) + ".d") / "retention.conf"
+    assert not drop_in.exists()
+    write_inventory(inventory, {**settings, "backups_retention": {"full": 2, "min_restorable": 1}})
     run = converge(ansible_env, inventory)
     assert run.returncode == 0, output(run)
     assert "PostgreSQL 15 has no incremental base backups" in run.stdout
@@ -192,8 +198,12 @@ def test_cron_on_postgresql_15_full_backups_only_and_logical_dumps(archived, ans
 
     cron_file = base / "restorekeeper-backup-main"
     jobs = [line for line in cron_file.read_text().splitlines() if line and not line.startswith("#") and "=" not in line.split()[0]]
-    assert len(jobs) == 2, cron_file.read_text()
-    full, logical = (line.split(None, 6) for line in jobs)
+    assert len(jobs) == 3, cron_file.read_text()
+    full, logical, expire = (line.split(None, 6) for line in jobs)
+    assert expire[:6] == ["30", "5", "*", "*", "*", arch.cluster.os_user]
+    assert "-- %s expire --config %s --all" % (arch.tool.bin, arch.setup.config_path) in expire[6]
+    assert drop_in.read_text().splitlines()[1:] == ["[retention]", "full = 2", "min_restorable = 1"]
+    assert (drop_in.stat().st_mode & 0o777) == 0o600
     assert full[:6] == ["0", "1", "*", "*", "0", arch.cluster.os_user]
     assert "-- %s backup --config %s --type full" % (arch.tool.bin, arch.setup.config_path) in full[6]
     assert logical[:6] == ["0", "3", "*", "*", "6", arch.cluster.os_user]
@@ -214,6 +224,11 @@ def test_cron_on_postgresql_15_full_backups_only_and_logical_dumps(archived, ans
     lines = log_lines(base / "log" / "logical.log")
     assert lines[0]["text"].startswith("start: ") and lines[-1]["text"].startswith("finished: exit 0")
     assert any(re.match(r"dump \S+ complete \(custom format, with globals\)", line["text"]) for line in lines)
+    assert len(arch.info()["backups"]) == 1
+    # And the retention run: one full backup is within the policy, so nothing goes.
+    expired = run_like_the_scheduler(arch, shlex.split(expire[6]))
+    assert expired.returncode == 0, expired.stdout + expired.stderr
+    assert log_lines(base / "log" / "expire.log")[-1]["text"].startswith("finished: exit 0")
     assert len(arch.info()["backups"]) == 1
 
 
