@@ -16,7 +16,7 @@ import errno
 import os
 import shutil
 import time
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple, Union
 
 from . import compression, wal
 from .catalog import BackupInfo, Catalog, backup_prefix, utc_iso
@@ -41,6 +41,7 @@ from .timelines import (
     Switch,
     TimelineUnreachable,
     WalReach,
+    archived_positions,
     describe_path,
     gap_note,
     parse_history,
@@ -102,6 +103,10 @@ class Route(NamedTuple):
     reach: WalReach
 
 
+# Each restorable backup with its Route, or with why the target timeline cannot be followed from it.
+Routes = List[Tuple[BackupInfo, Union[Route, TimelineUnreachable]]]
+
+
 def plan_restore(config: Config, client: PgClient, target: RecoveryTarget, label: str = "") -> RestorePlan:
     """Choose the backup for a target and prove the target reachable. Reads
     only the repository (and runs pg_waldump on fetched WAL)."""
@@ -122,7 +127,8 @@ def plan_restore(config: Config, client: PgClient, target: RecoveryTarget, label
     names = catalog.wal_names()
     archive = WalArchive(config, repository)
     histories = _histories(archive, names)
-    routes = [(backup, _route(backup, target, histories, names, segment_size)) for backup in restorable]
+    present = archived_positions(names, segment_size)
+    routes = [(backup, _route(backup, target, histories, present, segment_size)) for backup in restorable]
     with WalInspector(archive, client) as inspector:
         return _choose(catalog, routes, target, inspector)
 
@@ -137,8 +143,8 @@ def _histories(archive: WalArchive, names: List[str]) -> Dict[int, List[Switch]]
     return histories
 
 
-def _route(backup: BackupInfo, target: RecoveryTarget, histories: Dict[int, List[Switch]], names: List[str],
-           segment_size: int):
+def _route(backup: BackupInfo, target: RecoveryTarget, histories: Dict[int, List[Switch]],
+           present: FrozenSet[Tuple[int, int]], segment_size: int) -> Union[Route, TimelineUnreachable]:
     """The backup's Route, or the TimelineUnreachable saying why PostgreSQL
     would refuse to follow the target timeline from it."""
     timeline = resolve_timeline(target.timeline, backup.timeline, histories)
@@ -147,14 +153,14 @@ def _route(backup: BackupInfo, target: RecoveryTarget, histories: Dict[int, List
                              timeline)
     except TimelineUnreachable as exc:
         return exc
-    return Route(timeline, legs, reach(legs, names, segment_size))
+    return Route(timeline, legs, reach(legs, present, segment_size))
 
 
-def _followable(routes) -> List:
+def _followable(routes: Routes) -> List[Tuple[BackupInfo, Route]]:
     return [(backup, route) for backup, route in routes if isinstance(route, Route)]
 
 
-def _no_route(routes, target: RecoveryTarget) -> TargetError:
+def _no_route(routes: Routes, target: RecoveryTarget) -> TargetError:
     backup, why = routes[-1]
     return TargetError(
         "no restorable backup can recover along recovery target timeline %s: from the newest, %s, %s"
@@ -164,7 +170,7 @@ def _no_route(routes, target: RecoveryTarget) -> TargetError:
     )
 
 
-def _choose(catalog: Catalog, routes, target: RecoveryTarget, inspector: WalInspector) -> RestorePlan:
+def _choose(catalog: Catalog, routes: Routes, target: RecoveryTarget, inspector: WalInspector) -> RestorePlan:
     followable = _followable(routes)
     if not followable:
         raise _no_route(routes, target)
@@ -179,7 +185,10 @@ def _choose(catalog: Catalog, routes, target: RecoveryTarget, inspector: WalInsp
 
     if target.kind in ("latest", "immediate"):
         backup, route = followable[-1]
-        return plan(backup, route, "the newest restorable backup")
+        if backup is routes[-1][0]:
+            return plan(backup, route, "the newest restorable backup")
+        return plan(backup, route, "the newest restorable backup timeline %d descends from (newer ones were taken "
+                    "on a branch it left)" % route.timeline)
     if target.kind == "time":
         return _choose_for_time(routes, target, inspector, plan)
     if target.kind == "lsn":
@@ -215,7 +224,8 @@ def _choose(catalog: Catalog, routes, target: RecoveryTarget, inspector: WalInsp
                       "check the name or xid; restore points are created with pg_create_restore_point()")
 
 
-def _choose_for_time(routes, target: RecoveryTarget, inspector: WalInspector, plan) -> RestorePlan:
+def _choose_for_time(routes: Routes, target: RecoveryTarget, inspector: WalInspector,
+                     plan: Callable[[BackupInfo, Route, str], RestorePlan]) -> RestorePlan:
     moment = target.moment
     earlier = [(b, r) for b, r in routes if _parse_iso(b.record["stop_time"]) < moment]
     if not earlier:

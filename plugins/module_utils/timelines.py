@@ -14,7 +14,7 @@ the gaps on the way) before anything is written.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 from . import wal
 from .errors import CorruptObject, RestorekeeperError
@@ -138,14 +138,18 @@ def _leg_range(leg: Leg, segment_size: int) -> Tuple[int, Optional[int]]:
     return leg.begin // segment_size, (leg.end // segment_size) if leg.end is not None else None
 
 
-def reach(legs: List[Leg], archived: Iterable[str], segment_size: int) -> WalReach:
-    """Walk the path through the archived segment names: replay reads every
-    segment in order and stops at the first one missing."""
+def archived_positions(names: Iterable[str], segment_size: int) -> FrozenSet[Tuple[int, int]]:
+    """(timeline, segment number) of every archived segment, for reach()."""
     per_log = 0x100000000 // segment_size
-    present: Set[Tuple[int, int]] = set()
-    for name in archived:
-        if wal.classify(name) == wal.SEGMENT:
-            present.add((wal.timeline_of(name), _segno(name, per_log)))
+    return frozenset((wal.timeline_of(name), _segno(name, per_log)) for name in names
+                     if wal.classify(name) == wal.SEGMENT)
+
+
+def reach(legs: List[Leg], archived: Union[Iterable[str], FrozenSet[Tuple[int, int]]], segment_size: int) -> WalReach:
+    """Walk the path through the archived segments (names, or the positions
+    archived_positions() made of them once for many paths): replay reads
+    every segment in order and stops at the first one missing."""
+    present = archived if isinstance(archived, frozenset) else archived_positions(archived, segment_size)
     segments: List[str] = []
     end_lsn = legs[0].begin
     for index, leg in enumerate(legs):
@@ -162,7 +166,7 @@ def reach(legs: List[Leg], archived: Iterable[str], segment_size: int) -> WalRea
     raise AssertionError("the last leg of a path is open-ended")  # pragma: no cover
 
 
-def _next_on_path(legs: List[Leg], index: int, missing: int, present: Set[Tuple[int, int]],
+def _next_on_path(legs: List[Leg], index: int, missing: int, present: FrozenSet[Tuple[int, int]],
                   segment_size: int) -> Optional[str]:
     """The first archived segment the path would read after a missing one."""
     candidates = []

@@ -41,12 +41,11 @@ def test_timeline_1_backup_reaches_points_on_timeline_2(archived, cluster_factor
     db = arch.cluster
     db.execute("CREATE TABLE t (n int, v text)")
     db.execute("INSERT INTO t VALUES (1, 'timeline 1')")
-    arch.backup()
+    before_fork = arch.backup()["label"]
     db.execute("INSERT INTO t VALUES (2, 'timeline 1')")
     before_mistake = commit_time(db)
     db.execute("DELETE FROM t")  # the mistake
     archive_everything(db)
-    db.stop()  # the damaged primary is retired; its copy takes over
 
     # PITR before the mistake, promoted, archiving into the same repository: timeline 2.
     primary = cluster_factory(version=version, initdb=False)
@@ -60,7 +59,12 @@ def test_timeline_1_backup_reaches_points_on_timeline_2(archived, cluster_factor
     primary.execute("INSERT INTO t VALUES (5, 'timeline 2')")
     archive_everything(primary)
     assert "00000002.history" in arch.rk("wal-list").stdout.split()
-    assert len(arch.info()["backups"]) == 1  # the only base backup is timeline 1's
+    # The damaged primary is still up on timeline 1 and takes a backup there, after
+    # the fork: timeline 2 cannot be reached from it, only from the first backup.
+    db.execute("INSERT INTO t VALUES (6, 'timeline 1 after the fork')")
+    after_fork = arch.backup()["label"]
+    archive_everything(db)
+    assert [b["timeline"] for b in arch.info()["backups"]] == [1, 1]
 
     # (a) Drills against the timeline-2 server pass from the timeline-1 backup.
     served = _config_for(arch, primary)
@@ -70,6 +74,12 @@ def test_timeline_1_backup_reaches_points_on_timeline_2(archived, cluster_factor
         report = report_of(outcome)
         assert outcome.returncode == 0, (mode, report["failure_reasons"])
         assert check(report, "row counts match the source")["status"] == "pass", mode
+        assert report["backup"] == before_fork, mode
+    # A drill of the old primary proves its own timeline, not the newest history file's.
+    outcome = drill(arch, scratch(arch), "--mode", "restore-point")
+    report = report_of(outcome)
+    assert outcome.returncode == 0, report["failure_reasons"]
+    assert report["backup"] == after_fork
 
     # (b) Restores to points on timeline 2, all from the timeline-1 backup.
     cases = [
@@ -80,7 +90,7 @@ def test_timeline_1_backup_reaches_points_on_timeline_2(archived, cluster_factor
     for args, expected in cases:
         slot = cluster_factory(version=version, initdb=False)
         outcome = restored(arch, slot, *args, "--start")
-        assert "following timeline 1 until" in outcome["reason"], outcome["reason"]
+        assert outcome["backup"] == before_fork and "following timeline 1 until" in outcome["reason"], outcome["reason"]
         assert [r[0] for r in slot.query("SELECT n FROM t ORDER BY n")] == expected, args
         slot.destroy()
 
