@@ -253,11 +253,24 @@ def _archive_restore_point(config: Config, client: PgClient, snapshot: Snapshot,
         time.sleep(0.5)
 
 
-def archive_last_commit(config: Config, client: PgClient) -> Optional[datetime.datetime]:
-    """The newest commit in the archive as it stands now (before the drill switches WAL)."""
+def source_timeline(client: PgClient) -> str:
+    """The timeline the source writes on, as recovery_target_timeline. A drill
+    proves the source's own history: "latest" would follow the newest history
+    file in the archive, which after a test restore promoted with archiving
+    on can be a branch the source never took. A standby source says "latest"."""
+    name = client.scalar("SELECT CASE WHEN pg_is_in_recovery() THEN NULL "
+                         "ELSE pg_walfile_name(pg_current_wal_lsn()) END")
+    return str(int(str(name)[:8], 16)) if name else "latest"
+
+
+def archive_last_commit(config: Config, client: PgClient, timeline: str = "latest") -> Optional[datetime.datetime]:
+    """The newest commit in the archive as it stands now (before the drill
+    switches WAL), on the source's timeline when it names one."""
     repository = Repository.from_config(config)
     catalog = Catalog(repository, config.cluster)
     runs = catalog.wal_runs(catalog.segment_size())
+    if timeline.isdigit():
+        runs = [run for run in runs if run.timeline == int(timeline)]
     if not runs:
         return None
     last = runs[-1]
@@ -427,18 +440,19 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions) -> Dict[s
                                  "give one of target time, xid, lsn or name")
     started_at = utc_iso(time.time())
     preparation_started = time.monotonic()
-    archive_commit = archive_last_commit(config, client) if options.mode == "restore-point" else None
+    timeline = source_timeline(client)
+    archive_commit = archive_last_commit(config, client, timeline) if options.mode == "restore-point" else None
     if options.mode == "target":
         snapshot = take_snapshot(client, options._replace(row_counts=False, checksum_tables=()))
     else:
         snapshot = take_snapshot(client, options)
     if options.mode == "restore-point":
         _archive_restore_point(config, client, snapshot, options.archive_wait_seconds)
-        target = build_target(name=snapshot.restore_point or "", action="promote")
+        target = build_target(name=snapshot.restore_point or "", action="promote", timeline=timeline)
     elif options.mode == "target":
         target = options.target._replace(action="promote")
     else:
-        target = build_target(latest=True)
+        target = build_target(latest=True, timeline=timeline)
     preparation = round(time.monotonic() - preparation_started, 3)
     scratch = tempfile.mkdtemp(prefix="restorekeeper-drill-", dir=options.scratch_root or None)
     pgdata, socket_dir, port = os.path.join(scratch, "data"), os.path.join(scratch, "sock"), _free_port()

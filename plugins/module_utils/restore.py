@@ -16,7 +16,7 @@ import errno
 import os
 import shutil
 import time
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple, Union
 
 from . import compression, wal
 from .catalog import BackupInfo, Catalog, backup_prefix, utc_iso
@@ -36,6 +36,19 @@ from .pgclient import PgClient, PostgresError
 from .recovery import RecoveryTarget, TargetError, recovery_settings, write_recovery_config
 from .repository import Repository
 from .tarstream import DIRECTORY, FILE, SYMLINK, TarMember, TarReader
+from .timelines import (
+    Leg,
+    Switch,
+    TimelineUnreachable,
+    WalReach,
+    archived_positions,
+    describe_path,
+    gap_note,
+    parse_history,
+    reach,
+    resolve_timeline,
+    timeline_path,
+)
 from .walarchive import WalArchive, restore_command
 from .walinspect import WalInspector
 
@@ -67,6 +80,7 @@ class RestorePlan(NamedTuple):
     reason: str
     timeline: int
     latest_transaction: Optional[str]
+    target_timeline: int = 0  # the timeline recovery ends on (before a promotion starts a new one)
 
 
 class Timer:
@@ -80,6 +94,19 @@ class Timer:
 
 
 # ------------------------------------------------------------------ planning
+class Route(NamedTuple):
+    """The WAL a recovery from one backup reads: along the timeline history
+    from the backup's timeline to the target timeline, as far as archived."""
+
+    timeline: int
+    legs: List[Leg]
+    reach: WalReach
+
+
+# Each restorable backup with its Route, or with why the target timeline cannot be followed from it.
+Routes = List[Tuple[BackupInfo, Union[Route, TimelineUnreachable]]]
+
+
 def plan_restore(config: Config, client: PgClient, target: RecoveryTarget, label: str = "") -> RestorePlan:
     """Choose the backup for a target and prove the target reachable. Reads
     only the repository (and runs pg_waldump on fetched WAL)."""
@@ -97,108 +124,136 @@ def plan_restore(config: Config, client: PgClient, target: RecoveryTarget, label
         raise TargetError("cluster %r has no restorable backup in %s" % (config.cluster, repository.storage.location),
                           "take one with `restorekeeper backup`")
     segment_size = catalog.segment_size()
-    runs = catalog.wal_runs(segment_size, catalog.wal_names())
-    with WalInspector(WalArchive(config, repository), client) as inspector:
-        return _choose(catalog, restorable, runs, segment_size, target, inspector)
+    names = catalog.wal_names()
+    archive = WalArchive(config, repository)
+    histories = _histories(archive, names)
+    present = archived_positions(names, segment_size)
+    routes = [(backup, _route(backup, target, histories, present, segment_size)) for backup in restorable]
+    with WalInspector(archive, client) as inspector:
+        return _choose(catalog, routes, target, inspector)
 
 
-def _run_of(backup: BackupInfo, runs, segment_size: int):
-    from .catalog import _run_covering
-
-    return _run_covering(runs, backup.record["wal_start"], backup.record["wal_stop"], segment_size)
-
-
-def _segments_after(backup: BackupInfo, run, segment_size: int) -> List[str]:
-    start = wal.parse_lsn(backup.record["start_lsn"])
-    end = (int(run.last[8:16], 16) * (0x100000000 // segment_size) + int(run.last[16:24], 16) + 1) * segment_size
-    return wal.segments_between(run.timeline, start, end, segment_size)
+def _histories(archive: WalArchive, names: List[str]) -> Dict[int, List[Switch]]:
+    """Every archived timeline history file, parsed."""
+    histories: Dict[int, List[Switch]] = {}
+    for name in names:
+        if wal.classify(name) == wal.TIMELINE_HISTORY:
+            _header, data = archive.read(name)
+            histories[wal.timeline_of(name)] = parse_history(data.decode("utf-8", errors="replace"), name)
+    return histories
 
 
-def _choose(catalog: Catalog, restorable: List[BackupInfo], runs, segment_size: int, target: RecoveryTarget,
-            inspector: WalInspector) -> RestorePlan:
-    newest = restorable[-1]
-    newest_run = _run_of(newest, runs, segment_size)
-    latest_end = inspector.last_transaction_end(_segments_after(newest, newest_run, segment_size)[-64:])
-    latest_text = utc_iso(latest_end.time.timestamp()) if latest_end else None
+def _route(backup: BackupInfo, target: RecoveryTarget, histories: Dict[int, List[Switch]],
+           present: FrozenSet[Tuple[int, int]], segment_size: int) -> Union[Route, TimelineUnreachable]:
+    """The backup's Route, or the TimelineUnreachable saying why PostgreSQL
+    would refuse to follow the target timeline from it."""
+    timeline = resolve_timeline(target.timeline, backup.timeline, histories)
+    try:
+        legs = timeline_path(histories, backup.timeline, wal.parse_lsn(backup.record["start_lsn"]), backup.stop_lsn,
+                             timeline)
+    except TimelineUnreachable as exc:
+        return exc
+    return Route(timeline, legs, reach(legs, present, segment_size))
 
-    def plan(backup: BackupInfo, reason: str) -> RestorePlan:
-        return RestorePlan(backup, catalog.chain(backup.label), target, reason, backup.timeline, latest_text)
+
+def _followable(routes: Routes) -> List[Tuple[BackupInfo, Route]]:
+    return [(backup, route) for backup, route in routes if isinstance(route, Route)]
+
+
+def _no_route(routes: Routes, target: RecoveryTarget) -> TargetError:
+    backup, why = routes[-1]
+    return TargetError(
+        "no restorable backup can recover along recovery target timeline %s: from the newest, %s, %s"
+        % (target.timeline, backup.label, why.message),
+        "choose a target timeline the backup's timeline leads to (`restorekeeper wal-list` shows the .history files),"
+        " or take a backup on the target timeline",
+    )
+
+
+def _choose(catalog: Catalog, routes: Routes, target: RecoveryTarget, inspector: WalInspector) -> RestorePlan:
+    followable = _followable(routes)
+    if not followable:
+        raise _no_route(routes, target)
+
+    def plan(backup: BackupInfo, route: Route, reason: str) -> RestorePlan:
+        end = inspector.last_transaction_end(route.reach.segments[-64:])
+        latest_text = utc_iso(end.time.timestamp()) if end else None
+        if len(route.legs) > 1:
+            reason += ", following %s" % describe_path(route.legs)
+        return RestorePlan(backup, catalog.chain(backup.label), target, reason, backup.timeline, latest_text,
+                           route.timeline)
 
     if target.kind in ("latest", "immediate"):
-        return plan(newest, "the newest restorable backup")
+        backup, route = followable[-1]
+        if backup is routes[-1][0]:
+            return plan(backup, route, "the newest restorable backup")
+        return plan(backup, route, "the newest restorable backup timeline %d descends from (newer ones were taken "
+                    "on a branch it left)" % route.timeline)
     if target.kind == "time":
-        moment = target.moment
-        earlier = [b for b in restorable if _parse_iso(b.record["stop_time"]) < moment]
-        if not earlier:
-            first = restorable[0]
-            raise TargetError(
-                "target %s is before the end of the oldest restorable backup %s (it ended %s)"
-                % (target.value, first.label, first.record["stop_time"]),
-                "the earliest reachable moment is %s; a backup cannot be rewound past its own end" % first.record["stop_time"],
-            )
-        chosen = earlier[-1]
-        run = _run_of(chosen, runs, segment_size)
-        end = inspector.last_transaction_end(_segments_after(chosen, run, segment_size)[-64:])
-        if end is None:
-            raise TargetError(
-                "no transaction committed in the archived WAL after backup %s%s; PostgreSQL stops at a time target "
-                "only when it replays a later transaction, so recovery would end before reaching %s"
-                % (chosen.label, _gap_after(run, runs, segment_size), target.value),
-                "use target latest or immediate, or wait until later transactions are archived",
-            )
-        if moment >= end.time:
-            raise TargetError(
-                "target %s is not before the last transaction in the archive after backup %s, which ended at %s%s; "
-                "PostgreSQL stops at a time target only when it replays a later transaction, so recovery would "
-                "end before reaching it" % (target.value, chosen.label, utc_iso(end.time.timestamp()),
-                                            _gap_after(run, runs, segment_size)),
-                "use target latest to replay all archived WAL, or pick a time before %s" % utc_iso(end.time.timestamp()),
-            )
-        return plan(chosen, "the newest backup that ended before %s" % target.value)
+        return _choose_for_time(routes, target, inspector, plan)
     if target.kind == "lsn":
         lsn = wal.parse_lsn(target.value)
-        earlier = [b for b in restorable if b.stop_lsn <= lsn]
+        earlier = [(b, r) for b, r in routes if b.stop_lsn <= lsn]
         if not earlier:
+            first = routes[0][0]
             raise TargetError("LSN %s is before the end of the oldest restorable backup (%s)"
-                              % (target.value, restorable[0].record["stop_lsn"]),
-                              "the earliest reachable LSN is %s" % restorable[0].record["stop_lsn"])
-        chosen = earlier[-1]
-        run = _run_of(chosen, runs, segment_size)
-        last_lsn = (int(run.last[8:16], 16) * (0x100000000 // segment_size) + int(run.last[16:24], 16) + 1) * segment_size
-        if lsn >= last_lsn:
+                              % (target.value, first.record["stop_lsn"]),
+                              "the earliest reachable LSN is %s" % first.record["stop_lsn"])
+        if not _followable(earlier):
+            raise _no_route(earlier, target)
+        backup, route = _followable(earlier)[-1]
+        if lsn >= route.reach.end_lsn:
+            last = route.reach.segments[-1] if route.reach.segments else "none"
             raise TargetError("LSN %s is beyond the archived WAL (it ends at %s, segment %s%s)"
-                              % (target.value, wal.format_lsn(last_lsn), run.last, _gap_after(run, runs, segment_size)),
+                              % (target.value, wal.format_lsn(route.reach.end_lsn), last, gap_note(route.reach)),
                               "wait until that WAL is archived, or use target latest")
-        return plan(chosen, "the newest backup that ended before LSN %s" % target.value)
+        return plan(backup, route, "the newest backup that ended before LSN %s" % target.value)
     # name and xid: find where they are in the WAL, then the newest backup before that.
-    for backup in reversed(restorable):
-        run = _run_of(backup, runs, segment_size)
-        segments = _segments_after(backup, run, segment_size)
+    for backup, route in reversed(followable):
         if target.kind == "name":
-            found = inspector.find_restore_point(target.value, segments)
+            found = inspector.find_restore_point(target.value, route.reach.segments)
         else:
-            end = inspector.find_transaction_end(int(target.value), segments)
+            end = inspector.find_transaction_end(int(target.value), route.reach.segments)
             found = end.lsn if end else None
         if found is not None and found >= backup.stop_lsn:
-            return plan(backup, "the newest backup that ended before %s %s (at %s)"
+            return plan(backup, route, "the newest backup that ended before %s %s (at %s)"
                         % (target.kind, target.value, wal.format_lsn(found)))
     what = "restore point %r" % target.value if target.kind == "name" else "transaction %s" % target.value
-    newest_gap = _gap_after(newest_run, runs, segment_size)
-    raise TargetError("%s is not in the archived WAL after any restorable backup%s" % (what, newest_gap),
+    raise TargetError("%s is not in the archived WAL after any restorable backup%s"
+                      % (what, gap_note(followable[-1][1].reach)),
                       "check the name or xid; restore points are created with pg_create_restore_point()")
 
 
-def _gap_after(run, runs, segment_size: int) -> str:
-    """Why the WAL ends where it does: the missing segments after run, if a
-    later run on the same timeline proves they are a gap, not the end."""
-    per_log = 0x100000000 // segment_size
-    later = [r for r in runs if r.timeline == run.timeline and r.first > run.last]
-    if not later:
-        return ""
-    first_missing = wal.segment_for_lsn(run.timeline, (int(run.last[8:16], 16) * per_log + int(run.last[16:24], 16) + 1)
-                                        * segment_size, segment_size)
-    return (" (the archive has a gap: WAL segment %s is missing, and recovery cannot replay past it; "
-            "later WAL resumes at %s)" % (first_missing, later[0].first))
+def _choose_for_time(routes: Routes, target: RecoveryTarget, inspector: WalInspector,
+                     plan: Callable[[BackupInfo, Route, str], RestorePlan]) -> RestorePlan:
+    moment = target.moment
+    earlier = [(b, r) for b, r in routes if _parse_iso(b.record["stop_time"]) < moment]
+    if not earlier:
+        first = routes[0][0]
+        raise TargetError(
+            "target %s is before the end of the oldest restorable backup %s (it ended %s)"
+            % (target.value, first.label, first.record["stop_time"]),
+            "the earliest reachable moment is %s; a backup cannot be rewound past its own end" % first.record["stop_time"],
+        )
+    if not _followable(earlier):
+        raise _no_route(earlier, target)
+    chosen, route = _followable(earlier)[-1]
+    end = inspector.last_transaction_end(route.reach.segments[-64:])
+    if end is None:
+        raise TargetError(
+            "no transaction committed in the archived WAL after backup %s%s; PostgreSQL stops at a time target "
+            "only when it replays a later transaction, so recovery would end before reaching %s"
+            % (chosen.label, gap_note(route.reach), target.value),
+            "use target latest or immediate, or wait until later transactions are archived",
+        )
+    if moment >= end.time:
+        raise TargetError(
+            "target %s is not before the last transaction in the archive after backup %s, which ended at %s%s; "
+            "PostgreSQL stops at a time target only when it replays a later transaction, so recovery would "
+            "end before reaching it" % (target.value, chosen.label, utc_iso(end.time.timestamp()), gap_note(route.reach)),
+            "use target latest to replay all archived WAL, or pick a time before %s" % utc_iso(end.time.timestamp()),
+        )
+    return plan(chosen, route, "the newest backup that ended before %s" % target.value)
 
 
 def _parse_iso(text: str) -> datetime.datetime:
