@@ -16,7 +16,7 @@ import errno
 import os
 import shutil
 import time
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from . import compression, wal
 from .catalog import BackupInfo, Catalog, backup_prefix, utc_iso
@@ -38,6 +38,7 @@ from .repository import Repository
 from .tarstream import DIRECTORY, FILE, SYMLINK, TarMember, TarReader
 from .walarchive import WalArchive, restore_command
 from .walinspect import WalInspector
+from .walstage import WalStager, stage_directory, stage_limit, staged_restore_command, wal_to_stage
 
 
 class RestoreFailed(RestorekeeperError):
@@ -58,6 +59,9 @@ class RestoreRequest(NamedTuple):
     tablespace_map: Dict[str, str] = {}
     keep_archiving: bool = False
     wait_timeout: int = 3600
+    # Fetch the WAL the recovery needs ahead, in parallel (walstage.py); only
+    # with start and not standby, and when [restore] stage_wal allows it.
+    stage_wal: bool = True
 
 
 class RestorePlan(NamedTuple):
@@ -67,6 +71,11 @@ class RestorePlan(NamedTuple):
     reason: str
     timeline: int
     latest_transaction: Optional[str]
+    target_lsn: Optional[int] = None
+    # The archived WAL recovery will ask for, in order: history files, then
+    # the segments from the backup's start to the target's (or the run's end).
+    wal: Tuple[str, ...] = ()
+    segment_size: int = 16 << 20
 
 
 class Timer:
@@ -97,9 +106,28 @@ def plan_restore(config: Config, client: PgClient, target: RecoveryTarget, label
         raise TargetError("cluster %r has no restorable backup in %s" % (config.cluster, repository.storage.location),
                           "take one with `restorekeeper backup`")
     segment_size = catalog.segment_size()
-    runs = catalog.wal_runs(segment_size, catalog.wal_names())
+    names = catalog.wal_names()
+    runs = catalog.wal_runs(segment_size, names)
     with WalInspector(WalArchive(config, repository), client) as inspector:
-        return _choose(catalog, restorable, runs, segment_size, target, inspector)
+        plan = _choose(catalog, restorable, runs, segment_size, target, inspector)
+    history = [name for name in names if wal.classify(name) == wal.TIMELINE_HISTORY]
+    return plan._replace(wal=tuple(wal_to_stage(_wal_needed(plan, runs, segment_size), history)),
+                         segment_size=segment_size)
+
+
+def _wal_needed(plan: RestorePlan, runs, segment_size: int) -> List[str]:
+    """The segments of the backup's run that recovery replays: from the
+    backup's start to the target's segment when the plan knows its LSN, else
+    to the end of the run (a time target is found only by replaying; the
+    stager's bound keeps the overshoot small). Later timelines are left to
+    wal-fetch."""
+    segments = _segments_after(plan.backup, _run_of(plan.backup, runs, segment_size), segment_size)
+    stop = plan.target_lsn
+    if stop is not None:
+        # The record at the target may end in the next segment.
+        last = wal.segment_for_lsn(plan.backup.timeline, stop + segment_size, segment_size)
+        segments = [name for name in segments if name <= last]
+    return segments
 
 
 def _run_of(backup: BackupInfo, runs, segment_size: int):
@@ -121,8 +149,8 @@ def _choose(catalog: Catalog, restorable: List[BackupInfo], runs, segment_size: 
     latest_end = inspector.last_transaction_end(_segments_after(newest, newest_run, segment_size)[-64:])
     latest_text = utc_iso(latest_end.time.timestamp()) if latest_end else None
 
-    def plan(backup: BackupInfo, reason: str) -> RestorePlan:
-        return RestorePlan(backup, catalog.chain(backup.label), target, reason, backup.timeline, latest_text)
+    def plan(backup: BackupInfo, reason: str, lsn: Optional[int] = None) -> RestorePlan:
+        return RestorePlan(backup, catalog.chain(backup.label), target, reason, backup.timeline, latest_text, lsn)
 
     if target.kind in ("latest", "immediate"):
         return plan(newest, "the newest restorable backup")
@@ -169,7 +197,7 @@ def _choose(catalog: Catalog, restorable: List[BackupInfo], runs, segment_size: 
             raise TargetError("LSN %s is beyond the archived WAL (it ends at %s, segment %s%s)"
                               % (target.value, wal.format_lsn(last_lsn), run.last, _gap_after(run, runs, segment_size)),
                               "wait until that WAL is archived, or use target latest")
-        return plan(chosen, "the newest backup that ended before LSN %s" % target.value)
+        return plan(chosen, "the newest backup that ended before LSN %s" % target.value, lsn)
     # name and xid: find where they are in the WAL, then the newest backup before that.
     for backup in reversed(restorable):
         run = _run_of(backup, runs, segment_size)
@@ -181,7 +209,7 @@ def _choose(catalog: Catalog, restorable: List[BackupInfo], runs, segment_size: 
             found = end.lsn if end else None
         if found is not None and found >= backup.stop_lsn:
             return plan(backup, "the newest backup that ended before %s %s (at %s)"
-                        % (target.kind, target.value, wal.format_lsn(found)))
+                        % (target.kind, target.value, wal.format_lsn(found)), found)
     what = "restore point %r" % target.value if target.kind == "name" else "transaction %s" % target.value
     newest_gap = _gap_after(newest_run, runs, segment_size)
     raise TargetError("%s is not in the archived WAL after any restorable backup%s" % (what, newest_gap),
@@ -427,10 +455,46 @@ def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[s
     locations = tablespace_locations(plan.chain[-1], request.tablespace_map)
     repository = Repository.from_config(config)
     extra = _server_settings(request)
-    settings = recovery_settings(plan.target, restore_command(request.tool_path, config.path, config.source), request.standby,
-                                 request.primary_conninfo)
+    stager, not_staged = _stager_for(config, repository, request, plan)
+    command = (staged_restore_command(stager.directory, request.tool_path, config.path, config.source) if stager
+               else restore_command(request.tool_path, config.path, config.source))
+    settings = recovery_settings(plan.target, command, request.standby, request.primary_conninfo)
     created = [path for path in [request.pgdata] + list(locations.values()) if not os.path.exists(path)]
     _prepare_directory(request.pgdata, aside)
+    try:
+        return _restore_staged(config, client, request, plan, timer, started, stager, not_staged,
+                               settings, extra, locations, aside, created, repository)
+    finally:
+        if stager:
+            stager.stop()  # also when the restore failed: the directory never outlives it
+
+
+def _stager_for(config: Config, repository: Repository, request: RestoreRequest,
+                plan: RestorePlan) -> Tuple[Optional[WalStager], str]:
+    """The stager of this restore, or None and why not."""
+    if not request.stage_wal or not config.restore.stage_wal:
+        return None, "turned off"
+    if not request.start or request.standby:
+        return None, "only when the restore starts the server and recovers to a target (not standby)"
+    directory = stage_directory(request.pgdata)
+    try:
+        check_creatable(directory, "WAL staging directory")
+    except RestoreFailed:
+        return None, "%s cannot be created" % directory
+    limit = stage_limit(directory, config.restore.stage_max_bytes)
+    if limit < 2 * plan.segment_size:
+        return None, "not enough free space next to %s" % request.pgdata
+    stager = WalStager(WalArchive(config, repository), plan.wal, directory, limit, config.restore.process_max,
+                       plan.segment_size)
+    return stager, ""
+
+
+def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, plan: RestorePlan, timer: Timer,
+                    started: float, stager: Optional[WalStager], not_staged: str, settings: Dict[str, str],
+                    extra: Dict[str, str], locations: Dict[str, str], aside: Optional[str],
+                    created: List[str], repository: Repository) -> Dict[str, Any]:
+    if stager:
+        stager.start()  # fetches alongside the extraction, then alongside replay
     try:
         if len(plan.chain) == 1:
             lay_down_backup(repository.storage, config.cluster, plan.backup, request.pgdata, locations, timer)
@@ -456,9 +520,14 @@ def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[s
         "tablespaces": locations,
         "latest_transaction_in_archive": plan.latest_transaction,
         "started": False,
+        "wal_staged": {"enabled": False, "reason": not_staged},
     }
     if request.start:
         result.update(_start_and_watch(config, request, plan, timer))
+    if stager:
+        stager.stop()
+        timer.add("stage", stager.seconds)
+        result["wal_staged"] = stager.summary()
     timer.add("total", time.monotonic() - started)
     result["phases"] = timer.phases
     return result

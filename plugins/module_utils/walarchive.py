@@ -9,7 +9,7 @@ and must never hand PostgreSQL a partial or corrupt file.
 from __future__ import annotations
 
 import os
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 from . import objectformat, wal
 from .config import Config
@@ -139,6 +139,14 @@ class WalArchive:
     def fetch(self, name: str, dest_path: str) -> objectformat.Header:
         """Restore one WAL file to dest_path. Raises WalNotFound when absent and
         CorruptObject when the stored copy fails verification."""
+        header, data = self.read_verified(name)
+        _write_restored(dest_path, data)
+        return header
+
+    def read_verified(self, name: str) -> Tuple[objectformat.Header, bytes]:
+        """One archived WAL file's bytes, proven to be what was archived under
+        that name (header name, size and SHA-256); the one check of wal-fetch
+        and of staged WAL (walstage.py)."""
         wal.classify(name)
         key = self.key_for(name)
         try:
@@ -154,8 +162,7 @@ class WalArchive:
             ) from None
         if header.name != name:
             raise CorruptObject("archived object %s holds %s, not %s" % (key, header.name, name))
-        _write_restored(dest_path, data)
-        return header
+        return header, data
 
     def exists(self, name: str) -> bool:
         return self.storage.exists(self.key_for(name))
