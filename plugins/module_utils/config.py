@@ -146,11 +146,14 @@ class ArchiveConfig(NamedTuple):
     prefetch: int = 0
 
 
+DEFAULT_STAGE_MAX_BYTES = 4 << 30
+
+
 class RestoreConfig(NamedTuple):
     """How restores with --start fetch their WAL (see walstage.py)."""
 
     stage_wal: bool = True
-    stage_max_bytes: int = 4 << 30
+    stage_max_bytes: int = DEFAULT_STAGE_MAX_BYTES
     process_max: int = 2
 
 
@@ -356,7 +359,7 @@ def parse_size(text: str) -> int:
 def _restore(path: str, values: Dict[str, str], integer) -> RestoreConfig:
     text = values.get("stage_max_bytes", "").strip()
     try:
-        max_bytes = parse_size(text) if text else RestoreConfig.stage_max_bytes
+        max_bytes = parse_size(text) if text else DEFAULT_STAGE_MAX_BYTES
     except ValueError as exc:
         raise ConfigError("%s: [restore] stage_max_bytes %s" % (path, exc)) from None
     settings = RestoreConfig(
