@@ -494,6 +494,7 @@ def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, p
                     extra: Dict[str, str], locations: Dict[str, str], aside: Optional[str],
                     created: List[str], repository: Repository) -> Dict[str, Any]:
     if stager:
+        stager.extracting.set()
         stager.start()  # fetches alongside the extraction, then alongside replay
     try:
         if len(plan.chain) == 1:
@@ -503,6 +504,8 @@ def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, p
                           client, timer)
         os.makedirs(os.path.join(request.pgdata, "pg_wal", "archive_status"), mode=0o700, exist_ok=True)
         write_recovery_config(request.pgdata, settings, request.standby, extra)
+        if stager:
+            stager.extracting.clear()
     except BaseException as exc:
         _undo_lay_down(request.pgdata, created, aside)
         if isinstance(exc, OSError):
@@ -523,7 +526,13 @@ def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, p
         "wal_staged": {"enabled": False, "reason": not_staged},
     }
     if request.start:
-        result.update(_start_and_watch(config, request, plan, timer))
+        try:
+            result.update(_start_and_watch(config, request, plan, timer))
+        except RestoreFailed as exc:
+            if stager and stager.error:  # say what staging saw too (wal-fetch refused the same file)
+                raise RestoreFailed(exc.message, "; ".join(filter(None, [exc.hint, "WAL staging: " + stager.error]))) \
+                    from None
+            raise
     if stager:
         stager.stop()
         timer.add("stage", stager.seconds)

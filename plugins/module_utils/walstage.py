@@ -46,7 +46,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 from .errors import RestorekeeperError
-from .fsutil import is_temp_name, replace_file_durably
+from .fsutil import is_temp_name, remove_quietly, temp_name_for
 from .walarchive import WalArchive, WalNotFound, _quote_for_command, restore_command
 
 STAGE_SUFFIX = ".restorekeeper-wal"
@@ -97,6 +97,9 @@ class WalStager:
         self.seconds = 0.0
         self._outstanding: "collections.OrderedDict[str, int]" = collections.OrderedDict()
         self._stop = threading.Event()
+        # Set while the restore extracts the base backup: one fetch at a time
+        # then, so staging takes a spare core, not the extraction's.
+        self.extracting = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------ lifecycle
@@ -133,7 +136,7 @@ class WalStager:
     def _fill(self, pool: ThreadPoolExecutor) -> None:
         inflight: Deque[Tuple[str, Future]] = collections.deque()
         for name in self.names:
-            while not self._stop.is_set() and (len(inflight) >= self.workers * 2 or not self._room(len(inflight))):
+            while not self._stop.is_set() and (len(inflight) >= self._parallel() or not self._room(len(inflight))):
                 if inflight and inflight[0][1].done():
                     if not self._collect(inflight.popleft()):
                         return self._drain(inflight)
@@ -143,6 +146,9 @@ class WalStager:
                 break
             inflight.append((name, pool.submit(self._stage_one, name)))
         self._drain(inflight)
+
+    def _parallel(self) -> int:
+        return 1 if self.extracting.is_set() else self.workers
 
     def _drain(self, inflight: Deque[Tuple[str, Future]]) -> None:
         """Wait for the fetches under way; after a failure, later files stay
@@ -175,7 +181,7 @@ class WalStager:
         if self._stop.is_set():
             raise WalNotFound("restore finished")
         _header, data = self.archive.read_verified(name)
-        replace_file_durably(os.path.join(self.directory, name), data, 0o600)
+        _write_durably(os.path.join(self.directory, name), data)
         return len(data)
 
     # --------------------------------------------------------- consumption
@@ -208,6 +214,22 @@ class WalStager:
             if name in present and name.endswith(".history"):
                 continue
             del self._outstanding[name]
+
+
+def _write_durably(path: str, data: bytes) -> None:
+    """Temporary name, fsync, rename: after a crash the name holds the whole
+    file or nothing (then wal-fetch serves it). The directory is not fsynced:
+    a lost rename only means one file fetched twice."""
+    temp = os.path.join(os.path.dirname(path), temp_name_for(os.path.basename(path)))
+    try:
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(temp, path)
+    except OSError:
+        remove_quietly(temp)
+        raise
 
 
 def wal_to_stage(segments: List[str], history: List[str]) -> List[str]:
