@@ -52,6 +52,8 @@ from .walarchive import WalArchive, WalNotFound, _quote_for_command, restore_com
 STAGE_SUFFIX = ".restorekeeper-wal"
 # How often the stager looks for files PostgreSQL has consumed while it waits for room.
 _POLL_SECONDS = 0.05
+# Files staged while the base backup is still being extracted.
+EARLY_FILES = 4
 
 
 def stage_directory(pgdata: str) -> str:
@@ -97,8 +99,9 @@ class WalStager:
         self.seconds = 0.0
         self._outstanding: "collections.OrderedDict[str, int]" = collections.OrderedDict()
         self._stop = threading.Event()
-        # Set while the restore extracts the base backup: one fetch at a time
-        # then, so staging takes a spare core, not the extraction's.
+        # Set while the restore extracts the base backup: then only the first
+        # few files, one at a time, so that recovery's first requests find
+        # them without the staging slowing the extraction on a busy host.
         self.extracting = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -187,6 +190,8 @@ class WalStager:
     # --------------------------------------------------------- consumption
     def _room(self, inflight: int) -> bool:
         self._refresh()
+        if self.extracting.is_set() and len(self._outstanding) + inflight >= EARLY_FILES:
+            return False
         return sum(self._outstanding.values()) + inflight * self.segment_size < self.limit
 
     def _refresh(self) -> None:
