@@ -253,6 +253,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 backup_label=args.backup or "", force=args.force, start=args.start, port=args.port or 0,
                 socket_dir=args.socket_dir or "", standby=args.standby, primary_conninfo=args.primary_conninfo or "",
                 tablespace_map=mapping, keep_archiving=args.keep_archiving, wait_timeout=args.wait_timeout,
+                stage_wal=not args.no_stage_wal,
             )
             result = restore(config, client, request)
     if args.json:
@@ -628,6 +629,9 @@ def build_parser() -> "argparse.ArgumentParser":
     restore_cmd.add_argument("--keep-archiving", action="store_true",
                              help="keep archive_mode of the backup (default: off, so a copy never archives)")
     restore_cmd.add_argument("--wait-timeout", type=int, default=3600, help="seconds to wait for the target")
+    restore_cmd.add_argument("--no-stage-wal", action="store_true",
+                             help="with --start: let PostgreSQL fetch every WAL file through wal-fetch instead of "
+                                  "staging the WAL it needs ahead, in parallel ([restore] stage_wal)")
     restore_cmd.add_argument("--dry-run", action="store_true", help="only choose the backup and check the target")
     restore_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
     drill = command("drill", cmd_drill, "restore into a scratch cluster, verify it, measure RTO and RPO", reads_copies=True)

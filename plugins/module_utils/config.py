@@ -37,6 +37,11 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     min_restorable = 1         # refuse to leave fewer restorable backups
     dumps = 7                  # the newest 7 dumps of each database
 
+    [restore]                  # restore and drill with --start (all optional)
+    stage_wal = true           # fetch the WAL recovery needs ahead, in parallel (see walstage.py)
+    stage_max_bytes = 4GiB     # staged but not yet replayed WAL on disk at most
+    process_max = 2            # parallel fetches of staged WAL
+
     [stream]                   # `restorekeeper stream run` (pg_receivewal; all optional)
     spool_path = /var/lib/restorekeeper/stream/main
     slot = restorekeeper_main
@@ -76,6 +81,7 @@ _KNOWN = {
     "postgres": {"bindir", "host", "port", "user", "database", "password_file"},
     "backup": {"compression", "compression_level", "max_chain_length", "manifest_checksums"},
     "retention": set(POLICY_KEYS),
+    "restore": {"stage_wal", "stage_max_bytes", "process_max"},
     "stream": {"spool_path", "slot", "application_name", "synchronous", "status_interval",
                "partial_upload_interval", "max_restart_delay", "serve_partial"},
 }
@@ -140,6 +146,17 @@ class ArchiveConfig(NamedTuple):
     prefetch: int = 0
 
 
+DEFAULT_STAGE_MAX_BYTES = 4 << 30
+
+
+class RestoreConfig(NamedTuple):
+    """How restores with --start fetch their WAL (see walstage.py)."""
+
+    stage_wal: bool = True
+    stage_max_bytes: int = DEFAULT_STAGE_MAX_BYTES
+    process_max: int = 2
+
+
 class StreamConfig(NamedTuple):
     """How `restorekeeper stream run` streams WAL with pg_receivewal (see
     walstream.py). Empty names and paths are derived from the cluster name
@@ -177,6 +194,7 @@ class Config(NamedTuple):
     retention: Policy = Policy()
     stream: StreamConfig = StreamConfig()
     archive: ArchiveConfig = ArchiveConfig()
+    restore: RestoreConfig = RestoreConfig()
 
     def copy(self, name: str) -> CopyConfig:
         for candidate in self.copies:
@@ -259,8 +277,9 @@ class Config(NamedTuple):
         retention = parse_policy("%s: [retention]" % path, sections.get("retention", {}))
         stream = _stream(path, name, sections.get("stream", {}))
         archive = _archive(path, sections.get("archive", {}), integer)
+        restore = _restore(path, sections.get("restore", {}), integer)
         return cls(path, name, repository, codec, level, postgres, backup, copies, retention=retention,
-                   stream=stream, archive=archive)
+                   stream=stream, archive=archive, restore=restore)
 
 
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -322,6 +341,34 @@ def _archive(path: str, values: Dict[str, str], integer) -> ArchiveConfig:
     if settings.process_max > 64 or settings.batch_max > 1024 or settings.prefetch > 1024:
         raise ConfigError("%s: [archive] process_max (at most 64), batch_max or prefetch (at most 1024) is too large"
                           % path)
+    return settings
+
+
+_SIZE = re.compile(r"^(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)$")
+_SIZE_SHIFT = {"": 0, "b": 0, "k": 10, "m": 20, "g": 30, "t": 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '4GiB', '512MiB', '1048576' (k, m, g, t are powers of 1024)."""
+    match = _SIZE.match(text.strip().lower())
+    if not match:
+        raise ValueError("%r is not a size such as 4GiB, 512MiB or a number of bytes" % text)
+    return int(match.group(1)) << _SIZE_SHIFT[match.group(2)[:1]]
+
+
+def _restore(path: str, values: Dict[str, str], integer) -> RestoreConfig:
+    text = values.get("stage_max_bytes", "").strip()
+    try:
+        max_bytes = parse_size(text) if text else DEFAULT_STAGE_MAX_BYTES
+    except ValueError as exc:
+        raise ConfigError("%s: [restore] stage_max_bytes %s" % (path, exc)) from None
+    settings = RestoreConfig(
+        _boolean(path, "restore", values, "stage_wal", True),
+        max_bytes,
+        integer("restore", "process_max", 2, minimum=1),
+    )
+    if settings.process_max > 64:
+        raise ConfigError("%s: [restore] process_max %d is too large (at most 64)" % (path, settings.process_max))
     return settings
 
 

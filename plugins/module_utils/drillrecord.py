@@ -31,7 +31,7 @@ def summarise(report: Dict[str, Any], replayed_bytes: Optional[int], restored_by
     """The record of one drill report (the fields later readers rely on)."""
     phases = {name: float(seconds) for name, seconds in (report.get("phases") or {}).items()}
     replay_seconds = phases.get("start", 0.0) + phases.get("replay", 0.0)
-    unpack_seconds = sum(seconds for name, seconds in phases.items() if name not in ("start", "replay", "verify"))
+    unpack_seconds = sum(seconds for name, seconds in phases.items() if name not in ("start", "replay", "verify", "stage"))
     return {
         "format": RECORD_FORMAT,
         "cluster": report.get("cluster"),

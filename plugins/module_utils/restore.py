@@ -51,6 +51,7 @@ from .timelines import (
 )
 from .walarchive import WalArchive, restore_command
 from .walinspect import WalInspector
+from .walstage import WalStager, stage_directory, stage_limit, staged_restore_command, wal_to_stage
 
 
 class RestoreFailed(RestorekeeperError):
@@ -71,6 +72,9 @@ class RestoreRequest(NamedTuple):
     tablespace_map: Dict[str, str] = {}
     keep_archiving: bool = False
     wait_timeout: int = 3600
+    # Fetch the WAL the recovery needs ahead, in parallel (walstage.py); only
+    # with start and not standby, and when [restore] stage_wal allows it.
+    stage_wal: bool = True
 
 
 class RestorePlan(NamedTuple):
@@ -81,6 +85,12 @@ class RestorePlan(NamedTuple):
     timeline: int
     latest_transaction: Optional[str]
     target_timeline: int = 0  # the timeline recovery ends on (before a promotion starts a new one)
+    target_lsn: Optional[int] = None
+    # The archived WAL recovery will ask for, in order: history files, then
+    # the segments from the backup's start along its timeline path to the
+    # target's segment (or to the end of the archived path).
+    wal: Tuple[str, ...] = ()
+    segment_size: int = 16 << 20
 
 
 class Timer:
@@ -130,7 +140,23 @@ def plan_restore(config: Config, client: PgClient, target: RecoveryTarget, label
     present = archived_positions(names, segment_size)
     routes = [(backup, _route(backup, target, histories, present, segment_size)) for backup in restorable]
     with WalInspector(archive, client) as inspector:
-        return _choose(catalog, routes, target, inspector)
+        plan = _choose(catalog, routes, target, inspector)
+    history = [name for name in names if wal.classify(name) == wal.TIMELINE_HISTORY]
+    return plan._replace(wal=tuple(wal_to_stage(_wal_needed(list(plan.wal), plan.target_lsn, segment_size), history)),
+                         segment_size=segment_size)
+
+
+def _wal_needed(path_segments: List[str], target_lsn: Optional[int], segment_size: int) -> List[str]:
+    """The archived segments recovery replays along the backup's timeline
+    path: up to the target's segment (and the next, where its record may
+    end) when the plan knows the target's LSN, else to the end of the path (a
+    time target is found only by replaying; the stager's bound keeps the
+    overshoot small)."""
+    if target_lsn is None:
+        return path_segments
+    last = target_lsn // segment_size + 1
+    per_log = 0x100000000 // segment_size
+    return [name for name in path_segments if int(name[8:16], 16) * per_log + int(name[16:24], 16) <= last]
 
 
 def _histories(archive: WalArchive, names: List[str]) -> Dict[int, List[Switch]]:
@@ -138,7 +164,7 @@ def _histories(archive: WalArchive, names: List[str]) -> Dict[int, List[Switch]]
     histories: Dict[int, List[Switch]] = {}
     for name in names:
         if wal.classify(name) == wal.TIMELINE_HISTORY:
-            _header, data = archive.read(name)
+            _header, data = archive.read_verified(name)
             histories[wal.timeline_of(name)] = parse_history(data.decode("utf-8", errors="replace"), name)
     return histories
 
@@ -175,13 +201,13 @@ def _choose(catalog: Catalog, routes: Routes, target: RecoveryTarget, inspector:
     if not followable:
         raise _no_route(routes, target)
 
-    def plan(backup: BackupInfo, route: Route, reason: str) -> RestorePlan:
+    def plan(backup: BackupInfo, route: Route, reason: str, lsn: Optional[int] = None) -> RestorePlan:
         end = inspector.last_transaction_end(route.reach.segments[-64:])
         latest_text = utc_iso(end.time.timestamp()) if end else None
         if len(route.legs) > 1:
             reason += ", following %s" % describe_path(route.legs)
         return RestorePlan(backup, catalog.chain(backup.label), target, reason, backup.timeline, latest_text,
-                           route.timeline)
+                           route.timeline, lsn, tuple(route.reach.segments))
 
     if target.kind in ("latest", "immediate"):
         backup, route = followable[-1]
@@ -207,7 +233,7 @@ def _choose(catalog: Catalog, routes: Routes, target: RecoveryTarget, inspector:
             raise TargetError("LSN %s is beyond the archived WAL (it ends at %s, segment %s%s)"
                               % (target.value, wal.format_lsn(route.reach.end_lsn), last, gap_note(route.reach)),
                               "wait until that WAL is archived, or use target latest")
-        return plan(backup, route, "the newest backup that ended before LSN %s" % target.value)
+        return plan(backup, route, "the newest backup that ended before LSN %s" % target.value, lsn)
     # name and xid: find where they are in the WAL, then the newest backup before that.
     for backup, route in reversed(followable):
         if target.kind == "name":
@@ -217,7 +243,7 @@ def _choose(catalog: Catalog, routes: Routes, target: RecoveryTarget, inspector:
             found = end.lsn if end else None
         if found is not None and found >= backup.stop_lsn:
             return plan(backup, route, "the newest backup that ended before %s %s (at %s)"
-                        % (target.kind, target.value, wal.format_lsn(found)))
+                        % (target.kind, target.value, wal.format_lsn(found)), found)
     what = "restore point %r" % target.value if target.kind == "name" else "transaction %s" % target.value
     raise TargetError("%s is not in the archived WAL after any restorable backup%s"
                       % (what, gap_note(followable[-1][1].reach)),
@@ -482,10 +508,47 @@ def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[s
     locations = tablespace_locations(plan.chain[-1], request.tablespace_map)
     repository = Repository.from_config(config)
     extra = _server_settings(request)
-    settings = recovery_settings(plan.target, restore_command(request.tool_path, config.path, config.source), request.standby,
-                                 request.primary_conninfo)
+    stager, not_staged = _stager_for(config, repository, request, plan)
+    command = (staged_restore_command(stager.directory, request.tool_path, config.path, config.source) if stager
+               else restore_command(request.tool_path, config.path, config.source))
+    settings = recovery_settings(plan.target, command, request.standby, request.primary_conninfo)
     created = [path for path in [request.pgdata] + list(locations.values()) if not os.path.exists(path)]
     _prepare_directory(request.pgdata, aside)
+    try:
+        return _restore_staged(config, client, request, plan, timer, started, stager, not_staged,
+                               settings, extra, locations, aside, created, repository)
+    finally:
+        if stager:
+            stager.stop()  # also when the restore failed: the directory never outlives it
+
+
+def _stager_for(config: Config, repository: Repository, request: RestoreRequest,
+                plan: RestorePlan) -> Tuple[Optional[WalStager], str]:
+    """The stager of this restore, or None and why not."""
+    if not request.stage_wal or not config.restore.stage_wal:
+        return None, "turned off"
+    if not request.start or request.standby:
+        return None, "only when the restore starts the server and recovers to a target (not standby)"
+    directory = stage_directory(request.pgdata)
+    try:
+        check_creatable(directory, "WAL staging directory")
+    except RestoreFailed:
+        return None, "%s cannot be created" % directory
+    limit = stage_limit(directory, config.restore.stage_max_bytes)
+    if limit < 2 * plan.segment_size:
+        return None, "not enough free space next to %s" % request.pgdata
+    stager = WalStager(WalArchive(config, repository), plan.wal, directory, limit, config.restore.process_max,
+                       plan.segment_size)
+    return stager, ""
+
+
+def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, plan: RestorePlan, timer: Timer,
+                    started: float, stager: Optional[WalStager], not_staged: str, settings: Dict[str, str],
+                    extra: Dict[str, str], locations: Dict[str, str], aside: Optional[str],
+                    created: List[str], repository: Repository) -> Dict[str, Any]:
+    if stager:
+        stager.extracting.set()
+        stager.start()  # fetches alongside the extraction, then alongside replay
     try:
         if len(plan.chain) == 1:
             lay_down_backup(repository.storage, config.cluster, plan.backup, request.pgdata, locations, timer)
@@ -494,6 +557,8 @@ def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[s
                           client, timer)
         os.makedirs(os.path.join(request.pgdata, "pg_wal", "archive_status"), mode=0o700, exist_ok=True)
         write_recovery_config(request.pgdata, settings, request.standby, extra)
+        if stager:
+            stager.extracting.clear()
     except BaseException as exc:
         _undo_lay_down(request.pgdata, created, aside)
         if isinstance(exc, OSError):
@@ -511,9 +576,20 @@ def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[s
         "tablespaces": locations,
         "latest_transaction_in_archive": plan.latest_transaction,
         "started": False,
+        "wal_staged": {"enabled": False, "reason": not_staged},
     }
     if request.start:
-        result.update(_start_and_watch(config, request, plan, timer))
+        try:
+            result.update(_start_and_watch(config, request, plan, timer))
+        except RestoreFailed as exc:
+            if stager and stager.error:  # say what staging saw too (wal-fetch refused the same file)
+                raise RestoreFailed(exc.message, "; ".join(filter(None, [exc.hint, "WAL staging: " + stager.error]))) \
+                    from None
+            raise
+    if stager:
+        stager.stop()
+        timer.add("stage", stager.seconds)
+        result["wal_staged"] = stager.summary()
     timer.add("total", time.monotonic() - started)
     result["phases"] = timer.phases
     return result

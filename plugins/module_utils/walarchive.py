@@ -139,12 +139,14 @@ class WalArchive:
     def fetch(self, name: str, dest_path: str) -> objectformat.Header:
         """Restore one WAL file to dest_path. Raises WalNotFound when absent and
         CorruptObject when the stored copy fails verification."""
-        header, data = self.read(name)
+        header, data = self.read_verified(name)
         _write_restored(dest_path, data)
         return header
 
-    def read(self, name: str) -> Tuple[objectformat.Header, bytes]:
-        """One WAL file's verified content (e.g. a timeline history file)."""
+    def read_verified(self, name: str) -> Tuple[objectformat.Header, bytes]:
+        """One archived WAL file's bytes, proven to be what was archived under
+        that name (header name, size and SHA-256); the one check of wal-fetch
+        and of staged WAL (walstage.py)."""
         wal.classify(name)
         key = self.key_for(name)
         try:

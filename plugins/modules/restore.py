@@ -148,6 +148,16 @@ options:
       - Seconds to wait for the target with O(start=true).
     type: int
     default: 3600
+  stage_wal:
+    description:
+      - With O(start=true) and not O(standby), fetch the WAL the recovery needs ahead, in parallel, into a
+        private directory next to O(pgdata) (C(<pgdata>.restorekeeper-wal), removed when recovery has reached
+        its target or the restore fails); C(restore_command) serves those files by rename and falls back to
+        C(restorekeeper wal-fetch) for everything else. Every staged file is checked exactly as C(wal-fetch)
+        checks it. Set V(false) to let PostgreSQL fetch every file through C(wal-fetch).
+      - C([restore] stage_wal = false) in the configuration file turns it off as well.
+    type: bool
+    default: true
   bindir:
     description:
       - Directory of the PostgreSQL binaries (C(pg_waldump), C(pg_combinebackup), C(pg_ctl)). Defaults to
@@ -323,8 +333,16 @@ log_file:
   returned: when started
   type: str
   sample: /var/lib/postgresql/18/rewound.restorekeeper.log
+wal_staged:
+  description:
+    - What WAL staging did (see O(stage_wal)). When disabled, only C(enabled=false) and the C(reason).
+    - C(planned) files the plan named, C(segments) and C(bytes) staged, C(consumed) by PostgreSQL,
+      C(seconds) of staging, and C(error) when a file could not be staged (it was then left to C(wal-fetch)).
+  returned: success and not check mode
+  type: dict
+  sample: {enabled: true, planned: 42, segments: 42, bytes: 704643072, consumed: 41, seconds: 3.1, error: null}
 phases:
-  description: Seconds spent in each phase (fetch, extract, combine, start, replay, total).
+  description: Seconds spent in each phase (fetch, extract, combine, start, replay, total; stage overlaps them).
   returned: success and not check mode
   type: dict
   sample: {fetch: 1.2, extract: 3.4, start: 0.8, replay: 2.1, total: 7.9}
@@ -395,6 +413,7 @@ def argument_spec() -> Dict[str, Any]:
         "tablespace_map": {"type": "dict"},
         "keep_archiving": {"type": "bool", "default": False},
         "wait_timeout": {"type": "int", "default": 3600},
+        "stage_wal": {"type": "bool", "default": True},
         "bindir": {"type": "path"},
         "source": {"type": "str"},
     }
@@ -476,6 +495,7 @@ def run(module: AnsibleModule, before: Before) -> Dict[str, Any]:
         socket_dir=params["socket_dir"] or "", standby=params["standby"],
         primary_conninfo=params["primary_conninfo"] or "", tablespace_map=params["tablespace_map"] or {},
         keep_archiving=params["keep_archiving"], wait_timeout=params["wait_timeout"],
+        stage_wal=params["stage_wal"],
     )
     before.record(pgdata)
     with PgClient(config.postgres) as client:
