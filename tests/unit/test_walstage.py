@@ -170,18 +170,14 @@ def test_files_recovery_fetched_before_they_were_staged_do_not_hold_the_room(tmp
     assert stager.summary()["segments"] == 5
 
 
-def test_the_plan_stages_from_the_backup_start_to_the_target_or_the_end_of_its_run():
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.catalog import BackupInfo, WalRun
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.recovery import build_target
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore import RestorePlan, _wal_needed
+def test_the_plan_stages_the_timeline_path_to_the_target_or_to_its_end():
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore import _wal_needed
 
     size = 16 << 20
-    backup = BackupInfo("b1", "full", None, {"timeline": 1, "start_lsn": "0/3000028", "stop_lsn": "0/3000100",
-                                             "wal_start": segment_name(1, 3, size), "wal_stop": segment_name(1, 3, size)})
-    runs = [WalRun(1, segment_name(1, 1, size), segment_name(1, 9, size), 9),
-            WalRun(2, segment_name(2, 9, size), segment_name(2, 12, size), 4)]  # a later timeline: left to wal-fetch
-    plan = RestorePlan(backup, [backup], build_target(latest=True), "", 1, None)
-    assert _wal_needed(plan, runs, size) == [segment_name(1, n, size) for n in range(3, 10)]
-    at_lsn = plan._replace(target=build_target(lsn="0/5000010"), target_lsn=0x5000010)
-    # The target's segment and the next (its record may end there).
-    assert _wal_needed(at_lsn, runs, size) == [segment_name(1, n, size) for n in range(3, 7)]
+    # The planner's path from the backup (timelines.reach): timeline 1 up to
+    # the switch, then timeline 2 from the switch segment on.
+    path = [segment_name(1, n, size) for n in range(3, 9)] + [segment_name(2, n, size) for n in range(9, 13)]
+    assert _wal_needed(path, None, size) == path          # time or latest: to the end of the path
+    # An LSN, name or xid target: its segment and the next (its record may end there).
+    assert _wal_needed(path, 0x5000010, size) == [segment_name(1, n, size) for n in range(3, 7)]
+    assert _wal_needed(path, 0x9000010, size) == path[:6] + [segment_name(2, 9, size), segment_name(2, 10, size)]
