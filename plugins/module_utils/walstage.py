@@ -4,7 +4,8 @@ PostgreSQL runs restore_command once per WAL file, one after the other, so
 recovery through `restorekeeper wal-fetch` pays a Python start, a fetch, a
 decompression and a SHA-256 per segment, serially, while replay waits. The
 planner knows which segments recovery will ask for (from the backup's start
-to the end of its run of archived WAL, on its timeline), so a restore that
+along its timeline path, to the target's segment or the end of the archived
+path), so a restore that
 starts the server fetches them itself, in process_max threads, while it
 extracts the base backup and while PostgreSQL replays, into a private
 directory next to the data directory. The restore_command then serves a
@@ -24,8 +25,7 @@ Rules that keep this exactly as safe as wal-fetch:
   with its usual error and exit code 255;
 * mv consumes the file, so a second request for the same name (timeline
   switch, re-read) goes to wal-fetch; so does everything not staged:
-  history files of later timelines, segments past the staged run, streamed
-  partial segments;
+  segments past the staged bound, streamed partial segments;
 * the directory is bounded (stage_max_bytes of staged files not yet
   consumed, and at most a quarter of the free space) and removed when the
   recovery has reached its target or the restore fails.
