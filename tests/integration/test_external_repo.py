@@ -20,7 +20,6 @@ from typing import Mapping
 
 import pytest
 
-from test_backup import Archived  # noqa: F401
 from test_backup import archived  # noqa: F401  pylint: disable=unused-import
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
