@@ -67,13 +67,16 @@ def recap(result: subprocess.CompletedProcess) -> dict:
 
 
 def test_their_repo_installs_the_built_tarball_and_mixes_their_role_with_ours(archived, ansible_env, tmp_path):  # noqa: F811
-    arch = archived(18)
+    # The artifact, built from this checkout as a release would be (while the cluster starts).
+    build = subprocess.Popen(  # pylint: disable=consider-using-with
+        [str(BIN / "ansible-galaxy"), "collection", "build", str(ROOT), "--output-path", str(tmp_path / "dist")],
+        env=dict(ansible_env), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        arch = archived(18)
+    finally:
+        built_output = build.communicate(timeout=600)[0]
+    assert build.returncode == 0, built_output
     db = arch.cluster
-
-    # The artifact, built from this checkout as a release would be.
-    built = run([BIN / "ansible-galaxy", "collection", "build", ROOT, "--output-path", tmp_path / "dist"],
-                ansible_env, tmp_path)
-    assert built.returncode == 0, built.stdout + built.stderr
     (tarball,) = (tmp_path / "dist").glob("restorekeeper-postgresql-*.tar.gz")
 
     # Their repository: requirements.yml, ansible.cfg, their role, inventory, playbook.
