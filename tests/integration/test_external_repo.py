@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,13 +67,16 @@ def recap(result: subprocess.CompletedProcess) -> dict:
 
 
 def test_their_repo_installs_the_built_tarball_and_mixes_their_role_with_ours(archived, ansible_env, tmp_path):  # noqa: F811
-    arch = archived(18)
+    # The artifact, built from this checkout as a release would be (while the cluster starts).
+    build = subprocess.Popen(  # pylint: disable=consider-using-with
+        [str(BIN / "ansible-galaxy"), "collection", "build", str(ROOT), "--output-path", str(tmp_path / "dist")],
+        env=dict(ansible_env), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        arch = archived(18)
+    finally:
+        built_output = build.communicate(timeout=600)[0]
+    assert build.returncode == 0, built_output
     db = arch.cluster
-
-    # The artifact, built from this checkout as a release would be.
-    built = run([BIN / "ansible-galaxy", "collection", "build", ROOT, "--output-path", tmp_path / "dist"],
-                ansible_env, tmp_path)
-    assert built.returncode == 0, built.stdout + built.stderr
     (tarball,) = (tmp_path / "dist").glob("restorekeeper-postgresql-*.tar.gz")
 
     # Their repository: requirements.yml, ansible.cfg, their role, inventory, playbook.
@@ -84,7 +88,8 @@ def test_their_repo_installs_the_built_tarball_and_mixes_their_role_with_ours(ar
     (repo / "ansible.cfg").write_text("[defaults]\ncollections_path = ./collections\nroles_path = ./roles\n")
     host = {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-        "ansible_become_method": "ansible.builtin.su",
+        # sudo keeps pipelining on (su needs a terminal): one process per task, no module file copies.
+        "ansible_become_method": "ansible.builtin.sudo" if shutil.which("sudo") else "ansible.builtin.su",
         "their_app_bindir": str(db.bindir), "their_app_socket": str(db.socket_dir), "their_app_port": db.port,
         "backups_config_path": str(arch.setup.config_path), "backups_prefix": str(arch.tool.prefix),
         "backups_os_user": db.os_user, "backups_os_group": db.os_user,
@@ -96,7 +101,8 @@ def test_their_repo_installs_the_built_tarball_and_mixes_their_role_with_ours(ar
     (repo / "inventory.json").write_text(json.dumps({"all": {"children": {"databases": {"hosts": {"localhost": host}}}}}))
 
     env = {key: value for key, value in ansible_env.items() if not key.startswith("ANSIBLE_COLLECTIONS")}
-    env.update({"ANSIBLE_CONFIG": str(repo / "ansible.cfg"), "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "False"})
+    env.update({"ANSIBLE_CONFIG": str(repo / "ansible.cfg"), "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "False",
+                "ANSIBLE_PIPELINING": "True"})
     installed = run([BIN / "ansible-galaxy", "collection", "install", "-r", "requirements.yml", "-p", "collections"],
                     env, repo)
     assert installed.returncode == 0, installed.stdout + installed.stderr
