@@ -435,6 +435,28 @@ def three_copies(variables: Dict[str, Any], cluster: PgCluster, base: Path, endp
         raise DemoFailed("the storage layout does not meet the 3-2-1 rule")
 
 
+def fleet_operations(variables: Dict[str, Any], cluster: PgCluster) -> None:
+    step("Operations: does the layout meet the targets of tier important (RPO 5min, RTO 1h)? restorekeeper plan")
+    plan = tool(variables, cluster, ["plan", "--tier", "important"])
+    say("  " + (plan.stdout + plan.stderr).strip().replace("\n", "\n  "))
+    say("  (exit %d: 0 met, 1 not met or not proven)" % plan.returncode)
+    step("Monitoring: restorekeeper metrics (Prometheus textfile) and restorekeeper check (Nagios)")
+    metrics = tool(variables, cluster, ["metrics"]).stdout.splitlines()
+    shown = ("restorekeeper_last_backup_age_seconds", "restorekeeper_archive_failures_total",
+             "restorekeeper_archive_ready_files", "restorekeeper_drill_last_rto_seconds",
+             "restorekeeper_copy_lag_seconds", "restorekeeper_policy_compliant")
+    for line in metrics:
+        if line.startswith(shown):
+            say("  " + line)
+    checked = tool(variables, cluster, ["check", "--tier", "important"])
+    say("  %s  (exit %d)" % (checked.stdout.strip(), checked.returncode))
+    step("Retention: what `restorekeeper expire --full 1` would delete (dry run)")
+    expire = tool(variables, cluster, ["expire", "--full", "1", "--dry-run"])
+    say("  " + (expire.stdout + expire.stderr).strip().replace("\n", "\n  "))
+    if expire.returncode != 0:
+        raise DemoFailed("restorekeeper expire --dry-run failed (exit %d)" % expire.returncode)
+
+
 # -------------------------------------------------------------------- main
 def run(base: Path) -> None:
     playbook_bin = check_prerequisites(server_os_user())
@@ -460,6 +482,7 @@ def run(base: Path) -> None:
         drill(variables, cluster)
         with contextlib.contextmanager(run_moto_server)(base / "moto.log") as endpoint:
             three_copies(variables, cluster, base, endpoint)
+            fleet_operations(variables, cluster)
     finally:
         # A second Ctrl-C must not leave a server running: clean-up is not interruptible.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
