@@ -181,3 +181,17 @@ def test_drill_to_a_chosen_target(archived, scratch):
     assert check(report, "row counts match the source")["status"] == "skip"
     assert check(report, "RPO")["status"] == "skip" and report["rpo_seconds"] is None
     assert [p for p in where.iterdir() if p.name != "q.json"] == []
+
+
+def test_idle_source_has_rpo_zero_in_restore_point_mode(archived, scratch):  # noqa: F811
+    """No commit in the source's recent WAL: every commit is in WAL the drill
+    saw archived, so the RPO is 0 (not "could not be measured")."""
+    arch = archived(15)
+    arch.backup()
+    for _ in range(2):  # leave the backup's segments behind: the current WAL holds no commit
+        arch.cluster.wait_archived(arch.cluster.switch_wal())
+    report = report_of(drill(arch, scratch(arch), "--rpo-target", "5min", "--no-row-counts"))
+    assert report["rpo_basis"]["source_last_commit_method"] == "no commit in the source's current WAL", report
+    assert report["result"] == "pass", report["failure_reasons"]
+    assert report["rpo_seconds"] == 0.0
+    assert check(report, "RPO")["status"] == "pass"
