@@ -188,7 +188,7 @@ def test_idle_source_has_rpo_zero_in_restore_point_mode(archived, scratch):  # n
     saw archived, so the RPO is 0 (not "could not be measured")."""
     arch = archived(15)
     arch.backup()
-    for _ in range(2):  # leave the backup's segments behind: the current WAL holds no commit
+    for _switch in range(2):  # leave the backup's segments behind: the current WAL holds no commit
         arch.cluster.wait_archived(arch.cluster.switch_wal())
     report = report_of(drill(arch, scratch(arch), "--rpo-target", "5min", "--no-row-counts"))
     assert report["rpo_basis"]["source_last_commit_method"] == "no commit in the source's current WAL", report
