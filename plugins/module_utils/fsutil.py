@@ -82,10 +82,12 @@ def remove_quietly(path: str) -> None:
         pass
 
 
-def replace_file_durably(path: str, data: bytes, mode: int = 0o600, uid: int = -1, gid: int = -1) -> None:
+def replace_file_durably(path: str, data: bytes, mode: int = 0o600, uid: int = -1, gid: int = -1,
+                         sync_directory: bool = True) -> None:
     """Write a whole file so that readers see the old or the new content, never
     a mix: temp name (created with mode and owner before any byte is written),
-    fsync, rename over the old file, fsync the directory."""
+    fsync, rename over the old file, fsync the directory (skipped with
+    sync_directory=False where a lost rename is harmless)."""
     directory = os.path.dirname(os.path.abspath(path))
     temp = os.path.join(directory, temp_name_for(os.path.basename(path)))
     try:
@@ -101,7 +103,8 @@ def replace_file_durably(path: str, data: bytes, mode: int = 0o600, uid: int = -
     except OSError:
         remove_quietly(temp)
         raise
-    fsync_directory(directory)
+    if sync_directory:
+        fsync_directory(directory)
 
 
 class LockHeld(Exception):

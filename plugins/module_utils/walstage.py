@@ -46,7 +46,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 from .errors import RestorekeeperError
-from .fsutil import is_temp_name, remove_quietly, temp_name_for
+from .fsutil import is_temp_name, replace_file_durably
 from .walarchive import WalArchive, WalNotFound, _quote_for_command, restore_command
 
 STAGE_SUFFIX = ".restorekeeper-wal"
@@ -184,7 +184,8 @@ class WalStager:
         if self._stop.is_set():
             raise WalNotFound("restore finished")
         _header, data = self.archive.read_verified(name)
-        _write_durably(os.path.join(self.directory, name), data)
+        # A lost rename only means one file fetched twice: no directory fsync.
+        replace_file_durably(os.path.join(self.directory, name), data, sync_directory=False)
         return len(data)
 
     # --------------------------------------------------------- consumption
@@ -219,22 +220,6 @@ class WalStager:
             if name in present and name.endswith(".history"):
                 continue
             del self._outstanding[name]
-
-
-def _write_durably(path: str, data: bytes) -> None:
-    """Temporary name, fsync, rename: after a crash the name holds the whole
-    file or nothing (then wal-fetch serves it). The directory is not fsynced:
-    a lost rename only means one file fetched twice."""
-    temp = os.path.join(os.path.dirname(path), temp_name_for(os.path.basename(path)))
-    try:
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(temp, path)
-    except OSError:
-        remove_quietly(temp)
-        raise
 
 
 def wal_to_stage(segments: List[str], history: List[str]) -> List[str]:
