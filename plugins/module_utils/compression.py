@@ -49,7 +49,9 @@ def compress(data: bytes, codec: str, level: int) -> bytes:
         return data
     if codec == "zstd":
         threads = -1 if len(data) >= _THREADED_MIN_SIZE else 0
-        return _zstandard().ZstdCompressor(level=level, write_content_size=True, threads=threads).compress(data)
+        compressor = _zstandard().ZstdCompressor(level=level, write_content_size=True, write_checksum=True,
+                                                 threads=threads)
+        return compressor.compress(data)
     raise ConfigError("unknown compression %r" % codec)
 
 
@@ -71,6 +73,8 @@ class StreamCompressor:
 
     zstd runs on `threads` worker threads (0: in the caller's thread; -1: one
     per core), so compression keeps pace with pg_basebackup on several cores.
+    Every frame carries a content checksum: damage to a stored backup fails its
+    decompression instead of reaching the tar reader as plausible bytes.
     """
 
     def __init__(self, sink, codec: str, level: int, threads: int = 0) -> None:
@@ -78,7 +82,7 @@ class StreamCompressor:
         self._compressor = None
         if codec == "zstd":
             zstandard = _zstandard()
-            self._compressor = zstandard.ZstdCompressor(level=level, threads=threads).compressobj(size=-1)
+            self._compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=threads).compressobj(size=-1)
         elif codec != "none":
             raise ConfigError("unknown compression %r" % codec)
 

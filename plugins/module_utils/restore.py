@@ -380,12 +380,13 @@ def extract_archive(storage, key: str, codec: str, destination: str, timer: Time
                     os.symlink(member.linkname, path)
                 else:
                     raise CorruptObject("unexpected tar member type for %s" % member.name)
-        except CorruptObject:
-            raise
-        except Exception as exc:  # decompression errors surface here
+        except Exception as exc:  # decompression and tar format errors surface here
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES):
                 raise RestoreFailed("cannot write the restored files to %s: %s" % (destination, exc)) from None
-            raise CorruptObject("stored backup %s cannot be read: %s" % (key, exc)) from None
+            reason = exc.message if isinstance(exc, CorruptObject) else str(exc)
+            raise CorruptObject("stored backup %s cannot be read: %s" % (key, reason),
+                                "the stored file is damaged; restore from another backup or another copy "
+                                "of the repository") from None
     return digests
 
 
