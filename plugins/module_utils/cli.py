@@ -14,13 +14,17 @@ Exit codes matter to PostgreSQL:
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, List, Optional
 
-from .config import DEFAULT_PATH, Config
 from .errors import RestorekeeperError
 
-if TYPE_CHECKING:  # argparse costs milliseconds that wal-push/wal-fetch do not spend (see _fast_wal_args)
+# Importing typing, argparse or the configuration parser costs milliseconds
+# that every archive_command pays (see main): they are imported where used.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
     import argparse
+    from typing import List, Optional
+
+    from .config import Config
 
 PROG = "restorekeeper"
 EXIT_OK = 0
@@ -67,6 +71,8 @@ def _fast_wal_args(argv: List[str]) -> Optional[_WalArgs]:
     count) returns None and goes through argparse, which reports it."""
     if not argv or argv[0] not in ("wal-push", "wal-fetch"):
         return None
+    from .config import DEFAULT_PATH
+
     command = argv[0]
     config, verbose, source = DEFAULT_PATH, False, ""
     positional: List[str] = []
@@ -99,6 +105,8 @@ def _fast_wal_args(argv: List[str]) -> Optional[_WalArgs]:
 
 def _load(args: argparse.Namespace) -> Config:
     """The configuration, reading from the copy --source names when given."""
+    from .config import Config
+
     return Config.load(args.config).for_source(getattr(args, "source", "") or "")
 
 
@@ -109,13 +117,18 @@ def report(command: str, level: str, message: object) -> None:
 
 
 def cmd_wal_push(args: argparse.Namespace) -> int:
+    from .configfiles import sources_identity
     from .walarchive import WalArchive
 
+    try:  # before reading it: a change made meanwhile must show as a difference
+        config_identity = sources_identity(args.config)
+    except OSError:
+        config_identity = None  # loading reports why
     archive = WalArchive(_load(args))
     if archive.config.archive.asynchronous:
         from .walasync import push_async
 
-        outcome = push_async(archive, args.path, args.name)
+        outcome = push_async(archive, args.path, args.name, config_identity)
     else:
         outcome = archive.push(args.path, args.name)
     if args.verbose:
@@ -481,6 +494,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_expire(args: argparse.Namespace) -> int:
+    from .config import Config
     from .expire import expire, summary_lines
 
     config = Config.load(args.config)
@@ -574,6 +588,8 @@ def _print_json(value) -> None:
 
 
 def build_parser() -> "argparse.ArgumentParser":
+    from .config import DEFAULT_PATH
+
     parser = _parser_class()(prog=PROG, description="PostgreSQL backups proven by restores.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -731,6 +747,8 @@ def build_parser() -> "argparse.ArgumentParser":
 
 def _add_stream_commands(commands) -> None:
     """restorekeeper stream run|stop|status|ensure-slot|synchronous (walstream.py)."""
+    from .config import DEFAULT_PATH
+
     stream = commands.add_parser("stream", help="stream WAL continuously with pg_receivewal into the repository "
                                  "(RPO zero)", description="stream WAL with pg_receivewal into the repository")
     actions = stream.add_subparsers(dest="stream_command", metavar="ACTION")
@@ -771,6 +789,11 @@ def _failure_code(command: Optional[str]) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["wal-push"]:
+        from .pushmarker import quick_push
+
+        if quick_push(argv):  # a marker proves the segment archived: nothing else to import or do
+            return EXIT_OK
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     try:
         args = _fast_wal_args(argv) or build_parser().parse_args(argv)

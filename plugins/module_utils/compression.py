@@ -7,6 +7,8 @@ imported only when a zstd object is actually written or read.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from .errors import ConfigError, CorruptObject, RestorekeeperError
 
 CODECS = ("none", "zstd")
@@ -41,14 +43,18 @@ def _zstandard():
 _THREADED_MIN_SIZE = 1024 * 1024
 
 
-def compress(data: bytes, codec: str, level: int) -> bytes:
-    """One object's payload. Large ones (a 16 MiB WAL segment) are compressed
-    on one zstd worker per core: on two cores that halves the time wal-push
-    spends compressing (72 ms to 32 ms per segment at level 3, same size)."""
+def compress(data: bytes, codec: str, level: int, threads: Optional[int] = None) -> bytes:
+    """One object's payload. By default (threads None) large ones (a 16 MiB
+    WAL segment) are compressed on one zstd worker per core: on two cores
+    that halves the time wal-push spends compressing (72 ms to 32 ms per
+    segment at level 3, same size). A caller that already compresses several
+    objects in parallel passes threads=0: worker threads would only add their
+    own cost."""
     if codec == "none":
         return data
     if codec == "zstd":
-        threads = -1 if len(data) >= _THREADED_MIN_SIZE else 0
+        if threads is None:
+            threads = -1 if len(data) >= _THREADED_MIN_SIZE else 0
         compressor = _zstandard().ZstdCompressor(level=level, write_content_size=True, write_checksum=True,
                                                  threads=threads)
         return compressor.compress(data)

@@ -62,6 +62,7 @@ import re
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import compression
+from .configfiles import drop_in_paths
 from .errors import ConfigError
 from .retention import COPY_POLICY_KEYS, POLICY_KEYS, Policy, parse_policy
 
@@ -425,16 +426,10 @@ def _copy(path: str, name: str, values: Dict[str, str]) -> CopyConfig:
 
 
 def _drop_ins(path: str) -> List[str]:
-    import os
-
-    directory = path + ".d"
     try:
-        names = sorted(name for name in os.listdir(directory) if name.endswith(".conf") and not name.startswith("."))
-    except FileNotFoundError:
-        return []
+        return drop_in_paths(path)
     except OSError as exc:
-        raise ConfigError("cannot read configuration directory %s: %s" % (directory, exc)) from None
-    return [os.path.join(directory, name) for name in names]
+        raise ConfigError("cannot read configuration directory %s.d: %s" % (path, exc)) from None
 
 
 def _read_file(path: str) -> Dict[str, Dict[str, str]]:

@@ -88,6 +88,21 @@ def replace_file_durably(path: str, data: bytes, mode: int = 0o600, uid: int = -
     a mix: temp name (created with mode and owner before any byte is written),
     fsync, rename over the old file, fsync the directory (skipped with
     sync_directory=False where a lost rename is harmless)."""
+    directory = _replace_file(path, data, mode, uid, gid, sync_file=True)
+    if sync_directory:
+        fsync_directory(directory)
+
+
+def replace_file_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Like replace_file_durably without any fsync: readers still see the old
+    or the new content, but a crash may leave the file missing or empty. Only
+    for files that are checked before use and cheap to lose (a shortcut that
+    the real state is verified against)."""
+    _replace_file(path, data, mode, -1, -1, sync_file=False)
+
+
+def _replace_file(path: str, data: bytes, mode: int, uid: int, gid: int, sync_file: bool) -> str:
+    """Write data under a temp name and rename it to path; return the directory."""
     directory = os.path.dirname(os.path.abspath(path))
     temp = os.path.join(directory, temp_name_for(os.path.basename(path)))
     try:
@@ -97,14 +112,14 @@ def replace_file_durably(path: str, data: bytes, mode: int = 0o600, uid: int = -
                 os.fchown(handle.fileno(), uid, gid)
             os.fchmod(handle.fileno(), mode)
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if sync_file:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(temp, path)
     except OSError:
         remove_quietly(temp)
         raise
-    if sync_directory:
-        fsync_directory(directory)
+    return directory
 
 
 class LockHeld(Exception):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 from . import compression
 from .errors import CorruptObject
@@ -40,8 +40,10 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def encode(name: str, data: bytes, codec: str, level: int, digest: str = "") -> bytes:
-    """Build an object from a file's bytes. digest, when given, is their SHA-256."""
+def encode(name: str, data: bytes, codec: str, level: int, digest: str = "",
+           compress_threads: Optional[int] = None) -> bytes:
+    """Build an object from a file's bytes. digest, when given, is their
+    SHA-256; compress_threads as for compression.compress."""
     header = {
         "format": FORMAT_VERSION,
         "name": name,
@@ -50,7 +52,7 @@ def encode(name: str, data: bytes, codec: str, level: int, digest: str = "") -> 
         "compression": codec,
     }
     header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    return b"".join((_PREFIX.pack(MAGIC, len(header_bytes)), header_bytes, compression.compress(data, codec, level)))
+    return b"".join((_PREFIX.pack(MAGIC, len(header_bytes)), header_bytes, compression.compress(data, codec, level, compress_threads)))
 
 
 def parse_header(blob: bytes) -> Tuple[Header, int]:

@@ -97,6 +97,10 @@ class Storage:
         """Start writing an object; see ObjectWriter."""
         raise NotImplementedError
 
+    def local_path(self, key: str) -> Optional[str]:
+        """The file holding the object when it is a file on this host, else None."""
+        return None
+
     def open(self, key: str) -> BinaryIO:
         """Open an object for reading; raises ObjectNotFound when absent."""
         raise NotImplementedError

@@ -96,6 +96,9 @@ class PosixStorage(Storage):
     def path_of(self, key: str) -> str:
         return os.path.join(self.root, *validate_key(key).split("/"))
 
+    def local_path(self, key: str) -> Optional[str]:
+        return self.path_of(key)
+
     def check_ready(self) -> None:
         if not os.path.isdir(self.root):
             raise StorageError(

@@ -8,7 +8,6 @@ and must never hand PostgreSQL a partial or corrupt file.
 
 from __future__ import annotations
 
-import os
 from typing import List, NamedTuple, Optional, Tuple
 
 from . import objectformat, wal
@@ -20,7 +19,7 @@ from .errors import (
     ObjectNotFound,
     StorageError,
 )
-from .fsutil import remove_quietly, temp_name_for
+from .fsutil import replace_file_atomically
 from .repository import Repository
 
 ARCHIVED = "archived"
@@ -72,7 +71,8 @@ class WalArchive:
     def key_for(self, name: str) -> str:
         return "%s/wal/%s/%s" % (self.config.cluster, wal.archive_directory(name), name)
 
-    def push(self, source_path: str, name: str) -> PushOutcome:
+    def push(self, source_path: str, name: str, compress_threads: Optional[int] = None) -> PushOutcome:
+        """Archive one WAL file (compress_threads as for compression.compress)."""
         kind = wal.classify(name)
         data = _read_source(source_path)
         digest = objectformat.sha256_hex(data)
@@ -83,7 +83,8 @@ class WalArchive:
         key = self.key_for(name)
         outcome = self._compare_with_archived(key, name, data, digest)
         if outcome is None:
-            blob = objectformat.encode(name, data, self.config.compression, self.config.compression_level, digest)
+            blob = objectformat.encode(name, data, self.config.compression, self.config.compression_level,
+                                       digest, compress_threads)
             try:
                 self.storage.put_bytes(key, blob)
                 outcome = PushOutcome(ARCHIVED, name, key, len(data), len(blob), digest)
@@ -188,12 +189,7 @@ def _write_restored(dest_path: str, data: bytes) -> None:
     """Write under a temporary name and rename, so PostgreSQL never opens a
     partial file. No fsync: PostgreSQL reads the file at once and fetches it
     again if it crashes before it is replayed."""
-    directory = os.path.dirname(os.path.abspath(dest_path))
-    temp = os.path.join(directory, temp_name_for(os.path.basename(dest_path)))
     try:
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
-            handle.write(data)
-        os.replace(temp, dest_path)
+        replace_file_atomically(dest_path, data, mode=0o600)
     except OSError as exc:
-        remove_quietly(temp)
         raise StorageError("cannot write restored WAL to %s: %s" % (dest_path, exc.strerror or exc)) from None

@@ -11,14 +11,17 @@ checks), so both commands can do the work of several calls at once:
   compressing and fsyncing release the GIL), while the call waits only for X.
   For every file that is durable in the repository (and in every synchronous
   copy), the child leaves a marker ``<spool>/<cluster>/push/<name>.ok``
-  (fsynced). The call for that file (the waiting one, or a later one) only
-  checks the marker, without reading the segment:
-  the file at %p must be the one that was pushed (same device, inode, size,
-  mtime and ctime as recorded before and after its push), and the repository
-  object's header must record the marker's name, size and SHA-256; then it
-  exits 0 without writing anything. A marker that fails any
-  check is deleted and the segment pushed as usual, so a stale marker can
-  never make a segment count as archived when it is not.
+  (pushmarker.py). The marker is renamed into place but not fsynced: it is
+  only a shortcut, proven before it is believed, so a crash that loses or
+  empties it costs one more push of an already archived file. The call for
+  that file (a later one, or the waiting one) only checks the marker, without
+  reading the segment: first pushmarker.quick_push, before the engine is even
+  imported; else here, where the file at %p must be the one that was pushed
+  (same device, inode, size, mtime and ctime as recorded before and after its
+  push), and the repository object's header must record the marker's name,
+  size and SHA-256; then it exits 0 without writing anything. A marker that
+  fails any check is deleted and the segment pushed as usual, so a stale
+  marker can never make a segment count as archived when it is not.
 
 * **Prefetch** (``[archive] prefetch = N``). After wal-fetch restored X, a
   detached child process fetches the next N segments in parallel, verifies
@@ -35,25 +38,20 @@ checks), so both commands can do the work of several calls at once:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from . import objectformat, wal
 from .errors import CorruptObject, ObjectNotFound, RestorekeeperError
-from .fsutil import LockHeld, exclusive_flock, is_temp_name, makedirs_durable, remove_quietly, replace_file_durably
+from .configfiles import file_identity
+from .fsutil import LockHeld, exclusive_flock, is_temp_name, makedirs_durable, remove_quietly, replace_file_atomically
+from .pushmarker import MARKER_SUFFIX, Marker, marker_path, read_marker, spool_directory
 
 if TYPE_CHECKING:
     from .walarchive import PushOutcome, WalArchive
 
-MARKER_SUFFIX = ".ok"
 SPOOL_MODE = 0o700
-
-
-def spool_directory(root: str, cluster: str, kind: str) -> str:
-    """<spool>/<cluster>/push or /fetch: one cluster's spool of one kind."""
-    return os.path.join(root, cluster, kind)
 
 
 def default_fetch_spool() -> str:
@@ -73,7 +71,8 @@ WAIT_STEP = 0.002
 WAIT_LIMIT = 600.0
 
 
-def push_async(archive: "WalArchive", source_path: str, name: str) -> "PushOutcome":
+def push_async(archive: "WalArchive", source_path: str, name: str,
+               config_identity: Optional[List[List[int]]] = None) -> "PushOutcome":
     """Archive one WAL file as WalArchive.push does, through a batch pushed by
     a background child, returning only once the file's marker is proven.
 
@@ -82,7 +81,9 @@ def push_async(archive: "WalArchive", source_path: str, name: str) -> "PushOutco
     next ready ones in parallel, writing a marker for each once it is durable.
     The leader (and every later call whose file is in that batch) waits for
     its own marker; the child keeps pushing ahead while PostgreSQL starts the
-    next archive_command."""
+    next archive_command. config_identity (configfiles.sources_identity, taken
+    before the configuration was read) goes into the markers, so that the
+    quick path can trust them."""
     import time
 
     spool = spool_directory(archive.config.archive.spool_path, archive.config.cluster, "push")
@@ -102,7 +103,7 @@ def push_async(archive: "WalArchive", source_path: str, name: str) -> "PushOutco
         else:
             try:
                 with exclusive_flock(lock_path, "wal-push batch from %s, pid %d" % (name, os.getpid()), 0o600):
-                    child = _fork_batch(archive, spool, source_path, name)
+                    child = _fork_batch(archive, spool, source_path, name, config_identity)
                 continue  # the child holds the lock now; this process only waits
             except LockHeld:
                 pass  # a batch is running: it may hold this file
@@ -110,7 +111,8 @@ def push_async(archive: "WalArchive", source_path: str, name: str) -> "PushOutco
     return archive.push(source_path, name)
 
 
-def _fork_batch(archive: "WalArchive", spool: str, source_path: str, name: str) -> int:
+def _fork_batch(archive: "WalArchive", spool: str, source_path: str, name: str,
+                config_identity: Optional[List[List[int]]]) -> int:
     """Fork the child that pushes the batch (while the caller holds the lock);
     return its pid. The child shares the lock's open file, so the lock stays
     held until the child exits; the child never returns."""
@@ -120,13 +122,7 @@ def _fork_batch(archive: "WalArchive", spool: str, source_path: str, name: str) 
         return pid
     code = 0
     try:
-        wal_dir = os.path.dirname(os.path.abspath(source_path))
-        _drop_recycled_markers(spool, wal_dir)
-        others = [n for n in _ready_names(wal_dir, exclude=name)
-                  if not os.path.exists(os.path.join(spool, n + MARKER_SUFFIX))]
-        others = others[:archive.config.archive.batch_max - 1]
-        batch = [(source_path, name)] + [(os.path.join(wal_dir, n), n) for n in others]
-        _push_batch(archive, spool, batch)
+        _push_rounds(archive, spool, source_path, name, config_identity)
     except BaseException as exc:  # the waiting call pushes its file itself and reports
         _report("WARNING", "batch push stopped: %s" % exc)
         code = 1
@@ -134,13 +130,58 @@ def _fork_batch(archive: "WalArchive", spool: str, source_path: str, name: str) 
         os._exit(code)
 
 
-def _push_batch(archive: "WalArchive", spool: str, batch: List[Tuple[str, str]]) -> None:
+#: How long one child keeps taking further rounds of ready segments; the next
+#: call that finds no marker forks a fresh child with a fresh configuration.
+CHILD_SECONDS = 60.0
+
+
+def _push_rounds(archive: "WalArchive", spool: str, source_path: str, name: str,
+                 config_identity: Optional[List[List[int]]]) -> None:
+    """Push name and up to batch_max - 1 of the segments marked ready after
+    it; then, while PostgreSQL has marked more ready meanwhile, take them in
+    further rounds of batch_max, so the calls to come find their markers
+    instead of each round starting cold. Stops when nothing is left, after
+    CHILD_SECONDS, or as soon as the configuration changes (a round pushes to
+    the repository the child read at its start)."""
+    import time
+
+    from .configfiles import sources_identity
+
+    wal_dir = os.path.dirname(os.path.abspath(source_path))
+    _drop_recycled_markers(spool, wal_dir)
+    deadline = time.monotonic() + CHILD_SECONDS
+    pushed = {name}
+    batch = [(source_path, name)]
+    while True:
+        others = [n for n in _ready_names(wal_dir, exclude=name)
+                  if n not in pushed and not os.path.exists(marker_path(spool, n))]
+        batch += [(os.path.join(wal_dir, n), n) for n in others[:archive.config.archive.batch_max - len(batch)]]
+        if not batch:
+            return
+        _push_batch(archive, spool, batch, config_identity)
+        pushed.update(item[1] for item in batch)
+        batch = []
+        if time.monotonic() > deadline or config_identity is None:
+            return
+        try:
+            if sources_identity(archive.config.path) != config_identity:
+                return
+        except OSError:
+            return
+
+
+def _push_batch(archive: "WalArchive", spool: str, batch: List[Tuple[str, str]],
+                config_identity: Optional[List[List[int]]] = None) -> None:
     """Push every file of the batch on process_max threads, oldest first, and
     leave a marker for each one that is durable and was not changed meanwhile."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=archive.config.archive.process_max) as pool:
-        pushes = [(item, _file_identity_or_none(item[0]), pool.submit(archive.push, *item)) for item in batch]
+    workers = archive.config.archive.process_max
+    # Several segments compress at once: zstd's own worker threads would only add their cost.
+    compress_threads = 0 if workers > 1 else None
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pushes = [(item, _file_identity_or_none(item[0]), pool.submit(archive.push, *item, compress_threads))
+                  for item in batch]
         for (path, name), before, future in pushes:
             try:
                 outcome = future.result()
@@ -148,22 +189,24 @@ def _push_batch(archive: "WalArchive", spool: str, batch: List[Tuple[str, str]])
                 _report("WARNING", "%s was not pushed ahead: %s" % (name, exc))
                 continue
             if before is not None and before == _file_identity_or_none(path) and before[2] == outcome.size:
-                _write_marker(spool, outcome, before)
+                _write_marker(archive, spool, outcome, before, config_identity)
 
 
-def _write_marker(spool: str, outcome: "PushOutcome", identity: List[int]) -> None:
-    marker = {"name": outcome.name, "size": outcome.size, "sha256": outcome.sha256, "key": outcome.key,
-              "file": identity}
+def _write_marker(archive: "WalArchive", spool: str, outcome: "PushOutcome", identity: List[int],
+                  config_identity: Optional[List[List[int]]]) -> None:
+    marker = Marker(outcome.name, outcome.size, outcome.sha256, outcome.key, identity, config_identity)
+    object_path = archive.storage.local_path(outcome.key)
     try:
-        replace_file_durably(os.path.join(spool, outcome.name + MARKER_SUFFIX),
-                             json.dumps(marker, sort_keys=True).encode("utf-8"), mode=0o600)
+        if object_path and config_identity:  # what lets the quick path trust the marker
+            marker.object_path, marker.object_identity = object_path, file_identity(object_path)
+        replace_file_atomically(marker_path(spool, outcome.name), marker.render(), mode=0o600)
     except OSError as exc:  # only a lost shortcut: the segment's own call pushes it (already archived)
         _report("WARNING", "cannot write the marker of %s: %s" % (outcome.name, exc))
 
 
 def _file_identity_or_none(path: str) -> Optional[List[int]]:
     try:
-        return _file_identity(path)
+        return file_identity(path)
     except OSError:
         return None
 
@@ -174,37 +217,22 @@ def _proven_marker(archive: "WalArchive", spool: str, source_path: str, name: st
     marker, if any, is deleted)."""
     from .walarchive import ALREADY_ARCHIVED, PushOutcome
 
-    path = os.path.join(spool, name + MARKER_SUFFIX)
-    try:
-        with open(path, "rb") as handle:
-            marker = json.loads(handle.read().decode("utf-8"))
-    except FileNotFoundError:
+    path = marker_path(spool, name)
+    if not os.path.exists(path):
         return None
-    except (OSError, ValueError, UnicodeDecodeError):
-        remove_quietly(path)
-        return None
+    marker = read_marker(path)
     remove_quietly(path)  # used once: PostgreSQL asks for a segment again only after a crash
+    if marker is None:
+        return None  # emptied by a crash: the segment is pushed again
     key = archive.key_for(name)
-    try:
-        identity = _file_identity(source_path)
-    except OSError:
-        identity = None
-    if (isinstance(marker, dict) and marker.get("name") == name and marker.get("key") == key
-            and identity is not None and marker.get("file") == identity and marker.get("size") == identity[2]):
+    identity = _file_identity_or_none(source_path)
+    if (marker.name == name and marker.key == key and identity is not None and marker.segment == identity
+            and marker.size == identity[2]):
         archive.repository.require_initialised()
-        if _archived_as(archive, key, name, str(marker.get("sha256")), identity[2]):
-            return PushOutcome(ALREADY_ARCHIVED, name, key, identity[2], 0, str(marker["sha256"]))
+        if _archived_as(archive, key, name, marker.sha256, identity[2]):
+            return PushOutcome(ALREADY_ARCHIVED, name, key, identity[2], 0, marker.sha256)
     _report("WARNING", "marker of %s does not match the segment or the archive; pushing it again" % name)
     return None
-
-
-def _file_identity(path: str) -> List[int]:
-    """What proves a file unchanged since it was pushed, without reading it:
-    the same inode on the same device, with the same size, mtime and ctime.
-    Any write changes mtime and ctime (ctime cannot be set from user space),
-    and a recycled or re-created file has another inode or ctime."""
-    st = os.stat(path)
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def _archived_as(archive: "WalArchive", key: str, name: str, digest: str, size: int) -> bool:
@@ -352,8 +380,6 @@ def _prefetch(archive: "WalArchive", spool: str, names: List[str], threads: int)
 
 
 def _prefetch_one(archive: "WalArchive", spool: str, name: str) -> None:
-    from .fsutil import temp_name_for
-
     try:
         blob = archive.storage.get_bytes(archive.key_for(name))
         header, data = objectformat.decode(blob)
@@ -361,16 +387,13 @@ def _prefetch_one(archive: "WalArchive", spool: str, name: str) -> None:
         return  # not archived (yet) or damaged: the segment's own call decides
     if header.name != name:
         return
-    temp = os.path.join(spool, temp_name_for(name))
     try:
         # No fsync: a file torn by a crash fails the SHA-256 check when it is
         # served and is fetched again, and an fsync per prefetched segment
         # would compete with replay for the disk.
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
-            handle.write(data)
-        os.rename(temp, os.path.join(spool, "%s.%s" % (name, header.sha256)))
+        replace_file_atomically(os.path.join(spool, "%s.%s" % (name, header.sha256)), data, mode=0o600)
     except OSError:
-        remove_quietly(temp)
+        pass  # only a lost shortcut: the segment's own call fetches it
 
 
 def _report(level: str, message: str) -> None:

@@ -50,8 +50,9 @@ def calls(monkeypatch):
     return log
 
 
-def test_push_fsyncs_data_before_publishing_and_directory_after(tmp_path, archive, calls):
-    archive.push(write_segment(tmp_path, NAME), NAME)
+@pytest.mark.parametrize("compress_threads", [None, 0], ids=["alone", "in-a-batch"])
+def test_push_fsyncs_data_before_publishing_and_directory_after(tmp_path, archive, calls, compress_threads):
+    archive.push(write_segment(tmp_path, NAME), NAME, compress_threads)
     segment_calls = [call for call in calls if NAME in call[1] or call[0] == "fsync-dir"]
     kinds = [kind for kind, _target in segment_calls]
     first_file_sync = kinds.index("fsync-file")
@@ -126,3 +127,15 @@ def test_file_mode_is_not_world_readable(tmp_path):
     storage.ensure_root()
     storage.put_bytes("a/k", b"x")
     assert os.stat(storage.path_of("a/k")).st_mode & 0o777 == storage_posix.FILE_MODE
+
+
+def test_atomic_replace_shows_old_or_new_content_and_leaves_no_temp(tmp_path, calls):
+    """The shortcut files (async push markers, prefetched WAL) are renamed into
+    place complete, without fsync: readers never see half a file."""
+    path = tmp_path / "000000010000000000000009.ok"
+    fsutil.replace_file_atomically(str(path), b"old")
+    fsutil.replace_file_atomically(str(path), b"new content", mode=0o600)
+    assert path.read_bytes() == b"new content"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert os.listdir(tmp_path) == [path.name]
+    assert [kind for kind, _target in calls] == ["replace", "replace"]

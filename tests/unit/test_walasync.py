@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,8 +12,10 @@ import pytest
 
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils import cli, objectformat
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config, render_config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.configfiles import sources_identity
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import ArchiveConflict, ConfigError
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil import LockHeld, exclusive_flock
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pushmarker import quick_push, read_marker
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import Repository
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walarchive import (
     ALREADY_ARCHIVED,
@@ -108,11 +109,11 @@ def test_async_push_archives_ready_neighbours_and_marks_them_only_when_durable(t
     assert not os.path.exists(marker_path(async_archive, NAMES[0]))  # consumed by its own call
     ahead = NAMES[1:4]  # batch_max 4: the first plus three more, oldest first
     for name in ahead:
-        marker = json.loads(open(marker_path(async_archive, name)).read())
+        marker = read_marker(marker_path(async_archive, name))
         with open(stored(async_archive, name), "rb") as handle:
             header, data = objectformat.decode(handle.read())
         assert data == open(os.path.join(wal_dir, name), "rb").read()
-        assert (marker["sha256"], marker["size"]) == (header.sha256, header.size)
+        assert (marker.sha256, marker.size) == (header.sha256, header.size)
     assert not os.path.exists(stored(async_archive, NAMES[4]))
 
     before = os.stat(stored(async_archive, NAMES[1]))
@@ -148,13 +149,129 @@ def test_marker_with_a_different_digest_is_not_trusted(tmp_path, async_archive):
     wal_dir = pg_wal(tmp_path, NAMES[:2])
     push(async_archive, wal_dir, NAMES[0])
     path = marker_path(async_archive, NAMES[1])
-    marker = json.loads(open(path).read())
-    marker["sha256"] = "0" * 64
-    with open(path, "w") as handle:
-        json.dump(marker, handle)
+    marker = read_marker(path)
+    marker.sha256 = "0" * 64
+    with open(path, "wb") as handle:
+        handle.write(marker.render())
     outcome = push(async_archive, wal_dir, NAMES[1])
     assert outcome.status == ALREADY_ARCHIVED and outcome.stored_size == 0
     assert outcome.sha256 == objectformat.sha256_hex(open(os.path.join(wal_dir, NAMES[1]), "rb").read())
+
+
+# ------------------------------------------------------------ the quick path (pushmarker.quick_push)
+
+
+def config_path(archive: WalArchive) -> str:
+    return str(os.path.join(os.path.dirname(archive.config.archive.spool_path), "async.conf"))
+
+
+def batch_with_markers(tmp_path, archive: WalArchive):
+    """A batch as wal-push runs it: the configuration's identity taken before
+    it was read, so the markers carry it. Returns pg_wal."""
+    wal_dir = pg_wal(tmp_path, NAMES[:3])
+    outcome = push_async(archive, os.path.join(wal_dir, NAMES[0]), NAMES[0], sources_identity(config_path(archive)))
+    wait_batch_done(archive)
+    assert outcome.status == ALREADY_ARCHIVED
+    return wal_dir
+
+
+def quick(archive: WalArchive, wal_dir: str, name: str) -> bool:
+    return quick_push(["wal-push", "--config", config_path(archive), os.path.join(wal_dir, name), name])
+
+
+def test_a_batch_takes_further_rounds_while_more_segments_are_ready(tmp_path, async_archive):
+    """batch_max 4: the first round takes four; the child then takes the two
+    left in a second round instead of leaving them to start cold."""
+    wal_dir = pg_wal(tmp_path, NAMES)
+    push_async(async_archive, os.path.join(wal_dir, NAMES[0]), NAMES[0], sources_identity(config_path(async_archive)))
+    wait_batch_done(async_archive)
+    assert all(os.path.exists(stored(async_archive, name)) for name in NAMES)
+    assert all(os.path.exists(marker_path(async_archive, name)) for name in NAMES[1:])
+
+
+def test_quick_path_trusts_a_marker_of_an_unchanged_segment_config_and_object(tmp_path, async_archive):
+    wal_dir = batch_with_markers(tmp_path, async_archive)
+    assert quick(async_archive, wal_dir, NAMES[1]) is True
+    assert not os.path.exists(marker_path(async_archive, NAMES[1]))  # used once
+    assert quick(async_archive, wal_dir, NAMES[1]) is False  # and never again
+    path = os.path.join(wal_dir, NAMES[2])
+    assert quick_push(["wal-push", "--config=" + config_path(async_archive), path, NAMES[2]]) is True
+
+
+def _touch_config(archive: WalArchive, wal_dir: str) -> None:
+    with open(config_path(archive), "a") as handle:
+        handle.write("# edited\n")
+
+
+def _add_drop_in(archive: WalArchive, wal_dir: str) -> None:
+    os.makedirs(config_path(archive) + ".d")
+    with open(os.path.join(config_path(archive) + ".d", "copies.conf"), "w") as handle:
+        handle.write("[archive]\n")
+
+
+def _republish_object(archive: WalArchive, wal_dir: str) -> None:
+    stored_path = stored(archive, NAMES[1])
+    data = open(stored_path, "rb").read()
+    os.unlink(stored_path)
+    with open(stored_path, "wb") as handle:
+        handle.write(data)
+
+
+def _recreate_segment(archive: WalArchive, wal_dir: str) -> None:
+    os.unlink(os.path.join(wal_dir, NAMES[1]))
+    write_segment(wal_dir, NAMES[1], seed=b"other")
+
+
+def _empty_marker(archive: WalArchive, wal_dir: str) -> None:
+    open(marker_path(archive, NAMES[1]), "wb").close()
+
+
+@pytest.mark.parametrize("change", [_touch_config, _add_drop_in, _republish_object, _recreate_segment, _empty_marker],
+                         ids=["config-edited", "drop-in-added", "object-replaced", "segment-recreated", "marker-empty"])
+def test_quick_path_steps_aside_when_anything_changed(tmp_path, async_archive, change):
+    wal_dir = batch_with_markers(tmp_path, async_archive)
+    change(async_archive, wal_dir)
+    assert quick(async_archive, wal_dir, NAMES[1]) is False
+    assert os.path.exists(marker_path(async_archive, NAMES[1]))  # changed nothing: the engine decides
+    if change is _recreate_segment:
+        return  # the engine refuses other content under an archived name (tested above)
+    outcome = push_async(async_archive, os.path.join(wal_dir, NAMES[1]), NAMES[1])
+    assert outcome.status == ALREADY_ARCHIVED
+    assert not os.path.exists(marker_path(async_archive, NAMES[1]))
+
+
+@pytest.mark.parametrize("argv", [
+    ["wal-push", "--verbose", "--config", "C", "P", "N"],
+    ["wal-push", "P", "N"],
+    ["wal-fetch", "--config", "C", "N", "P"],
+    ["wal-push", "--config", "C", "P"],
+])
+def test_quick_path_takes_only_the_plain_form(tmp_path, async_archive, argv):
+    wal_dir = batch_with_markers(tmp_path, async_archive)
+    substitute = {"C": config_path(async_archive), "P": os.path.join(wal_dir, NAMES[1]), "N": NAMES[1]}
+    assert quick_push([substitute.get(arg, arg) for arg in argv]) is False
+    assert os.path.exists(marker_path(async_archive, NAMES[1]))
+
+
+def test_quick_path_skips_the_engine_imports(tmp_path, async_archive):
+    """What the quick path is for: a proven call imports neither the
+    configuration parser nor the archive, nor typing."""
+    wal_dir = batch_with_markers(tmp_path, async_archive)
+    package = cli.__name__.rsplit(".", 1)[0]
+    probe = (
+        "import sys\n"
+        "from %s.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "loaded = sorted(m.rsplit('.', 1)[-1] for m in sys.modules if m.startswith(%r + '.'))\n"
+        "print(code, 'typing' in sys.modules, ' '.join(loaded))\n" % (package, package)
+    )
+    argv = ["wal-push", "--config", config_path(async_archive), os.path.join(wal_dir, NAMES[1]), NAMES[1]]
+    result = subprocess.run([sys.executable, "-S", "-c", probe, *argv], capture_output=True, text=True,
+                            env={"PYTHONPATH": os.pathsep.join(sys.path)}, check=True)
+    code, typing_loaded, loaded = result.stdout.split(" ", 2)
+    assert code == "0" and typing_loaded == "False", result.stdout
+    assert loaded.split() == ["cli", "configfiles", "errors", "pushmarker"], result.stdout
+    assert not os.path.exists(marker_path(async_archive, NAMES[1]))
 
 
 def test_a_call_waits_for_a_running_batch_then_leads_its_own(tmp_path, async_archive):
