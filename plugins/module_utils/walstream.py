@@ -442,18 +442,24 @@ class StreamSupervisor:
 
     # ------------------------------------------------------------ status
     def received_lsn(self) -> Optional[str]:
+        """The end of what pg_receivewal wrote, from its spool; None before it wrote anything."""
+        for _attempt in range(3):
+            try:
+                return self._received_lsn_from_spool()
+            except OSError:
+                continue  # the .partial was renamed as its segment completed, between listing and reading
+        return None
+
+    def _received_lsn_from_spool(self) -> Optional[str]:
         names = spool_files(self.spool)
         segment = current_partial(names)
-        try:
-            if segment is not None:
-                with open(os.path.join(self.spool, segment + ".partial"), "rb") as handle:
-                    return wal.format_lsn(received_end_lsn(segment, handle.read()))
-            segments = [n for n in completed_names(names) if _kind(n) == wal.SEGMENT]
-            if segments:
-                size = os.path.getsize(os.path.join(self.spool, segments[-1]))
-                return wal.format_lsn(segment_start_lsn(segments[-1], size) + size)
-        except OSError:
-            pass
+        if segment is not None:
+            with open(os.path.join(self.spool, segment + ".partial"), "rb") as handle:
+                return wal.format_lsn(received_end_lsn(segment, handle.read()))
+        segments = [n for n in completed_names(names) if _kind(n) == wal.SEGMENT]
+        if segments:
+            size = os.path.getsize(os.path.join(self.spool, segments[-1]))
+            return wal.format_lsn(segment_start_lsn(segments[-1], size) + size)
         return None
 
     def status(self, final: bool = False) -> Dict[str, Any]:

@@ -139,3 +139,22 @@ def test_supervisor_pushes_the_spool_keeps_the_newest_and_never_overwrites(tmp_p
     assert fresh.push_completed() == 0
     assert archive.storage.get_bytes(archive.key_for(second)) == stored
     assert "refusing to overwrite" in fresh.stats["last_error"] and (spool / second).exists()
+
+
+def test_received_position_survives_the_partial_being_renamed_as_it_is_read(tmp_path, monkeypatch):
+    """pg_receivewal renames X.partial to X when X is complete: a listing
+    taken just before sees a .partial that is gone when it is opened. The
+    status then reads the spool again instead of reporting no position."""
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
+    from walfiles import write_segment
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    archive, _name, _data = archive_with_partial(tmp_path, "[stream]\nspool_path = %s\n" % spool)
+    segment = segment_name(1, 9)
+    write_segment(spool, segment)  # already renamed: complete
+    listings = [[segment + ".partial"]]  # what the first listing saw
+    real_listing = walstream.spool_files
+    monkeypatch.setattr(walstream, "spool_files", lambda path: listings.pop() if listings else real_listing(path))
+    supervisor = walstream.StreamSupervisor(archive.config, PgClient(archive.config.postgres))
+    assert supervisor.received_lsn() == "0/%X" % (10 * SEGMENT_SIZE)
