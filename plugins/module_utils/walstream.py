@@ -183,10 +183,12 @@ def segment_start_lsn(name: str, segment_size: int) -> int:
     return (int(name[8:16], 16) * per_log + int(name[16:24], 16)) * segment_size
 
 
-def received_end_lsn(name: str, data: bytes) -> int:
+def received_end_lsn(name: str, data: bytes, segment_size: int) -> int:
     """Where the WAL in a partial segment ends: pg_receivewal pre-fills the
-    file with zeros, so the last non-zero byte bounds what was received."""
-    return segment_start_lsn(name, len(data)) + len(data.rstrip(b"\0"))
+    file with zeros, so the last non-zero byte bounds what was received. The
+    segment size comes from the segment's header: while pg_receivewal is
+    still pre-filling, the file is shorter than a segment."""
+    return segment_start_lsn(name, segment_size) + len(data.rstrip(b"\0"))
 
 
 def synchronous_value(application_name: str) -> str:
@@ -428,7 +430,7 @@ class StreamSupervisor:
                                    self.config.compression_level, digest)
         self.storage.put_bytes(partial_key(self.config.cluster, segment), blob, overwrite=True)
         self._partial_digest = digest
-        self.stats.update(partial_segment=segment, partial_uploaded_lsn=wal.format_lsn(received_end_lsn(segment, data)),
+        self.stats.update(partial_segment=segment, partial_uploaded_lsn=wal.format_lsn(received_end_lsn(segment, data, header.segment_size)),
                           partial_uploaded_at=utc_now_iso())
         self._prune_partials(segment)
         return True
@@ -455,7 +457,12 @@ class StreamSupervisor:
         segment = current_partial(names)
         if segment is not None:
             with open(os.path.join(self.spool, segment + ".partial"), "rb") as handle:
-                return wal.format_lsn(received_end_lsn(segment, handle.read()))
+                data = handle.read()
+            try:
+                header = wal.read_segment_header(segment, data)
+                return wal.format_lsn(received_end_lsn(segment, data, header.segment_size))
+            except CorruptObject:
+                pass  # its first page is not written yet: the previous segment's end is where it starts
         segments = [n for n in completed_names(names) if _kind(n) == wal.SEGMENT]
         if segments:
             size = os.path.getsize(os.path.join(self.spool, segments[-1]))
@@ -518,6 +525,9 @@ class StreamSupervisor:
         except (RestorekeeperError, OSError) as exc:
             self.stats["last_error"] = "%s: %s" % (what, exc)
             self.log("%s failed: %s" % (what, exc))
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # a bug must not stop RPO-zero streaming
+            self.stats["last_error"] = "%s: unexpected %s: %s" % (what, type(exc).__name__, exc)
+            self.log("%s failed: unexpected %s: %s" % (what, type(exc).__name__, exc))
 
     def request_stop(self, *_args: Any) -> None:
         self.stopping = True

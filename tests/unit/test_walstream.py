@@ -63,7 +63,9 @@ def test_spool_names_and_received_position():
     assert walstream.completed_names(names) == ["00000002.history", first]
     assert walstream.current_partial(names) == second
     data = segment_bytes(second)[:100].ljust(SEGMENT_SIZE, b"\0")
-    assert walstream.received_end_lsn(second, data) == 5 * SEGMENT_SIZE + len(data[:100].rstrip(b"\0"))
+    assert walstream.received_end_lsn(second, data, SEGMENT_SIZE) == 5 * SEGMENT_SIZE + len(data[:100].rstrip(b"\0"))
+    # Still being pre-filled by pg_receivewal: shorter than a segment, same position.
+    assert walstream.received_end_lsn(second, data[:8192], SEGMENT_SIZE) == 5 * SEGMENT_SIZE + len(data[:100].rstrip(b"\0"))
     assert walstream.synchronous_value("restorekeeper_main") == '"restorekeeper_main"'
 
 
@@ -158,3 +160,30 @@ def test_received_position_survives_the_partial_being_renamed_as_it_is_read(tmp_
     monkeypatch.setattr(walstream, "spool_files", lambda path: listings.pop() if listings else real_listing(path))
     supervisor = walstream.StreamSupervisor(archive.config, PgClient(archive.config.postgres))
     assert supervisor.received_lsn() == "0/%X" % (10 * SEGMENT_SIZE)
+
+
+@pytest.mark.parametrize("partial", [b"", bytes(8192)], ids=["just-created", "first-page-not-written"])
+def test_received_position_of_a_partial_without_its_first_page_is_where_it_starts(tmp_path, partial):
+    """pg_receivewal creates the next .partial, then pre-fills it and writes
+    its first page. Meanwhile the status reports the end of the previous
+    segment, and nothing raises (an empty file once stopped the stream)."""
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
+    from walfiles import write_segment
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    archive, _name, _data = archive_with_partial(tmp_path, "[stream]\nspool_path = %s\n" % spool)
+    write_segment(spool, segment_name(1, 9))
+    (spool / (segment_name(1, 10) + ".partial")).write_bytes(partial)
+    supervisor = walstream.StreamSupervisor(archive.config, PgClient(archive.config.postgres))
+    assert supervisor.received_lsn() == "0/%X" % (10 * SEGMENT_SIZE)
+    assert supervisor.upload_partial() is False
+
+
+def test_a_failing_step_never_stops_the_stream(tmp_path):
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
+
+    archive, _name, _data = archive_with_partial(tmp_path, "[stream]\nspool_path = %s\n" % (tmp_path / "spool"))
+    supervisor = walstream.StreamSupervisor(archive.config, PgClient(archive.config.postgres))
+    supervisor._guarded("status", lambda: 1 // 0)  # pylint: disable=protected-access
+    assert supervisor.stats["last_error"] == "status: unexpected ZeroDivisionError: integer division or modulo by zero"
