@@ -15,7 +15,7 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     async = false              # true: one wal-push also pushes the next .ready segments
     spool_path =               # local directory for async markers and prefetched WAL
     process_max = 2            # parallel pushes/fetches in async mode and prefetch
-    batch_max = 16             # segments one async wal-push handles at most
+    batch_max = 16             # segments one round of an async batch takes (rounds go on while more are ready)
     prefetch = 0               # wal-fetch: segments fetched ahead into the spool (0: off)
 
     [postgres]                 # how backups reach the server (all optional)
