@@ -156,12 +156,15 @@ def test_stream_and_archive_command_feed_one_repository(archived, streams, versi
                describe=stream.log)
     assert not any(partial_object(arch, n).exists() for n in closed)
 
-    status = stream.wait_status(lambda s: s["lag_bytes"] is not None and s["flushed_lsn"], "lag reported")
+    # A status written after that upload (the first one, written before
+    # pg_receivewal created any file, rightly reports nothing received).
+    status = stream.wait_status(lambda s: s.get("partial_segment") == current and s["lag_bytes"] is not None
+                                and s["flushed_lsn"], "lag reported after the partial upload")
     for field in ("updated_at", "synchronous", "lag_bytes", "lag_seconds", "slot", "state"):
         assert field in status
     assert status["synchronous"] is False and status["synchronous_configured"] is False
     assert isinstance(status["lag_bytes"], int) and status["lag_bytes"] >= 0
-    assert wal.parse_lsn(status["received_lsn"]) > 0
+    assert wal.parse_lsn(status["received_lsn"]) >= wal.parse_lsn(status["partial_uploaded_lsn"]) > 0
 
     shown = json.loads(stream_rk(arch, "status", "--json").stdout)
     assert shown["status"]["slot"] == status["slot"] and shown["age_seconds"] < 60
