@@ -13,7 +13,9 @@ import contextlib
 import errno
 import fcntl
 import os
-from typing import Iterator
+from typing import Iterator, Optional, Tuple
+
+from .errors import RestorekeeperError
 
 TEMP_PREFIX = ".rk-tmp."
 
@@ -120,6 +122,34 @@ def _replace_file(path: str, data: bytes, mode: int, uid: int, gid: int, sync_fi
         remove_quietly(temp)
         raise
     return directory
+
+
+def owner_ids(owner: str, group: str) -> Tuple[int, int]:
+    """The uid of an OS user and the gid of a group, or an error naming the missing one."""
+    import grp
+    import pwd
+
+    try:
+        uid = pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        raise RestorekeeperError("unknown OS user %s" % owner, "create the PostgreSQL OS user first, or set owner") from None
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise RestorekeeperError("unknown OS group %s" % group, "create the PostgreSQL OS group first, or set group") from None
+    return uid, gid
+
+
+def read_private_file(path: str, uid: int, gid: int) -> Tuple[Optional[str], bool]:
+    """A file holding secrets as it is now: its text (None when absent) and
+    whether it is already mode 0600 and owned by uid:gid."""
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None, False
+    return text, (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, 0o600)
 
 
 class LockHeld(Exception):

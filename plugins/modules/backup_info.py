@@ -657,7 +657,6 @@ archive:
     ready_backlog: 0
 """
 
-import traceback
 from typing import Any, Dict, Optional, Set
 
 from ansible.module_utils.basic import AnsibleModule
@@ -669,6 +668,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres 
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.catalog import Catalog
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import DEFAULT_PATH, Config, CopyConfig
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import (
     Repository,
     open_repository_storage,
@@ -774,17 +774,7 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    try:
-        result = run(module)
-    except (RestorekeeperError, TargetError) as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(
-            msg="unexpected error in backup_info: %s: %s" % (type(exc).__name__, exc),
-            exception=traceback.format_exc(),
-            changed=False,
-        )
-    module.exit_json(**result)
+    module.exit_json(**run_module(module, "backup_info", lambda: run(module), expected=(TargetError,)))
 
 
 if __name__ == "__main__":

@@ -192,13 +192,12 @@ targets:
   sample: [{target: repository, policy_text: "full=2, min_restorable=1", changed: true}]
 """
 
-import traceback
 from typing import Any, Dict, List
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.expire import expire
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
 
 
 def argument_spec() -> Dict[str, Any]:
@@ -268,14 +267,7 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), mutually_exclusive=[("copy", "all_copies")],
                            supports_check_mode=True)
-    try:
-        result = run(module)
-    except RestorekeeperError as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(msg="unexpected error in backup_retention: %s: %s" % (type(exc).__name__, exc),
-                         exception=traceback.format_exc(), changed=False)
-    module.exit_json(**result)
+    module.exit_json(**run_module(module, "backup_retention", lambda: run(module)))
 
 
 if __name__ == "__main__":

@@ -287,7 +287,6 @@ import calendar
 import os
 import pwd
 import time
-import traceback
 from typing import Any, Dict, Optional
 
 from ansible.module_utils.basic import AnsibleModule
@@ -298,13 +297,9 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres 
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.backup import FULL, BackupOptions, BaseBackup
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.catalog import BackupInfo, Catalog
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import DEFAULT_PATH, Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import Refusal, run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import parse_seconds
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import Repository
-
-
-class ModuleFailure(Exception):
-    """A refusal detected before anything was done."""
 
 
 def argument_spec() -> Dict[str, Any]:
@@ -358,7 +353,7 @@ def check_repository_owner(config: Config) -> None:
         owner_name = pwd.getpwuid(owner).pw_name
     except KeyError:
         owner_name = "uid %d" % owner
-    raise ModuleFailure(
+    raise Refusal(
         "the repository %s belongs to OS user %s, but this task runs as %s; files written now would not be "
         "writable by the server's archive_command or by later backups. HINT: run the task as that user "
         "(become: true, become_user: %s)" % (config.repository.path, owner_name, _whoami(), owner_name)
@@ -392,7 +387,7 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
         try:
             max_age = parse_seconds(params["max_age"])
         except ValueError as exc:
-            raise ModuleFailure("max_age: %s" % exc) from None
+            raise Refusal("max_age: %s" % exc) from None
         recent = recent_backup(Catalog(Repository.from_config(config), config.cluster), params["type"], max_age,
                                time.time())
         if recent is not None:
@@ -415,18 +410,8 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    try:
-        result = run(module)
-    except (ModuleFailure, RestorekeeperError) as exc:
-        # Nothing was published: a failed backup never becomes restorable.
-        module.fail_json(msg=str(exc), changed=False)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(
-            msg="unexpected error in base_backup: %s: %s" % (type(exc).__name__, exc),
-            exception=traceback.format_exc(),
-            changed=False,
-        )
-    module.exit_json(**result)
+    # A failed backup publishes nothing: it never becomes restorable, so changed is false.
+    module.exit_json(**run_module(module, "base_backup", lambda: run(module)))
 
 
 if __name__ == "__main__":

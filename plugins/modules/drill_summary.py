@@ -164,11 +164,11 @@ import html
 import json
 import os
 import time
-import traceback
 from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil import replace_file_durably
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
 
 PASSING = ("pass", "planned", "skipped")
 STATUS_ORDER = ("fail", "error", "unreachable", "no result", "pass", "planned", "skipped")
@@ -339,14 +339,9 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    try:
-        result = run(module)
-    except (OSError, ValueError) as exc:
-        module.fail_json(msg="the fleet summary could not be written to %s: %s" % (module.params["dest"], exc))
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(msg="unexpected error in drill_summary: %s: %s" % (type(exc).__name__, exc),
-                         exception=traceback.format_exc())
-    module.exit_json(**result)
+    where = "the fleet summary could not be written to %s: " % module.params["dest"]
+    module.exit_json(**run_module(module, "drill_summary", lambda: run(module), expected=(OSError, ValueError),
+                                  prefix=where))
 
 
 if __name__ == "__main__":

@@ -190,7 +190,6 @@ plan:
 
 import os
 import pwd
-import traceback
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
@@ -203,7 +202,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.dump impo
     DumpOptions,
     LogicalDump,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
 
 
 def argument_spec() -> Dict[str, Any]:
@@ -269,15 +268,8 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    try:
-        result = run(module)
-    except RestorekeeperError as exc:
-        # A failed dump publishes no dump.json: nothing restorable changed.
-        module.fail_json(msg="logical backup failed: %s" % exc, changed=False)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(msg="unexpected error in logical_backup: %s: %s" % (type(exc).__name__, exc),
-                         exception=traceback.format_exc(), changed=False)
-    module.exit_json(**result)
+    # A failed dump publishes no dump.json: nothing restorable changed.
+    module.exit_json(**run_module(module, "logical_backup", lambda: run(module), prefix="logical backup failed: "))
 
 
 if __name__ == "__main__":

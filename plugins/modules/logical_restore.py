@@ -250,8 +250,7 @@ duration_seconds:
   sample: 4.2
 """
 
-import traceback
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import (
@@ -263,7 +262,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.dump impo
     DumpRestore,
     RestoreOptions,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
 
 
 def argument_spec() -> Dict[str, Any]:
@@ -316,16 +315,14 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
                            mutually_exclusive=[("table", "schema")])
     progress = Progress()
-    try:
-        result = run(module, progress)
-    except RestorekeeperError as exc:
-        # Refusals come before any change; a failure during the restore may have
-        # created the target database, which the message names.
-        module.fail_json(msg="logical restore failed: %s" % exc, changed=bool(getattr(exc, "target_changed", False)))
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(msg="unexpected error in logical_restore: %s: %s" % (type(exc).__name__, exc),
-                         exception=traceback.format_exc(), changed=progress.started)
-    module.exit_json(**result)
+
+    def changed(error: Optional[BaseException]) -> bool:
+        # Refusals come before any change; a failure during the restore may
+        # have created the target database, which the message names.
+        return progress.started if error is None else bool(getattr(error, "target_changed", False))
+
+    module.exit_json(**run_module(module, "logical_restore", lambda: run(module, progress), changed=changed,
+                                  prefix="logical restore failed: "))
 
 
 if __name__ == "__main__":

@@ -223,16 +223,14 @@ diff:
 
 import os
 import pwd
-import traceback
 from typing import Any, Dict, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import Refusal, run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.recovery import (
     RecoveryTarget,
-    TargetError,
     build_target,
     current_recovery_settings,
     recovery_settings,
@@ -242,10 +240,6 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore i
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walarchive import restore_command
 
 HIDDEN = "********"
-
-
-class ModuleFailure(Exception):
-    """A refusal detected before anything was written."""
 
 
 def argument_spec() -> Dict[str, Any]:
@@ -276,7 +270,7 @@ def target_from(params: Dict[str, Any]) -> RecoveryTarget:
                 params["target_immediate"]]
     standby = params["signal"] == "standby"
     if standby and any(explicit):
-        raise ModuleFailure(
+        raise Refusal(
             "signal=standby takes no recovery target other than target_latest: a standby keeps replaying "
             "whatever arrives. HINT: use signal=recovery to stop at a target"
         )
@@ -298,22 +292,22 @@ def _user_name(uid: int) -> str:
 def check_data_directory(pgdata: str) -> None:
     """An existing data directory of a stopped server, writable by us as its owner."""
     if not os.path.isabs(pgdata):
-        raise ModuleFailure("pgdata %r is not an absolute path" % pgdata)
+        raise Refusal("pgdata %r is not an absolute path" % pgdata)
     if not os.path.isfile(os.path.join(pgdata, "PG_VERSION")):
-        raise ModuleFailure(
+        raise Refusal(
             "%s is not a PostgreSQL data directory (no PG_VERSION). HINT: restore a backup into it first "
             "(module restorekeeper.postgresql.restore)" % pgdata
         )
     pid = _running_pid(pgdata)
     if pid is not None:
-        raise ModuleFailure(
+        raise Refusal(
             "%s belongs to a running PostgreSQL server (postmaster.pid names process %d); recovery settings "
             "written now would apply at its next restart, unplanned. HINT: stop that server first, or write "
             "the target into a restored copy" % (pgdata, pid)
         )
     owner = os.stat(pgdata).st_uid
     if owner != os.geteuid():
-        raise ModuleFailure(
+        raise Refusal(
             "%s belongs to OS user %s, but this task runs as %s; PostgreSQL could not read files written now. "
             "HINT: run the task as that user (become: true, become_user: %s)"
             % (pgdata, _user_name(owner), _user_name(os.geteuid()), _user_name(owner))
@@ -351,7 +345,7 @@ def desired_state(params: Dict[str, Any], config: Config, target: RecoveryTarget
 def run(module: AnsibleModule) -> Dict[str, Any]:
     params = module.params
     if params["primary_conninfo"] and params["signal"] != "standby":
-        raise ModuleFailure("primary_conninfo is only used with signal=standby")
+        raise Refusal("primary_conninfo is only used with signal=standby")
     target = target_from(params)
     pgdata = params["pgdata"]
     check_data_directory(pgdata)
@@ -375,18 +369,8 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    try:
-        result = run(module)
-    except (ModuleFailure, TargetError, RestorekeeperError) as exc:
-        # Every refusal happens before the write: nothing was changed.
-        module.fail_json(msg=str(exc), changed=False)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(
-            msg="unexpected error in recovery_target: %s: %s" % (type(exc).__name__, exc),
-            exception=traceback.format_exc(),
-            changed=False,
-        )
-    module.exit_json(**result)
+    # Every refusal happens before the write: nothing was changed.
+    module.exit_json(**run_module(module, "recovery_target", lambda: run(module)))
 
 
 if __name__ == "__main__":

@@ -349,12 +349,11 @@ phases:
 """
 
 import os
-import traceback
 from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import Refusal, run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.recovery import RecoveryTarget, build_target
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore import (
@@ -367,10 +366,6 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore i
 )
 
 HIDDEN = "********"
-
-
-class ModuleFailure(Exception):
-    """A refusal detected before anything was written."""
 
 
 class Before:
@@ -424,12 +419,12 @@ def target_from(params: Dict[str, Any]) -> RecoveryTarget:
     explicit = [params["target_time"], params["target_xid"], params["target_lsn"], params["target_name"],
                 params["target_immediate"]]
     if params["standby"] and any(explicit):
-        raise ModuleFailure(
+        raise Refusal(
             "standby=true takes no recovery target other than target_latest: a standby keeps replaying "
             "whatever arrives. HINT: restore without standby to stop at a target"
         )
     if params["primary_conninfo"] and not params["standby"]:
-        raise ModuleFailure("primary_conninfo is only used with standby=true")
+        raise Refusal("primary_conninfo is only used with standby=true")
     return build_target(
         time=params["target_time"] or "", xid=params["target_xid"] or "", lsn=params["target_lsn"] or "",
         name=params["target_name"] or "", immediate=params["target_immediate"],
@@ -448,7 +443,7 @@ def pgdata_state(pgdata: str) -> str:
 
 def check_user() -> None:
     if os.geteuid() == 0:
-        raise ModuleFailure(
+        raise Refusal(
             "restore runs as root: the restored files would belong to root, and PostgreSQL refuses to run as "
             "root. HINT: run the task as the server's OS user (become: true, become_user: postgres)"
         )
@@ -509,21 +504,10 @@ def run(module: AnsibleModule, before: Before) -> Dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     before = Before()
-    try:
-        result = run(module, before)
-    except ModuleFailure as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    except RestorekeeperError as exc:
-        # Planning refusals come before pgdata is touched; a failure after that
-        # (extraction, recovery stopping short) leaves a restored directory behind.
-        module.fail_json(msg=str(exc), changed=before.touched(os.path.abspath(module.params["pgdata"])))
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(
-            msg="unexpected error in restore: %s: %s" % (type(exc).__name__, exc),
-            exception=traceback.format_exc(),
-            changed=before.touched(os.path.abspath(module.params["pgdata"])),
-        )
-    module.exit_json(**result)
+    # Planning refusals come before pgdata is touched; a failure after that
+    # (extraction, recovery stopping short) leaves a restored directory behind.
+    module.exit_json(**run_module(module, "restore", lambda: run(module, before),
+                                  changed=lambda _error: before.touched(os.path.abspath(module.params["pgdata"]))))
 
 
 if __name__ == "__main__":

@@ -412,7 +412,6 @@ import errno
 import fcntl
 import os
 import time
-import traceback
 from typing import Any, Dict, List, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
@@ -425,6 +424,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.drill imp
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.drillreport import write_reports
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import FailWithResult, Refusal, run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import parse_seconds
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.recovery import build_target
@@ -433,16 +433,8 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore i
 DEFAULT_REPORT_ROOT = "/var/lib/restorekeeper/drills"
 
 
-class ModuleFailure(Exception):
-    """A refusal detected before the drill touched anything."""
-
-
-class ReportNotWritten(Exception):
+class ReportNotWritten(FailWithResult):
     """The drill ran (its result is in the report) but the files could not be written."""
-
-    def __init__(self, report: Dict[str, Any]) -> None:
-        super().__init__(report["msg"])
-        self.report = report
 
 
 class Progress:
@@ -498,25 +490,25 @@ def target_seconds(name: str, value: Any) -> Optional[float]:
     try:
         return float(parse_seconds(value))
     except ValueError as exc:
-        raise ModuleFailure("%s: %s" % (name, exc)) from None
+        raise Refusal("%s: %s" % (name, exc)) from None
 
 
 def drill_queries(params: Dict[str, Any]) -> Tuple[DrillQuery, ...]:
     names = [q["name"] for q in params["queries"]]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ModuleFailure("queries: names must be unique in the report; repeated: %s" % ", ".join(duplicates))
+        raise Refusal("queries: names must be unique in the report; repeated: %s" % ", ".join(duplicates))
     try:
         return tuple(query_from_dict(q) for q in params["queries"])
     except RestorekeeperError as exc:
-        raise ModuleFailure("queries: %s" % exc) from None
+        raise Refusal("queries: %s" % exc) from None
 
 
 def checksum_tables(params: Dict[str, Any]) -> Tuple[str, ...]:
     for item in params["checksum_tables"]:
         database, sep, table = item.partition(":")
         if not sep or not database or "." not in table:
-            raise ModuleFailure("checksum_tables: %r is not DATABASE:SCHEMA.TABLE, e.g. postgres:public.accounts" % item)
+            raise Refusal("checksum_tables: %r is not DATABASE:SCHEMA.TABLE, e.g. postgres:public.accounts" % item)
     return tuple(params["checksum_tables"])
 
 
@@ -526,7 +518,7 @@ def drill_options(params: Dict[str, Any]) -> DrillOptions:
         target = build_target(time=params["target_time"] or "", xid=params["target_xid"] or "",
                               lsn=params["target_lsn"] or "", name=params["target_name"] or "")
     elif any(params[key] for key in ("target_time", "target_xid", "target_lsn", "target_name")):
-        raise ModuleFailure("target_time, target_xid, target_lsn and target_name need mode: target")
+        raise Refusal("target_time, target_xid, target_lsn and target_name need mode: target")
     return DrillOptions(
         tool_path=params["tool_path"], mode=params["mode"], backup_label=params["backup_label"] or "", target=target,
         scratch_root=params["scratch_dir"] or "", keep=params["keep"],
@@ -541,7 +533,7 @@ def drill_options(params: Dict[str, Any]) -> DrillOptions:
 # ----------------------------------------------------------------- checks
 def check_user() -> None:
     if os.geteuid() == 0:
-        raise ModuleFailure(
+        raise Refusal(
             "restore_drill runs as root, and PostgreSQL refuses to run the scratch cluster as root. "
             "HINT: run the task as the server's OS user (become: true, become_user: postgres)"
         )
@@ -549,7 +541,7 @@ def check_user() -> None:
 
 def check_tool(tool_path: str) -> None:
     if not os.path.isfile(tool_path) or not os.access(tool_path, os.X_OK):
-        raise ModuleFailure(
+        raise Refusal(
             "tool_path %s is not an executable file for this OS user; the scratch cluster fetches WAL with it. "
             "HINT: install the tool (role restorekeeper.postgresql.archiving) or set tool_path" % tool_path
         )
@@ -560,11 +552,11 @@ def check_directory(name: str, path: str, must_exist: bool) -> None:
     probe = path
     while not os.path.exists(probe):
         if must_exist:
-            raise ModuleFailure("%s %s does not exist. HINT: create it, owned by the server's OS user" % (name, path))
+            raise Refusal("%s %s does not exist. HINT: create it, owned by the server's OS user" % (name, path))
         probe = os.path.dirname(probe) or "/"
     if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise ModuleFailure("%s %s is not writable by this OS user (%s). HINT: make it owned by the server's OS user"
-                            % (name, path, probe))
+        raise Refusal("%s %s is not writable by this OS user (%s). HINT: make it owned by the server's OS user"
+                      % (name, path, probe))
 
 
 def report_dir_of(params: Dict[str, Any], config: Config) -> str:
@@ -579,7 +571,7 @@ def take_lock(path: str, timeout: int) -> Optional[int]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOCTTY, 0o644)
     except OSError as exc:
-        raise ModuleFailure("lock_file %s cannot be opened: %s" % (path, exc.strerror)) from None
+        raise Refusal("lock_file %s cannot be opened: %s" % (path, exc.strerror)) from None
     deadline = time.monotonic() + max(0, timeout)
     while True:
         try:
@@ -588,10 +580,10 @@ def take_lock(path: str, timeout: int) -> Optional[int]:
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 os.close(fd)
-                raise ModuleFailure("lock_file %s cannot be locked: %s" % (path, exc.strerror)) from None
+                raise Refusal("lock_file %s cannot be locked: %s" % (path, exc.strerror)) from None
         if time.monotonic() >= deadline:
             os.close(fd)
-            raise ModuleFailure(
+            raise Refusal(
                 "another drill on this host holds %s and did not finish within %d s; nothing was done. "
                 "HINT: run again later, or raise lock_timeout" % (path, timeout)
             )
@@ -605,7 +597,7 @@ def plan(config: Config, params: Dict[str, Any], options: DrillOptions, report_d
         in_recovery = client.scalar("SELECT pg_is_in_recovery()") == "t"
         chosen = plan_restore(config, client, options.target or build_target(latest=True), options.backup_label)
     if options.mode == "restore-point" and in_recovery:
-        raise ModuleFailure(
+        raise Refusal(
             "the source is a standby, where a restore point cannot be created. "
             "HINT: run the drill against the primary, or use mode=latest"
         )
@@ -653,7 +645,7 @@ def run(module: AnsibleModule, progress: Progress) -> Dict[str, Any]:
     if module.check_mode:
         try:
             check_directory("report_dir", report_dir, must_exist=False)
-        except ModuleFailure as exc:
+        except Refusal as exc:
             # Role drill makes the directory before a real run, which check mode skips.
             module.warn(str(exc))
         return plan(config, params, options, report_dir)
@@ -689,19 +681,10 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
                            mutually_exclusive=[["target_time", "target_xid", "target_lsn", "target_name"]])
     progress = Progress()
-    try:
-        result = run(module, progress)
-    except ModuleFailure as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    except ReportNotWritten as exc:
-        module.fail_json(**exc.report)
-    except RestorekeeperError as exc:
-        # Before the drill: a refusal, nothing done. During it: the source may
-        # already carry the drill's restore point and a switched WAL segment.
-        module.fail_json(msg=str(exc), changed=progress.started)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(msg="unexpected error in restore_drill: %s: %s" % (type(exc).__name__, exc),
-                         exception=traceback.format_exc(), changed=progress.started)
+    # Before the drill: a refusal, nothing done. During it: the source may
+    # already carry the drill's restore point and a switched WAL segment.
+    result = run_module(module, "restore_drill", lambda: run(module, progress),
+                        changed=lambda _error: progress.started)
     if result["result"] == "fail" and module.params["fail_on_drill_failure"]:
         result["msg"] = "%s - %s" % (summary_line(result), "; ".join(result["failure_reasons"]))
         module.fail_json(**result)

@@ -105,9 +105,7 @@ copies:
   sample: [second, offsite]
 """
 
-import grp
 import os
-import pwd
 import re
 from typing import Any, Dict, List, Optional
 
@@ -116,9 +114,12 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config im
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import ConfigError, RestorekeeperError
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil import (
     fsync_directory,
+    owner_ids,
+    read_private_file,
     remove_quietly,
     replace_file_durably,
 )
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import Refusal, run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.policy import COPY_SPEC, copy_names
 
 DROP_IN = "copies.conf"
@@ -174,15 +175,6 @@ def _secret_values(text: str) -> Dict[Any, str]:
     return values
 
 
-def current(path: str):
-    try:
-        st = os.stat(path)
-        with open(path, encoding="utf-8") as handle:
-            return handle.read(), st
-    except FileNotFoundError:
-        return None, None
-
-
 def ensure_directory(path: str, uid: int, gid: int) -> None:
     """The drop-in directory, made 0700 for the OS user when missing (an
     existing one keeps its owner and mode)."""
@@ -197,15 +189,13 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
     params = module.params
     path = drop_in_path(params["config_path"])
     present = params["state"] == "present"
-    content = render(params["copies"] or []) if present else None
-    uid = pwd.getpwnam(params["owner"]).pw_uid
-    gid = grp.getgrnam(params["group"]).gr_gid
-    before, st = current(path)
-    if present:
-        right_owner = st is not None and (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, 0o600)
-        changed = before != content or not right_owner
-    else:
-        changed = before is not None
+    try:
+        content = render(params["copies"] or []) if present else None
+    except ConfigError as exc:
+        raise Refusal("invalid copies: %s" % exc) from None
+    uid, gid = owner_ids(params["owner"], params["group"])
+    before, private = read_private_file(path, uid, gid)
+    changed = (before != content or not private) if present else before is not None
     result = {
         "changed": changed, "path": path, "content": masked(content),
         "copies": copy_names(content or ""),
@@ -217,30 +207,23 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
     if present:
         config_dir = os.path.dirname(params["config_path"])
         if not os.path.isdir(config_dir):
-            raise RestorekeeperError("directory %s does not exist" % config_dir,
-                                     "write the configuration first (module tool_config, role archiving)")
-        ensure_directory(os.path.dirname(path), uid, gid)
-        replace_file_durably(path, content.encode("utf-8"), 0o600, uid, gid)
-    else:
-        remove_quietly(path)
-        fsync_directory(os.path.dirname(path))
+            raise Refusal("directory %s does not exist" % config_dir,
+                          "write the configuration first (module tool_config, role archiving)")
+    try:
+        if present:
+            ensure_directory(os.path.dirname(path), uid, gid)
+            replace_file_durably(path, content.encode("utf-8"), 0o600, uid, gid)
+        else:
+            remove_quietly(path)
+            fsync_directory(os.path.dirname(path))
+    except OSError as exc:
+        raise RestorekeeperError("cannot write %s: %s" % (path, exc.strerror or exc)) from None
     return result
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    try:
-        result = run(module)
-    except KeyError as exc:
-        module.fail_json(msg="unknown owner or group %s: create the PostgreSQL OS user first" % exc, changed=False)
-    except ConfigError as exc:
-        module.fail_json(msg="invalid copies: %s" % exc, changed=False)
-    except RestorekeeperError as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    except OSError as exc:
-        where = drop_in_path(module.params["config_path"])
-        module.fail_json(msg="cannot write %s: %s" % (where, exc.strerror or exc), changed=False)
-    module.exit_json(**result)
+    module.exit_json(**run_module(module, "storage_copies", lambda: run(module)))
 
 
 if __name__ == "__main__":

@@ -217,7 +217,6 @@ rule:
 
 import os
 import socket
-import traceback
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
@@ -225,7 +224,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config im
     Config,
     render_copies,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.policy import (
     COPY_SPEC,
     Facts,
@@ -275,13 +274,7 @@ def run(params: Dict[str, Any]) -> Dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    try:
-        report = run(module.params)
-    except RestorekeeperError as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(msg="unexpected error in storage_policy: %s: %s" % (type(exc).__name__, exc),
-                         exception=traceback.format_exc(), changed=False)
+    report = run_module(module, "storage_policy", lambda: run(module.params))
     for warning in report["warnings"]:
         module.warn(warning)
     if module.params["enforce"] and not report["compliant"]:

@@ -131,9 +131,8 @@ content:
   sample: "[cluster]\nname = main\n..."
 """
 
-import grp
 import os
-import pwd
+from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import (
@@ -142,7 +141,12 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config im
     render_config,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil import replace_file_durably
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil import (
+    owner_ids,
+    read_private_file,
+    replace_file_durably,
+)
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import Refusal, run_module
 
 
 def argument_spec():
@@ -161,7 +165,7 @@ def argument_spec():
         postgres_port=dict(type="int", default=0),
         postgres_user=dict(type="str", default=""),
         postgres_database=dict(type="str", default=""),
-        postgres_password_file=dict(type="path", default=""),
+        postgres_password_file=dict(type="path", default="", no_log=False),
         owner=dict(type="str", default="postgres"),
         group=dict(type="str", default="postgres"),
     )
@@ -179,41 +183,33 @@ def render(params):
     )
 
 
-def current_state(path):
-    try:
-        st = os.stat(path)
-        with open(path, encoding="utf-8") as handle:
-            return handle.read(), st
-    except FileNotFoundError:
-        return None, None
-
-
-def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+def run(module: AnsibleModule) -> Dict[str, Any]:
     params = module.params
+    path = params["path"]
     try:
         content = render(params)
-        uid = pwd.getpwnam(params["owner"]).pw_uid
-        gid = grp.getgrnam(params["group"]).gr_gid
     except RestorekeeperError as exc:
-        module.fail_json(msg="invalid configuration: %s" % exc)
-    except KeyError as exc:
-        module.fail_json(msg="unknown owner or group %s: create the PostgreSQL OS user first" % exc)
-    before, st = current_state(params["path"])
-    same_content = before == content
-    same_owner = st is not None and (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, 0o600)
-    changed = not (same_content and same_owner)
-    result = dict(changed=changed, path=params["path"], content=content,
-                  diff=dict(before=before or "", after=content, before_header=params["path"], after_header=params["path"]))
-    if changed and not module.check_mode:
-        directory = os.path.dirname(params["path"])
-        if not os.path.isdir(directory):
-            module.fail_json(msg="directory %s does not exist: create it first (mode 0755 or tighter)" % directory)
-        try:
-            replace_file_durably(params["path"], content.encode("utf-8"), 0o600, uid, gid)
-        except OSError as exc:
-            module.fail_json(msg="cannot write %s: %s" % (params["path"], exc.strerror or exc))
-    module.exit_json(**result)
+        raise Refusal("invalid configuration: %s" % exc) from None
+    uid, gid = owner_ids(params["owner"], params["group"])
+    before, private = read_private_file(path, uid, gid)
+    changed = before != content or not private
+    result = {"changed": changed, "path": path, "content": content,
+              "diff": {"before": before or "", "after": content, "before_header": path, "after_header": path}}
+    if not changed or module.check_mode:
+        return result
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise Refusal("directory %s does not exist" % directory, "create it first (mode 0755 or tighter)")
+    try:
+        replace_file_durably(path, content.encode("utf-8"), 0o600, uid, gid)
+    except OSError as exc:
+        raise RestorekeeperError("cannot write %s: %s" % (path, exc.strerror or exc)) from None
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module.exit_json(**run_module(module, "tool_config", lambda: run(module)))
 
 
 if __name__ == "__main__":

@@ -257,12 +257,12 @@ import os
 import pwd
 import stat
 import time
-import traceback
 from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import Refusal, run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import (
     alter_system_query,
     archiver_stats,
@@ -288,10 +288,6 @@ SUMMARIZE_WAL_MIN_VERSION = 170000
 # Settings fixed here cannot be changed by ALTER SYSTEM (they win over files).
 UNMANAGEABLE_SOURCES = ("command line", "environment variable", "override")
 RELOAD_WAIT_SECONDS = 5.0
-
-
-class ModuleFailure(Exception):
-    """A refusal detected before anything was changed."""
 
 
 class Progress:
@@ -374,7 +370,7 @@ def desired_values(params: Dict[str, Any], configured: Dict[str, str], version: 
         return {"archive_mode": "off", "archive_command": ""}
 
     if params["archive_mode"] == "always" and not params["allow_archive_mode_always"]:
-        raise ModuleFailure(
+        raise Refusal(
             "archive_mode=always is refused: it also archives on standbys, which doubles archiving traffic "
             "when primary and standby share a repository. HINT: use archive_mode=on, or set "
             "allow_archive_mode_always=true if a standby must archive"
@@ -382,7 +378,7 @@ def desired_values(params: Dict[str, Any], configured: Dict[str, str], version: 
     try:
         seconds = parse_seconds(params["archive_timeout"])
     except ValueError as exc:
-        raise ModuleFailure("archive_timeout: %s" % exc) from None
+        raise Refusal("archive_timeout: %s" % exc) from None
 
     wal_level = params["wal_level"]
     if normalize_setting("wal_level", configured.get("wal_level", "")) == "logical":
@@ -397,7 +393,7 @@ def desired_values(params: Dict[str, Any], configured: Dict[str, str], version: 
     }
     if params["summarize_wal"] is not None:
         if version < SUMMARIZE_WAL_MIN_VERSION or "summarize_wal" not in configured:
-            raise ModuleFailure(
+            raise Refusal(
                 "summarize_wal needs PostgreSQL 17 or later; this server is version %d. "
                 "HINT: remove the summarize_wal option for this host" % version
             )
@@ -415,7 +411,7 @@ def check_archive_library(live: Dict[str, Dict[str, Any]], configured: Dict[str,
     pending = configured.get("archive_library") or ""
     library = running or pending
     if library:
-        raise ModuleFailure(
+        raise Refusal(
             "archive_library is set to %r, so PostgreSQL would archive through that library instead of "
             "restorekeeper's archive_command (or refuse to archive with both set). HINT: run "
             "`ALTER SYSTEM RESET archive_library` (and remove it from postgresql.conf if it is set there), "
@@ -427,7 +423,7 @@ def check_manageable(live: Dict[str, Dict[str, Any]], desired: Dict[str, str], c
     for name, value in desired.items():
         row = live.get(name)
         if row and row["source"] in UNMANAGEABLE_SOURCES and not same(name, configured.get(name), value):
-            raise ModuleFailure(
+            raise Refusal(
                 "%s is fixed by the server's %s (value %r), which ALTER SYSTEM cannot override. "
                 "HINT: remove it from the server's start options, restart, and run this task again"
                 % (name, row["source"], row["setting"])
@@ -476,15 +472,15 @@ def access_problem(path: str, uid: int, want: int) -> Optional[str]:
 def check_paths(params: Dict[str, Any], server_uid: Optional[int]) -> None:
     tool, conf = params["tool_path"], params["config_path"]
     if not os.path.isfile(tool):
-        raise ModuleFailure(
+        raise Refusal(
             "tool_path %s does not exist on this host; an archive_command pointing at it would fail and "
             "WAL would pile up in pg_wal. HINT: install the restorekeeper tool first (role "
             "restorekeeper.postgresql.archiving) or set tool_path to its launcher" % tool
         )
     if not os.stat(tool).st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
-        raise ModuleFailure("tool_path %s is not executable. HINT: chmod 0755 %s" % (tool, tool))
+        raise Refusal("tool_path %s is not executable. HINT: chmod 0755 %s" % (tool, tool))
     if not os.path.isfile(conf):
-        raise ModuleFailure(
+        raise Refusal(
             "config_path %s does not exist on this host; wal-push would fail on every segment and WAL would "
             "pile up in pg_wal. HINT: write the restorekeeper configuration first, or set config_path" % conf
         )
@@ -492,13 +488,13 @@ def check_paths(params: Dict[str, Any], server_uid: Optional[int]) -> None:
         try:
             Config.load(conf)
         except RestorekeeperError as exc:
-            raise ModuleFailure("config_path %s is not a usable restorekeeper configuration: %s" % (conf, exc)) from None
+            raise Refusal("config_path %s is not a usable restorekeeper configuration: %s" % (conf, exc)) from None
     if server_uid is None:
         return
     for path, want, what in ((tool, 1, "tool_path"), (conf, 4, "config_path")):
         problem = access_problem(path, server_uid, want)
         if problem:
-            raise ModuleFailure(
+            raise Refusal(
                 "%s is unusable by the PostgreSQL server's OS user: %s. HINT: place it where that user can "
                 "reach it, or fix the permissions" % (what, problem)
             )
@@ -623,21 +619,11 @@ def run(module: AnsibleModule, progress: Progress) -> Dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     progress = Progress()
-    try:
-        result = run(module, progress)
-    except (ModuleFailure, RestorekeeperError) as exc:
-        # Refusals happen before any change; a failing statement may follow
-        # earlier ones, which are reported (changed, queries) as they are.
-        module.fail_json(msg=str(exc), changed=bool(progress.executed), queries=progress.executed)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        # A bug of ours: still a message (the traceback only with -vvv).
-        module.fail_json(
-            msg="unexpected error in wal_archiving: %s: %s" % (type(exc).__name__, exc),
-            exception=traceback.format_exc(),
-            changed=bool(progress.executed),
-            queries=progress.executed,
-        )
-    module.exit_json(**result)
+    # Refusals happen before any change; a failing statement may follow
+    # earlier ones, which are reported (changed, queries) as they are.
+    module.exit_json(**run_module(module, "wal_archiving", lambda: run(module, progress),
+                                  changed=lambda _error: bool(progress.executed),
+                                  details=lambda: {"queries": progress.executed}))
 
 
 if __name__ == "__main__":

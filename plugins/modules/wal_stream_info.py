@@ -136,12 +136,11 @@ status:
     primary_lsn: 0/5A3B2C8
 """
 
-import traceback
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import DEFAULT_PATH, Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import open_repository_storage
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walstream import (
     load_stream_status,
@@ -175,14 +174,7 @@ def run(params: Dict[str, Any]) -> Dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    try:
-        result = run(module.params)
-    except RestorekeeperError as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(msg="unexpected error in wal_stream_info: %s: %s" % (type(exc).__name__, exc),
-                         exception=traceback.format_exc(), changed=False)
-    module.exit_json(**result)
+    module.exit_json(**run_module(module, "wal_stream_info", lambda: run(module.params)))
 
 
 if __name__ == "__main__":

@@ -276,14 +276,14 @@ def test_desired_values_never_lower_logical():
 
 
 def test_desired_values_refusals():
-    with pytest.raises(wal_archiving.ModuleFailure, match="allow_archive_mode_always"):
+    with pytest.raises(wal_archiving.Refusal, match="allow_archive_mode_always"):
         wal_archiving.desired_values(_module_params(archive_mode="always"), {}, 180000)
     assert wal_archiving.desired_values(
         _module_params(archive_mode="always", allow_archive_mode_always=True), {}, 180000
     )["archive_mode"] == "always"
-    with pytest.raises(wal_archiving.ModuleFailure, match="PostgreSQL 17 or later"):
+    with pytest.raises(wal_archiving.Refusal, match="PostgreSQL 17 or later"):
         wal_archiving.desired_values(_module_params(summarize_wal=True), {}, 160004)
-    with pytest.raises(wal_archiving.ModuleFailure, match="archive_timeout"):
+    with pytest.raises(wal_archiving.Refusal, match="archive_timeout"):
         wal_archiving.desired_values(_module_params(archive_timeout="soon"), {}, 180000)
 
 
