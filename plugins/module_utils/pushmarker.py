@@ -65,13 +65,20 @@ class Marker:
             lines.append("object " + _numbers(self.object_identity) + " " + self.object_path)
         return ("\n".join(lines) + "\n").encode("utf-8")
 
+    def describes_segment(self, name: str, segment_path: str) -> bool:
+        """True when this marker is about name and the file at segment_path is
+        the very file that was pushed (raises OSError when it cannot be examined)."""
+        if self.name != name:
+            return False
+        segment = file_identity(segment_path)
+        return segment == self.segment and segment[2] == self.size
+
     def proves_quickly(self, name: str, segment_path: str, config_path: str) -> bool:
         """True when the checks in the module docstring all hold (raises
         OSError when a file cannot be examined)."""
-        if self.name != name or not self.config or not self.object_path:
+        if not self.config or not self.object_path:
             return False
-        segment = file_identity(segment_path)
-        return (segment == self.segment and segment[2] == self.size
+        return (self.describes_segment(name, segment_path)
                 and sources_identity(config_path) == self.config
                 and file_identity(self.object_path) == self.object_identity)
 

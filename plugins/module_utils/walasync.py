@@ -225,12 +225,14 @@ def _proven_marker(archive: "WalArchive", spool: str, source_path: str, name: st
     if marker is None:
         return None  # emptied by a crash: the segment is pushed again
     key = archive.key_for(name)
-    identity = _file_identity_or_none(source_path)
-    if (marker.name == name and marker.key == key and identity is not None and marker.segment == identity
-            and marker.size == identity[2]):
+    try:
+        same_segment = marker.describes_segment(name, source_path)
+    except OSError:
+        same_segment = False
+    if same_segment and marker.key == key:
         archive.repository.require_initialised()
-        if _archived_as(archive, key, name, marker.sha256, identity[2]):
-            return PushOutcome(ALREADY_ARCHIVED, name, key, identity[2], 0, marker.sha256)
+        if _archived_as(archive, key, name, marker.sha256, marker.size):
+            return PushOutcome(ALREADY_ARCHIVED, name, key, marker.size, 0, marker.sha256)
     _report("WARNING", "marker of %s does not match the segment or the archive; pushing it again" % name)
     return None
 
