@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 from .config import Config
 from .errors import ConfigError, ObjectNotFound, RestorekeeperError
 from .postgres import parse_seconds
+from .targets import TIERS
 
 SOURCES = ("repository", "server", "copies", "drill", "policy", "stream")
 BACKUP_TYPES = ("full", "incremental", "logical")
@@ -498,21 +499,28 @@ DEFAULT_LIMITS: Dict[str, str] = {
     "backup-age": "26h,48h", "archive-lag": "5min,15min", "ready": "5,10", "copy-lag": "15min,1h",
     "drill-age": "8d,15d", "drill-rto": "", "stream-lag": "",
 }
-# What a tier means for monitoring. The tiers' targets (RPO/RTO) are those of
-# the recovery plan: critical 0/15min, important 5min/1h, standard 24h/4h.
+# What a tier means for monitoring, next to its targets (targets.TIERS).
 # Archive and copy lag follow the RPO, floored at what archive_timeout can
 # deliver and capped at one hour (a stuck archiver fills pg_wal long before a
-# day passes); the last drill's RTO must stay within the tier's RTO; an RPO of
-# 0 needs the synchronous WAL stream, so its lag is judged too. A local table:
-# schedule.TIERS holds the plan's RPO/RTO; these are monitoring limits.
+# day passes); an RPO of 0 needs the synchronous WAL stream, so its lag is
+# judged too. The last drill's RTO is not listed: it comes from the tier's RTO
+# (warning at three quarters of it, critical above it), so the two never differ.
 TIER_LIMITS: Dict[str, Dict[str, str]] = {
     "critical": {"archive-lag": "2min,5min", "ready": "3,5", "copy-lag": "5min,15min", "drill-age": "8d,15d",
-                 "drill-rto": "10min,15min", "stream-lag": "10s,1min"},
-    "important": {"archive-lag": "3min,5min", "ready": "5,10", "copy-lag": "15min,1h", "drill-age": "8d,15d",
-                  "drill-rto": "45min,1h"},
-    "standard": {"archive-lag": "15min,1h", "ready": "10,30", "copy-lag": "1h,24h", "drill-age": "35d,63d",
-                 "drill-rto": "3h,4h"},
+                 "stream-lag": "10s,1min"},
+    "important": {"archive-lag": "3min,5min", "ready": "5,10", "copy-lag": "15min,1h", "drill-age": "8d,15d"},
+    "standard": {"archive-lag": "15min,1h", "ready": "10,30", "copy-lag": "1h,24h", "drill-age": "35d,63d"},
 }
+
+
+def tier_limits(tier: str) -> Dict[str, str]:
+    """The monitoring limits of a tier, the drill's RTO limit derived from the tier's RTO target."""
+    if tier not in TIERS or tier not in TIER_LIMITS:
+        raise ConfigError("tier %r is unknown" % tier, "use one of %s" % ", ".join(sorted(TIERS)))
+    rto = parse_seconds(TIERS[tier][1])
+    return dict(TIER_LIMITS[tier], **{"drill-rto": "%ds,%ds" % (rto * 3 // 4, rto)})
+
+
 _COUNTS = ("ready",)
 
 
@@ -520,10 +528,9 @@ def build_thresholds(given: Dict[str, Optional[str]], tier: str = "", require_dr
                      require_policy: bool = False) -> Thresholds:
     """Thresholds from the options given (name -> text or None), the tier's
     limits for the rest, then the defaults. An empty text turns a limit off."""
-    if tier and tier not in TIER_LIMITS:
-        raise ConfigError("tier %r is unknown" % tier, "use one of %s" % ", ".join(sorted(TIER_LIMITS)))
     limits = dict(DEFAULT_LIMITS)
-    limits.update(TIER_LIMITS.get(tier, {}))
+    if tier:
+        limits.update(tier_limits(tier))
     limits.update({name: text for name, text in given.items() if text is not None})
 
     def threshold(name: str) -> Threshold:

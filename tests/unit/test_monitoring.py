@@ -15,6 +15,8 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils import cl
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import ConfigError
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import Repository
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import parse_seconds
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.targets import TIERS
 from harness.exposition import parse_exposition, value
 
 NOW = 1_800_000_000.0
@@ -137,6 +139,13 @@ def test_tier_defaults_and_explicit_limits_win():
     assert monitoring.build_thresholds({"ready": ""}).ready == monitoring.Threshold(None, None)
     with pytest.raises(ConfigError, match="tier"):
         monitoring.build_thresholds({}, "gold")
+
+
+def test_the_drill_rto_limit_is_the_tiers_rto_target():
+    for tier, (_rpo, rto) in TIERS.items():
+        limit = monitoring.build_thresholds({}, tier).drill_rto
+        assert limit.critical == parse_seconds(rto) and limit.warning == parse_seconds(rto) * 3 // 4, tier
+    assert set(monitoring.TIER_LIMITS) == set(TIERS)
 
 
 # --------------------------------------------------------------- the check
