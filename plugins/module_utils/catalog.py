@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
-from . import wal
+from . import timelines, wal
 from .errors import CorruptObject, RestorekeeperError
 from .repository import Repository
+from .walarchive import read_archived, wal_key
 
 
 def backup_prefix(cluster: str, label: str) -> str:
@@ -71,6 +72,7 @@ class Catalog:
         self.cluster = cluster
         self._backups: Optional[List[BackupInfo]] = None
         self._incomplete: List[str] = []
+        self._histories: Optional[Dict[int, List[timelines.Switch]]] = None
 
     # -- backups
     def _load(self) -> None:
@@ -118,6 +120,17 @@ class Catalog:
         prefix = "%s/wal/" % self.cluster
         return sorted(info.key.rsplit("/", 1)[1] for info in self.storage.list(prefix))
 
+    def histories(self, names: Optional[List[str]] = None) -> Dict[int, List[timelines.Switch]]:
+        """Every archived timeline history file, verified and parsed (read once per catalog)."""
+        if self._histories is None:
+            self._histories = {}
+            for name in (names if names is not None else self.wal_names()):
+                if wal.classify(name) == wal.TIMELINE_HISTORY:
+                    _header, data = read_archived(self.repository, self.cluster, name)
+                    self._histories[wal.timeline_of(name)] = timelines.parse_history(
+                        data.decode("utf-8", errors="replace"), name)
+        return self._histories
+
     def wal_runs(self, segment_size: int, names: Optional[List[str]] = None) -> List[WalRun]:
         """Archived segments grouped into runs without gaps, per timeline."""
         per_log = 0x100000000 // segment_size
@@ -161,7 +174,7 @@ class Catalog:
                 "partial_files": [n for n in names if wal.classify(n) == wal.PARTIAL],
                 "last_archived": runs[-1].last if runs else None,
             },
-            "recoverable_windows": self._windows(backups, runs, size),
+            "recoverable_windows": self._windows(backups, runs, size, names),
         }
 
     def _describe_backup(self, backup: BackupInfo, runs: List[WalRun], size: int) -> Dict[str, Any]:
@@ -188,30 +201,50 @@ class Catalog:
             "reason": None if run is not None else "WAL from %s to %s is not all archived" % (rec["wal_start"], rec["wal_stop"]),
         }
 
-    def _windows(self, backups: List[BackupInfo], runs: List[WalRun], size: int) -> List[Dict[str, Any]]:
-        """Intervals of time/LSN reachable by some restorable backup plus the WAL
-        run that continues it without a gap (on the backup's timeline)."""
+    def _windows(self, backups: List[BackupInfo], runs: List[WalRun], size: int, names: List[str]) -> List[Dict[str, Any]]:
+        """Intervals of time/LSN reachable from some restorable backup: along
+        its own timeline, and along every later timeline that forked off it
+        after the backup ended (the timeline history PostgreSQL follows), each
+        as far as the archived WAL continues without a gap."""
+        histories = self.histories(names)
+        present = timelines.archived_positions(names, size)
         windows: List[Dict[str, Any]] = []
+        latest_segments = set()
         for backup in backups:
-            rec = backup.record
-            run = _run_covering(runs, rec["wal_start"], rec["wal_stop"], size)
-            if run is None:
+            if _run_covering(runs, backup.record["wal_start"], backup.record["wal_stop"], size) is None:
                 continue
-            last_key = "%s/wal/%s/%s" % (self.cluster, wal.archive_directory(run.last), run.last)
-            last_info = self.storage.stat(last_key)
-            window = {
-                "from_backup": backup.label,
-                "timeline": run.timeline,
-                "earliest_lsn": rec["stop_lsn"],
-                "earliest_time": rec["stop_time"],
-                "latest_segment": run.last,
-                "latest_lsn": wal.format_lsn((_segno(run.last, 0x100000000 // size) + 1) * size),
-                "latest_time": utc_iso(last_info.mtime) if last_info else None,
-            }
-            if windows and windows[-1]["latest_segment"] == window["latest_segment"]:
-                continue  # a newer backup inside the same run adds no reachable moment
-            windows.append(window)
+            for timeline in [backup.timeline] + sorted(t for t in histories if t > backup.timeline):
+                window = self._window(backup, timeline, histories, present, size)
+                # A newer backup inside the same reach adds no reachable moment.
+                if window is not None and window["latest_segment"] not in latest_segments:
+                    latest_segments.add(window["latest_segment"])
+                    windows.append(window)
         return windows
+
+    def _window(self, backup: BackupInfo, timeline: int, histories: Dict[int, List[timelines.Switch]],
+                present: FrozenSet[Tuple[int, int]], size: int) -> Optional[Dict[str, Any]]:
+        """The window from backup along the path to timeline, or None when
+        PostgreSQL would not follow it or no WAL of that timeline is archived."""
+        try:
+            legs = timelines.timeline_path(histories, backup.timeline, wal.parse_lsn(backup.record["start_lsn"]),
+                                           backup.stop_lsn, timeline)
+        except timelines.TimelineUnreachable:
+            return None
+        found = timelines.reach(legs, present, size)
+        if not found.segments or wal.timeline_of(found.segments[-1]) != timeline:
+            return None
+        last = found.segments[-1]
+        last_info = self.storage.stat(wal_key(self.cluster, last))
+        return {
+            "from_backup": backup.label,
+            "timeline": timeline,
+            "timeline_path": timelines.describe_path(legs),
+            "earliest_lsn": backup.record["stop_lsn"],
+            "earliest_time": backup.record["stop_time"],
+            "latest_segment": last,
+            "latest_lsn": wal.format_lsn(found.end_lsn),
+            "latest_time": utc_iso(last_info.mtime) if last_info else None,
+        }
 
 
 def _segno(name: str, per_log: int) -> int:

@@ -224,9 +224,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         sys.stdout.write("WAL gap on timeline %d: %d segment(s) missing, %s to %s\n" % (
             gap["timeline"], gap["missing"], gap["first_missing"], gap["last_missing"]))
     for window in description["recoverable_windows"]:
-        sys.stdout.write("recoverable: %s (%s) to %s (archived %s), from backup %s\n" % (
+        sys.stdout.write("recoverable: %s (%s) to %s (archived %s), from backup %s along %s\n" % (
             window["earliest_time"], window["earliest_lsn"], window["latest_lsn"], window["latest_time"],
-            window["from_backup"]))
+            window["from_backup"], window["timeline_path"]))
     for copy in description.get("copies", []):
         if copy.get("reachable"):
             sys.stdout.write("copy %-12s %-12s %s%s: %d WAL files behind (lag %.0f s), backups missing: %s\n" % (

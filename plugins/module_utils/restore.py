@@ -44,7 +44,6 @@ from .timelines import (
     archived_positions,
     describe_path,
     gap_note,
-    parse_history,
     reach,
     resolve_timeline,
     timeline_path,
@@ -136,7 +135,7 @@ def plan_restore(config: Config, client: PgClient, target: RecoveryTarget, label
     segment_size = catalog.segment_size()
     names = catalog.wal_names()
     archive = WalArchive(config, repository)
-    histories = _histories(archive, names)
+    histories = catalog.histories(names)
     present = archived_positions(names, segment_size)
     routes = [(backup, _route(backup, target, histories, present, segment_size)) for backup in restorable]
     with WalInspector(archive, client) as inspector:
@@ -157,16 +156,6 @@ def _wal_needed(path_segments: List[str], target_lsn: Optional[int], segment_siz
     last = target_lsn // segment_size + 1
     per_log = 0x100000000 // segment_size
     return [name for name in path_segments if int(name[8:16], 16) * per_log + int(name[16:24], 16) <= last]
-
-
-def _histories(archive: WalArchive, names: List[str]) -> Dict[int, List[Switch]]:
-    """Every archived timeline history file, parsed."""
-    histories: Dict[int, List[Switch]] = {}
-    for name in names:
-        if wal.classify(name) == wal.TIMELINE_HISTORY:
-            _header, data = archive.read_verified(name)
-            histories[wal.timeline_of(name)] = parse_history(data.decode("utf-8", errors="replace"), name)
-    return histories
 
 
 def _route(backup: BackupInfo, target: RecoveryTarget, histories: Dict[int, List[Switch]],

@@ -60,6 +60,33 @@ def restore_command(tool_path: str, config_path: str, source: str = "") -> str:
     return command + " %f %p"
 
 
+def wal_key(cluster: str, name: str) -> str:
+    """Where an archived WAL file of a cluster is stored in the repository."""
+    return "%s/wal/%s/%s" % (cluster, wal.archive_directory(name), name)
+
+
+def read_archived(repository: Repository, cluster: str, name: str) -> Tuple[objectformat.Header, bytes]:
+    """One archived WAL file (segment, history or backup file) of a cluster,
+    verified: header name, size and SHA-256. Raises WalNotFound or CorruptObject."""
+    wal.classify(name)
+    key = wal_key(cluster, name)
+    storage = repository.storage
+    try:
+        blob = storage.get_bytes(key)
+    except ObjectNotFound:
+        raise WalNotFound("%s is not in the archive" % name) from None
+    try:
+        header, data = objectformat.decode(blob)
+    except CorruptObject as exc:
+        raise CorruptObject(
+            "archived %s at %s is corrupt: %s" % (name, storage.location, exc),
+            "recovery stops here rather than end early; restore this file from another copy of the archive",
+        ) from None
+    if header.name != name:
+        raise CorruptObject("archived object %s holds %s, not %s" % (key, header.name, name))
+    return header, data
+
+
 class WalArchive:
     """The WAL archive of one cluster in one repository."""
 
@@ -69,7 +96,7 @@ class WalArchive:
         self.storage = self.repository.storage
 
     def key_for(self, name: str) -> str:
-        return "%s/wal/%s/%s" % (self.config.cluster, wal.archive_directory(name), name)
+        return wal_key(self.config.cluster, name)
 
     def push(self, source_path: str, name: str, compress_threads: Optional[int] = None) -> PushOutcome:
         """Archive one WAL file (compress_threads as for compression.compress)."""
@@ -148,22 +175,7 @@ class WalArchive:
         """One archived WAL file's bytes, proven to be what was archived under
         that name (header name, size and SHA-256); the one check of wal-fetch
         and of staged WAL (walstage.py)."""
-        wal.classify(name)
-        key = self.key_for(name)
-        try:
-            blob = self.storage.get_bytes(key)
-        except ObjectNotFound:
-            raise WalNotFound("%s is not in the archive" % name) from None
-        try:
-            header, data = objectformat.decode(blob)
-        except CorruptObject as exc:
-            raise CorruptObject(
-                "archived %s at %s is corrupt: %s" % (name, self.storage.location, exc),
-                "recovery stops here rather than end early; restore this file from another copy of the archive",
-            ) from None
-        if header.name != name:
-            raise CorruptObject("archived object %s holds %s, not %s" % (key, header.name, name))
-        return header, data
+        return read_archived(self.repository, self.config.cluster, name)
 
     def exists(self, name: str) -> bool:
         return self.storage.exists(self.key_for(name))

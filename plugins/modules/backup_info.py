@@ -389,6 +389,9 @@ recoverable_windows:
   description:
     - Stretches of time a restore can reach, each from a restorable backup along the unbroken run of WAL
       that follows it. A gap ends a window; a later backup after the gap starts a new one.
+    - After a point-in-time recovery, a backup also has a window along each later timeline that forked off
+      its own timeline after the backup ended (the timeline history PostgreSQL follows); a timeline that
+      forked before the backup ended is not reachable from it.
   returned: always
   type: list
   elements: dict
@@ -397,8 +400,11 @@ recoverable_windows:
       description: Label of the backup the window starts from.
       type: str
     timeline:
-      description: Timeline of the window.
+      description: Timeline of the window (the recovery target timeline that reaches it).
       type: int
+    timeline_path:
+      description: The timelines replay follows from the backup, with the switch points between them.
+      type: str
     earliest_lsn:
       description: Earliest reachable WAL position (the backup's stop LSN).
       type: str
@@ -406,7 +412,7 @@ recoverable_windows:
       description: Earliest reachable moment (the backup's stop time, UTC).
       type: str
     latest_segment:
-      description: Last archived segment of the run.
+      description: Last archived segment replay can reach without a gap.
       type: str
     latest_lsn:
       description: WAL position at the end of RV(recoverable_windows[].latest_segment).
@@ -417,6 +423,7 @@ recoverable_windows:
   sample:
     - from_backup: 20260510-020000F
       timeline: 1
+      timeline_path: timeline 1
       earliest_lsn: 0/5000158
       earliest_time: "2026-05-10T02:00:04.981200Z"
       latest_segment: "000000010000000000000006"

@@ -15,6 +15,7 @@ import shutil
 import pytest
 
 from harness import PgCluster, render_test_config
+from harness.ansible import run_module
 
 from test_backup import Archived  # noqa: F401
 from test_backup import archived  # noqa: F401  pylint: disable=unused-import
@@ -22,7 +23,7 @@ from test_drill import check, drill, report_of
 from test_drill import scratch  # noqa: F401  pylint: disable=unused-import
 from test_restore import archive_everything, commit_time, restore, restored
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def _config_for(arch: Archived, server: PgCluster):
@@ -36,7 +37,8 @@ def _config_for(arch: Archived, server: PgCluster):
 
 
 @pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
-def test_timeline_1_backup_reaches_points_on_timeline_2(archived, cluster_factory, scratch, version):  # noqa: F811
+def test_timeline_1_backup_reaches_points_on_timeline_2(archived, ansible_env, cluster_factory, scratch,  # noqa: F811
+                                                        version):
     arch = archived(version)
     db = arch.cluster
     db.execute("CREATE TABLE t (n int, v text)")
@@ -75,8 +77,18 @@ def test_timeline_1_backup_reaches_points_on_timeline_2(archived, cluster_factor
         assert outcome.returncode == 0, (mode, report["failure_reasons"])
         assert check(report, "row counts match the source")["status"] == "pass", mode
         assert report["backup"] == before_fork, mode
-    # A drill of the old primary proves its own timeline, not the newest history file's.
-    outcome = drill(arch, scratch(arch), "--mode", "restore-point")
+    # The catalog shows both: timeline 1 to its end from either backup, timeline 2 from the first.
+    windows = [(w["from_backup"], w["timeline"]) for w in arch.info()["recoverable_windows"]]
+    assert (before_fork, 1) in windows and (before_fork, 2) in windows and (after_fork, 2) not in windows, windows
+    # A drill of the old primary proves its own timeline, not the newest history file's;
+    # its check mode plans that same backup.
+    drill_scratch = scratch(arch)
+    plan = run_module(ansible_env, {
+        "config_path": str(arch.setup.config_path), "tool_path": str(arch.tool.bin),
+        "scratch_dir": str(drill_scratch), "report_dir": str(drill_scratch / "reports")},
+        check=True, module="restorekeeper.postgresql.restore_drill", become_user=db.os_user)
+    assert not plan.failed and plan["backup"] == after_fork, plan.result
+    outcome = drill(arch, drill_scratch, "--mode", "restore-point")
     report = report_of(outcome)
     assert outcome.returncode == 0, report["failure_reasons"]
     assert report["backup"] == after_fork
