@@ -421,6 +421,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.drill imp
     DrillOptions,
     DrillQuery,
     run_drill,
+    source_timeline,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.drillreport import write_reports
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
@@ -595,7 +596,9 @@ def plan(config: Config, params: Dict[str, Any], options: DrillOptions, report_d
     """Check mode: read the repository and ask the source, change nothing."""
     with PgClient(config.postgres) as client:
         in_recovery = client.scalar("SELECT pg_is_in_recovery()") == "t"
-        chosen = plan_restore(config, client, options.target or build_target(latest=True), options.backup_label)
+        # The same target a real drill recovers to: the source's own timeline, not the newest branch.
+        target = options.target or build_target(latest=True, timeline=source_timeline(client))
+        chosen = plan_restore(config, client, target, options.backup_label)
     if options.mode == "restore-point" and in_recovery:
         raise Refusal(
             "the source is a standby, where a restore point cannot be created. "
