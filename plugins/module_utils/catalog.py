@@ -73,6 +73,7 @@ class Catalog:
         self._backups: Optional[List[BackupInfo]] = None
         self._incomplete: List[str] = []
         self._histories: Optional[Dict[int, List[timelines.Switch]]] = None
+        self._history_errors: List[CorruptObject] = []
 
     # -- backups
     def _load(self) -> None:
@@ -121,15 +122,27 @@ class Catalog:
         return sorted(info.key.rsplit("/", 1)[1] for info in self.storage.list(prefix))
 
     def histories(self, names: Optional[List[str]] = None) -> Dict[int, List[timelines.Switch]]:
-        """Every archived timeline history file, verified and parsed (read once per catalog)."""
-        if self._histories is None:
-            self._histories = {}
-            for name in (names if names is not None else self.wal_names()):
-                if wal.classify(name) == wal.TIMELINE_HISTORY:
-                    _header, data = read_archived(self.repository, self.cluster, name)
-                    self._histories[wal.timeline_of(name)] = timelines.parse_history(
-                        data.decode("utf-8", errors="replace"), name)
-        return self._histories
+        """Every archived timeline history file, verified and parsed. Raises
+        the first CorruptObject: a restore must not guess a timeline's history."""
+        self._read_histories(names)
+        if self._history_errors:
+            raise self._history_errors[0]
+        return dict(self._histories or {})
+
+    def _read_histories(self, names: Optional[List[str]]) -> None:
+        """Reads each history file once per catalog, keeping the unreadable ones' errors."""
+        if self._histories is not None:
+            return
+        self._histories, self._history_errors = {}, []
+        for name in (names if names is not None else self.wal_names()):
+            if wal.classify(name) != wal.TIMELINE_HISTORY:
+                continue
+            try:
+                _header, data = read_archived(self.repository, self.cluster, name)
+                self._histories[wal.timeline_of(name)] = timelines.parse_history(
+                    data.decode("utf-8", errors="replace"), name)
+            except CorruptObject as exc:
+                self._history_errors.append(exc)
 
     def wal_runs(self, segment_size: int, names: Optional[List[str]] = None) -> List[WalRun]:
         """Archived segments grouped into runs without gaps, per timeline."""
@@ -158,6 +171,7 @@ class Catalog:
         runs = self.wal_runs(size, names)
         backups = self.backups()
         dumps = DumpCatalog(self.repository, self.cluster)
+        self._read_histories(names)
         return {
             "cluster": self.cluster,
             "repository": self.storage.location,
@@ -171,6 +185,7 @@ class Catalog:
                 "timelines": _timelines(runs),
                 "gaps": _gaps(runs, size),
                 "history_files": [n for n in names if wal.classify(n) == wal.TIMELINE_HISTORY],
+                "unreadable_history_files": [str(exc) for exc in self._history_errors],
                 "partial_files": [n for n in names if wal.classify(n) == wal.PARTIAL],
                 "last_archived": runs[-1].last if runs else None,
             },
@@ -206,7 +221,8 @@ class Catalog:
         its own timeline, and along every later timeline that forked off it
         after the backup ended (the timeline history PostgreSQL follows), each
         as far as the archived WAL continues without a gap."""
-        histories = self.histories(names)
+        self._read_histories(names)  # an unreadable history file only hides the timelines it leads to
+        histories = dict(self._histories or {})
         present = timelines.archived_positions(names, size)
         windows: List[Dict[str, Any]] = []
         latest_segments = set()

@@ -223,6 +223,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     for gap in description["wal"]["gaps"]:
         sys.stdout.write("WAL gap on timeline %d: %d segment(s) missing, %s to %s\n" % (
             gap["timeline"], gap["missing"], gap["first_missing"], gap["last_missing"]))
+    for error in description["wal"]["unreadable_history_files"]:
+        sys.stdout.write("UNREADABLE timeline history: %s\n" % error)
     for window in description["recoverable_windows"]:
         sys.stdout.write("recoverable: %s (%s) to %s (archived %s), from backup %s along %s\n" % (
             window["earliest_time"], window["earliest_lsn"], window["latest_lsn"], window["latest_time"],

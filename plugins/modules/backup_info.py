@@ -368,6 +368,13 @@ wal:
       description: Archived timeline history files.
       type: list
       elements: str
+    unreadable_history_files:
+      description:
+        - One message per archived history file that fails verification (name, problem and fix). The timelines
+          it leads to get no recoverable window, and a restore along them is refused until the file is restored
+          from another copy.
+      type: list
+      elements: str
     partial_files:
       description: Archived partial segments (written when a standby was promoted).
       type: list
@@ -383,6 +390,7 @@ wal:
       - {timeline: 1, after: "000000010000000000000006", before: "000000010000000000000008", missing: 1,
          first_missing: "000000010000000000000007", last_missing: "000000010000000000000007"}
     history_files: []
+    unreadable_history_files: []
     partial_files: []
     last_archived: "00000001000000000000000C"
 recoverable_windows:

@@ -87,13 +87,20 @@ def test_a_newer_backup_on_the_new_timeline_adds_no_second_window_to_the_same_en
     assert [(w["from_backup"], w["timeline"]) for w in found] == [("B1", 1), ("B1", 2)]
 
 
-def test_a_corrupt_history_file_is_named(tmp_path, archive):
-    push_segments(archive, tmp_path, 1, range(1, 4))
+def test_a_corrupt_history_file_is_reported_and_refused_for_restores(tmp_path, archive):
+    push_segments(archive, tmp_path, 1, range(1, 6))
     put_backup(archive, "B1", 1, 1, 2)
     push_history(archive, tmp_path, 2, "1\t0/300010\tforked\n")
+    push_segments(archive, tmp_path, 2, range(3, 6))
     stored = archive.storage.path_of(archive.key_for("00000002.history"))
     with open(stored, "r+b") as handle:
         handle.seek(-3, 2)
         handle.write(b"xyz")
+    catalog = Catalog(archive.repository, "main")
+    description = catalog.describe()
+    # backup_info still answers: the timeline the damaged file leads to has no window.
+    assert [(w["timeline"], w["latest_segment"]) for w in description["recoverable_windows"]] == [
+        (1, segment_name(1, 5))]
+    assert ["00000002.history" in error for error in description["wal"]["unreadable_history_files"]] == [True]
     with pytest.raises(CorruptObject, match="00000002.history"):
-        windows(archive)
+        catalog.histories()
