@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple
 
 from . import timelines, wal
 from .errors import CorruptObject, RestorekeeperError
@@ -171,7 +171,7 @@ class Catalog:
         runs = self.wal_runs(size, names)
         backups = self.backups()
         dumps = DumpCatalog(self.repository, self.cluster)
-        self._read_histories(names)
+        self._read_histories(names)  # before "wal" below lists the unreadable ones
         return {
             "cluster": self.cluster,
             "repository": self.storage.location,
@@ -220,12 +220,12 @@ class Catalog:
         """Intervals of time/LSN reachable from some restorable backup: along
         its own timeline, and along every later timeline that forked off it
         after the backup ended (the timeline history PostgreSQL follows), each
-        as far as the archived WAL continues without a gap."""
-        self._read_histories(names)  # an unreadable history file only hides the timelines it leads to
-        histories = dict(self._histories or {})
+        as far as the archived WAL continues without a gap. An unreadable
+        history file (describe() read them) only hides the timelines it leads to."""
+        histories = self._histories or {}
         present = timelines.archived_positions(names, size)
         windows: List[Dict[str, Any]] = []
-        latest_segments = set()
+        latest_segments: Set[str] = set()
         for backup in backups:
             if _run_covering(runs, backup.record["wal_start"], backup.record["wal_stop"], size) is None:
                 continue

@@ -107,7 +107,7 @@ copies:
 
 import os
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import SECRET_KEYS, render_copies
@@ -221,9 +221,22 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
     return result
 
 
+def drop_in_state(path: str) -> Tuple[bool, Optional[bytes]]:
+    """Whether the drop-in directory exists, and the drop-in's bytes (None when absent)."""
+    try:
+        with open(path, "rb") as handle:
+            return True, handle.read()
+    except OSError:
+        return os.path.isdir(os.path.dirname(path)), None
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    module.exit_json(**run_module(module, "storage_copies", lambda: run(module)))
+    path = drop_in_path(module.params["config_path"])
+    before = drop_in_state(path)
+    # A failed write may still have made the drop-in directory, or removed the file before its fsync.
+    module.exit_json(**run_module(module, "storage_copies", lambda: run(module),
+                                  changed=lambda _error: drop_in_state(path) != before))
 
 
 if __name__ == "__main__":
