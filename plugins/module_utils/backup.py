@@ -24,7 +24,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from . import compression, wal
+from . import compression, serverconfig, wal
 from .catalog import Catalog, BackupInfo, backup_prefix, utc_iso
 from .config import Config
 from .errors import CorruptObject, RestorekeeperError
@@ -212,6 +212,7 @@ class BaseBackup:
               options: BackupOptions) -> Dict[str, Any]:
         started = time.time()
         prefix = backup_prefix(self.config.cluster, label)
+        configuration = serverconfig.capture(self.client)
         with tempfile.TemporaryDirectory(prefix="restorekeeper-backup-") as scratch:
             argv = self._pg_basebackup_args(label, options, parent, scratch)
             if facts.tablespaces:
@@ -234,6 +235,8 @@ class BaseBackup:
         wal_needed = self._confirm_wal(manifest, facts.wal_segment_size, options.wal_wait_seconds)
         record = self._record(label, backup_type, parent, facts, options, manifest, kept, stored,
                               manifest_info, wal_needed, started, stopped)
+        # A restore into a new directory derives the copy's configuration from this (serverconfig.py).
+        record["configuration"] = configuration
         self.storage.put_bytes(prefix + "backup.json", (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
         return record
 

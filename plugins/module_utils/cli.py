@@ -208,6 +208,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         from .ship import copy_status
 
         description["copies"] = copy_status(config)
+    description["cluster_layout"] = _discovered_layout(args, config)
     if args.json:
         _print_json(description)
         return EXIT_OK
@@ -238,7 +239,38 @@ def cmd_info(args: argparse.Namespace) -> int:
             sys.stdout.write("copy %-12s UNREACHABLE: %s\n" % (copy["name"], copy["error"]))
     if not description["recoverable_windows"]:
         sys.stdout.write("nothing is recoverable yet: no backup with all of its WAL archived\n")
+    layout = description["cluster_layout"]
+    if layout and "error" in layout:
+        hint = " HINT: %s" % layout["hint"] if layout["hint"] else ""
+        sys.stdout.write("cluster: not discovered: %s%s\n" % (layout["error"], hint))
+    elif layout:
+        from .discovery import ClusterLayout, describe_layout
+
+        sys.stdout.write("cluster: %s\n" % describe_layout(ClusterLayout(**{
+            key: tuple(value) if key == "includes" else value
+            for key, value in layout.items() if key in ClusterLayout._fields})))
     return EXIT_OK
+
+
+def _discovered_layout(args: argparse.Namespace, config: Config):
+    """The local cluster's layout (discovery.py) as a dict: the one --pgdata or
+    --debian-cluster names (an error when it cannot be found), else the one the
+    [postgres] section names (a failure is reported, not raised: the repository
+    may be read on another host); None when nothing names one."""
+    from .discovery import DiscoveryError, discover_from_config, identifies_cluster
+
+    postgres = config.postgres
+    explicit = bool(args.pgdata or args.debian_cluster)
+    if explicit:
+        postgres = postgres._replace(pgdata=args.pgdata or "", debian_cluster=args.debian_cluster or "")
+    if not identifies_cluster(postgres):
+        return None
+    try:
+        return discover_from_config(postgres).as_dict()
+    except DiscoveryError as exc:
+        if explicit:
+            raise
+        return {"error": exc.message, "hint": exc.hint or ""}
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -265,10 +297,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
         else:
             request = RestoreRequest(
                 pgdata=os.path.abspath(args.pgdata), target=target, tool_path=os.path.abspath(sys.argv[0]),
-                backup_label=args.backup or "", force=args.force, start=args.start, port=args.port or 0,
+                backup_label=args.backup or "", force=args.force, start=args.start or args.in_place,
+                port=args.port or 0,
                 socket_dir=args.socket_dir or "", standby=args.standby, primary_conninfo=args.primary_conninfo or "",
                 tablespace_map=mapping, keep_archiving=args.keep_archiving, wait_timeout=args.wait_timeout,
-                stage_wal=not args.no_stage_wal,
+                stage_wal=not args.no_stage_wal, in_place=args.in_place, aside_path=args.aside or "",
             )
             result = restore(config, client, request)
     if args.json:
@@ -453,7 +486,7 @@ def cmd_dump_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from .monitoring import collect, config_failure_textfile, render_textfile, samples, write_textfile
+    from .monitoring import collect, config_failure_textfile, render_textfile, samples, source_failure, write_textfile
 
     try:
         config = _load(args)
@@ -472,7 +505,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     for source in ("repository", "server", "copies", "drill", "policy", "stream"):
         if not status[source]["up"] and args.verbose:
-            report("metrics", "WARNING", "%s unreadable: %s" % (source, status[source]["error"]))
+            report("metrics", "WARNING", source_failure(source, status[source]))
     return EXIT_OK
 
 
@@ -638,6 +671,11 @@ def build_parser() -> "argparse.ArgumentParser":
     restore_cmd.add_argument("--force", action="store_true",
                              help="move a non-empty data directory aside (never deleted); a running one is refused")
     restore_cmd.add_argument("--start", action="store_true", help="start the server and wait until the target")
+    restore_cmd.add_argument("--in-place", action="store_true",
+                             help="replace the live cluster of --pgdata: check everything first, stop it, move its "
+                                  "directory aside, restore, start it as it normally starts; on failure put it back "
+                                  "and start it again (implies --start)")
+    restore_cmd.add_argument("--aside", help="with --in-place: where the live data directory is moved (kept)")
     restore_cmd.add_argument("--port", type=int, help="port of the restored server")
     restore_cmd.add_argument("--socket-dir", help="unix_socket_directories of the restored server")
     restore_cmd.add_argument("--standby", action="store_true", help="restore as a warm standby (standby.signal)")
@@ -692,6 +730,10 @@ def build_parser() -> "argparse.ArgumentParser":
     plan.add_argument("--json", action="store_true", help="print the verdict and findings as JSON")
     info = command("info", cmd_info, "backups, WAL ranges, gaps and the recoverable window", reads_copies=True)
     info.add_argument("--json", action="store_true", help="print as JSON")
+    info.add_argument("--pgdata", help="show the layout of the cluster of this data directory "
+                      "(default: [postgres] pgdata, debian_cluster or port)")
+    info.add_argument("--debian-cluster", metavar="VERSION/NAME", help="... of this postgresql-common cluster, "
+                      "e.g. 15/main")
     dump = command("dump", cmd_dump, "take a verified logical backup (pg_dump per database, plus globals)")
     dump.add_argument("--database", "-d", action="append", help="database to dump (repeatable; default all)")
     dump.add_argument("--format", choices=("custom", "directory"), default="custom")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .errors import ConfigError, CorruptObject, RestorekeeperError
+from .errors import ConfigError, CorruptObject
 
 CODECS = ("none", "zstd")
 DEFAULT_CODEC = "zstd"
@@ -32,10 +32,9 @@ def _zstandard():
     try:
         import zstandard
     except ImportError:
-        raise RestorekeeperError(
-            "the Python module zstandard is not installed",
-            "install restorekeeper's on-host requirements (pip install zstandard) or set compression = none",
-        ) from None
+        from .hostdeps import missing_error
+
+        raise missing_error(["zstandard"], "zstd compression") from None
     return zstandard
 
 

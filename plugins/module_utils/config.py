@@ -24,6 +24,7 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     port = 5432
     user = postgres
     password_file = /etc/restorekeeper/main.pgpass
+    debian_cluster = 17/main
 
     [backup]
     compression = zstd
@@ -51,6 +52,10 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     partial_upload_interval = 10
 
 A [copy NAME] takes its own retention policy as retention_full, retention_window, ...
+Comments start with '#' (or ';') at the start of a line, and with '#' after a
+value when whitespace precedes it, as in postgresql.conf: ``key = value  # why``.
+A '#' with no whitespace before it is part of the value (``pa#ss``), so a
+value cannot itself contain whitespace followed by '#'.
 The archive_command names only this file, so nothing secret (later: S3 keys,
 encryption keys) ever appears in pg_settings or in the process list.
 """
@@ -79,7 +84,7 @@ _KNOWN = {
     "cluster": {"name"},
     "repository": {"type", "path", "encryption_key_file"} | set(S3_KEYS) | set(SSH_KEYS),
     "archive": {"compression", "compression_level", "async", "spool_path", "process_max", "batch_max", "prefetch"},
-    "postgres": {"bindir", "host", "port", "user", "database", "password_file"},
+    "postgres": {"bindir", "host", "port", "user", "database", "password_file", "pgdata", "debian_cluster"},
     "backup": {"compression", "compression_level", "max_chain_length", "manifest_checksums"},
     "retention": set(POLICY_KEYS),
     "restore": {"stage_wal", "stage_max_bytes", "process_max"},
@@ -127,6 +132,9 @@ class PostgresConfig(NamedTuple):
     user: str = ""
     database: str = ""
     password_file: str = ""
+    # Which cluster on this host (see discovery.py); empty: found by port, or not at all.
+    pgdata: str = ""
+    debian_cluster: str = ""
 
 
 class BackupConfig(NamedTuple):
@@ -271,6 +279,8 @@ class Config(NamedTuple):
             optional("postgres", "user"),
             optional("postgres", "database"),
             optional("postgres", "password_file"),
+            optional("postgres", "pgdata"),
+            optional("postgres", "debian_cluster"),
         )
         repository = _repository(path, "repository", sections.get("repository", {}))
         copies = tuple(_copy(path, section[len("copy "):].strip(), values)
@@ -390,12 +400,65 @@ def _repository(path: str, section: str, values: Dict[str, str]) -> RepositoryCo
     if backend == "s3":
         if not options.get("bucket"):
             raise ConfigError("%s: [%s] bucket is required for type s3" % (path, section))
+        problem = endpoint_url_problem(options.get("endpoint_url", ""))
+        if problem:
+            raise ConfigError("%s: [%s] endpoint_url %r %s" % (path, section, redacted_url(options["endpoint_url"]),
+                                                                problem), ENDPOINT_URL_HINT)
         return RepositoryConfig(backend, location, options, key_file)
     if options:
         raise ConfigError("%s: [%s] %s only apply to type s3" % (path, section, ", ".join(sorted(options))))
     if not location:
         raise ConfigError("%s: [%s] path is required" % (path, section))
     return RepositoryConfig(backend, location, None, key_file)
+
+
+ENDPOINT_URL_HINT = ("write it as http(s)://HOST[:PORT], e.g. https://s3.eu-west-1.amazonaws.com or "
+                     "http://127.0.0.1:9000, or leave endpoint_url out to use AWS's endpoint for the region")
+# A DNS name as botocore accepts one: labels of letters, digits and inner hyphens.
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def redacted_url(text: str) -> str:
+    """text with any user:password@ replaced, fit for a message or a log."""
+    return re.sub(r"^([^/]*//)[^/]*@", r"\1***@", text)
+
+
+def endpoint_url_problem(text: str) -> str:
+    """Why text cannot be an S3 endpoint URL ('' when it can, or is empty).
+    Checked when the configuration loads, so that botocore never meets it:
+    it fails on such URLs with a bare ValueError, or only at the first request."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if not text:
+        return ""
+    if any(char.isspace() for char in text):
+        return "contains whitespace"
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # e.g. an unclosed [IPv6 address]
+        return "is not a URL (%s)" % exc
+    try:
+        port = parts.port
+    except ValueError:
+        return "has a port that is not a number from 1 to 65535"
+    if parts.scheme not in ("http", "https"):
+        return "does not start with http:// or https://"
+    host = parts.hostname or ""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return "names no valid host"
+    elif not host or not all(_HOST_LABEL.match(label) for label in host.rstrip(".").split(".")):
+        return "names no valid host"
+    if port == 0:
+        return "has a port that is not a number from 1 to 65535"
+    if parts.username is not None or parts.password is not None:
+        return "carries credentials (set access_key_id and secret_access_key instead)"
+    if parts.query or parts.fragment:
+        return "has a query or fragment"
+    return ""
 
 
 def _copy(path: str, name: str, values: Dict[str, str]) -> CopyConfig:
@@ -432,8 +495,16 @@ def _drop_ins(path: str) -> List[str]:
         raise ConfigError("cannot read configuration directory %s.d: %s" % (path, exc)) from None
 
 
+def _parser() -> configparser.ConfigParser:
+    """The one way configuration text is parsed (files, and rendered text read
+    back): '#' or ';' starts a comment at the start of a line, and '#' also
+    after a value when whitespace precedes it ('key = value   # why'), as in
+    postgresql.conf. A '#' inside a value (a password 'pa#ss') stays part of it."""
+    return configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#",))
+
+
 def _read_file(path: str) -> Dict[str, Dict[str, str]]:
-    parser = configparser.ConfigParser(interpolation=None)
+    parser = _parser()
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
@@ -452,6 +523,21 @@ def _read_file(path: str) -> Dict[str, Dict[str, str]]:
     sections = {name: dict(parser[name]) for name in parser.sections()}
     _refuse_exposed_secrets(path, sections)
     return sections
+
+
+def _parse_rendered(where: str, text: str) -> Dict[str, Dict[str, str]]:
+    """Sections of text the engine rendered, read back as a file would be;
+    a value the file would cut at an inline comment is refused, naming the key."""
+    parser, literal = _parser(), configparser.ConfigParser(interpolation=None)
+    parser.read_string(text)
+    literal.read_string(text)
+    for name in literal.sections():
+        for key, value in literal[name].items():
+            if parser[name].get(key) != value:
+                raise ConfigError("%s: [%s] %s %r contains ' #', which the configuration file reads as the start "
+                                  "of a comment" % (where, name, key, value),
+                                  "write the value without whitespace before '#'")
+    return {name: dict(parser[name]) for name in parser.sections()}
 
 
 def _refuse_exposed_secrets(path: str, sections: Dict[str, Dict[str, str]]) -> None:
@@ -510,9 +596,7 @@ def render_config(cluster: str, repository_path: str, repository_type: str = "po
     if server:
         lines += ["", "[postgres]"] + ["%s = %s" % (key, value) for key, value in server]
     text = "\n".join(lines) + "\n"
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read_string(text)
-    Config.from_sections("<rendered>", {name: dict(parser[name]) for name in parser.sections()})
+    Config.from_sections("<rendered>", _parse_rendered("<rendered>", text))
     return text
 
 
@@ -526,9 +610,7 @@ def render_stream(stream: StreamConfig) -> str:
             continue
         lines.append("%s = %s" % (key, ("true" if value else "false") if isinstance(value, bool) else value))
     text = "\n".join(lines) + "\n"
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read_string(text)
-    values = dict(parser["stream"])
+    values = _parse_rendered("<stream>", text)["stream"]
     _reject_unknown("<stream>", {"stream": values})
     _stream("<stream>", "main", values)
     return text
@@ -559,9 +641,7 @@ def render_copies(copies: List[Dict[str, str]]) -> str:
             text = ("true" if value else "false") if isinstance(value, bool) else str(value)
             lines.append("%s = %s" % (key, text))
     text = "\n".join(lines) + "\n"
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read_string(text)
-    sections = {name: dict(parser[name]) for name in parser.sections()}
+    sections = _parse_rendered("<copies>", text)
     _reject_unknown("<copies>", sections)
     for name, values in sections.items():
         _copy("<copies>", name[len("copy "):], values)

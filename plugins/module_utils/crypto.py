@@ -30,7 +30,7 @@ import stat
 import struct
 from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
 
-from .errors import ConfigError, CorruptObject, RestorekeeperError
+from .errors import ConfigError, CorruptObject
 from .storage import ObjectInfo, ObjectWriter, Storage
 
 MAGIC = b"RKE1"
@@ -82,8 +82,9 @@ def _aesgcm(key: bytes):
     try:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     except ImportError:
-        raise RestorekeeperError("the Python module cryptography is not installed",
-                                 "install restorekeeper's on-host requirements (pip install cryptography)") from None
+        from .hostdeps import missing_error
+
+        raise missing_error(["cryptography"], "encryption (encryption_key_file)") from None
     return AESGCM(key)
 
 

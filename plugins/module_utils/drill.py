@@ -26,7 +26,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import drillrecord, wal
 from .catalog import Catalog, utc_iso
-from .config import Config, PostgresConfig
+from .config import Config
 from .errors import RestorekeeperError
 from .pgclient import PgClient, PostgresError
 from .recovery import RecoveryTarget, build_target
@@ -310,6 +310,12 @@ def check_amcheck(restored: PgClient) -> Check:
     output = (result.stdout + result.stderr).strip()
     if result.returncode == 0:
         return Check("pg_amcheck (heap and B-tree, every database)", PASS, "no corruption found")
+    if 'extension "amcheck" is not available' in output:
+        # Not corruption: the host lacks the contrib package. Said plainly, not hidden.
+        return Check("pg_amcheck (heap and B-tree, every database)", SKIP,
+                     "not run: the amcheck extension is not installed with this PostgreSQL (install the contrib "
+                     "package, e.g. postgresqlNN-contrib for PGDG RPMs; Debian and Ubuntu ship it in postgresql-NN), "
+                     "or turn the check off (no_amcheck)")
     lines = [line for line in output.splitlines() if line and "relations" not in line][:10]
     return Check("pg_amcheck (heap and B-tree, every database)", FAIL,
                  "pg_amcheck exited %d: %s" % (result.returncode, " | ".join(lines)))
@@ -462,8 +468,10 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions) -> Dict[s
     scratch = tempfile.mkdtemp(prefix="restorekeeper-drill-", dir=options.scratch_root or None)
     pgdata, socket_dir, port = os.path.join(scratch, "data"), os.path.join(scratch, "sock"), _free_port()
     os.makedirs(socket_dir, mode=0o700)
-    restored = PgClient(PostgresConfig(bindir=config.postgres.bindir, host=socket_dir, port=port,
-                                       user=config.postgres.user or "postgres", database="postgres"))
+    # The source's own [postgres] settings minus where it listens: the scratch
+    # server runs the same binaries (found the same way) on its own socket and port.
+    restored = PgClient(config.postgres._replace(host=socket_dir, port=port, user=config.postgres.user or "postgres",
+                                                 database="postgres", password_file=""))
     checks: List[Check] = []
     phases: Dict[str, float] = {}
     restore_result: Dict[str, Any] = {}
@@ -476,6 +484,7 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions) -> Dict[s
                 pgdata=pgdata, target=target, tool_path=options.tool_path, backup_label=options.backup_label,
                 start=True, port=port, socket_dir=socket_dir, wait_timeout=options.wait_timeout))
             phases.update({k: v for k, v in restore_result["phases"].items() if k != "total"})
+            restored = restored.using_bindir(restore_result["bindir"])  # the binaries the restore chose
             checks.append(Check("restore and recovery to the target", PASS, "backup %s, %s, timeline %s" % (
                 restore_result["backup"], restore_result.get("state"), restore_result.get("timeline"))))
         except RestorekeeperError as exc:

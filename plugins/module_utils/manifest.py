@@ -128,12 +128,10 @@ def crc32c_function():
 
         return lambda data, value: google_crc32c.extend(value, bytes(data))
     except ImportError:
-        raise RestorekeeperError(
-            "manifest_checksums = crc32c needs a C implementation of CRC-32C, and neither the crc32c nor the "
-            "google-crc32c Python module is installed",
-            "install one into restorekeeper's on-host environment (pip install crc32c), or set [backup] "
-            "manifest_checksums = sha256",
-        ) from None
+        from .hostdeps import missing_error
+
+        # Not a damaged file: this Python lacks the module (crc32c or google-crc32c serve alike).
+        raise missing_error(["crc32c"], "a CRC-32C backup manifest (written or checked)") from None
 
 
 def new_hasher(algorithm: str):

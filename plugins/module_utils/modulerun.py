@@ -9,9 +9,14 @@ the AnsibleModule is passed in, nothing is imported from Ansible.
 from __future__ import annotations
 
 import traceback
-from typing import Any, Callable, Dict, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple, Type, Union
 
+from . import hostdeps
 from .errors import RestorekeeperError
+
+# The Python modules a run imports (hostdeps import names), or a function
+# returning them (for example derived from the configuration file).
+Needs = Union[Iterable[str], Callable[[], Iterable[str]]]
 
 
 class Refusal(RestorekeeperError):
@@ -34,6 +39,27 @@ def no_details() -> Dict[str, Any]:
     return {}
 
 
+def config_needs(config_path: str, *always: str) -> Callable[[], Set[str]]:
+    """Needs of a run that reads config_path: what its settings need (hostdeps.needs_for_config) plus always."""
+
+    def needs() -> Set[str]:
+        from .config import Config  # only when the preflight runs
+
+        return set(always) | hostdeps.needs_for_config(Config.load(config_path))
+
+    return needs
+
+
+def check_host_packages(name: str, needs: Needs) -> None:
+    """Preflight: a Refusal naming every package this Python lacks for the run, before anything changes."""
+    if callable(needs):
+        try:
+            needs = needs()
+        except RestorekeeperError:
+            return  # for example an invalid configuration file: the action itself reports it
+    hostdeps.require(needs, "module %s" % name, Refusal)
+
+
 def run_module(
     module: Any,
     name: str,
@@ -42,6 +68,7 @@ def run_module(
     details: Callable[[], Dict[str, Any]] = no_details,
     expected: Tuple[Type[BaseException], ...] = (),
     prefix: str = "",
+    needs: Needs = (),
 ) -> Dict[str, Any]:
     """action()'s result, or module.fail_json (which exits) with the reason.
 
@@ -49,10 +76,13 @@ def run_module(
     is None for a bug of ours); details() adds what every failure reports,
     for example the statements already executed. expected names further
     exception types that carry a message for the user (like the engine's
-    errors); prefix goes before every such message.
+    errors); prefix goes before every such message. needs names the Python
+    modules the action imports (see hostdeps); any missing fails the module
+    before action() runs, naming the distribution packages to install.
     """
     with_message = (RestorekeeperError,) + expected
     try:
+        check_host_packages(name, needs)
         return action()
     except FailWithResult as exc:
         module.fail_json(**exc.result)

@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from .config import Config
-from .errors import ConfigError, ObjectNotFound, RestorekeeperError
+from .errors import ConfigError, CorruptObject, ObjectNotFound, RestorekeeperError, StorageError
 from .postgres import parse_seconds
 from .targets import TIERS
 
@@ -69,20 +69,53 @@ def parse_utc(text: Optional[str]) -> Optional[float]:
 # ---------------------------------------------------------------------------
 
 
-def _source(fn: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
-    """Run one source; its failure becomes {"up": False, "error": ...}.
+def _source(fn: Callable[[], Dict[str, Any]], failure: str = "") -> Dict[str, Any]:
+    """Run one source; its failure becomes {"up": False, "error": ..., "failure": ...}.
 
+    failure is the word for any failure of this source ("unreachable" for the
+    server); by default a failure to read storage is "unreadable" and anything
+    else "failed", so that a message says "unreadable" only when reading failed.
     Any exception is caught: a bug in one source (or a library error such as
     botocore's) must not take the other sources' metrics with it."""
     try:
         result = fn()
     except RestorekeeperError as exc:
-        return {"up": False, "error": _one_line(str(exc))}
+        return {"up": False, "error": _one_line(str(exc)), "failure": failure or _failure_word(exc)}
     except Exception as exc:  # pylint: disable=broad-exception-caught
-        return {"up": False, "error": _one_line("unexpected %s: %s" % (type(exc).__name__, exc))}
+        return {"up": False, "error": _one_line("unexpected %s: %s" % (type(exc).__name__, exc)),
+                "failure": failure or _failure_word(exc)}
     result.setdefault("up", True)
     result.setdefault("error", "")
     return result
+
+
+def _failure_word(exc: BaseException) -> str:
+    return "unreadable" if isinstance(exc, (StorageError, CorruptObject, OSError)) else "failed"
+
+
+def source_failure(source: str, entry: Dict[str, Any]) -> str:
+    """'repository unreadable: why', 'server unreachable: why': the reason a failed source gives."""
+    word = entry.get("failure") or ("unreachable" if source == "server" else "unreadable")
+    return "%s %s: %s" % (source, word, entry.get("error") or "no reason recorded")
+
+
+class _RepositoryWal:
+    """The one thing archive_status() asks of the catalog (the archived WAL
+    names), with a repository that cannot be read taken as holding none:
+    the server's own facts (failures, .ready backlog) must survive an unmounted
+    or re-permissioned backup volume, and what depends on the repository
+    (archive lag) becomes unknown. The reason is kept in error."""
+
+    def __init__(self, open_catalog: Callable[[], Any]) -> None:
+        self._open_catalog = open_catalog
+        self.error = ""
+
+    def wal_names(self) -> List[str]:
+        try:
+            return self._open_catalog().wal_names()
+        except (RestorekeeperError, OSError) as exc:
+            self.error = _one_line(str(exc))
+            return []
 
 
 def _one_line(text: str) -> str:
@@ -111,7 +144,7 @@ def collect(config: Config, now: Optional[float] = None, client_factory: Optiona
         return opened[0]
 
     status["repository"] = _source(lambda: _repository_source(catalog(), config.cluster, now))
-    status["server"] = _source(lambda: _server_source(config, catalog(), client_factory))
+    status["server"] = _source(lambda: _server_source(config, catalog, client_factory), failure="unreachable")
     status["copies"] = _source(lambda: _copies_source(config)) if config.copies else \
         {"up": True, "error": "", "copies": []}
     status["drill"] = _source(lambda: _drill_source(config, now))
@@ -141,17 +174,22 @@ def _repository_source(catalog, cluster: str, now: float) -> Dict[str, Any]:
     return {"backups": counts, "last": last, "incomplete": len(catalog.incomplete())}
 
 
-def _server_source(config: Config, catalog, client_factory: Optional[Callable[[], Any]]) -> Dict[str, Any]:
+def _server_source(config: Config, open_catalog: Callable[[], Any],
+                   client_factory: Optional[Callable[[], Any]]) -> Dict[str, Any]:
+    """Only a failure to ask the server fails this source; a repository that
+    cannot be read leaves the lag unknown and is named in repository_error."""
     from .archivestatus import archive_status
     from .pgclient import PgClient
 
+    repository = _RepositoryWal(open_catalog)
     client = client_factory() if client_factory else PgClient(config.postgres)
     try:
-        status = archive_status(client, catalog)
+        status = archive_status(client, repository)
     finally:
         close = getattr(client, "close", None)
         if close:
             close()
+    status["repository_error"] = repository.error
     last_ok = parse_utc(status.get("last_archived_time"))
     last_failed = parse_utc(status.get("last_failed_time"))
     # The archiver is failing now when its newest attempt failed.
@@ -239,6 +277,8 @@ class Metric(NamedTuple):
 
 METRICS: Dict[str, Metric] = {m.name: m for m in (
     Metric("restorekeeper_up", "gauge", "1 when the source could be read, 0 when it failed (see the check's reason)"),
+    Metric("restorekeeper_repository_readable", "gauge",
+           "1 when the repository could be read, 0 when reading it failed (unmounted or unreadable backup volume)"),
     Metric("restorekeeper_collect_timestamp_seconds", "gauge", "When these metrics were collected (Unix time)"),
     Metric("restorekeeper_collect_duration_seconds", "gauge", "How long collecting these metrics took"),
     Metric("restorekeeper_backups", "gauge", "Complete backups in the repository, by type"),
@@ -300,6 +340,7 @@ def samples(status: Dict[str, Any]) -> List[Sample]:
     add("restorekeeper_collect_duration_seconds", status.get("duration_seconds"))
     for source in SOURCES:
         add("restorekeeper_up", 1 if status[source]["up"] else 0, source=source)
+    add("restorekeeper_repository_readable", 1 if repository_readable(status) else 0)
     _repository_samples(status["repository"], add)
     _server_samples(status["server"], add)
     _copy_samples(status["copies"], add)
@@ -312,6 +353,16 @@ def samples(status: Dict[str, Any]) -> List[Sample]:
         add("restorekeeper_policy_problems", len(policy["problems"]))
     _stream_samples(status["stream"], add)
     return out
+
+
+def repository_readable(status: Dict[str, Any]) -> bool:
+    """False when reading the repository failed, for its catalog or for the
+    server's archive lag (a missing marker counts: an unmounted volume looks
+    so); a repository source failing otherwise (a setting, a bug) does not."""
+    repository, server = status["repository"], status["server"]
+    if not repository["up"] and repository.get("failure", "unreadable") == "unreadable":
+        return False
+    return not (server["up"] and server["archive"].get("repository_error"))
 
 
 def _repository_samples(repo: Dict[str, Any], add: Callable[..., None]) -> None:
@@ -560,11 +611,10 @@ def evaluate_check(status: Dict[str, Any], limits: Thresholds) -> Tuple[int, Lis
     findings: List[Finding] = []
     perf: List[str] = []
     summary: List[str] = []
-    for source in SOURCES:
-        if not status[source]["up"]:
-            findings.append(Finding(UNKNOWN, "%s unreadable: %s" % (source, status[source]["error"])))
+    for source in _failed_sources(status):
+        findings.append(Finding(UNKNOWN, source_failure(source, status[source])))
     _check_backups(status["repository"], limits, findings, perf, summary)
-    _check_archive(status["server"], limits, findings, perf, summary)
+    _check_archive(status["server"], limits, findings, perf, summary, status["repository"]["up"])
     _check_copies(status["copies"], limits, findings, perf, summary)
     _check_drill(status["drill"], limits, findings, perf, summary)
     _check_policy(status["policy"], limits, findings, perf)
@@ -575,6 +625,20 @@ def evaluate_check(status: Dict[str, Any], limits: Thresholds) -> Tuple[int, Lis
             state = finding.state
     findings.sort(key=lambda f: -_SEVERITY[f.state])
     return state, findings, perf, ", ".join(summary)
+
+
+# Sources whose data lives in the repository: when the repository itself is
+# unreadable, their own failure to read says nothing new.
+_STORED_IN_REPOSITORY = ("drill", "stream")
+
+
+def _failed_sources(status: Dict[str, Any]) -> List[str]:
+    """The sources the check names as failed, each cause once."""
+    failed = [source for source in SOURCES if not status[source]["up"]]
+    if "repository" in failed and status["repository"].get("failure", "unreadable") == "unreadable":
+        failed = [source for source in failed if source not in _STORED_IN_REPOSITORY
+                  or status[source].get("failure", "unreadable") != "unreadable"]
+    return failed
 
 
 def _perf(label: str, value: Optional[float], unit: str = "", limit: Threshold = Threshold(None, None)) -> str:
@@ -612,7 +676,9 @@ def _check_backups(repo: Dict[str, Any], limits: Thresholds, findings: List[Find
 
 
 def _check_archive(server: Dict[str, Any], limits: Thresholds, findings: List[Finding], perf: List[str],
-                   summary: List[str]) -> None:
+                   summary: List[str], repository_up: bool = True) -> None:
+    """The server's facts are judged even when the repository is unreadable:
+    a failing archiver is CRITICAL whatever else could not be read."""
     if not server["up"]:
         return
     archive = server["archive"]
@@ -626,6 +692,10 @@ def _check_archive(server: Dict[str, Any], limits: Thresholds, findings: List[Fi
             archive["failed_count"], archive["last_failed_time"], archive["last_failed_wal"])))
     if archive["in_recovery"]:
         summary.append("standby (archive lag not measured)")
+    elif lag is None and archive.get("repository_error"):
+        if repository_up:  # else the repository's own reason already says it
+            findings.append(Finding(UNKNOWN, "archive lag unknown: repository unreadable: %s"
+                                    % archive["repository_error"]))
     elif lag is None:
         findings.append(Finding(UNKNOWN, "archive lag unknown: no segment of the current timeline in the repository"))
     else:

@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .config import PostgresConfig
 from .errors import RestorekeeperError
@@ -39,6 +39,7 @@ class PgClient:
         self.settings = settings
         self._password = password
         self._pgpass_dir: Optional[str] = None
+        self._bindir_found: Optional[Tuple[str, List[str]]] = None
 
     def __enter__(self) -> "PgClient":
         return self
@@ -51,19 +52,69 @@ class PgClient:
             shutil.rmtree(self._pgpass_dir, ignore_errors=True)
             self._pgpass_dir = None
 
+    def using_bindir(self, bindir: str) -> "PgClient":
+        """The same connection through the programs of another bin directory.
+        It reads this client's pgpass file, which this client removes."""
+        return PgClient(self.settings._replace(bindir=bindir,
+                                               password_file=self._passfile() or self.settings.password_file))
+
     def program(self, name: str) -> str:
-        """Absolute path of a PostgreSQL program, from [postgres] bindir or PATH."""
+        """Absolute path of a PostgreSQL program: from [postgres] bindir; else
+        from the bin directory of the local cluster the settings name, so its
+        version matches the server's (Debian's PATH has only wrappers that
+        pick a version by their own rules, and no pg_waldump, pg_ctl,
+        postgres, initdb or pg_combinebackup); else PATH; else the only
+        installed server version's."""
         if self.settings.bindir:
             path = os.path.join(self.settings.bindir, name)
             if os.access(path, os.X_OK):
                 return path
             raise PostgresError("%s not found in %s" % (name, self.settings.bindir), "fix [postgres] bindir")
+        bindir, tried = self._discovered_bindir()
+        path = os.path.join(bindir, name) if bindir else ""
+        if path and os.access(path, os.X_OK):
+            return path
+        if path:
+            tried.append("%s (not there)" % path)
         found = shutil.which(name)
-        if not found:
-            raise PostgresError(
-                "%s is not on PATH" % name, "set [postgres] bindir to the server's bin directory"
-            )
-        return found
+        if found:
+            return found
+        raise PostgresError(
+            "%s is not on PATH and not in the server's bin directory: tried %s" % (name, "; ".join(tried)),
+            "set [postgres] bindir to the server's bin directory (e.g. /usr/lib/postgresql/N/bin or "
+            "/usr/pgsql-N/bin), or install the package that holds %s" % name)
+
+    def _discovered_bindir(self) -> Tuple[str, List[str]]:
+        """(bindir, places tried) of the local cluster the settings name, else
+        of the only installed major version when PATH lacks the programs.
+        Resolved once per client, on the first program asked for (wal-push asks none)."""
+        if self._bindir_found is None:
+            from .discovery import DiscoveryError, bindir_for_version, discover_from_config, \
+                identifies_cluster, installed_majors
+
+            tried = ["PATH (%s)" % os.environ.get("PATH", "")]
+            bindir = ""
+            if identifies_cluster(self.settings):
+                try:
+                    layout = discover_from_config(self.settings)
+                    bindir = layout.bindir
+                    if not bindir:
+                        tried.append("the cluster's binaries: %s" % layout.bindir_problem)
+                except DiscoveryError as exc:
+                    tried.append("cluster discovery: %s" % exc)
+            if not bindir and not shutil.which("postgres") and not shutil.which("pg_ctl"):
+                majors = installed_majors()
+                if len(majors) == 1:
+                    try:
+                        bindir = bindir_for_version(majors[0])
+                    except DiscoveryError as exc:
+                        tried.append(exc.message)
+                else:
+                    tried.append("installed server versions: %s (%s)" % (
+                        ", ".join(map(str, majors)) or "none found", "cannot choose" if majors else
+                        "none in /usr/lib/postgresql/N/bin or /usr/pgsql-N/bin"))
+            self._bindir_found = (bindir, tried)
+        return self._bindir_found[0], list(self._bindir_found[1])
 
     def env(self) -> Dict[str, str]:
         env = dict(os.environ)

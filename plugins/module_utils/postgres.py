@@ -13,7 +13,6 @@ falls back to ``PGPORT`` without this file importing Ansible.
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 from .config import PostgresConfig
@@ -139,13 +138,10 @@ def _import_psycopg2() -> Any:
     try:
         import psycopg2  # noqa: F401  (lazy: only needed once we connect)
         import psycopg2.sql  # noqa: F401
-    except ImportError as exc:
-        raise PostgresConnectionError(
-            "psycopg2 is not importable by the Python that runs this code (%s): %s" % (sys.executable, exc),
-            hint="install psycopg2-binary into that Python on the host (for example "
-            "`%s -m pip install psycopg2-binary`, or the distribution package python3-psycopg2), "
-            "or point ansible_python_interpreter at a Python that has it" % sys.executable,
-        ) from None
+    except ImportError:
+        from .hostdeps import missing_error
+
+        raise missing_error(["psycopg2"], "connecting to PostgreSQL", PostgresConnectionError) from None
     return psycopg2
 
 

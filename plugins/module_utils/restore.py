@@ -15,10 +15,11 @@ import datetime
 import errno
 import os
 import shutil
+import subprocess
 import time
 from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple, Union
 
-from . import compression, wal
+from . import compression, serverconfig, wal
 from .catalog import BackupInfo, Catalog, backup_prefix, utc_iso
 from .config import Config, PostgresConfig
 from .errors import CorruptObject, RestorekeeperError
@@ -48,6 +49,9 @@ from .timelines import (
     resolve_timeline,
     timeline_path,
 )
+from .discovery import ClusterLayout
+from .restoreprep import (ClusterControl, ConfigurationPlan, check_binaries, check_free_space, check_python_packages,
+                          configuration_plan, live_cluster, running_pid, server_bindir)
 from .walarchive import WalArchive, restore_command
 from .walinspect import WalInspector
 from .walstage import WalStager, stage_directory, stage_limit, staged_restore_command, wal_to_stage
@@ -74,6 +78,12 @@ class RestoreRequest(NamedTuple):
     # Fetch the WAL the recovery needs ahead, in parallel (walstage.py); only
     # with start and not standby, and when [restore] stage_wal allows it.
     stage_wal: bool = True
+    # Replace the live cluster of pgdata (restoreprep.py): preflight, stop it,
+    # move its directory aside to aside_path (default next to it), restore,
+    # start it the way it normally starts; on any failure put it back and
+    # start it again.
+    in_place: bool = False
+    aside_path: str = ""
 
 
 class RestorePlan(NamedTuple):
@@ -276,19 +286,7 @@ def _parse_iso(text: str) -> datetime.datetime:
 
 
 # --------------------------------------------------------------- directories
-def _running_pid(pgdata: str) -> Optional[int]:
-    try:
-        with open(os.path.join(pgdata, "postmaster.pid"), encoding="ascii") as handle:
-            pid = int(handle.readline().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+_running_pid = running_pid  # the name modules import
 
 
 def check_target_directory(pgdata: str, force: bool) -> Optional[str]:
@@ -297,7 +295,7 @@ def check_target_directory(pgdata: str, force: bool) -> Optional[str]:
     are never deleted)."""
     if not os.path.isabs(pgdata):
         raise RestoreFailed("data directory %r is not an absolute path" % pgdata)
-    pid = _running_pid(pgdata)
+    pid = running_pid(pgdata)
     if pid is not None:
         raise RestoreFailed(
             "%s belongs to a running PostgreSQL server (postmaster.pid names process %d)" % (pgdata, pid),
@@ -489,27 +487,123 @@ def combine_chain(storage, cluster: str, chain: List[BackupInfo], pgdata: str, m
 
 
 # --------------------------------------------------------------- the restore
+class Preflight(NamedTuple):
+    """What restore() checked before changing anything."""
+
+    bindir: str                         # PostgreSQL of the backup's major version
+    live: Optional[ClusterLayout]       # the cluster an in-place restore replaces
+    aside: Optional[str]                # where pgdata's old contents go
+    configuration: ConfigurationPlan
+    checks: Dict[str, Any]
+
+
+def preflight(config: Config, client: PgClient, request: RestoreRequest, plan: RestorePlan,
+              repository: Repository) -> Preflight:
+    """Everything a restore will need, checked before the server is stopped or
+    a file is written (restoreprep.py)."""
+    live = live_cluster(request.pgdata, "an in-place restore") if request.in_place else None
+    if request.in_place:
+        aside = _aside_path(request) if os.path.exists(request.pgdata) else None
+    else:
+        aside = check_target_directory(request.pgdata, request.force)
+    check_creatable(request.pgdata, "data directory")
+    if aside and os.path.lexists(aside):
+        raise RestoreFailed("%s already exists" % aside, "remove it or choose another moved-aside path; nothing was "
+                                                        "stopped or moved")
+    record = plan.chain[-1].record
+    manifest = parse_manifest(repository.storage.get_bytes(backup_prefix(config.cluster, plan.chain[-1].label)
+                                                           + MANIFEST_NAME))
+    configuration = configuration_plan(record, manifest.files, live)
+    checks: Dict[str, Any] = {"configuration": configuration._asdict()}
+    check_python_packages(record, manifest_algorithm(manifest), config)
+    major = int(record["server_version_num"]) // 10000
+    bindir = server_bindir(config.postgres.bindir, client, major)
+    server = client.using_bindir(bindir)
+    if request.start or request.in_place or len(plan.chain) > 1:
+        checks["binaries"] = check_binaries(server, major, len(plan.chain))
+    checks["space"] = check_free_space(request.pgdata, int(record.get("database_size") or manifest.total_size), aside)
+    if live is not None:
+        ClusterControl(live, server).check_control()
+        checks["cluster"] = live.as_dict()
+    return Preflight(bindir, live, aside, configuration, checks)
+
+
+def _aside_path(request: RestoreRequest) -> str:
+    return request.aside_path or "%s.before-restore-%s" % (request.pgdata.rstrip("/"), time.strftime("%Y%m%d-%H%M%S"))
+
+
 def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[str, Any]:
     started = time.monotonic()
     timer = Timer()
     plan = plan_restore(config, client, request.target, request.backup_label)
-    aside = check_target_directory(request.pgdata, request.force)
-    check_creatable(request.pgdata, "data directory")
-    locations = tablespace_locations(plan.chain[-1], request.tablespace_map)
     repository = Repository.from_config(config)
+    checked = preflight(config, client, request, plan, repository)
+    aside = checked.aside
+    locations = tablespace_locations(plan.chain[-1], request.tablespace_map)
     extra = _server_settings(request)
     stager, not_staged = _stager_for(config, repository, request, plan)
     command = (staged_restore_command(stager.directory, request.tool_path, config.path, config.source) if stager
                else restore_command(request.tool_path, config.path, config.source))
     settings = recovery_settings(plan.target, command, request.standby, request.primary_conninfo)
     created = [path for path in [request.pgdata] + list(locations.values()) if not os.path.exists(path)]
-    _prepare_directory(request.pgdata, aside)
+    # Every program from here on is of the backup's major version.
+    client = client.using_bindir(checked.bindir)
+    control = ClusterControl(checked.live, client) if checked.live else None
+    was_running = bool(control and running_pid(request.pgdata) is not None)
+    moved = False
     try:
-        return _restore_staged(config, client, request, plan, timer, started, stager, not_staged,
-                               settings, extra, locations, aside, created, repository)
+        if was_running:
+            control.stop()
+        _prepare_directory(request.pgdata, aside)
+        moved = True
+        result = _restore_staged(config, client, request, plan, timer, started, stager, not_staged,
+                                 settings, extra, locations, aside, created, repository, checked, control)
+        result["preflight"] = checked.checks
+        result["stopped_live_cluster"] = was_running
+        result["bindir"] = checked.bindir
+        return result
+    except BaseException as exc:
+        if not request.in_place:
+            raise
+        raise roll_back(exc, request, aside if moved else None, created if moved else [], control, was_running,
+                        moved) from None
     finally:
         if stager:
             stager.stop()  # also when the restore failed: the directory never outlives it
+
+
+def roll_back(exc: BaseException, request: RestoreRequest, aside: Optional[str], created: List[str],
+              control: Optional[ClusterControl], was_running: bool, moved: bool) -> BaseException:
+    """After a failed in-place restore: stop whatever runs on pgdata, remove
+    the restored files, put the old directory back and start its server again
+    if it ran. Returns the error to raise, which says what was done."""
+    if isinstance(exc, RestorekeeperError):
+        message, hint = exc.message, exc.hint
+    elif isinstance(exc, OSError):
+        message, hint = "restoring into %s failed: %s" % (request.pgdata, exc), ""
+    else:
+        message, hint = "the restore was interrupted (%s)" % type(exc).__name__, ""
+    if running_pid(request.pgdata) is not None:
+        subprocess.run([control.client.program("pg_ctl") if control else "pg_ctl", "-D", request.pgdata,
+                        "-m", "immediate", "-w", "stop"], capture_output=True, check=False)
+    try:
+        # Only what this restore did: nothing when it failed before moving
+        # the directory, nothing twice when the lay-down already put it back.
+        if moved and not (aside and not os.path.exists(aside)):
+            _undo_lay_down(request.pgdata, created, aside)
+    except OSError as undo_error:
+        return RestoreFailed("%s; putting the old data directory back failed too: %s" % (message, undo_error),
+                             "the old data directory is at %s: move it back to %s by hand" % (aside, request.pgdata))
+    done = "rolled back: %s is as it was before the restore" % request.pgdata
+    pid = None
+    if was_running and control is not None:
+        pid = control.start_and_wait(request.pgdata.rstrip("/") + ".restorekeeper.log")
+        done += (", and its server runs again (pid %d)" % pid) if pid else \
+            ", but its server did not start again: start it by hand (%s)" % " ".join(control.start_argv("<log>"))
+    error = RestoreFailed("%s; %s" % (message, done), hint)
+    error.rolled_back = True
+    error.original_running = pid is not None if was_running else None
+    return error
 
 
 def _stager_for(config: Config, repository: Repository, request: RestoreRequest,
@@ -535,7 +629,8 @@ def _stager_for(config: Config, repository: Repository, request: RestoreRequest,
 def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, plan: RestorePlan, timer: Timer,
                     started: float, stager: Optional[WalStager], not_staged: str, settings: Dict[str, str],
                     extra: Dict[str, str], locations: Dict[str, str], aside: Optional[str],
-                    created: List[str], repository: Repository) -> Dict[str, Any]:
+                    created: List[str], repository: Repository, checked: Preflight,
+                    control: Optional[ClusterControl]) -> Dict[str, Any]:
     if stager:
         stager.extracting.set()
         stager.start()  # fetches alongside the extraction, then alongside replay
@@ -546,6 +641,8 @@ def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, p
             combine_chain(repository.storage, config.cluster, plan.chain, request.pgdata, request.tablespace_map,
                           client, timer)
         os.makedirs(os.path.join(request.pgdata, "pg_wal", "archive_status"), mode=0o700, exist_ok=True)
+        configured = (serverconfig.lay_down(request.pgdata, plan.chain[-1].record["configuration"])
+                      if checked.configuration.source == "derived" else [])
         write_recovery_config(request.pgdata, settings, request.standby, extra)
         if stager:
             stager.extracting.clear()
@@ -567,10 +664,11 @@ def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, p
         "latest_transaction_in_archive": plan.latest_transaction,
         "started": False,
         "wal_staged": {"enabled": False, "reason": not_staged},
+        "configuration": dict(checked.configuration._asdict(), written=configured),
     }
-    if request.start:
+    if request.start or request.in_place:
         try:
-            result.update(_start_and_watch(config, request, plan, timer))
+            result.update(_start_and_watch(config, client, request, plan, timer, control))
         except RestoreFailed as exc:
             if stager and stager.error:  # say what staging saw too (wal-fetch refused the same file)
                 raise RestoreFailed(exc.message, "; ".join(filter(None, [exc.hint, "WAL staging: " + stager.error]))) \
@@ -618,29 +716,53 @@ def _server_settings(request: RestoreRequest) -> Dict[str, str]:
     return extra
 
 
-def _start_and_watch(config: Config, request: RestoreRequest, plan: RestorePlan, timer: Timer) -> Dict[str, Any]:
-    server = PostgresConfig(
-        bindir=config.postgres.bindir, host=request.socket_dir or config.postgres.host,
-        port=request.port or config.postgres.port, user=config.postgres.user, database="postgres",
-    )
-    client = PgClient(server)
-    log_path = request.pgdata.rstrip("/") + ".restorekeeper.log"
+def _start_and_watch(config: Config, client: PgClient, request: RestoreRequest, plan: RestorePlan, timer: Timer,
+                     control: Optional[ClusterControl]) -> Dict[str, Any]:
+    server = client.settings._replace(host=request.socket_dir or (control.layout.socket_directory if control else "")
+                                      or config.postgres.host,
+                                      port=request.port or (control.layout.port if control else 0) or config.postgres.port,
+                                      database="postgres")
+    client = PgClient(server)  # the restored server, through the same binaries
+    own_log = request.pgdata.rstrip("/") + ".restorekeeper.log"
+    log_path = control.log_file(own_log) if control else own_log
+    offset = _size_of(log_path)  # a cluster's own log holds its earlier runs too
     started = time.monotonic()
-    launch = client.run("pg_ctl", ["-D", request.pgdata, "-l", log_path, "-W", "start"], capture_output=True, text=True)
+    if control:
+        launch = control.start(log_path)
+        how = control.method
+    else:
+        launch = client.run("pg_ctl", ["-D", request.pgdata, "-l", log_path, "-W", "start"], capture_output=True,
+                            text=True)
+        how = "pg_ctl"
     if launch.returncode != 0:
-        raise RestoreFailed("pg_ctl could not start the restored server: %s" % launch.stderr.strip(),
-                            log_excerpt(log_path))
-    watcher = RecoveryWatcher(client, request, plan, log_path)
+        raise RestoreFailed("%s could not start the restored server: %s" % (how, (launch.stderr or launch.stdout).strip()),
+                            log_excerpt(log_path, offset=offset))
+    watcher = RecoveryWatcher(client, request, plan, log_path, offset)
     outcome = watcher.wait(started, timer)
     outcome["log_file"] = log_path
+    outcome["started_with"] = how
     return outcome
 
 
-def log_excerpt(path: str, lines: int = 15) -> str:
+def _size_of(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _read_from(path: str, offset: int) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            text = handle.read().splitlines()
+            handle.seek(offset)
+            return handle.read()
     except OSError:
+        return ""
+
+
+def log_excerpt(path: str, lines: int = 15, offset: int = 0) -> str:
+    text = _read_from(path, offset).splitlines()
+    if not text:
         return ""
     interesting = [line for line in text if any(word in line for word in (
         "FATAL", "PANIC", "ERROR", "recovery stopping", "last completed transaction", "redo done",
@@ -653,21 +775,19 @@ class RecoveryWatcher:
     """Polls the restored server until recovery reaches its target, then
     reports what happened; explains in plain words when it stops short."""
 
-    def __init__(self, client: PgClient, request: RestoreRequest, plan: RestorePlan, log_path: str) -> None:
+    def __init__(self, client: PgClient, request: RestoreRequest, plan: RestorePlan, log_path: str,
+                 offset: int = 0) -> None:
         self.client = client
         self.request = request
         self.plan = plan
         self.log_path = log_path
+        self.offset = offset
 
     def _log(self) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
-                return handle.read()
-        except OSError:
-            return ""
+        return _read_from(self.log_path, self.offset)
 
     def _alive(self) -> bool:
-        return _running_pid(self.request.pgdata) is not None
+        return running_pid(self.request.pgdata) is not None
 
     def wait(self, started: float, timer: Timer) -> Dict[str, Any]:
         deadline = started + self.request.wait_timeout
@@ -681,7 +801,7 @@ class RecoveryWatcher:
                     timer.add("replay", time.monotonic() - started)
                     return {"started": True, "state": "shut down at target", "timeline": self._timeline_from_log(log)}
                 if time.monotonic() - started > 2 or "FATAL" in log or "PANIC" in log:
-                    raise RestoreFailed(explain_failure(log, target), log_excerpt(self.log_path))
+                    raise RestoreFailed(explain_failure(log, target), log_excerpt(self.log_path, offset=self.offset))
             else:
                 state = self._state()
                 if state is not None and consistent_at is None:
@@ -694,7 +814,7 @@ class RecoveryWatcher:
                             "port": self.request.port or None}
             time.sleep(0.2)
         raise RestoreFailed("recovery did not reach %s within %d s" % (target.describe(), self.request.wait_timeout),
-                            log_excerpt(self.log_path))
+                            log_excerpt(self.log_path, offset=self.offset))
 
     def _state(self) -> Optional[Dict[str, Any]]:
         try:
@@ -741,5 +861,12 @@ def explain_failure(log: str, target: RecoveryTarget) -> str:
         return "the requested timeline does not descend from the backup's timeline"
     if "could not locate required checkpoint record" in log or "could not find redo location" in log:
         return "the WAL segment holding the backup's starting checkpoint is not in the archive"
-    fatal = [line for line in log.splitlines() if "FATAL" in line or "PANIC" in line]
-    return "the restored server stopped during recovery: %s" % (fatal[-1] if fatal else "no error in its log")
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    fatal = [line for line in lines if "FATAL" in line or "PANIC" in line]
+    if fatal:
+        return "the restored server stopped during recovery: %s" % fatal[-1]
+    # The postmaster reports some start-up failures (a missing configuration
+    # file, a bad setting) without a FATAL prefix: its last words are the reason.
+    if lines:
+        return "the restored server stopped during start-up: %s" % lines[-1]
+    return "the restored server stopped without writing to its log %s" % "(empty)"

@@ -28,7 +28,8 @@ def _storage_error(action: str, path: str, exc: OSError) -> StorageError:
     """Turn an OSError into a message that names the path and the likely fix."""
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.EACCES, errno.EPERM):
-        hint = "make %s writable by OS user uid %d" % (path, os.geteuid())
+        need = "readable" if action in ("read", "open", "list", "stat") else "writable"
+        hint = "make %s %s by OS user uid %d" % (path, need, os.geteuid())
     elif exc.errno == errno.ENOSPC:
         hint = "free space on the repository volume"
     elif exc.errno == errno.EROFS:

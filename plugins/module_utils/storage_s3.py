@@ -25,6 +25,7 @@ import os
 import tempfile
 from typing import Any, BinaryIO, Dict, Iterator, NamedTuple, Optional
 
+from .config import ENDPOINT_URL_HINT, endpoint_url_problem, redacted_url
 from .errors import LockBusy, ObjectExists, ObjectNotFound, StorageError
 from .fsutil import LockHeld, exclusive_flock
 from .storage import ObjectInfo, ObjectWriter, Storage, validate_key
@@ -65,6 +66,9 @@ def settings_from_options(prefix: str, options: Dict[str, str]) -> S3Settings:
         raise StorageError("object_lock_mode %r is not GOVERNANCE or COMPLIANCE" % mode)
     if mode and days <= 0:
         raise StorageError("object_lock_mode %s needs object_lock_days > 0" % mode)
+    problem = endpoint_url_problem(options.get("endpoint_url", ""))
+    if problem:
+        raise StorageError("endpoint_url %r %s" % (redacted_url(options["endpoint_url"]), problem), ENDPOINT_URL_HINT)
     values = {key: options.get(key, "") for key in S3Settings._fields
               if key not in ("prefix", "path_style", "object_lock_days", "max_attempts")}
     values["object_lock_mode"] = mode
@@ -127,28 +131,38 @@ class S3Storage(Storage):
             import boto3
             from botocore.config import Config as BotoConfig
         except ImportError:
-            raise StorageError("the Python module boto3 is not installed",
-                               "install restorekeeper's on-host requirements with the s3 extra (pip install boto3)") from None
+            from .hostdeps import missing_error
+
+            raise missing_error(["boto3"], "an s3 repository or copy", StorageError) from None
         if not settings.bucket:
             raise StorageError("an s3 repository needs a bucket", "set bucket in the repository or copy section")
         self.settings = settings
         self.prefix = settings.prefix.strip("/") + "/" if settings.prefix.strip("/") else ""
         self.location = "s3://%s/%s" % (settings.bucket, self.prefix)
-        session = boto3.session.Session(
-            profile_name=settings.profile or None, region_name=settings.region or None,
-            aws_access_key_id=settings.access_key_id or None, aws_secret_access_key=settings.secret_access_key or None,
-            aws_session_token=settings.session_token or None,
-        )
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            session = boto3.session.Session(
+                profile_name=settings.profile or None, region_name=settings.region or None,
+                aws_access_key_id=settings.access_key_id or None,
+                aws_secret_access_key=settings.secret_access_key or None,
+                aws_session_token=settings.session_token or None,
+            )
+        except BotoCoreError as exc:  # e.g. a profile that does not exist
+            raise StorageError("cannot set up the S3 session for %s: %s" % (self.location, exc),
+                               "check profile (and the AWS configuration files of this OS user)") from None
         config = BotoConfig(
             retries={"max_attempts": settings.max_attempts, "mode": "adaptive"},  # jittered exponential backoff
             s3={"addressing_style": "path" if settings.path_style else "auto"},
             connect_timeout=10, read_timeout=120,
             request_checksum_calculation="when_required", response_checksum_validation="when_required",
         )
-        self.client = session.client("s3", endpoint_url=settings.endpoint_url or None, config=config,
-                                     verify=settings.ca_bundle or None)
-        from botocore.exceptions import BotoCoreError, ClientError
-
+        try:
+            self.client = session.client("s3", endpoint_url=settings.endpoint_url or None, config=config,
+                                         verify=settings.ca_bundle or None)
+        except (ValueError, BotoCoreError) as exc:  # botocore refuses some settings with a bare ValueError
+            raise StorageError("cannot set up the S3 client for %s: %s" % (self.location, exc),
+                               "check endpoint_url, region and ca_bundle in the repository or copy section") from None
         self._errors = (BotoCoreError, ClientError)
 
     def object_key(self, key: str) -> str:

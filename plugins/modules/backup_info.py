@@ -76,6 +76,18 @@ options:
           - The plan requires an offsite copy whose lag stays within the RPO.
         type: bool
         default: false
+  pgdata:
+    description:
+      - Data directory of the local cluster whose layout to report in RV(cluster_layout).
+      - When neither this nor O(debian_cluster) is given, C(pgdata), C(debian_cluster) or C(port) of the
+        configuration file's C([postgres]) section name the cluster; a cluster named there that cannot be
+        discovered gives a warning and a null RV(cluster_layout), one named here fails the module.
+    type: path
+  debian_cluster:
+    description:
+      - The local Debian/Ubuntu C(postgresql-common) cluster, as C(VERSION/NAME) (for example V(15/main)),
+        whose layout to report in RV(cluster_layout). See O(pgdata).
+    type: str
   bindir:
     description:
       - Directory of the server's PostgreSQL programs (C(psql), C(pg_isready)).
@@ -183,6 +195,95 @@ cluster:
   returned: always
   type: str
   sample: main
+cluster_layout:
+  description:
+    - How the local cluster is laid out, discovered from its files and C(/proc) without connecting (the server
+      may be down). Null when no cluster is named (see O(pgdata)) or it could not be discovered.
+  returned: always
+  type: dict
+  contains:
+    layout:
+      description: V(debian) (C(postgresql-common)), V(pgdg) (C(/usr/pgsql-N)) or V(initdb) (a plain directory).
+      type: str
+    major_version:
+      description: PostgreSQL major version, from C(PG_VERSION) of the data directory.
+      type: int
+    data_directory:
+      description: The data directory.
+      type: str
+    config_file:
+      description: The C(postgresql.conf) in use.
+      type: str
+    hba_file:
+      description: The C(pg_hba.conf) in use.
+      type: str
+    ident_file:
+      description: The C(pg_ident.conf) in use.
+      type: str
+    config_directory:
+      description: Directory of RV(cluster_layout.config_file).
+      type: str
+    split_config:
+      description: Whether the configuration lives outside the data directory (as on Debian).
+      type: bool
+    includes:
+      description: Files and C(include_dir) directories the configuration includes, in order.
+      type: list
+      elements: str
+    bindir:
+      description: The server's bin directory (C(postgres), C(pg_ctl), C(pg_waldump)); empty when not found.
+      type: str
+    bindir_problem:
+      description: Where binaries were looked for in vain, when RV(cluster_layout.bindir) is empty.
+      type: str
+    port:
+      description: Port of the server (the running one's, else the configured one).
+      type: int
+    socket_directory:
+      description: First Unix socket directory; empty for libpq's default.
+      type: str
+    log_file:
+      description: Where the server logs, when known.
+      type: str
+    service:
+      description: The systemd unit of this one cluster (V(postgresql@15-main), V(postgresql-15)); empty for none.
+      type: str
+    debian_cluster:
+      description: C(VERSION/NAME) of a C(postgresql-common) cluster, else empty.
+      type: str
+    owner:
+      description: OS user owning the data directory.
+      type: str
+    running_pid:
+      description: Process id of the running postmaster; null when stopped.
+      type: int
+    ha_manager:
+      description: V(patroni) when Patroni manages this data directory, else empty.
+      type: str
+    ha_detail:
+      description: How the HA manager was detected.
+      type: str
+  sample:
+    layout: debian
+    major_version: 15
+    data_directory: /var/lib/postgresql/15/main
+    config_file: /etc/postgresql/15/main/postgresql.conf
+    hba_file: /etc/postgresql/15/main/pg_hba.conf
+    ident_file: /etc/postgresql/15/main/pg_ident.conf
+    config_directory: /etc/postgresql/15/main
+    split_config: true
+    includes: [/etc/postgresql/15/main/conf.d]
+    bindir: /usr/lib/postgresql/15/bin
+    bindir_problem: ""
+    port: 5432
+    socket_directory: /var/run/postgresql
+    log_file: /var/log/postgresql/postgresql-15-main.log
+    service: postgresql@15-main
+    debian_cluster: 15/main
+    owner: postgres
+    running_pid: 812
+    ha_manager: ""
+    ha_detail: ""
 repository:
   description: Where the repository is.
   returned: always
@@ -682,8 +783,13 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres 
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.catalog import Catalog
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import DEFAULT_PATH, Config, CopyConfig
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.discovery import (
+    DiscoveryError,
+    discover_from_config,
+    identifies_cluster,
+)
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import config_needs, run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import (
     Repository,
     open_repository_storage,
@@ -709,6 +815,8 @@ def argument_spec() -> Dict[str, Any]:
         server_status={"type": "bool", "default": True},
         ignore_unreachable_server={"type": "bool", "default": False},
         bindir={"type": "path"},
+        pgdata={"type": "path"},
+        debian_cluster={"type": "str"},
         targets={"type": "dict", "options": {
             "tier": {"type": "str", "choices": ["critical", "important", "standard"]},
             "rpo_target": {"type": "str"},
@@ -753,6 +861,25 @@ def add_copy_holdings(result: Dict[str, Any], config: Config, repository: Reposi
         timeline["missing_by_copy"] = {name: count for name, count in missing.items() if count}
 
 
+def cluster_layout(module: AnsibleModule, config: Config) -> Optional[Dict[str, Any]]:
+    """The discovered layout of the cluster the options (an error when it
+    cannot be found) or the configuration (a warning) name; None for none."""
+    params = module.params
+    postgres = config.postgres
+    explicit = bool(params["pgdata"] or params["debian_cluster"])
+    if explicit:
+        postgres = postgres._replace(pgdata=params["pgdata"] or "", debian_cluster=params["debian_cluster"] or "")
+    if not identifies_cluster(postgres):
+        return None
+    try:
+        return discover_from_config(postgres).as_dict()
+    except DiscoveryError as exc:
+        if explicit:
+            raise
+        module.warn("the cluster the configuration names was not discovered: %s" % exc)
+        return None
+
+
 def run(module: AnsibleModule) -> Dict[str, Any]:
     params = module.params
     wanted = params["targets"]
@@ -766,6 +893,7 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
     catalog = Catalog(repository, config.cluster)
     result: Dict[str, Any] = dict(catalog.describe())
     result.update(changed=False, archive=None, copies=[], recovery_plan=None,
+                  cluster_layout=cluster_layout(module, config),
                   measured=measured_for_schedule(repository.storage, config.cluster, catalog.segment_size()))
     if config.copies:
         add_copy_holdings(result, config, repository)
@@ -789,7 +917,8 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    module.exit_json(**run_module(module, "backup_info", lambda: run(module), expected=(TargetError,)))
+    module.exit_json(**run_module(module, "backup_info", lambda: run(module), expected=(TargetError,),
+                                  needs=config_needs(module.params["config_path"])))
 
 
 if __name__ == "__main__":

@@ -197,7 +197,7 @@ from typing import Any, Dict, List
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.expire import expire
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import config_needs, run_module
 
 
 def argument_spec() -> Dict[str, Any]:
@@ -267,7 +267,8 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), mutually_exclusive=[("copy", "all_copies")],
                            supports_check_mode=True)
-    module.exit_json(**run_module(module, "backup_retention", lambda: run(module)))
+    module.exit_json(**run_module(module, "backup_retention", lambda: run(module),
+                                  needs=config_needs(module.params["config_path"])))
 
 
 if __name__ == "__main__":

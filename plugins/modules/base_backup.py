@@ -297,7 +297,11 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres 
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.backup import FULL, BackupOptions, BaseBackup
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.catalog import BackupInfo, Catalog
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import DEFAULT_PATH, Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import Refusal, run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import (
+    Refusal,
+    config_needs,
+    run_module,
+)
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import parse_seconds
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import Repository
 
@@ -411,7 +415,8 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     # A failed backup publishes nothing: it never becomes restorable, so changed is false.
-    module.exit_json(**run_module(module, "base_backup", lambda: run(module)))
+    module.exit_json(**run_module(module, "base_backup", lambda: run(module),
+                                  needs=config_needs(module.params["config_path"])))
 
 
 if __name__ == "__main__":

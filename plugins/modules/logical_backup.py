@@ -202,7 +202,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.dump impo
     DumpOptions,
     LogicalDump,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import config_needs, run_module
 
 
 def argument_spec() -> Dict[str, Any]:
@@ -269,7 +269,8 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     # A failed dump publishes no dump.json: nothing restorable changed.
-    module.exit_json(**run_module(module, "logical_backup", lambda: run(module), prefix="logical backup failed: "))
+    module.exit_json(**run_module(module, "logical_backup", lambda: run(module), prefix="logical backup failed: ",
+                                  needs=config_needs(module.params["config_path"])))
 
 
 if __name__ == "__main__":

@@ -262,7 +262,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.dump impo
     DumpRestore,
     RestoreOptions,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import config_needs, run_module
 
 
 def argument_spec() -> Dict[str, Any]:
@@ -322,7 +322,7 @@ def main() -> None:
         return progress.started if error is None else bool(getattr(error, "target_changed", False))
 
     module.exit_json(**run_module(module, "logical_restore", lambda: run(module, progress), changed=changed,
-                                  prefix="logical restore failed: "))
+                                  prefix="logical restore failed: ", needs=config_needs(module.params["config_path"])))
 
 
 if __name__ == "__main__":

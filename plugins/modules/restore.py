@@ -110,6 +110,25 @@ options:
         target is reached and the target action performed.
     type: bool
     default: false
+  in_place:
+    description:
+      - Replace the live cluster of O(pgdata). Everything the restore needs is checked first (the binaries and
+        their major version, the Python packages of this interpreter, free space, where the configuration comes
+        from, that this user can stop and start the cluster, that no HA manager such as Patroni owns it); only
+        then is its server stopped (C(pg_ctlcluster) for a Debian/Ubuntu cluster, else C(pg_ctl)), its data
+        directory moved aside to O(aside_path), the backup restored and the cluster started the way it normally
+        starts (a Debian cluster keeps its configuration in C(/etc/postgresql)) and watched until the target.
+      - If anything fails after the stop, the restored files are removed, the old data directory is put back and
+        its server started again; the failure reports C(rolled_back=true) and C(original_running).
+      - A data directory that does not exist (a lost disk) is rebuilt in place.
+      - Implies O(start=true).
+    type: bool
+    default: false
+  aside_path:
+    description:
+      - With O(in_place=true), where the live data directory is moved (kept, never deleted). It must not exist
+        and must be on the same filesystem. Defaults to C(<pgdata>.before-restore-<timestamp>).
+    type: path
   port:
     description:
       - Port of the restored server, written to its C(postgresql.auto.conf). Default is the port in the
@@ -177,6 +196,7 @@ attributes:
     details:
       - Plans only - chooses the backup, proves the target reachable and checks that the data directory and the
         tablespace destinations can be created, then reports C(backup), C(chain) and C(reason) with C(changed=true). O(pgdata) is not touched.
+      - With O(in_place=true), also runs every preflight check of a real run (C(preflight)); nothing is stopped.
       - C(pgdata_state) tells whether a real run would accept the directory.
   diff_mode:
     support: none
@@ -186,8 +206,11 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 notes:
   - PostgreSQL 12 or later. Incremental chains need PostgreSQL 17 or later binaries (C(pg_combinebackup)).
-  - The restored server is started by C(pg_ctl), outside any service manager. Role
-    C(restorekeeper.postgresql.pitr) hands an in-place restore over to systemd.
+  - A restore into a new directory of a server whose configuration lives outside its data directory (Debian's
+    C(/etc/postgresql/<version>/<name>)) gets a configuration derived from the one the backup recorded (settings
+    that name the source's paths are left out; port, socket and C(archive_mode) are set for the copy).
+  - The restored server is started by C(pg_ctl) (in place, C(pg_ctlcluster) for a Debian cluster), outside any
+    service manager. Role C(restorekeeper.postgresql.pitr) hands an in-place restore over to systemd.
 seealso:
   - module: restorekeeper.postgresql.recovery_target
   - module: restorekeeper.postgresql.backup_info
@@ -341,6 +364,40 @@ wal_staged:
   returned: success and not check mode
   type: dict
   sample: {enabled: true, planned: 42, segments: 42, bytes: 704643072, consumed: 41, seconds: 3.1, error: null}
+preflight:
+  description:
+    - What was checked before anything changed - C(configuration) (where the restored server's configuration comes
+      from - V(backup), V(derived) or V(live)), C(binaries) (each program used), C(space) (free and needed bytes),
+      and with O(in_place=true) the C(cluster) discovered.
+  returned: success, and in check mode with O(in_place=true)
+  type: dict
+  sample: {configuration: {source: derived, detail: derived from /etc/postgresql/15/main/postgresql.conf},
+           space: {available_bytes: 53687091200, needed_bytes: 538968064}}
+configuration:
+  description: Where the restored server's configuration came from, and the files written (C(written)).
+  returned: success and not check mode
+  type: dict
+  sample: {source: derived, detail: "derived from /etc/postgresql/15/main/postgresql.conf", written: [postgresql.conf, pg_hba.conf]}
+stopped_live_cluster:
+  description: With O(in_place=true), whether the live cluster was running and stopped by the module.
+  returned: success and not check mode
+  type: bool
+  sample: true
+started_with:
+  description: How the restored server was started - V(pg_ctl) or V(pg_ctlcluster).
+  returned: when started
+  type: str
+  sample: pg_ctlcluster
+rolled_back:
+  description: On failure with O(in_place=true), whether the old data directory was put back.
+  returned: failure after the live cluster was stopped or moved
+  type: bool
+  sample: true
+original_running:
+  description: On a rolled-back failure, whether the old server runs again (null when it was not running before).
+  returned: failure after the live cluster was stopped or moved
+  type: bool
+  sample: true
 phases:
   description: Seconds spent in each phase (fetch, extract, combine, start, replay, total; stage overlaps them).
   returned: success and not check mode
@@ -353,17 +410,24 @@ from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import Refusal, run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import (
+    FailWithResult,
+    Refusal,
+    run_module,
+)
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.recovery import RecoveryTarget, build_target
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import Repository
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore import (
+    RestoreFailed,
     RestoreRequest,
-    _running_pid,
     check_creatable,
     plan_restore,
+    preflight,
     restore,
     tablespace_locations,
 )
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restoreprep import running_pid
 
 HIDDEN = "********"
 
@@ -409,6 +473,8 @@ def argument_spec() -> Dict[str, Any]:
         "keep_archiving": {"type": "bool", "default": False},
         "wait_timeout": {"type": "int", "default": 3600},
         "stage_wal": {"type": "bool", "default": True},
+        "in_place": {"type": "bool", "default": False},
+        "aside_path": {"type": "path"},
         "bindir": {"type": "path"},
         "source": {"type": "str"},
     }
@@ -434,7 +500,7 @@ def target_from(params: Dict[str, Any]) -> RecoveryTarget:
 
 
 def pgdata_state(pgdata: str) -> str:
-    if _running_pid(pgdata) is not None:
+    if running_pid(pgdata) is not None:
         return "running"
     if not os.path.isdir(pgdata):
         return "absent"
@@ -457,13 +523,17 @@ def load_config(params: Dict[str, Any]) -> Config:
 
 
 def plan_only(config: Config, params: Dict[str, Any], target: RecoveryTarget, state: str) -> Dict[str, Any]:
-    """Reads the repository only. pgdata is not checked (only reported): role pitr
-    plans against the live directory it will have moved aside before restoring."""
+    """Reads the repository only. pgdata is not checked (only reported) unless
+    in_place or start ask for the preflight a real run makes."""
     with PgClient(config.postgres) as client:
         plan = plan_restore(config, client, target, params["backup_label"] or "")
+        checks = None
+        if params["in_place"]:
+            request = request_from(params, target)
+            checks = preflight(config, client, request, plan, Repository.from_config(config)).checks
     check_creatable(os.path.abspath(params["pgdata"]), "data directory")
     locations = tablespace_locations(plan.chain[-1], params["tablespace_map"] or {})
-    return {
+    result = {
         "changed": True,
         "backup": plan.backup.label,
         "chain": [b.label for b in plan.chain],
@@ -473,6 +543,21 @@ def plan_only(config: Config, params: Dict[str, Any], target: RecoveryTarget, st
         "tablespaces": locations,
         "pgdata_state": state,
     }
+    if checks is not None:
+        result["preflight"] = checks
+    return result
+
+
+def request_from(params: Dict[str, Any], target: RecoveryTarget) -> RestoreRequest:
+    return RestoreRequest(
+        pgdata=os.path.abspath(params["pgdata"]), target=target, tool_path=params["tool_path"],
+        backup_label=params["backup_label"] or "", force=params["force"],
+        start=params["start"] or params["in_place"], port=params["port"] or 0,
+        socket_dir=params["socket_dir"] or "", standby=params["standby"],
+        primary_conninfo=params["primary_conninfo"] or "", tablespace_map=params["tablespace_map"] or {},
+        keep_archiving=params["keep_archiving"], wait_timeout=params["wait_timeout"],
+        stage_wal=params["stage_wal"], in_place=params["in_place"], aside_path=params["aside_path"] or "",
+    )
 
 
 def run(module: AnsibleModule, before: Before) -> Dict[str, Any]:
@@ -484,17 +569,16 @@ def run(module: AnsibleModule, before: Before) -> Dict[str, Any]:
     state = pgdata_state(pgdata)
     if module.check_mode:
         return plan_only(config, params, target, state)
-    request = RestoreRequest(
-        pgdata=pgdata, target=target, tool_path=params["tool_path"], backup_label=params["backup_label"] or "",
-        force=params["force"], start=params["start"], port=params["port"] or 0,
-        socket_dir=params["socket_dir"] or "", standby=params["standby"],
-        primary_conninfo=params["primary_conninfo"] or "", tablespace_map=params["tablespace_map"] or {},
-        keep_archiving=params["keep_archiving"], wait_timeout=params["wait_timeout"],
-        stage_wal=params["stage_wal"],
-    )
+    request = request_from(params, target)
     before.record(pgdata)
     with PgClient(config.postgres) as client:
-        result = restore(config, client, request)
+        try:
+            result = restore(config, client, request)
+        except RestoreFailed as exc:
+            if getattr(exc, "rolled_back", False):
+                raise FailWithResult({"msg": str(exc), "changed": True, "rolled_back": True,
+                                      "original_running": exc.original_running}) from None
+            raise
     if "primary_conninfo" in result.get("recovery_settings", {}):
         result["recovery_settings"]["primary_conninfo"] = HIDDEN
     result.update(changed=True, pgdata_state=state)

@@ -107,7 +107,7 @@ copies:
 
 import os
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import SECRET_KEYS, render_copies
@@ -119,6 +119,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil im
     remove_quietly,
     replace_file_durably,
 )
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.hostdeps import needs_for_repository
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import Refusal, run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.policy import COPY_SPEC, copy_names
 
@@ -135,6 +136,15 @@ def argument_spec() -> Dict[str, Any]:
         "owner": {"type": "str", "default": "postgres"},
         "group": {"type": "str", "default": "postgres"},
     }
+
+
+def copies_needs(params: Dict[str, Any]) -> Set[str]:
+    """Python modules the declared copies need on this host: boto3 for s3, cryptography when encrypted."""
+    needs: Set[str] = set()
+    if params["state"] == "present":
+        for copy in params["copies"] or []:
+            needs |= needs_for_repository(copy.get("type") or "posix", copy.get("encryption_key_file") or "")
+    return needs
 
 
 def drop_in_path(config_path: str) -> str:
@@ -236,7 +246,8 @@ def main() -> None:
     before = drop_in_state(path)
     # A failed write may still have made the drop-in directory, or removed the file before its fsync.
     module.exit_json(**run_module(module, "storage_copies", lambda: run(module),
-                                  changed=lambda _error: drop_in_state(path) != before))
+                                  changed=lambda _error: drop_in_state(path) != before,
+                                  needs=lambda: copies_needs(module.params)))
 
 
 if __name__ == "__main__":

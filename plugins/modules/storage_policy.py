@@ -224,6 +224,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config im
     Config,
     render_copies,
 )
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.hostdeps import needs_for_config
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.policy import (
     COPY_SPEC,
@@ -274,7 +275,9 @@ def run(params: Dict[str, Any]) -> Dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    report = run_module(module, "storage_policy", lambda: run(module.params))
+    # The probe reads every copy's storage (boto3 for s3, cryptography when encrypted).
+    report = run_module(module, "storage_policy", lambda: run(module.params),
+                        needs=lambda: needs_for_config(load(module.params)) if module.params["probe"] else ())
     for warning in report["warnings"]:
         module.warn(warning)
     if module.params["enforce"] and not report["compliant"]:

@@ -132,7 +132,7 @@ content:
 """
 
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Set
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import (
@@ -146,6 +146,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil im
     read_private_file,
     replace_file_durably,
 )
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.hostdeps import needs_for_compression
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import Refusal, run_module
 
 
@@ -183,6 +184,11 @@ def render(params):
     )
 
 
+def config_needs(params: Dict[str, Any]) -> Set[str]:
+    """Python modules the written configuration makes wal-push and backups import on this host."""
+    return needs_for_compression(params["archive_compression"]) | needs_for_compression(params["backup_compression"])
+
+
 def run(module: AnsibleModule) -> Dict[str, Any]:
     params = module.params
     path = params["path"]
@@ -209,7 +215,9 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    module.exit_json(**run_module(module, "tool_config", lambda: run(module)))
+    # Fail before writing a configuration that wal-push could not honour with this host's packages.
+    module.exit_json(**run_module(module, "tool_config", lambda: run(module),
+                                  needs=lambda: config_needs(module.params)))
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import DEFAULT_PATH, Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import config_needs, run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import open_repository_storage
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walstream import (
     load_stream_status,
@@ -174,7 +174,8 @@ def run(params: Dict[str, Any]) -> Dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    module.exit_json(**run_module(module, "wal_stream_info", lambda: run(module.params)))
+    module.exit_json(**run_module(module, "wal_stream_info", lambda: run(module.params),
+                                  needs=config_needs(module.params["config_path"])))
 
 
 if __name__ == "__main__":

@@ -7,16 +7,20 @@ registered result as JSON to a file the test reads. ansible-core has no json
 stdout callback of its own (it lives in ansible.posix) and its tree callback
 is deprecated and drops ``failed``; a registered result keeps everything
 (``failed``, ``msg``, ``diff``, ``warnings``). The inventory sets
-ansible_connection=local and ansible_python_interpreter=sys.executable, the
-interpreter that has psycopg2 and that the server's OS user can execute (so
-``become_user`` works). Secrets never go on the command line: a 0600
-extra-vars file holds them and the module args refer to them by template.
+ansible_connection=local and ansible_python_interpreter=HOST_PYTHON: the
+managed host's interpreter is the system /usr/bin/python3 with only the
+distribution packages the README lists for hosts, as in the field, never the
+developers' virtualenv (which stays the controller: ansible-playbook). The
+server's OS user can execute it, so ``become_user`` works. Secrets never go on
+the command line: a 0600 extra-vars file holds them and the module args refer
+to them by template.
 
 Also here: the archived-server setup the module tests share.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -24,10 +28,42 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+import pytest
+
 from .cluster import PgCluster
+from .prerequisites import missing
 from .repo import RepoSetup
 
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+
+# The managed host's interpreter in every test that runs a module or a role.
+HOST_PYTHON = "/usr/bin/python3"
+# What the README lists for hosts (Debian/Ubuntu): import name -> package.
+HOST_PACKAGES = {"psycopg2": "python3-psycopg2", "zstandard": "python3-zstandard", "crc32c": "python3-crc32c",
+                 "cryptography": "python3-cryptography", "boto3": "python3-boto3"}
+
+
+@functools.lru_cache(maxsize=None)
+def _host_python_lacks() -> tuple[str, ...]:
+    """The README's host packages HOST_PYTHON cannot import (-I: no user site, no PYTHONPATH)."""
+    lacking = []
+    for module, package in HOST_PACKAGES.items():
+        probe = subprocess.run([HOST_PYTHON, "-I", "-c", "import " + module], capture_output=True, check=False)
+        if probe.returncode != 0:
+            lacking.append(package)
+    return tuple(lacking)
+
+
+def host_python() -> str:
+    """HOST_PYTHON, after checking it has the README's host packages (a missing
+    prerequisite skip otherwise, a failure under make test)."""
+    if not Path(HOST_PYTHON).exists():
+        pytest.skip(missing("%s, the managed host's interpreter in tests: install python3" % HOST_PYTHON))
+    lacking = _host_python_lacks()
+    if lacking:
+        pytest.skip(missing("%s cannot import the host packages the README lists: apt-get install -y %s"
+                            % (HOST_PYTHON, " ".join(lacking))))
+    return HOST_PYTHON
 
 
 class ModuleRun:
@@ -95,7 +131,7 @@ def run_module(
         work = Path(scratch)
         inventory = work / "inventory"
         inventory.write_text(
-            "localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable
+            "localhost ansible_connection=local ansible_python_interpreter=%s\n" % host_python()
         )
         result_file = work / "result.json"
         playbook = work / "playbook.yml"

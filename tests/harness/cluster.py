@@ -61,7 +61,7 @@ def allocate_port() -> int:
     raise RuntimeError("no free port found in %d-%d" % _PORT_RANGE)
 
 
-def _quote_setting(value: Any) -> str:
+def quote_setting(value: Any) -> str:
     """Render a postgresql.conf value: bools as on/off, numbers bare, strings quoted."""
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -145,7 +145,7 @@ class PgCluster:
     def append_conf(self, conf: Mapping[str, Any], comment: str = "test settings") -> None:
         """Append settings to postgresql.conf (takes effect on reload/restart as usual)."""
         lines = ["", "# --- %s ---" % comment]
-        lines += ["%s = %s" % (key, _quote_setting(value)) for key, value in conf.items()]
+        lines += ["%s = %s" % (key, quote_setting(value)) for key, value in conf.items()]
         with open(self.datadir / "postgresql.conf", "a", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")
 

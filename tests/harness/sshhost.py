@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .paths import running_as_root
+from .prerequisites import missing
 
 SSHD = "/usr/sbin/sshd"
 REMOTE_USER = "root"
@@ -37,17 +38,22 @@ _instances = itertools.count(1)
 
 
 def unavailable_reason() -> Optional[str]:
-    """Why a namespace host cannot be made here, or None when it can."""
+    """Why a namespace host cannot be made here, or None when it can.
+
+    The reason is marked as a missing prerequisite: tests skip on it by hand
+    and fail on it under `make test` (tests/harness/prerequisites.py).
+    """
+    fix = "; `make test` as root installs it"
     if not running_as_root():
-        return "the ssh test host needs root (network namespace and sshd)"
-    for program in ("ip", "ssh", "ssh-keygen"):
+        return missing("the ssh test host needs root (network namespace and its own sshd): run the tests as root")
+    for program, package in (("ip", "iproute2"), ("ssh", "openssh-client"), ("ssh-keygen", "openssh-client")):
         if shutil.which(program) is None:
-            return "%s is not installed (apt-get install iproute2 openssh-client)" % program
+            return missing("%s is not installed (apt-get install %s%s)" % (program, package, fix))
     if not os.access(SSHD, os.X_OK):
-        return "%s is not installed (apt-get install openssh-server)" % SSHD
+        return missing("%s is not installed (apt-get install openssh-server%s)" % (SSHD, fix))
     result = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        return "ip netns is unavailable: %s" % result.stderr.strip()
+        return missing("ip netns is unavailable (%s): the tests need network namespaces" % result.stderr.strip())
     return None
 
 

@@ -20,6 +20,8 @@ from typing import Mapping
 
 import pytest
 
+from harness.ansible import host_python
+
 from test_backup import archived  # noqa: F401  pylint: disable=unused-import
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -87,7 +89,7 @@ def test_their_repo_installs_the_built_tarball_and_mixes_their_role_with_ours(ar
     (repo / "requirements.yml").write_text("---\ncollections:\n  - name: %s\n    type: file\n" % tarball)
     (repo / "ansible.cfg").write_text("[defaults]\ncollections_path = ./collections\nroles_path = ./roles\n")
     host = {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "ansible_connection": "local", "ansible_python_interpreter": host_python(),
         # sudo keeps pipelining on (su needs a terminal): one process per task, no module file copies.
         "ansible_become_method": "ansible.builtin.sudo" if shutil.which("sudo") else "ansible.builtin.su",
         "their_app_bindir": str(db.bindir), "their_app_socket": str(db.socket_dir), "their_app_port": db.port,

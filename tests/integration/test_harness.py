@@ -89,7 +89,8 @@ def test_tool_installed_and_runnable_by_server_user(tool, pg_cluster: PgCluster)
     # Re-running the installer is idempotent and leaves the venv alone.
     python_inode = (tool.prefix / "pyvenv.cfg").stat().st_ino
     rerun = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tools" / "install_tool.py"), "--prefix", str(tool.prefix)],
+        [sys.executable, str(REPO_ROOT / "tools" / "install_tool.py"), "--prefix", str(tool.prefix),
+         "--packages", "pip"],
         capture_output=True, text=True, check=False,
     )
     assert rerun.returncode == 0, rerun.stderr

@@ -125,6 +125,45 @@ def test_metrics_and_check_follow_the_cluster_through_failures(archived, rk_sess
     assert value(families, "restorekeeper_last_backup_age_seconds", type="full") >= 0
     code, line = check(arch)
     assert code == 3, line
-    assert line.startswith("RESTOREKEEPER UNKNOWN - server unreadable: psql: the server is not reachable")
+    assert line.startswith("RESTOREKEEPER UNKNOWN - server unreachable: psql: the server is not reachable")
     json_status = json.loads(arch.rk("metrics", "--json").stdout)
     assert json_status["server"]["up"] is False and json_status["repository"]["up"] is True
+
+
+def test_archiving_alert_survives_an_unreadable_backup_volume(archived):  # noqa: F811
+    """The backup volume re-permissioned (chmod 000, as an unmounted volume's
+    mount point can be) while the server keeps trying to archive: the check is
+    CRITICAL for the failing archiver and names the repository unreadable; the
+    metrics keep the archive series, with restorekeeper_repository_readable 0."""
+    arch = archived(15)
+    arch.backup()
+    repo = arch.setup.repo_path
+    mode = stat.S_IMODE(repo.stat().st_mode)
+    repo.chmod(0)
+    try:
+        def failing() -> bool:
+            arch.cluster.switch_wal()
+            return int(arch.cluster.scalar("select failed_count from pg_stat_archiver")) > 0
+
+        arch.cluster.execute("CREATE TABLE t AS SELECT 1 AS id")
+        wait_until(failing, timeout=60, interval=0.5, message="archiving into an unreadable repository fails")
+
+        code, line = check(arch)
+        text = line.split(" | ")[0]
+        assert code == 2, line
+        assert text.startswith("RESTOREKEEPER CRITICAL - archiving is failing: "), line
+        assert "; UNKNOWN: repository unreadable: repository path %s " % repo in text, line
+        assert "server" not in text, line  # the server answered: it is not what failed
+
+        result = arch.rk("metrics")
+        families = parse_exposition(result.stdout)
+        assert value(families, "restorekeeper_archive_failing") == 1
+        assert value(families, "restorekeeper_archive_failures_total") > 0
+        assert value(families, "restorekeeper_archive_ready_files") >= 1
+        assert value(families, "restorekeeper_up", source="server") == 1
+        assert value(families, "restorekeeper_up", source="repository") == 0
+        assert value(families, "restorekeeper_repository_readable") == 0
+    finally:
+        repo.chmod(mode)
+    families = parse_exposition(arch.rk("metrics").stdout)
+    assert value(families, "restorekeeper_repository_readable") == 1

@@ -15,7 +15,7 @@ from typing import Any, Dict
 import pytest
 
 from harness import make_user_dir
-from harness.ansible import run_module as run_any_module
+from harness.ansible import host_python, run_module as run_any_module
 
 from test_backup import Archived  # noqa: F401
 from test_backup import archived  # noqa: F401  pylint: disable=unused-import
@@ -137,7 +137,7 @@ def test_role_archiving_derives_archive_timeout_from_the_tier(archived, ansible_
     playbook = tmp_path / "archiving.yml"
     playbook.write_text(ARCHIVING_PLAYBOOK)
     base = {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "ansible_connection": "local", "ansible_python_interpreter": host_python(),
         "ansible_become_method": "ansible.builtin.su",
         "archiving_prefix": str(tool.prefix), "archiving_python": str(tool.python),
         "archiving_config_path": str(arch.setup.config_path), "archiving_repository_path": str(arch.setup.repo_path),

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Mapping
 import pytest
 
 from harness import run_as
+from harness.ansible import host_python
 from harness.paths import ensure_public_dir
 from test_backup import Archived  # noqa: F401  (fixture helpers shared with the backup tests)
 from test_backup import archived  # noqa: F401  pylint: disable=unused-import
@@ -40,7 +41,7 @@ def write_inventory(path: Path, variables: Mapping[str, Any]) -> None:
     """Group `databases` (the playbook's default hosts) with localhost; JSON is YAML."""
     host = {
         "ansible_connection": "local",
-        "ansible_python_interpreter": sys.executable,
+        "ansible_python_interpreter": host_python(),
         "ansible_become_method": "ansible.builtin.su",
         **variables,
     }

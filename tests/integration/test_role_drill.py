@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Mapping
 import pytest
 
 from harness import make_user_dir, run_as
+from harness.ansible import host_python
 from test_backup import Archived  # noqa: F401  (fixture helpers shared with the backup tests)
 from test_backup import archived  # noqa: F401  pylint: disable=unused-import
 from test_drill import seeded
@@ -44,7 +45,7 @@ def host_vars(arch: Archived, base: Path) -> Dict[str, Any]:
         (base / scheduler_dir).mkdir(exist_ok=True)
     return {
         "ansible_connection": "local",
-        "ansible_python_interpreter": sys.executable,
+        "ansible_python_interpreter": host_python(),
         "ansible_become_method": "ansible.builtin.su",
         "drill_cluster_name": arch.setup.cluster_name,
         "drill_config_path": str(arch.setup.config_path),
@@ -193,7 +194,7 @@ def test_fleet_playbook_summarises_every_host_and_fails_at_the_end(archived, ans
     # connection (an interpreter that leaves a trace), with a config reaching the server over TCP.
     trace = make_user_dir(rk_session_dir / "drillbox", good.cluster.os_user, 0o777) / "trace"
     wrapper = rk_session_dir / "drillbox" / "python"
-    wrapper.write_text("#!/bin/sh\necho drillbox >> %s\nexec %s \"$@\"\n" % (trace, sys.executable))
+    wrapper.write_text("#!/bin/sh\necho drillbox >> %s\nexec %s \"$@\"\n" % (trace, host_python()))
     wrapper.chmod(0o755)
     drill_config = good.setup.config_path.with_name("drill-host.conf")
     drill_config.write_text(good.setup.config_path.read_text().replace(

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from harness import make_user_dir, run_as
+from harness.ansible import host_python
 from harness.exposition import parse_exposition, value
 from test_backup import archived  # noqa: F401  pylint: disable=unused-import
 from test_role_drill import exec_start, output, play, recap, write_inventory
@@ -36,7 +37,7 @@ def test_role_installs_metrics_schedule_and_check_files(archived, ansible_env, r
         (base / scheduler_dir).mkdir()
     textfile_dir = base / "textfile"
     variables = {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "ansible_connection": "local", "ansible_python_interpreter": host_python(),
         "ansible_become_method": "ansible.builtin.su",
         "monitoring_config_path": str(arch.setup.config_path), "monitoring_prefix": str(arch.tool.prefix),
         "monitoring_os_user": owner, "monitoring_os_group": grp.getgrgid(pwd.getpwnam(owner).pw_gid).gr_name,

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping
 import pytest
 
 from harness import make_user_dir, run_as
-from harness.ansible import run_module
+from harness.ansible import host_python, run_module
 from harness.paths import ensure_public_dir
 from test_backup import Archived, pgbench_init  # noqa: F401
 from test_backup import archived  # noqa: F401  pylint: disable=unused-import
@@ -44,7 +44,7 @@ _numbers = itertools.count(1)
 def write_inventory(path: Path, variables: Mapping[str, Any]) -> None:
     """Group `databases` (the playbook's default hosts) with localhost; JSON is YAML.
     The file holds test credentials, so it is private like a vault would be."""
-    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+    host = {"ansible_connection": "local", "ansible_python_interpreter": host_python(),
             "ansible_become_method": "ansible.builtin.su", **variables}
     path.touch(mode=0o600)
     path.write_text(json.dumps({"all": {"children": {"databases": {"hosts": {"localhost": host}}}}}, indent=1))

@@ -25,7 +25,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils import wa
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage_posix import PosixStorage
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walstream import load_stream_status
 from harness import wait_until
-from harness.ansible import run_module
+from harness.ansible import host_python, run_module
 from harness.paths import ensure_public_dir
 from test_backup import Archived  # noqa: F401
 from test_backup import archived  # noqa: F401  pylint: disable=unused-import
@@ -259,7 +259,7 @@ def test_role_in_daemon_mode_converges_and_streams_synchronously(archived, ansib
     }
     inventory = tmp_path / "inventory.json"
     inventory.write_text(json.dumps({"all": {"hosts": {"localhost": {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "ansible_connection": "local", "ansible_python_interpreter": host_python(),
         "ansible_become_method": "ansible.builtin.su", **role_vars}}}}))
     playbook = tmp_path / "walstream.yml"
     playbook.write_text(json.dumps([{"name": "Stream WAL to the backup host", "hosts": "localhost",

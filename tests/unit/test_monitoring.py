@@ -196,12 +196,78 @@ def test_unreadable_source_is_unknown_but_measured_problems_win():
     down = status(server={"up": False, "error": "psql: the server is not reachable\nat the socket"})
     state, line = check(down)
     assert state == monitoring.UNKNOWN
-    assert line.startswith("RESTOREKEEPER UNKNOWN - server unreadable: psql: the server is not reachable at the socket")
+    assert line.startswith("RESTOREKEEPER UNKNOWN - server unreachable: psql: the server is not reachable at the socket")
     assert "archive_lag" not in line  # no perfdata for what was not measured
     worse = status(server=down["server"], copies={"up": True, "error": "", "copies": [
         {"name": "offsite", "reachable": True, "lag_seconds": 7200.0, "wal_files_missing": 9, "backups_missing": []}]})
     state, line = check(worse)
-    assert state == monitoring.CRITICAL and "UNKNOWN: server unreadable" in line and "copy offsite lags 2h" in line
+    assert state == monitoring.CRITICAL and "UNKNOWN: server unreachable" in line and "copy offsite lags 2h" in line
+
+
+def unreadable_volume() -> Dict:
+    """The backup volume gone while the archiver fails: what collect() records."""
+    gone = "cannot list /backup/main/wal: [Errno 13] Permission denied. HINT: check the mount"
+    archive = dict(status()["server"]["archive"], failed_count=4, failing=True, last_failed_wal="00000001000000000000000B",
+                   last_failed_time=iso(NOW - 5), ready_backlog=3, rpo_exposure_seconds=None, segments_behind=None,
+                   last_in_repository=None, repository_error=gone)
+    return status(repository={"up": False, "error": gone, "failure": "unreadable"},
+                  server={"up": True, "error": "", "archive": archive},
+                  drill={"up": False, "error": gone, "failure": "unreadable"},
+                  stream={"up": False, "error": gone, "failure": "unreadable"})
+
+
+def test_unreadable_repository_keeps_the_archivers_failure_critical():
+    state, line = check(unreadable_volume())
+    assert state == monitoring.CRITICAL, line
+    text = line.split(" | ")[0]
+    assert text.startswith("RESTOREKEEPER CRITICAL - archiving is failing: 4 failures, the last at ")
+    assert "; UNKNOWN: repository unreadable: cannot list /backup/main/wal: [Errno 13] Permission denied" in text
+    # One cause, named once: neither the server (it answered) nor what is stored in the repository.
+    assert "server" not in text and "drill" not in text and "stream" not in text and "archive lag unknown" not in text
+    assert "archive_lag=U;300;900" in line.split(" | ")[1].split()
+
+
+def test_unreadable_repository_keeps_the_archive_series():
+    families = parse_exposition(monitoring.render_textfile(monitoring.samples(unreadable_volume())))
+    assert value(families, "restorekeeper_archive_failing") == 1
+    assert value(families, "restorekeeper_archive_failures_total") == 4
+    assert value(families, "restorekeeper_archive_ready_files") == 3
+    assert value(families, "restorekeeper_up", source="server") == 1
+    assert value(families, "restorekeeper_up", source="repository") == 0
+    assert value(families, "restorekeeper_repository_readable") == 0
+    assert "restorekeeper_archive_lag_seconds" not in families  # unknown, not a fake 0
+    healthy = parse_exposition(monitoring.render_textfile(monitoring.samples(status())))
+    assert value(healthy, "restorekeeper_repository_readable") == 1
+
+
+def test_lag_unknown_when_only_the_servers_listing_failed():
+    data = unreadable_volume()
+    data["repository"] = status()["repository"]
+    state, line = check(data)
+    assert state == monitoring.CRITICAL
+    assert "UNKNOWN: archive lag unknown: repository unreadable: cannot list /backup/main/wal" in line
+    families = parse_exposition(monitoring.render_textfile(monitoring.samples(data)))
+    assert value(families, "restorekeeper_repository_readable") == 0
+
+
+def test_failures_say_unreadable_only_when_reading_failed():
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import StorageError
+
+    def raising(exc):
+        def source():
+            raise exc
+        return source
+
+    read = monitoring._source(raising(StorageError("cannot list /r: Permission denied")))
+    assert monitoring.source_failure("repository", read) == "repository unreadable: cannot list /r: Permission denied"
+    other = monitoring._source(raising(ConfigError("bad setting")))
+    assert monitoring.source_failure("copies", other) == "copies failed: bad setting"
+    server = monitoring._source(raising(StorageError("cannot list /r")), failure="unreachable")
+    assert monitoring.source_failure("server", server).startswith("server unreachable: ")
+    # A repository that was read, but is not what is expected, stays "readable".
+    data = status(repository={"up": False, "error": "bad", "failure": "failed"})
+    assert monitoring.repository_readable(data)
+    assert check(data)[1].startswith("RESTOREKEEPER UNKNOWN - repository failed: bad")
 
 
 def test_policy_only_judged_when_required():
@@ -259,7 +325,7 @@ def test_command_with_every_source_failing_but_one(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == monitoring.CRITICAL and len(out.splitlines()) == 1
     assert out.startswith("RESTOREKEEPER CRITICAL - no complete base backup")
-    assert "UNKNOWN: server unreadable: psql not found" in out and "UNKNOWN: copy second unreachable" in out
+    assert "UNKNOWN: server unreachable: psql not found" in out and "UNKNOWN: copy second unreachable" in out
 
 
 def test_command_unknown_on_bad_configuration_and_usage(tmp_path, capsys):

@@ -28,6 +28,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres 
     parse_bool,
     parse_seconds,
 )
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils import serversettings
 from ansible_collections.restorekeeper.postgresql.plugins.modules import wal_archiving
 
 # ------------------------------------------------------------- durations
@@ -253,11 +254,11 @@ def test_configured_value_prefers_pending_file_entry():
         # An invalid entry is ignored by the server: the running value counts.
         "archive_command": {"setting": "x", "error": "invalid value"},
     }
-    configured = wal_archiving.configured_values(live, files)
+    configured = serversettings.configured_values(live, files)
     assert configured == {"archive_mode": "on", "archive_timeout": "1min", "wal_level": "replica",
                           "archive_command": "bad"}
     # Without pg_file_settings access the running values are all we know.
-    assert wal_archiving.configured_values(live, None)["archive_mode"] == "off"
+    assert serversettings.configured_values(live, None)["archive_mode"] == "off"
 
 
 def _module_params(**overrides):
@@ -269,26 +270,26 @@ def _module_params(**overrides):
 
 
 def test_desired_values_never_lower_logical():
-    desired = wal_archiving.desired_values(_module_params(), {"wal_level": "logical"}, 180000)
+    desired = serversettings.desired_values(_module_params(), {"wal_level": "logical"}, 180000)
     assert desired["wal_level"] == "logical"
     assert desired["archive_command"].endswith("wal-push --config /etc/rk.conf %p %f")
     assert desired["archive_timeout"] == "60s"
 
 
 def test_desired_values_refusals():
-    with pytest.raises(wal_archiving.Refusal, match="allow_archive_mode_always"):
-        wal_archiving.desired_values(_module_params(archive_mode="always"), {}, 180000)
-    assert wal_archiving.desired_values(
+    with pytest.raises(serversettings.Refusal, match="allow_archive_mode_always"):
+        serversettings.desired_values(_module_params(archive_mode="always"), {}, 180000)
+    assert serversettings.desired_values(
         _module_params(archive_mode="always", allow_archive_mode_always=True), {}, 180000
     )["archive_mode"] == "always"
-    with pytest.raises(wal_archiving.Refusal, match="PostgreSQL 17 or later"):
-        wal_archiving.desired_values(_module_params(summarize_wal=True), {}, 160004)
-    with pytest.raises(wal_archiving.Refusal, match="archive_timeout"):
-        wal_archiving.desired_values(_module_params(archive_timeout="soon"), {}, 180000)
+    with pytest.raises(serversettings.Refusal, match="PostgreSQL 17 or later"):
+        serversettings.desired_values(_module_params(summarize_wal=True), {}, 160004)
+    with pytest.raises(serversettings.Refusal, match="archive_timeout"):
+        serversettings.desired_values(_module_params(archive_timeout="soon"), {}, 180000)
 
 
 def test_disabled_sets_archive_mode_off_and_empties_the_command():
-    assert wal_archiving.desired_values(_module_params(state="disabled"), {}, 180000) == {
+    assert serversettings.desired_values(_module_params(state="disabled"), {}, 180000) == {
         "archive_mode": "off", "archive_command": ""}
 
 
@@ -317,12 +318,12 @@ def test_access_problem_finds_an_untraversable_parent(public_dir):
             pytest.skip("tmp_path is already under a closed directory")
     locked.chmod(0o700)
     nobody = 65534
-    problem = wal_archiving.access_problem(str(tool), nobody, 1)
+    problem = serversettings.access_problem(str(tool), nobody, 1)
     assert problem and str(locked) in problem
     locked.chmod(0o755)
-    assert wal_archiving.access_problem(str(tool), nobody, 1) is None
+    assert serversettings.access_problem(str(tool), nobody, 1) is None
     conf = locked / "conf"
     conf.write_text("x")
     conf.chmod(0o600)
-    assert "not readable" in wal_archiving.access_problem(str(conf), nobody, 4)
-    assert wal_archiving.access_problem(str(Path("/")), 0, 4) is None
+    assert "not readable" in serversettings.access_problem(str(conf), nobody, 4)
+    assert serversettings.access_problem(str(Path("/")), 0, 4) is None

@@ -101,7 +101,6 @@ def test_header_checksum_is_verified():
 
 
 def test_crc32c_digests_match_postgresql_manifest_format():
-    pytest.importorskip("crc32c")
     from ansible_collections.restorekeeper.postgresql.plugins.module_utils.manifest import CRC32C, new_hasher
 
     hasher = new_hasher(CRC32C)
