@@ -240,7 +240,10 @@ def tool() -> InstalledTool:
     existing = os.environ.get("RESTOREKEEPER_TEST_TOOL")
     if existing:
         prefix = Path(existing)
-        return InstalledTool(prefix=prefix, bin=prefix / "bin" / "restorekeeper", python=prefix / "bin" / "python")
+        launcher = prefix / "bin" / "restorekeeper"
+        # The launcher's first line names its interpreter: the venv's (pip mode) or the host's (distribution mode).
+        python = Path(launcher.read_text(encoding="utf-8").splitlines()[0][2:].split()[0])
+        return InstalledTool(prefix=prefix, bin=launcher, python=python)
     return install_tool()
 
 

@@ -368,6 +368,8 @@ def extract_archive(storage, key: str, codec: str, destination: str, timer: Time
                 else:
                     raise CorruptObject("unexpected tar member type for %s" % member.name)
         except Exception as exc:  # decompression and tar format errors surface here
+            if isinstance(exc, RestorekeeperError) and not isinstance(exc, CorruptObject):
+                raise  # e.g. a missing Python package: never blame the stored file for it
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES):
                 raise RestoreFailed("cannot write the restored files to %s: %s" % (destination, exc)) from None
             reason = exc.message if isinstance(exc, CorruptObject) else str(exc)

@@ -16,6 +16,7 @@ so the copy never shares a pid file, socket or archive with the source.
 from __future__ import annotations
 
 import os
+import struct
 from typing import Any, Dict, List, Optional, Tuple
 
 from .fsutil import replace_file_durably
@@ -29,7 +30,7 @@ SOURCE_PATH_SETTINGS = frozenset({"data_directory", "config_file", "hba_file", "
 
 _CAPTURE_SQL = (
     "SELECT current_setting('data_directory'), current_setting('config_file'), current_setting('hba_file'), "
-    "current_setting('ident_file'), pg_backend_pid()"
+    "current_setting('ident_file'), (SELECT system_identifier FROM pg_control_system())"
 )
 _SETTINGS_SQL = ("SELECT name, setting, sourcefile FROM pg_file_settings "
                  "WHERE error IS NULL AND name IS NOT NULL ORDER BY seqno")
@@ -39,19 +40,19 @@ def _inside(path: str, directory: str) -> bool:
     return os.path.normpath(path).startswith(os.path.normpath(directory).rstrip("/") + "/")
 
 
-def _server_is_local(data_directory: str, backend_pid: int) -> bool:
+def _server_is_local(data_directory: str, system_identifier: int) -> bool:
     """Files named by the server are only read when the server runs on this
-    host: its backend process is ours to see and its data directory is here.
-    A backup taken over the network from another host must not record this
+    host: the data directory it names is here and its control file holds the
+    server's system identifier. A backup taken over the network from another
+    host with the same paths (a fleet often has them) must not record this
     host's files as the source's."""
-    if not os.path.isdir("/proc/%d" % backend_pid):
-        return False
     try:
-        return os.path.realpath(os.readlink("/proc/%d/cwd" % backend_pid)) == os.path.realpath(data_directory)
-    except PermissionError:  # another user's backend: the data directory must at least be here
-        return os.path.exists(os.path.join(data_directory, "PG_VERSION"))
+        with open(os.path.join(data_directory, "global", "pg_control"), "rb") as handle:
+            head = handle.read(8)
     except OSError:
         return False
+    # pg_control starts with the system identifier, a uint64 in the server's byte order.
+    return len(head) == 8 and struct.unpack("=Q", head)[0] == system_identifier
 
 
 def _read_text(path: str) -> Optional[str]:
@@ -68,14 +69,14 @@ def capture(client) -> Dict[str, Any]:
     directory (the backup itself carries them); otherwise the effective
     settings and the hba/ident text, or why they could not be recorded."""
     row = client.query(_CAPTURE_SQL)[0]
-    data_directory, config_file, hba_file, ident_file, backend_pid = row[0], row[1], row[2], row[3], int(row[4])
+    data_directory, config_file, hba_file, ident_file, system_identifier = row[0], row[1], row[2], row[3], int(row[4])
     captured: Dict[str, Any] = {"data_directory": data_directory, "config_file": config_file,
                                 "hba_file": hba_file, "ident_file": ident_file}
     outside = [path for path in (config_file, hba_file, ident_file) if not _inside(path, data_directory)]
     captured["split"] = bool(outside)
     if not outside:
         return captured
-    if not _server_is_local(data_directory, backend_pid):
+    if not _server_is_local(data_directory, system_identifier):
         captured["captured"] = False
         captured["reason"] = "the server does not run on the host that took the backup"
         return captured

@@ -413,6 +413,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config im
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import (
     FailWithResult,
     Refusal,
+    config_needs,
     run_module,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
@@ -591,7 +592,8 @@ def main() -> None:
     # Planning refusals come before pgdata is touched; a failure after that
     # (extraction, recovery stopping short) leaves a restored directory behind.
     module.exit_json(**run_module(module, "restore", lambda: run(module, before),
-                                  changed=lambda _error: before.touched(os.path.abspath(module.params["pgdata"]))))
+                                  changed=lambda _error: before.touched(os.path.abspath(module.params["pgdata"])),
+                                  needs=config_needs(module.params["config_path"])))
 
 
 if __name__ == "__main__":

@@ -425,7 +425,12 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.drill imp
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.drillreport import write_reports
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import FailWithResult, Refusal, run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import (
+    FailWithResult,
+    Refusal,
+    config_needs,
+    run_module,
+)
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import parse_seconds
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.recovery import build_target
@@ -687,7 +692,7 @@ def main() -> None:
     # Before the drill: a refusal, nothing done. During it: the source may
     # already carry the drill's restore point and a switched WAL segment.
     result = run_module(module, "restore_drill", lambda: run(module, progress),
-                        changed=lambda _error: progress.started)
+                        changed=lambda _error: progress.started, needs=config_needs(module.params["config_path"]))
     if result["result"] == "fail" and module.params["fail_on_drill_failure"]:
         result["msg"] = "%s - %s" % (summary_line(result), "; ".join(result["failure_reasons"]))
         module.fail_json(**result)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils import serverconfig
@@ -79,3 +81,12 @@ def test_a_start_up_failure_without_fatal_names_the_postmasters_words():
     explained = explain_failure(log, build_target(latest=True))
     assert "could not access the server configuration file" in explained
     assert "no error in its log" not in explained
+
+
+def test_configuration_is_read_only_from_the_servers_own_host(tmp_path):
+    (tmp_path / "global").mkdir()
+    (tmp_path / "global" / "pg_control").write_bytes(struct.pack("=Q", 7312345678901234567) + b"\0" * 100)
+    assert serverconfig._server_is_local(str(tmp_path), 7312345678901234567)
+    # Same paths on another host of the fleet: another system identifier.
+    assert not serverconfig._server_is_local(str(tmp_path), 7312345678901234568)
+    assert not serverconfig._server_is_local(str(tmp_path / "elsewhere"), 7312345678901234567)
