@@ -402,8 +402,8 @@ def _repository(path: str, section: str, values: Dict[str, str]) -> RepositoryCo
             raise ConfigError("%s: [%s] bucket is required for type s3" % (path, section))
         problem = endpoint_url_problem(options.get("endpoint_url", ""))
         if problem:
-            raise ConfigError("%s: [%s] endpoint_url %r %s" % (path, section, redacted_url(options["endpoint_url"]),
-                                                                problem), ENDPOINT_URL_HINT)
+            shown = redacted_url(options["endpoint_url"])
+            raise ConfigError("%s: [%s] endpoint_url %r %s" % (path, section, shown, problem), ENDPOINT_URL_HINT)
         return RepositoryConfig(backend, location, options, key_file)
     if options:
         raise ConfigError("%s: [%s] %s only apply to type s3" % (path, section, ", ".join(sorted(options))))

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, T
 
 from . import compression, serverconfig, wal
 from .catalog import BackupInfo, Catalog, backup_prefix, utc_iso
-from .config import Config, PostgresConfig
+from .config import Config
 from .errors import CorruptObject, RestorekeeperError
 from .manifest import (
     MANIFEST_NAME,
@@ -510,8 +510,8 @@ def preflight(config: Config, client: PgClient, request: RestoreRequest, plan: R
         aside = check_target_directory(request.pgdata, request.force)
     check_creatable(request.pgdata, "data directory")
     if aside and os.path.lexists(aside):
-        raise RestoreFailed("%s already exists" % aside, "remove it or choose another moved-aside path; nothing was "
-                                                        "stopped or moved")
+        raise RestoreFailed("%s already exists" % aside,
+                            "remove it or choose another moved-aside path; nothing was stopped or moved")
     record = plan.chain[-1].record
     manifest = parse_manifest(repository.storage.get_bytes(backup_prefix(config.cluster, plan.chain[-1].label)
                                                            + MANIFEST_NAME))

@@ -114,4 +114,3 @@ class DebianCluster:
             else:
                 path.unlink(missing_ok=True)
         self.logfile.unlink(missing_ok=True)
-

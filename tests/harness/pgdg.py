@@ -138,4 +138,3 @@ class PgdgCluster:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-

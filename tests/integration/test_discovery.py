@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -45,7 +46,7 @@ DEBIAN_BINDIR = Path("/usr/lib/postgresql/15/bin")
 needs_debian_15 = pytest.mark.skipif(
     not shutil.which("pg_createcluster") or not (DEBIAN_BINDIR / "postgres").exists(),
     reason=missing("Debian postgresql-common and postgresql-15 (apt-get install postgresql-common postgresql-15)"))
-_names = iter(range(1, 1000))
+_names = itertools.count(1)
 
 
 class DebianCluster:
@@ -68,7 +69,7 @@ class DebianCluster:
 def debian_cluster(rk_session_dir: Path) -> Iterator[DebianCluster]:
     """A postgresql-common cluster 15/rk-disc-<pid>-N on its own port and socket
     directories, with a conf.d include; always dropped afterwards."""
-    name = "rk-disc-%d-%d" % (os.getpid(), next(_names))
+    name = "rk-disc-%d-%d" % (os.getpid(), next(_names, 0))
     base = make_user_dir(rk_session_dir / ("deb%s" % name.rsplit("-", 1)[1]), "postgres", 0o755)
     cluster = DebianCluster(name, allocate_port(), make_user_dir(base / "s1", "postgres", 0o755),
                             make_user_dir(base / "s2", "postgres", 0o755))

@@ -6,7 +6,9 @@ import struct
 
 import pytest
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils import serverconfig
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils import restoreprep, serverconfig
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.discovery import ClusterLayout
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.recovery import build_target
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore import explain_failure
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restoreprep import (
@@ -90,3 +92,17 @@ def test_configuration_is_read_only_from_the_servers_own_host(tmp_path):
     # Same paths on another host of the fleet: another system identifier.
     assert not serverconfig._server_is_local(str(tmp_path), 7312345678901234568)
     assert not serverconfig._server_is_local(str(tmp_path / "elsewhere"), 7312345678901234567)
+
+
+def test_an_in_place_restore_of_a_patroni_managed_cluster_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "PG_VERSION").write_text("16\n")
+    layout = ClusterLayout(
+        layout="initdb", major_version=16, data_directory=str(tmp_path),
+        config_file=str(tmp_path / "postgresql.conf"), hba_file=str(tmp_path / "pg_hba.conf"),
+        ident_file=str(tmp_path / "pg_ident.conf"), config_directory=str(tmp_path), includes=(), bindir="/usr/bin",
+        port=5432, socket_directory="/tmp", log_file="", service="", debian_cluster="", owner="postgres",
+        running_pid=4321, ha_manager="patroni", ha_detail="patroni process 1234 (/etc/patroni.yml)")
+    monkeypatch.setattr(restoreprep, "discover", lambda pgdata: layout)
+    with pytest.raises(RestorekeeperError) as caught:
+        restoreprep.live_cluster(str(tmp_path), "an in-place restore")
+    assert "patroni" in str(caught.value).lower() and "docs/patroni.md" in str(caught.value)
