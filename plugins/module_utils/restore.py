@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, T
 from . import compression, serverconfig, wal
 from .catalog import BackupInfo, Catalog, backup_prefix, utc_iso
 from .config import Config
+from .discovery import ClusterLayout
 from .errors import CorruptObject, RestorekeeperError
 from .manifest import (
     MANIFEST_NAME,
@@ -36,6 +37,9 @@ from .manifest import (
 from .pgclient import PgClient, PostgresError
 from .recovery import RecoveryTarget, TargetError, recovery_settings, write_recovery_config
 from .repository import Repository
+from .restoreprep import (ClusterControl, ConfigurationPlan, check_binaries, check_free_space, check_python_packages,
+                          configuration_plan, live_cluster, running_pid, server_bindir)
+from .services import ServiceError
 from .tarstream import DIRECTORY, FILE, SYMLINK, TarMember, TarReader
 from .timelines import (
     Leg,
@@ -49,9 +53,6 @@ from .timelines import (
     resolve_timeline,
     timeline_path,
 )
-from .discovery import ClusterLayout
-from .restoreprep import (ClusterControl, ConfigurationPlan, check_binaries, check_free_space, check_python_packages,
-                          configuration_plan, live_cluster, running_pid, server_bindir)
 from .walarchive import WalArchive, restore_command
 from .walinspect import WalInspector
 from .walstage import WalStager, stage_directory, stage_limit, staged_restore_command, wal_to_stage
@@ -525,6 +526,11 @@ def preflight(config: Config, client: PgClient, request: RestoreRequest, plan: R
         checks["binaries"] = check_binaries(server, major, len(plan.chain))
     checks["space"] = check_free_space(request.pgdata, int(record.get("database_size") or manifest.total_size), aside)
     if live is not None:
+        if live.major_version != major:
+            raise RestoreFailed("the backup is of PostgreSQL %d but the cluster at %s is PostgreSQL %d"
+                                % (major, request.pgdata, live.major_version),
+                                "restore into a new directory (and upgrade it with pg_upgrade), or choose a backup "
+                                "of this cluster; nothing was stopped")
         ClusterControl(live, server).check_control()
         checks["cluster"] = live.as_dict()
     return Preflight(bindir, live, aside, configuration, checks)
@@ -599,9 +605,9 @@ def roll_back(exc: BaseException, request: RestoreRequest, aside: Optional[str],
     done = "rolled back: %s is as it was before the restore" % request.pgdata
     pid = None
     if was_running and control is not None:
-        pid = control.start_and_wait(request.pgdata.rstrip("/") + ".restorekeeper.log")
+        pid = control.start_and_wait()
         done += (", and its server runs again (pid %d)" % pid) if pid else \
-            ", but its server did not start again: start it by hand (%s)" % " ".join(control.start_argv("<log>"))
+            ", but its server did not start again: start it by hand (%s)" % " ".join(control.service.start_argv)
     error = RestoreFailed("%s; %s" % (message, done), hint)
     error.rolled_back = True
     error.original_running = pid is not None if was_running else None
@@ -726,19 +732,23 @@ def _start_and_watch(config: Config, client: PgClient, request: RestoreRequest, 
                                       database="postgres")
     client = PgClient(server)  # the restored server, through the same binaries
     own_log = request.pgdata.rstrip("/") + ".restorekeeper.log"
-    log_path = control.log_file(own_log) if control else own_log
+    log_path = control.log_file if control else own_log
     offset = _size_of(log_path)  # a cluster's own log holds its earlier runs too
     started = time.monotonic()
     if control:
-        launch = control.start(log_path)
         how = control.method
+        try:
+            control.start()
+        except ServiceError as exc:
+            raise RestoreFailed("%s could not start the restored server: %s" % (how, exc.message),
+                                log_excerpt(log_path, offset=offset)) from None
     else:
+        how = "pg_ctl"
         launch = client.run("pg_ctl", ["-D", request.pgdata, "-l", log_path, "-W", "start"], capture_output=True,
                             text=True)
-        how = "pg_ctl"
-    if launch.returncode != 0:
-        raise RestoreFailed("%s could not start the restored server: %s" % (how, (launch.stderr or launch.stdout).strip()),
-                            log_excerpt(log_path, offset=offset))
+        if launch.returncode != 0:
+            raise RestoreFailed("pg_ctl could not start the restored server: %s" % launch.stderr.strip(),
+                                log_excerpt(log_path, offset=offset))
     watcher = RecoveryWatcher(client, request, plan, log_path, offset)
     outcome = watcher.wait(started, timer)
     outcome["log_file"] = log_path

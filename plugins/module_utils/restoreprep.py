@@ -23,6 +23,7 @@ from typing import Any, Dict, List, NamedTuple, Optional
 from . import serverconfig
 from .discovery import ClusterLayout, DiscoveryError, bindir_for_version, discover, refuse_ha_managed
 from .errors import RestorekeeperError
+from .services import ServiceError, cluster_service, run_service_command
 from .manifest import CRC32C
 
 # Room kept free beyond the restored files, for WAL replayed and staged and
@@ -160,21 +161,29 @@ def check_free_space(pgdata: str, needed: int, aside: Optional[str]) -> Dict[str
 
 # --------------------------------------------------------------- the cluster
 class ClusterControl:
-    """Stops and starts one cluster the way it normally is: pg_ctlcluster for
-    a postgresql-common cluster, pg_ctl on its configuration directory
-    otherwise. Runs as the cluster's owner."""
+    """Stops and starts the cluster a restore replaces, as its owner and the
+    way it normally starts (services.py): pg_ctlcluster for a postgresql-common
+    cluster, pg_ctl on its configuration directory otherwise. Under systemd the
+    role stops and starts the unit itself (root), around this."""
 
-    def __init__(self, layout: ClusterLayout, client: Any) -> None:
+    def __init__(self, layout: ClusterLayout, client: Any, log_file: str = "") -> None:
         self.layout = layout
         self.client = client
+        manager = "pg_ctlcluster" if layout.debian_cluster and shutil.which("pg_ctlcluster") else "pg_ctl"
+        own_log = log_file or layout.data_directory.rstrip("/") + ".restorekeeper.log"
+        self.service = cluster_service(layout._replace(bindir=os.path.dirname(client.program("pg_ctl"))),
+                                       manager=manager, log_file=own_log if manager == "pg_ctl" else "",
+                                       timeout=STOP_TIMEOUT_SECONDS)
 
     @property
     def method(self) -> str:
-        return "pg_ctlcluster" if self.layout.debian_cluster and shutil.which("pg_ctlcluster") else "pg_ctl"
+        return self.service.manager
 
-    def _debian_words(self) -> List[str]:
-        version, _sep, name = self.layout.debian_cluster.partition("/")
-        return [version, name]
+    @property
+    def log_file(self) -> str:
+        """Where the server started by start() logs."""
+        return self.layout.log_file if self.method == "pg_ctlcluster" and self.layout.log_file else \
+            self.layout.data_directory.rstrip("/") + ".restorekeeper.log"
 
     def check_control(self) -> None:
         """This user can stop and start the cluster."""
@@ -183,47 +192,29 @@ class ClusterControl:
         if me != owner:
             raise PreflightFailed("the cluster is owned by %s, but the restore runs as %s" % (owner, me),
                                   "run the restore as %s (become_user: %s)" % (owner, owner))
-        if self.method == "pg_ctl":
-            self.client.program("pg_ctl")
 
-    def log_file(self, fallback: str) -> str:
-        """Where the server started by start() logs."""
-        if self.method == "pg_ctlcluster" and self.layout.log_file:
-            return self.layout.log_file
-        return fallback
+    def start(self) -> None:
+        """Start without waiting: a recovery may take hours; the caller watches."""
+        run_service_command(self.service.start_argv, self.service.run_as, START_TIMEOUT_SECONDS)
 
-    def start_argv(self, log_path: str) -> List[str]:
-        """Start without waiting: recovery may take hours; the caller watches."""
-        if self.method == "pg_ctlcluster":
-            return ["pg_ctlcluster"] + self._debian_words() + ["start", "--", "-W"]
-        return [self.client.program("pg_ctl"), "-D", self.layout.config_directory or self.layout.data_directory,
-                "-l", log_path, "-W", "start"]
-
-    def start(self, log_path: str) -> subprocess.CompletedProcess:
-        return subprocess.run(self.start_argv(log_path), env=self.client.env(), capture_output=True, text=True,
-                              check=False)
-
-    def stop(self, mode: str = "fast") -> None:
-        if self.method == "pg_ctlcluster":
-            argv = ["pg_ctlcluster"] + self._debian_words() + ["stop", "-m", mode]
-        else:
-            argv = [self.client.program("pg_ctl"), "-D", self.layout.data_directory, "-m", mode, "-w",
-                    "-t", str(STOP_TIMEOUT_SECONDS), "stop"]
-        result = subprocess.run(argv, env=self.client.env(), capture_output=True, text=True, check=False)
+    def stop(self) -> None:
+        try:
+            run_service_command(self.service.stop_argv, self.service.run_as, STOP_TIMEOUT_SECONDS)
+        except ServiceError as exc:
+            raise RestorekeeperError("the server of %s did not stop: %s" % (self.layout.data_directory, exc.message),
+                                     "stop it by hand; nothing was moved") from None
         if not wait_for(lambda: running_pid(self.layout.data_directory) is None, STOP_TIMEOUT_SECONDS):
-            raise RestorekeeperError("the server of %s did not stop: %s" % (
-                self.layout.data_directory, (result.stderr or result.stdout).strip() or "no message"),
-                "stop it by hand; nothing was moved")
+            raise RestorekeeperError("the server of %s still runs after `%s`" % (
+                self.layout.data_directory, " ".join(self.service.stop_argv)), "stop it by hand; nothing was moved")
 
-    def start_and_wait(self, log_path: str) -> Optional[int]:
+    def start_and_wait(self) -> Optional[int]:
         """Start the cluster and wait until it accepts connections; its pid, or None."""
-        self.start(log_path)
-
-        def ready() -> bool:
-            return _postmaster_ready(self.layout.data_directory)
-
-        wait_for(ready, START_TIMEOUT_SECONDS)
-        return running_pid(self.layout.data_directory) if ready() else None
+        try:
+            self.start()
+        except ServiceError:
+            return None
+        wait_for(lambda: _postmaster_ready(self.layout.data_directory), START_TIMEOUT_SECONDS)
+        return running_pid(self.layout.data_directory) if _postmaster_ready(self.layout.data_directory) else None
 
 
 def wait_for(condition, timeout: float, interval: float = 0.2) -> bool:

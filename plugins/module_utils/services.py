@@ -36,13 +36,17 @@ class ServiceError(RestorekeeperError):
 
 
 class Service(NamedTuple):
-    """How this one cluster is restarted and reloaded."""
+    """How this one cluster is restarted, reloaded, started and stopped."""
 
     manager: str                  # systemd, pg_ctlcluster or pg_ctl
     unit: str                     # systemd unit (systemd only, else "")
     restart_argv: List[str]
     reload_argv: List[str]
     run_as: str                   # OS user the command must run as ("" = whoever runs it, e.g. root)
+    # Start without waiting for the server to accept connections (a recovery
+    # may take hours: the caller watches it), and stop waiting until it is down.
+    start_argv: List[str] = []
+    stop_argv: List[str] = []
 
     def as_dict(self) -> Dict[str, Any]:
         return {"manager": self.manager, "unit": self.unit, "restart_argv": list(self.restart_argv),
@@ -127,16 +131,18 @@ def choose_manager(requested: str, unit: str, debian_cluster: str, systemd: bool
 
 
 def build_service(manager: str, unit: str, debian_cluster: str, bindir: str, data_directory: str,
-                  owner: str, log_file: str, timeout: int = DEFAULT_TIMEOUT) -> Service:
-    """Command lines that restart and reload exactly this cluster."""
+                  owner: str, log_file: str, timeout: int = DEFAULT_TIMEOUT, config_directory: str = "") -> Service:
+    """Command lines that restart, reload, start and stop exactly this cluster."""
     if manager == "systemd":
-        return Service("systemd", unit, ["systemctl", "restart", unit], ["systemctl", "reload", unit], "")
+        return Service("systemd", unit, ["systemctl", "restart", unit], ["systemctl", "reload", unit], "",
+                       ["systemctl", "start", "--no-block", unit], ["systemctl", "stop", unit])
     if manager == "pg_ctlcluster":
         version, _slash, name = debian_cluster.partition("/")
         base = ["pg_ctlcluster", version, name]
-        # pg_ctlcluster switches to the cluster's owner by itself when run as root.
-        return Service("pg_ctlcluster", "", base + ["restart"],
-                       base + ["reload"], "")
+        # pg_ctlcluster switches to the cluster's owner by itself when run as root;
+        # what follows "--" goes to pg_ctl.
+        return Service("pg_ctlcluster", "", base + ["restart"], base + ["reload"], "",
+                       base + ["start", "--", "-W"], base + ["stop", "-m", "fast"])
     pg_ctl = os.path.join(bindir, "pg_ctl") if bindir else "pg_ctl"
     # --log: the restarted server must not keep the caller's output pipe open.
     log = log_file or os.path.join(data_directory, "pg_ctl.log")
@@ -146,6 +152,9 @@ def build_service(manager: str, unit: str, debian_cluster: str, bindir: str, dat
          "--timeout=%d" % timeout],
         [pg_ctl, "reload", "--pgdata=%s" % data_directory],
         owner,
+        # A split configuration is started from its directory; pg_ctl finds the data directory there.
+        [pg_ctl, "start", "--pgdata=%s" % (config_directory or data_directory), "--log=%s" % log, "--no-wait"],
+        [pg_ctl, "stop", "--pgdata=%s" % data_directory, "--mode=fast", "--wait", "--timeout=%d" % timeout],
     )
 
 
@@ -182,7 +191,7 @@ def cluster_service(layout: Any, manager: str = "auto", service_name: str = "", 
         clusters = debian_clusters_on_host() if debian_clusters is None else debian_clusters
         check_not_umbrella(unit, clusters, layout.service)
     return build_service(chosen, unit, layout.debian_cluster, layout.bindir, layout.data_directory, layout.owner,
-                         log_file or layout.log_file, timeout)
+                         log_file or layout.log_file, timeout, layout.config_directory)
 
 
 # ---------------------------------------------------------------------------
