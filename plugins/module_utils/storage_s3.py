@@ -151,11 +151,14 @@ class S3Storage(Storage):
         except BotoCoreError as exc:  # e.g. a profile that does not exist
             raise StorageError("cannot set up the S3 session for %s: %s" % (self.location, exc),
                                "check profile (and the AWS configuration files of this OS user)") from None
+        # Checksums only when an operation requires them (we send our own SHA-256): options of botocore
+        # 1.36 and later; older ones (Debian 12 ships 1.29) behave that way without them.
+        checksums = {name: "when_required" for name in ("request_checksum_calculation", "response_checksum_validation")
+                     if name in BotoConfig.OPTION_DEFAULTS}
         config = BotoConfig(
             retries={"max_attempts": settings.max_attempts, "mode": "adaptive"},  # jittered exponential backoff
             s3={"addressing_style": "path" if settings.path_style else "auto"},
-            connect_timeout=10, read_timeout=120,
-            request_checksum_calculation="when_required", response_checksum_validation="when_required",
+            connect_timeout=10, read_timeout=120, **checksums,
         )
         try:
             self.client = session.client("s3", endpoint_url=settings.endpoint_url or None, config=config,
@@ -164,6 +167,7 @@ class S3Storage(Storage):
             raise StorageError("cannot set up the S3 client for %s: %s" % (self.location, exc),
                                "check endpoint_url, region and ca_bundle in the repository or copy section") from None
         self._errors = (BotoCoreError, ClientError)
+        _send_if_none_match_as_header(self.client)
 
     def object_key(self, key: str) -> str:
         return self.prefix + validate_key(key)
@@ -309,6 +313,32 @@ class S3Storage(Storage):
                 yield
         except LockHeld as held:
             raise LockBusy("lock %s is held by %s" % (key, held)) from None
+
+
+_NO_OVERWRITE = "restorekeeper_if_none_match"
+_CONDITIONAL_WRITES = ("PutObject", "CompleteMultipartUpload")
+
+
+def _send_if_none_match_as_header(client: Any) -> None:
+    """Writes that must not overwrite carry If-None-Match: * (the store refuses
+    them when the key exists). botocore before 1.35 does not know the
+    IfNoneMatch parameter: there it is taken out of the call before
+    validation and sent as the header itself, before signing."""
+    operation = client.meta.service_model.operation_model("PutObject")
+    if "IfNoneMatch" in operation.input_shape.members:
+        return
+
+    def take_parameter(params: Dict[str, Any], context: Dict[str, Any], **_kwargs: Any) -> None:
+        if params.pop("IfNoneMatch", None) == "*":
+            context[_NO_OVERWRITE] = True
+
+    def add_header(request: Any, **_kwargs: Any) -> None:
+        if request.context.get(_NO_OVERWRITE):
+            request.headers["If-None-Match"] = "*"
+
+    for name in _CONDITIONAL_WRITES:
+        client.meta.events.register("before-parameter-build.s3.%s" % name, take_parameter)
+        client.meta.events.register("before-sign.s3.%s" % name, add_header)
 
 
 def _b64(raw: bytes) -> str:

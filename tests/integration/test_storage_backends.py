@@ -153,3 +153,39 @@ def test_s3_keys_are_refused_on_a_posix_repository(tmp_path):
     path.write_text("[cluster]\nname = main\n[repository]\npath = /srv/r\nbucket = b\n")
     with pytest.raises(ConfigError, match="only apply to type s3"):
         Config.load(str(path))
+
+
+DISTRIBUTION_S3_PROBE = r"""
+import io, json, sys
+sys.path.insert(0, sys.argv[1])
+import botocore
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import ObjectExists
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage import open_storage
+store = open_storage("s3", "distribution", json.loads(sys.argv[2]))
+store.ensure_root()
+store.put_bytes("wal/one", b"first")
+try:
+    store.put_bytes("wal/one", b"second")
+    refused = False
+except ObjectExists:
+    refused = True
+print(json.dumps({"botocore": botocore.__version__, "refused": refused, "kept": store.get_bytes("wal/one").decode()}))
+"""
+
+
+def test_s3_with_the_distributions_boto3(s3_endpoint, collection_root, tmp_path):
+    """The system Python with Debian's older boto3 (what modules and the
+    on-host command use on a host): writes work, and one that would overwrite
+    is refused by the store (If-None-Match, sent as a header where botocore
+    predates the parameter)."""
+    import json
+    import subprocess
+
+    from harness.ansible import host_python
+
+    options = s3_options(s3_endpoint, make_bucket(s3_endpoint))
+    result = subprocess.run([host_python(), "-c", DISTRIBUTION_S3_PROBE, str(collection_root.parent),
+                             json.dumps(options)], capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["refused"] is True and outcome["kept"] == "first", outcome
