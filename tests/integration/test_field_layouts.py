@@ -172,8 +172,8 @@ def test_backup_restore_drill_and_rewind(field: Field):
     if debian_layout:
         assert rewound["started_with"] == "pg_ctlcluster" and rewound["configuration"]["source"] == "live"
         assert not (db.datadir / "postgresql.conf").exists()
-        assert "online" in subprocess.run(["pg_lsclusters", "15", db.name], capture_output=True, text=True,
-                                         check=True).stdout
+        listed = subprocess.run(["pg_lsclusters", "15", db.name], capture_output=True, text=True, check=True)
+        assert "online" in listed.stdout
     else:
         assert rewound["started_with"] == "pg_ctl" and rewound["configuration"]["source"] == "backup"
     # The new timeline is archived from the rewound cluster.

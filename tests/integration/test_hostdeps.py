@@ -65,8 +65,8 @@ def test_the_default_install_runs_the_hosts_python_without_a_virtualenv(distribu
     assert distribution_tool.bin.read_text().splitlines()[0] == "#!%s -IS" % system_python
 
 
-def test_wal_round_trip_through_the_distribution_install(distribution_tool, cluster_factory, repo_config,
-                                                        tmp_path) -> None:
+def test_wal_round_trip_through_the_distribution_install(
+        distribution_tool, cluster_factory, repo_config, tmp_path) -> None:
     cluster = cluster_factory(version=min(available_versions()))
     helped = cluster.run_as_owner([distribution_tool.bin, "--help"])
     assert helped.returncode == 0 and "wal-push" in helped.stdout, helped.stderr
@@ -111,8 +111,8 @@ def run_tool_config(interpreter: str, path: Path, ansible_env, work: Path) -> di
     return json.loads(result_file.read_text())
 
 
-def test_a_module_lacking_a_package_fails_first_naming_the_distribution_package(ansible_env, system_python,
-                                                                               tmp_path) -> None:
+def test_a_module_lacking_a_package_fails_first_naming_the_distribution_package(
+        ansible_env, system_python, tmp_path) -> None:
     # A Python without the packages (a bare venv), as on a host where nobody installed them.
     bare = tmp_path / "bare"
     subprocess.run([system_python, "-m", "venv", "--without-pip", str(bare)], check=True)
