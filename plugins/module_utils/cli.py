@@ -253,24 +253,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _discovered_layout(args: argparse.Namespace, config: Config):
-    """The local cluster's layout (discovery.py) as a dict: the one --pgdata or
-    --debian-cluster names (an error when it cannot be found), else the one the
-    [postgres] section names (a failure is reported, not raised: the repository
-    may be read on another host); None when nothing names one."""
-    from .discovery import DiscoveryError, discover_from_config, identifies_cluster
+    """The local cluster's layout (discovery.py) as a dict, or {"error", "hint"}
+    when the one [postgres] names was not found; None when nothing names one."""
+    from .discovery import layout_named
 
-    postgres = config.postgres
-    explicit = bool(args.pgdata or args.debian_cluster)
-    if explicit:
-        postgres = postgres._replace(pgdata=args.pgdata or "", debian_cluster=args.debian_cluster or "")
-    if not identifies_cluster(postgres):
-        return None
-    try:
-        return discover_from_config(postgres).as_dict()
-    except DiscoveryError as exc:
-        if explicit:
-            raise
-        return {"error": exc.message, "hint": exc.hint or ""}
+    layout, problem = layout_named(config.postgres, args.pgdata or "", args.debian_cluster or "")
+    if problem:
+        return {"error": problem.message, "hint": problem.hint or ""}
+    return layout
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

@@ -792,6 +792,26 @@ def discover_from_config(postgres: Any, places: Places = PLACES) -> ClusterLayou
                     host=postgres.host or "")
 
 
+def layout_named(postgres: Any, pgdata: str = "",
+                 debian_cluster: str = "") -> Tuple[Optional[Dict[str, Any]], Optional[DiscoveryError]]:
+    """For reports (`restorekeeper info`, backup_info): the layout of the
+    cluster that pgdata or debian_cluster names (DiscoveryError when it cannot
+    be found), else of the one the [postgres] section names, as a dict, and
+    why that one could not be discovered (not raised: the repository may be
+    read on another host). (None, None) when nothing names a cluster."""
+    explicit = bool(pgdata or debian_cluster)
+    if explicit:
+        postgres = postgres._replace(pgdata=pgdata, debian_cluster=debian_cluster)
+    if not identifies_cluster(postgres):
+        return None, None
+    try:
+        return discover_from_config(postgres).as_dict(), None
+    except DiscoveryError as exc:
+        if explicit:
+            raise
+        return None, exc
+
+
 _LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
 
 

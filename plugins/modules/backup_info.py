@@ -783,11 +783,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres 
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.catalog import Catalog
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import DEFAULT_PATH, Config, CopyConfig
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.discovery import (
-    DiscoveryError,
-    discover_from_config,
-    identifies_cluster,
-)
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.discovery import layout_named
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import config_needs, run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import (
@@ -864,20 +860,10 @@ def add_copy_holdings(result: Dict[str, Any], config: Config, repository: Reposi
 def cluster_layout(module: AnsibleModule, config: Config) -> Optional[Dict[str, Any]]:
     """The discovered layout of the cluster the options (an error when it
     cannot be found) or the configuration (a warning) name; None for none."""
-    params = module.params
-    postgres = config.postgres
-    explicit = bool(params["pgdata"] or params["debian_cluster"])
-    if explicit:
-        postgres = postgres._replace(pgdata=params["pgdata"] or "", debian_cluster=params["debian_cluster"] or "")
-    if not identifies_cluster(postgres):
-        return None
-    try:
-        return discover_from_config(postgres).as_dict()
-    except DiscoveryError as exc:
-        if explicit:
-            raise
-        module.warn("the cluster the configuration names was not discovered: %s" % exc)
-        return None
+    layout, problem = layout_named(config.postgres, module.params["pgdata"] or "", module.params["debian_cluster"] or "")
+    if problem:
+        module.warn("the cluster the configuration names was not discovered: %s" % problem)
+    return layout
 
 
 def run(module: AnsibleModule) -> Dict[str, Any]:
