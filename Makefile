@@ -123,7 +123,7 @@ integration: venv collection
 ## pitr, a drill), then fleet (four network-namespace hosts over SSH: site.yml
 ## with mixed tiers, a fleet drill, a lost host rebuilt from its copies; needs
 ## root, iproute2, openssh-server). MOLECULE_SCENARIOS="fleet" runs one.
-MOLECULE_SCENARIOS ?= default fleet
+MOLECULE_SCENARIOS ?= default debian fleet
 
 molecule: venv collection
 	@for scenario in $(MOLECULE_SCENARIOS); do \
@@ -135,10 +135,10 @@ molecule: venv collection
 	done
 
 ## test: everything CI runs, in order; the first failing step fails make.
-## Molecule's default scenario runs beside the integration tests (alone it
-## leaves about 40% of the CPU idle, waiting on its server and on Ansible);
-## its output follows theirs, and either failing fails make. Then fleet.
-MOLECULE_BESIDE_LOG := $(CURDIR)/.build/molecule-default.log
+## Molecule's default and debian scenarios run beside the integration tests
+## (alone they leave about 40% of the CPU idle, waiting on servers and on
+## Ansible); their output follows the tests', and any failing fails make. Then fleet.
+MOLECULE_BESIDE_LOG := $(CURDIR)/.build/molecule-beside.log
 
 # Under make test (and so in CI) a test that would skip for a missing
 # prerequisite (sshd, root, PostgreSQL 15...) fails instead (tests/conftest.py).
@@ -150,11 +150,11 @@ test:
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory sanity
 	$(MAKE) --no-print-directory units
-	@echo "== integration, with molecule default beside it (its log: $(MOLECULE_BESIDE_LOG))"
-	@$(MAKE) --no-print-directory molecule MOLECULE_SCENARIOS=default >$(MOLECULE_BESIDE_LOG) 2>&1 & beside=$$!; \
+	@echo "== integration, with molecule default and debian beside it (their log: $(MOLECULE_BESIDE_LOG))"
+	@$(MAKE) --no-print-directory molecule MOLECULE_SCENARIOS="default debian" >$(MOLECULE_BESIDE_LOG) 2>&1 & beside=$$!; \
 	integration=0; $(MAKE) --no-print-directory integration || integration=$$?; \
 	molecule=0; wait $$beside || molecule=$$?; \
-	echo "== molecule default (ran beside the integration tests; exit $$molecule)"; cat $(MOLECULE_BESIDE_LOG); \
+	echo "== molecule default and debian (ran beside the integration tests; exit $$molecule)"; cat $(MOLECULE_BESIDE_LOG); \
 	[ $$integration -eq 0 ] && [ $$molecule -eq 0 ]
 	$(MAKE) --no-print-directory molecule MOLECULE_SCENARIOS=fleet
 

@@ -302,6 +302,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
             result.get("state", "planned" if args.dry_run else "laid down, not started")))
         for phase, seconds in sorted(result.get("phases", {}).items()):
             sys.stdout.write("  %-8s %8.2f s\n" % (phase, seconds))
+        if result.get("locked_while_paused"):
+            sys.stdout.write("  note: recovery keeps %s locked while paused (the target lies inside the transaction "
+                             "that locked them); promote to read them\n" % ", ".join(result["locked_while_paused"]))
     return EXIT_OK
 
 

@@ -753,7 +753,28 @@ def _start_and_watch(config: Config, client: PgClient, request: RestoreRequest, 
     outcome = watcher.wait(started, timer)
     outcome["log_file"] = log_path
     outcome["started_with"] = how
+    if outcome.get("state", "").startswith("paused"):
+        outcome["locked_while_paused"] = locked_by_recovery(client)
     return outcome
+
+
+# Locks recovery holds for transactions it has not replayed to their end: a
+# target just before a DROP or TRUNCATE commits leaves that table locked while
+# the server is paused (reading it waits until promotion).
+_RECOVERY_LOCKS_SQL = (
+    "SELECT d.datname, CASE WHEN l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "THEN l.relation::regclass::text ELSE l.relation::text END "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid JOIN pg_database d ON d.oid = l.database "
+    "WHERE a.backend_type = 'startup' AND l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' ORDER BY 1, 2"
+)
+
+
+def locked_by_recovery(client: PgClient) -> List[str]:
+    """database/relation names recovery keeps locked while paused ([] if it cannot tell)."""
+    try:
+        return ["%s/%s" % (row[0], row[1]) for row in client.query(_RECOVERY_LOCKS_SQL)]
+    except PostgresError:
+        return []
 
 
 def _size_of(path: str) -> int:

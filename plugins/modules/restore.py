@@ -351,6 +351,15 @@ port:
   returned: when started
   type: int
   sample: 5499
+locked_while_paused:
+  description:
+    - When the restored server is paused at its target, the tables (C(database/table)) that recovery keeps
+      locked because the target lies inside a transaction that locked them - typically the C(DROP TABLE) or
+      C(TRUNCATE) you restore to undo. Reading them waits until the server is promoted; empty when none.
+  returned: when started and paused at the target
+  type: list
+  elements: str
+  sample: [shop/orders]
 log_file:
   description: With O(start=true), the server log of the restored server.
   returned: when started

@@ -70,6 +70,26 @@ def test_delete_without_where_is_rewound(archived, cluster_factory, version):
     assert slot.scalar("SHOW archive_mode") == "off"  # a restored copy never archives into the source's repository
 
 
+def test_a_paused_copy_names_the_table_its_target_leaves_locked(archived, cluster_factory):
+    """A target just before a DROP TABLE commits: recovery pauses holding the
+    DROP's lock, so reading the table would wait. The result says so."""
+    arch = archived(18)
+    db = arch.cluster
+    db.execute("CREATE TABLE orders (id int)")
+    db.execute("INSERT INTO orders SELECT generate_series(1, 50)")
+    arch.backup()
+    with db.connect() as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE orders")  # its lock is in the WAL now; the commit comes after the target
+        cur.execute("SELECT pg_switch_wal()")  # the lock record reaches the archive while the transaction runs
+        time.sleep(0.1)
+        before_commit = commit_time(db)
+        conn.commit()
+    archive_everything(db)
+    slot = cluster_factory(version=18, initdb=False)
+    result = restored(arch, slot, "--target-time", before_commit, "--start")
+    assert result["state"].startswith("paused") and result["locked_while_paused"] == ["postgres/orders"], result
+
+
 def test_targets_by_xid_lsn_name_and_immediate(archived, cluster_factory):
     arch = archived(18)
     db = arch.cluster
