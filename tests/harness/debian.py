@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from .cluster import allocate_port, quote_setting
-from .runas import run_as
+from .laidout import LaidOutCluster
 
 DEBIAN_VERSION = 15
 SOCKET_DIR = Path("/var/run/postgresql")
@@ -34,11 +34,9 @@ def unavailable_reason(version: int = DEBIAN_VERSION) -> Optional[str]:
     return None
 
 
-class DebianCluster:
+class DebianCluster(LaidOutCluster):
     """One pg_createcluster cluster, controlled with pg_ctlcluster as a user would."""
 
-    os_user = "postgres"
-    superuser = "postgres"
 
     def __init__(self, name: str, version: int = DEBIAN_VERSION, port: Optional[int] = None) -> None:
         self.name = name
@@ -82,35 +80,11 @@ class DebianCluster:
     def stop(self) -> None:
         self.ctl("stop", "-m", "fast")
 
-    def postmaster_pid(self) -> Optional[int]:
-        try:
-            pid = int((self.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return None
-        return pid if Path("/proc/%d" % pid).exists() else None
-
-    def psql(self, sql: str, dbname: str = "postgres") -> str:
-        result = run_as(self.os_user, [str(self.bindir / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
-                                       "-h", str(self.socket_dir), "-p", str(self.port), "-d", dbname, "-c", sql])
-        if result.returncode != 0:
-            raise RuntimeError("psql on %s failed: %s" % (self.debian_name, result.stderr))
-        return result.stdout.strip()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
     def drop(self) -> None:
         if self.config_dir.exists() or self.datadir.exists():
             subprocess.run(["pg_dropcluster", "--stop", str(self.version), self.name],
                            capture_output=True, text=True, check=False)
         for leftover in (self.config_dir, self.datadir):
             shutil.rmtree(leftover, ignore_errors=True)
-        for path in self.datadir.parent.glob("%s.*" % self.name):  # moved-aside and restore logs
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        self.remove_leftovers(self.datadir.parent)
         self.logfile.unlink(missing_ok=True)

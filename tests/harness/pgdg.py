@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional
 
 from .binaries import available_versions, bindir as harness_bindir
 from .cluster import allocate_port, quote_setting
+from .laidout import LaidOutCluster
 from .paths import test_root
 from .runas import make_user_dir, run_as
 
@@ -66,11 +67,9 @@ def ensure_tree(version: int = PGDG_VERSION) -> Path:
     return root / "bin"
 
 
-class PgdgCluster:
+class PgdgCluster(LaidOutCluster):
     """One PGDG-style cluster: configuration inside the data directory, pg_ctl from /usr/pgsql-N/bin."""
 
-    os_user = "postgres"
-    superuser = "postgres"
     layout = "pgdg"
 
     def __init__(self, name: str, version: int = PGDG_VERSION, port: Optional[int] = None) -> None:
@@ -108,33 +107,9 @@ class PgdgCluster:
     def stop(self) -> None:
         run_as(self.os_user, [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"])
 
-    def postmaster_pid(self) -> Optional[int]:
-        try:
-            pid = int((self.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return None
-        return pid if Path("/proc/%d" % pid).exists() else None
-
-    def psql(self, sql: str, dbname: str = "postgres") -> str:
-        result = run_as(self.os_user, [str(self.bindir / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
-                                       "-h", str(self.socket_dir), "-p", str(self.port), "-d", dbname, "-c", sql])
-        if result.returncode != 0:
-            raise RuntimeError("psql on %s failed: %s" % (self.name, result.stderr))
-        return result.stdout.strip()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
     def drop(self) -> None:
         if self.postmaster_pid() is not None:
             run_as(self.os_user, [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w",
                                   "stop"])
         shutil.rmtree(self.datadir, ignore_errors=True)
-        for path in self.home.glob("%s.*" % self.name):  # its log, moved-aside and restore logs
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        self.remove_leftovers(self.home)  # its log too
