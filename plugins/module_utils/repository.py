@@ -39,6 +39,22 @@ MARKER_KEY = "restorekeeper.repo"
 REPOSITORY_FORMAT = 1
 
 
+def repository_identifier(marker: bytes) -> str:
+    """The identifier of the repository whose marker holds these bytes: its
+    random "id", or for a marker written before ids existed the SHA-256 of its
+    bytes. The marker is never rewritten and copies receive it byte for byte,
+    so a repository and its copies share the identifier."""
+    try:
+        value = json.loads(marker.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CorruptObject("the repository marker %s is unreadable: %s" % (MARKER_KEY, exc)) from None
+    if isinstance(value, dict) and isinstance(value.get("id"), str) and value["id"]:
+        return value["id"]
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(marker).hexdigest()
+
+
 class Repository:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -65,7 +81,10 @@ class Repository:
         if self.is_initialised():
             self._check_format()
             return False
-        marker = {"format": REPOSITORY_FORMAT, "created": _utc_now()}
+        import secrets
+
+        # The id binds encrypted objects to this repository (crypto.py); shipping copies it verbatim.
+        marker = {"format": REPOSITORY_FORMAT, "created": _utc_now(), "id": secrets.token_hex(16)}
         try:
             self.storage.put_bytes(MARKER_KEY, _to_json(marker))
         except ObjectExists:

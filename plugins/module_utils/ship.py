@@ -36,8 +36,11 @@ class ShipResult(NamedTuple):
 
 
 def _order(key: str) -> Tuple[int, str]:
-    """Marker and identity first, WAL next, set contents, records last."""
-    if key == MARKER_KEY or key.endswith("/cluster.json"):
+    """Marker first (an encrypted copy binds every other object to the id in
+    it), identity next, WAL next, set contents, records last."""
+    if key == MARKER_KEY:
+        return (-1, key)
+    if key.endswith("/cluster.json"):
         return (0, key)
     if "/wal/" in key:
         return (1, key)

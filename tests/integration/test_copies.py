@@ -80,11 +80,21 @@ def test_ship_fills_every_copy_encrypted_and_verified(with_copies, s3_endpoint):
     raw = boto3.client("s3", endpoint_url=s3_endpoint.url, region_name="us-east-1",
                        aws_access_key_id=s3_endpoint.access_key_id, aws_secret_access_key=s3_endpoint.secret_access_key)
     body = raw.get_object(Bucket=bucket, Key="db1/main/cluster.json")["Body"].read()
-    assert body.startswith(b"RKE1") and b"system_identifier" not in body
+    assert body.startswith(b"RKE2") and b"system_identifier" not in body
     # A second pass has nothing left to do.
     assert all(r["pending"] == 0 and not r["shipped"] for r in ship(arch)[1])
     # The second disk holds a plain, identical repository.
     assert (second / "restorekeeper.repo").exists()
+    assert (second / "restorekeeper.repo").read_bytes() == (arch.setup.repo_path / "restorekeeper.repo").read_bytes()
+    # Encrypted objects are bound to their names: a record's ciphertext put in place of
+    # cluster.json in the bucket is refused on read, naming what it was written as.
+    record_key = next(k["Key"] for k in raw.list_objects_v2(Bucket=bucket, Prefix="db1/main/backup/")["Contents"]
+                      if k["Key"].endswith("/backup.json"))
+    moved = raw.get_object(Bucket=bucket, Key=record_key)["Body"].read()
+    raw.put_object(Bucket=bucket, Key="db1/main/cluster.json", Body=moved)
+    result = arch.rk("info", "--source", "offsite", check=False)
+    assert result.returncode != 0 and "moved or copied here" in result.stderr, result.stderr
+    assert record_key[len("db1/"):] in result.stderr
 
 
 def test_s3_outage_keeps_archiving_and_shipping_catches_up(with_copies):
