@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from . import compression, serverconfig, wal
 from .catalog import Catalog, BackupInfo, backup_prefix, utc_iso
@@ -32,7 +32,8 @@ from .manifest import (MANIFEST_NAME, Manifest, manifest_algorithm, parse_manife
                        verify_against_manifest)
 from .pgclient import PgClient
 from .repository import Repository
-from .tarstream import TeeReader, digest_tar
+from .safetree import manifest_problems, member_problem, record_problems, tablespace_map_problems
+from .tarstream import FILE, TarDigest, TarMember, TeeReader, digest_tar
 from .walarchive import WalArchive
 
 FULL = "full"
@@ -402,27 +403,36 @@ class VerifyResult(NamedTuple):
 
 def verify_backup(config: Config, label: str) -> VerifyResult:
     """Re-read a stored backup set and check it against its manifest and record:
-    stored bytes' SHA-256, every file's size and SHA-256, nothing missing or extra."""
+    stored bytes' SHA-256, every file's size and checksum, nothing missing or
+    extra; and what a restore would refuse (safetree.py): a manifest entry
+    without a checksum, a member path that is not plain, a symlink anywhere
+    but pg_tblspc/<oid>, a record whose tablespaces are not the backup's own
+    tablespace_map."""
     repository = Repository.from_config(config)
     repository.require_initialised()
     backup = Catalog(repository, config.cluster).get(label)
     record = backup.record
     prefix = backup_prefix(config.cluster, label)
     storage = repository.storage
-    problems: List[str] = []
+    problems: List[str] = ["backup.json: " + problem for problem in record_problems(record)]
+    if problems:  # its archive keys and oids are not used to read anything
+        return VerifyResult(label, 0, problems)
     undecodable = False
     manifest_raw = storage.get_bytes(prefix + MANIFEST_NAME)
     if hashlib.sha256(manifest_raw).hexdigest() != record["manifest"]["sha256"]:
         problems.append("%s: differs from the copy recorded at backup time" % MANIFEST_NAME)
     manifest = parse_manifest(manifest_raw)
+    problems += manifest_problems(manifest)
+    oids = frozenset(str(item["tablespace_oid"]) for item in record["archives"] if item["tablespace_oid"] is not None)
     digests: Dict[str, Any] = {}
     for item in record["archives"]:
         hasher = hashlib.sha256()
+        path_prefix = "pg_tblspc/%s/" % item["tablespace_oid"] if item["tablespace_oid"] else ""
         with storage.open(prefix + item["key"]) as raw:
             tee = TeeReader(raw, hasher.update)
             try:
                 tar = digest_tar(compression.open_decompressed(tee, record["compression"]),
-                                 algorithm=manifest_algorithm(manifest))
+                                 keep=() if path_prefix else ("tablespace_map",), algorithm=manifest_algorithm(manifest))
             except CorruptObject as exc:
                 problems.append("%s: %s" % (item["key"], exc))
                 undecodable = True
@@ -430,8 +440,18 @@ def verify_backup(config: Config, label: str) -> VerifyResult:
             tee.drain()
         if hasher.hexdigest() != item["sha256"]:
             problems.append("%s: stored bytes' SHA-256 differs from the record" % item["key"])
-        path_prefix = "pg_tblspc/%s/" % item["tablespace_oid"] if item["tablespace_oid"] else ""
+        problems += _member_problems(item["key"], tar, path_prefix, oids)
+        if not path_prefix:
+            problems += tablespace_map_problems(tar.content("tablespace_map"), record)
         digests.update({path_prefix + name: digest for name, digest in tar.files.items()})
     if not undecodable:  # else every file of the damaged archive would also read as "missing"
         problems += verify_against_manifest(manifest, digests)
     return VerifyResult(label, len(manifest.files), problems)
+
+
+def _member_problems(key: str, tar: TarDigest, path_prefix: str, oids: FrozenSet[str]) -> List[str]:
+    """What a restore would refuse among one archive's members, apart from the manifest comparison."""
+    members = [TarMember(name, FILE, digest.size, "") for name, digest in tar.files.items()] + tar.others
+    found = [member_problem(member, None, path_prefix, oids) for member in members]
+    found += ["tar member %r appears more than once" % name for name in tar.duplicates]
+    return ["%s: %s" % (key, problem) for problem in found if problem]

@@ -72,13 +72,19 @@ class Catalog:
         self.cluster = cluster
         self._backups: Optional[List[BackupInfo]] = None
         self._incomplete: List[str] = []
+        self._misplaced: Dict[str, Any] = {}  # label -> the label its backup.json claims
         self._histories: Optional[Dict[int, List[timelines.Switch]]] = None
         self._history_errors: List[CorruptObject] = []
 
     # -- backups
     def _load(self) -> None:
         records, self._incomplete = load_record_sets(self.storage, "%s/backup/" % self.cluster, "backup.json")
-        self._backups = [BackupInfo(label, rec["type"], rec.get("parent"), rec) for label, rec in sorted(records.items())]
+        # A record names its own set: one copied under another label (an older set put
+        # in place of a newer one) is never listed, restored or pruned.
+        claimed = {label: rec.get("label") if isinstance(rec, dict) else None for label, rec in records.items()}
+        self._misplaced = {label: said for label, said in claimed.items() if said != label}
+        self._backups = [BackupInfo(label, rec["type"], rec.get("parent"), rec) for label, rec in sorted(records.items())
+                         if label not in self._misplaced]
 
     def backups(self) -> List[BackupInfo]:
         """Complete (published, verified) backups, oldest first."""
@@ -96,6 +102,11 @@ class Catalog:
         for backup in self.backups():
             if backup.label == label:
                 return backup
+        if label in self._misplaced:
+            raise CorruptObject("the record %sbackup.json says it is backup %r, not %r: it was copied from another "
+                                "backup set" % (backup_prefix(self.cluster, label), self._misplaced[label], label),
+                                "nothing was restored from it; check who can write the repository, and restore "
+                                "from another backup or another copy of the repository")
         raise RestorekeeperError("no complete backup labelled %r in cluster %r" % (label, self.cluster),
                                  "list backups with `restorekeeper info`")
 

@@ -117,6 +117,7 @@ def report(command: str, level: str, message: object) -> None:
 
 
 def cmd_wal_push(args: argparse.Namespace) -> int:
+    from . import deadline
     from .configfiles import sources_identity
     from .walarchive import WalArchive
 
@@ -124,22 +125,34 @@ def cmd_wal_push(args: argparse.Namespace) -> int:
         config_identity = sources_identity(args.config)
     except OSError:
         config_identity = None  # loading reports why
-    archive = WalArchive(_load(args))
-    if archive.config.archive.asynchronous:
-        from .walasync import push_async
+    config = _load(args)
+    # The archiver waits for this call: all repository and copy I/O has one deadline.
+    with deadline.limit(config.archive.remote_timeout, "wal-push of %s" % args.name, EXIT_FAILED):
+        archive = WalArchive(config)
+        if archive.config.archive.asynchronous:
+            from .walasync import push_async
 
-        outcome = push_async(archive, args.path, args.name, config_identity)
-    else:
-        outcome = archive.push(args.path, args.name)
+            outcome = push_async(archive, args.path, args.name, config_identity)
+        else:
+            outcome = archive.push(args.path, args.name)
     if args.verbose:
         report("wal-push", "INFO", "%s %s (%d bytes stored)" % (outcome.name, outcome.status, outcome.stored_size))
     return EXIT_OK
 
 
 def cmd_wal_fetch(args: argparse.Namespace) -> int:
+    from . import deadline
+
+    config = _load(args)
+    # A timeout is an error (255), never "not archived": that would end recovery early.
+    with deadline.limit(config.archive.remote_timeout, "wal-fetch of %s" % args.name, EXIT_ABORT_RECOVERY):
+        return _wal_fetch(args, config)
+
+
+def _wal_fetch(args: argparse.Namespace, config: Config) -> int:
     from .walarchive import WalArchive, WalNotFound
 
-    archive = WalArchive(_load(args))
+    archive = WalArchive(config)
     try:
         if archive.config.archive.prefetch:
             from .walasync import fetch_prefetching

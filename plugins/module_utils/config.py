@@ -17,6 +17,7 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     process_max = 2            # parallel pushes/fetches in async mode and prefetch
     batch_max = 16             # segments one round of an async batch takes (rounds go on while more are ready)
     prefetch = 0               # wal-fetch: segments fetched ahead into the spool (0: off)
+    remote_timeout = 30        # seconds one wal-push/wal-fetch may spend on repository and synchronous-copy I/O
 
     [postgres]                 # how backups reach the server (all optional)
     bindir = /usr/lib/postgresql/17/bin
@@ -83,7 +84,8 @@ SECRET_KEYS = ("secret_access_key", "session_token")
 _KNOWN = {
     "cluster": {"name"},
     "repository": {"type", "path", "encryption_key_file"} | set(S3_KEYS) | set(SSH_KEYS),
-    "archive": {"compression", "compression_level", "async", "spool_path", "process_max", "batch_max", "prefetch"},
+    "archive": {"compression", "compression_level", "async", "spool_path", "process_max", "batch_max", "prefetch",
+                "remote_timeout"},
     "postgres": {"bindir", "host", "port", "user", "database", "password_file", "pgdata", "debian_cluster"},
     "backup": {"compression", "compression_level", "max_chain_length", "manifest_checksums"},
     "retention": set(POLICY_KEYS),
@@ -153,6 +155,9 @@ class ArchiveConfig(NamedTuple):
     process_max: int = 2
     batch_max: int = 16
     prefetch: int = 0
+    # The deadline of one wal-push or wal-fetch for all its remote I/O (see
+    # deadline.py): past it the call fails and PostgreSQL retries it.
+    remote_timeout: int = 30
 
 
 DEFAULT_STAGE_MAX_BYTES = 4 << 30
@@ -342,6 +347,7 @@ def _archive(path: str, values: Dict[str, str], integer) -> ArchiveConfig:
         integer("archive", "process_max", 2, minimum=1),
         integer("archive", "batch_max", 16, minimum=1),
         integer("archive", "prefetch", 0),
+        integer("archive", "remote_timeout", 30, minimum=1),
     )
     if spool and not os.path.isabs(spool):
         raise ConfigError("%s: [archive] spool_path %r is not an absolute path" % (path, spool),
@@ -352,6 +358,9 @@ def _archive(path: str, values: Dict[str, str], integer) -> ArchiveConfig:
     if settings.process_max > 64 or settings.batch_max > 1024 or settings.prefetch > 1024:
         raise ConfigError("%s: [archive] process_max (at most 64), batch_max or prefetch (at most 1024) is too large"
                           % path)
+    if settings.remote_timeout > 3600:
+        raise ConfigError("%s: [archive] remote_timeout %d is too large" % (path, settings.remote_timeout),
+                          "at most 3600 seconds; PostgreSQL's archiver waits for each call")
     return settings
 
 

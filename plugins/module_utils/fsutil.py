@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 from typing import Iterator, Optional, Tuple
 
 from .errors import RestorekeeperError
@@ -160,15 +161,81 @@ class LockHeld(Exception):
 def exclusive_flock(path: str, holder: str, mode: int = 0o640) -> Iterator[None]:
     """Hold a non-blocking exclusive flock(2) on path while the block runs,
     writing holder into the file. The kernel releases it when the holder dies,
-    so a killed process never leaves a stale lock behind."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
+    so a killed process never leaves a stale lock behind.
+
+    The file is opened without following a symlink, must be a regular file
+    owned by this user, root or the directory's owner (never one another
+    user planted), and is never truncated: the holder line is written over the
+    start, and readers take the first line."""
+    fd = _open_lock_file(path, mode)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LockHeld(os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, holder.encode("utf-8"), 0)
+            text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+            raise LockHeld(text.split("\n", 1)[0].strip() or "unknown") from None
+        os.pwrite(fd, holder.replace("\n", " ").encode("utf-8") + b"\n", 0)
         yield
     finally:
         os.close(fd)
+
+
+def _open_lock_file(path: str, mode: int) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RestorekeeperError("lock file %s is a symbolic link: refusing to follow it" % path,
+                                     "someone planted it; remove it (and find out who)") from None
+        raise  # the caller names the failure in its own terms
+    try:
+        st = os.fstat(fd)
+        directory_owner = os.stat(os.path.dirname(os.path.abspath(path))).st_uid
+        if not stat.S_ISREG(st.st_mode):
+            raise RestorekeeperError("lock file %s is not a regular file" % path, "remove it")
+        if st.st_uid not in (0, os.geteuid(), directory_owner):
+            raise RestorekeeperError("lock file %s belongs to uid %d, not to this user (%d) or the directory's owner"
+                                     % (path, st.st_uid, os.geteuid()), "someone planted it; remove it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def private_directory() -> str:
+    """A directory only this user can use, for its locks: $XDG_RUNTIME_DIR or
+    /run/user/<uid> when they pass the checks, else <tmp>/restorekeeper-<uid>,
+    created 0700. Checked each time: not a symlink, owned by this user,
+    mode 0700, so no other local user can plant or read anything in it."""
+    import tempfile
+
+    uid = os.geteuid()
+    for candidate in (os.environ.get("XDG_RUNTIME_DIR", ""), "/run/user/%d" % uid):
+        if candidate and os.path.isabs(candidate) and _private_directory_problem(candidate, uid) is None:
+            return candidate
+    fallback = os.path.join(tempfile.gettempdir(), "restorekeeper-%d" % uid)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(fallback, 0o700)
+    problem = _private_directory_problem(fallback, uid)
+    if problem:
+        raise RestorekeeperError("%s cannot hold this user's locks: it %s" % (fallback, problem),
+                                 "remove it (another user may have planted it), or set XDG_RUNTIME_DIR to a "
+                                 "directory of this user with mode 0700")
+    return fallback
+
+
+def _private_directory_problem(path: str, uid: int) -> Optional[str]:
+    """None when path is a real directory owned by uid with mode 0700; else what is wrong."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return "cannot be inspected (%s)" % (exc.strerror or exc)
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid != uid:
+        return "belongs to uid %d" % st.st_uid
+    if st.st_mode & 0o7777 != 0o700:
+        return "has mode %04o, not 0700" % (st.st_mode & 0o7777)
+    return None

@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import time
-from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple, Union
+from typing import AbstractSet, Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple, Union
 
 from . import compression, serverconfig, wal
 from .catalog import BackupInfo, Catalog, backup_prefix, utc_iso
@@ -28,6 +28,7 @@ from .manifest import (
     MANIFEST_NAME,
     SHA256,
     FileDigest,
+    Manifest,
     digest_of,
     manifest_algorithm,
     new_hasher,
@@ -40,7 +41,9 @@ from .repository import Repository
 from .restoreprep import (ClusterControl, ConfigurationPlan, check_binaries, check_free_space, check_python_packages,
                           configuration_plan, live_cluster, running_pid, server_bindir)
 from .services import ServiceError
-from .tarstream import DIRECTORY, FILE, SYMLINK, TarMember, TarReader
+from .safetree import (SafeTree, UnsafeBackup, canonical, manifest_problems, member_problem, record_problems,
+                       tablespace_map_problems)
+from .tarstream import DIRECTORY, FILE, TarMember, TarReader
 from .timelines import (
     Leg,
     Switch,
@@ -342,33 +345,34 @@ class _TimedReader:
         return data
 
 
-def _safe_path(root: str, name: str) -> str:
-    path = os.path.normpath(os.path.join(root, name))
-    if name.startswith("/") or not (path == root or path.startswith(root.rstrip("/") + "/")):
-        raise CorruptObject("tar member %r would be written outside %s" % (name, root))
-    return path
-
-
 def extract_archive(storage, key: str, codec: str, destination: str, timer: Timer,
-                    algorithm: str = SHA256) -> Dict[str, FileDigest]:
+                    algorithm: str = SHA256, manifest: Optional[Manifest] = None, prefix: str = "",
+                    tablespace_oids: Optional[AbstractSet[str]] = None) -> Dict[str, FileDigest]:
     """Unpack one stored tar into destination, checksumming every file as it
-    is written. Returns the digests for comparison with the manifest."""
+    is written. Returns the digests for comparison with the manifest.
+
+    Each member is judged (safetree.member_problem: plain path, listed in the
+    manifest with a checksum, symlinks only at pg_tblspc/<oid>) before any of
+    its bytes are written, and written through SafeTree, which never follows
+    a symlink. Symlink members are never created (lay_down_backup links each
+    tablespace to the location the restore decided), nor is the tar's copy
+    of backup_manifest (the restore writes the repository's verified one)."""
     digests: Dict[str, FileDigest] = {}
-    with storage.open(key) as raw:
+    with storage.open(key) as raw, SafeTree(destination) as tree:
         stream = compression.open_decompressed(_TimedReader(raw, timer), codec)
         try:
             reader = TarReader(stream)
-            for member in reader.members():
-                path = _safe_path(destination, member.name)
+            for member in map(canonical, reader.members()):
+                problem = member_problem(member, manifest, prefix, tablespace_oids)
+                if problem:
+                    raise UnsafeBackup(problem)
                 if member.kind == DIRECTORY:
-                    os.makedirs(path, mode=0o700, exist_ok=True)
-                elif member.kind == FILE:
-                    digests[member.name] = _write_member(reader, member, path, algorithm)
-                elif member.kind == SYMLINK:
-                    os.symlink(member.linkname, path)
-                else:
-                    raise CorruptObject("unexpected tar member type for %s" % member.name)
+                    tree.make_directory(member.name)
+                elif member.kind == FILE and (prefix or member.name != MANIFEST_NAME):
+                    digests[member.name] = _write_member(reader, member, tree, algorithm)
         except Exception as exc:  # decompression and tar format errors surface here
+            if isinstance(exc, UnsafeBackup):
+                raise UnsafeBackup("stored backup %s is refused: %s" % (key, exc.message)) from None
             if isinstance(exc, RestorekeeperError) and not isinstance(exc, CorruptObject):
                 raise  # e.g. a missing Python package: never blame the stored file for it
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES):
@@ -380,10 +384,9 @@ def extract_archive(storage, key: str, codec: str, destination: str, timer: Time
     return digests
 
 
-def _write_member(reader: TarReader, member: TarMember, path: str, algorithm: str) -> FileDigest:
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+def _write_member(reader: TarReader, member: TarMember, tree: SafeTree, algorithm: str) -> FileDigest:
     hasher = new_hasher(algorithm)
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb", buffering=0) as handle:
+    with open(tree.create_file(member.name), "wb", buffering=0) as handle:
 
         def consume(view: memoryview) -> None:
             hasher.update(view)
@@ -394,84 +397,130 @@ def _write_member(reader: TarReader, member: TarMember, path: str, algorithm: st
     return digest_of(member.size, algorithm, hasher)
 
 
+def _refuse_unsafe_record(backup: BackupInfo) -> None:
+    problems = record_problems(backup.record)
+    if backup.record.get("label") != backup.label:
+        problems.append("it says it is backup %r" % backup.record.get("label"))
+    if problems:
+        raise UnsafeBackup("the record (backup.json) of backup %s is refused: %s" % (backup.label, "; ".join(problems)))
+
+
 def lay_down_backup(storage, cluster: str, backup: BackupInfo, pgdata: str, locations: Dict[str, str],
                     timer: Timer) -> None:
     """Extract one backup set (base + tablespaces) into pgdata, verifying every
     file against its manifest; tablespaces go to locations[oid] and are linked
-    from pg_tblspc."""
+    from pg_tblspc. The record and the manifest are checked before anything
+    is written, the backup's own tablespace_map before a tablespace is."""
     record = backup.record
+    _refuse_unsafe_record(backup)
     prefix = backup_prefix(cluster, backup.label)
     started = time.monotonic()
     digests: Dict[str, FileDigest] = {}
-    # The manifest first: it says which checksum each file is verified with.
+    # The manifest first: it says which files may be written and which checksum each is verified with.
     manifest_raw = storage.get_bytes(prefix + MANIFEST_NAME)
     manifest = parse_manifest(manifest_raw)
+    problems = manifest_problems(manifest)
+    if problems:
+        raise UnsafeBackup("the manifest of backup %s is refused: %s" % (backup.label, "; ".join(problems[:5])))
     algorithm = manifest_algorithm(manifest)
-    for item in record["archives"]:
+    oids = frozenset(str(item["tablespace_oid"]) for item in record["archives"] if item["tablespace_oid"] is not None)
+    # The base archive first: its tablespace_map is checked before a tablespace archive is extracted.
+    for item in sorted(record["archives"], key=lambda archive: archive["tablespace_oid"] is not None):
         oid = item["tablespace_oid"]
         destination = pgdata if oid is None else locations[oid]
         if oid is not None:
             os.makedirs(destination, mode=0o700, exist_ok=True)
-        found = extract_archive(storage, prefix + item["key"], record["compression"], destination, timer, algorithm)
-        digests.update({("pg_tblspc/%s/" % oid if oid else "") + name: digest for name, digest in found.items()})
+        path_prefix = "pg_tblspc/%s/" % oid if oid else ""
+        found = extract_archive(storage, prefix + item["key"], record["compression"], destination, timer, algorithm,
+                                manifest, path_prefix, oids)
+        digests.update({path_prefix + name: digest for name, digest in found.items()})
+        if oid is None:
+            with SafeTree(pgdata) as tree:
+                problems = tablespace_map_problems(tree.read_file("tablespace_map"), record)
+            if problems:
+                raise UnsafeBackup("backup %s is refused: %s" % (backup.label, "; ".join(problems)))
     problems = verify_against_manifest(manifest, digests)
     if problems:
         raise RestoreFailed("backup %s does not match its manifest: %s" % (backup.label, "; ".join(problems[:5])),
                             "restore from another backup or another copy of the repository")
-    with open(os.path.join(pgdata, MANIFEST_NAME), "wb") as handle:
-        handle.write(manifest_raw)
-    for oid in (item["tablespace_oid"] for item in record["archives"] if item["tablespace_oid"]):
-        link = os.path.join(pgdata, "pg_tblspc", oid)
-        os.makedirs(os.path.dirname(link), mode=0o700, exist_ok=True)
-        if os.path.lexists(link):
-            os.unlink(link)
-        os.symlink(locations[oid], link)
-    # The links exist now; a tablespace_map would make PostgreSQL recreate them
-    # from the original locations.
-    map_path = os.path.join(pgdata, "tablespace_map")
-    if os.path.exists(map_path):
-        os.unlink(map_path)
+    with SafeTree(pgdata) as tree:
+        with open(tree.create_file(MANIFEST_NAME), "wb") as handle:
+            handle.write(manifest_raw)
+        links = tree.directory("pg_tblspc") if oids else -1
+        try:
+            for oid in sorted(oids):
+                try:
+                    os.unlink(oid, dir_fd=links)
+                except FileNotFoundError:
+                    pass
+                os.symlink(locations[oid], oid, dir_fd=links)
+        finally:
+            if links >= 0:
+                os.close(links)
+        # The links exist now; a tablespace_map would make PostgreSQL recreate them
+        # from the original locations.
+        try:
+            os.unlink("tablespace_map", dir_fd=tree.fd)
+        except FileNotFoundError:
+            pass
     timer.add("extract", time.monotonic() - started)
 
 
-def tablespace_locations(backup: BackupInfo, mapping: Dict[str, str]) -> Dict[str, str]:
-    """Where each tablespace goes: mapped by oid or name, else its original place."""
+def tablespace_locations(backup: BackupInfo, mapping: Dict[str, str], trust_record: bool = False) -> Dict[str, str]:
+    """Where each tablespace goes: mapped by oid or name, else its original
+    place. The original place (from the backup's record) is used only when
+    trust_record: an in-place restore, which replaces the cluster on the host
+    its tablespaces belong to. Any other restore (a new directory, another
+    host) needs an explicit map entry per tablespace, since the record is only
+    as trustworthy as whoever can write the repository: mapping a tablespace to
+    its original location is how an operator accepts it."""
+    _refuse_unsafe_record(backup)
     locations = {}
     for tablespace in backup.record.get("tablespaces", []):
-        location = mapping.get(tablespace["oid"]) or mapping.get(tablespace["name"]) or tablespace["location"]
+        oid, name, original = str(tablespace["oid"]), tablespace["name"], tablespace["location"]
+        mapped = mapping.get(oid) or mapping.get(name)
+        location = os.path.normpath(mapped) if mapped else original
         if not os.path.isabs(location):
-            raise RestoreFailed("tablespace %s location %r is not absolute" % (tablespace["name"], location))
-        check_creatable(location, "tablespace directory for %s" % tablespace["name"])
+            raise RestoreFailed("tablespace %s location %r is not absolute" % (name, location))
+        check_creatable(location, "tablespace directory for %s" % name)
         if os.path.isdir(location) and os.listdir(location):
             raise RestoreFailed(
-                "tablespace %s would be restored into %s, which is not empty" % (tablespace["name"], location),
-                "map it elsewhere (tablespace_map: {%s: /new/empty/dir})" % tablespace["name"],
+                "tablespace %s would be restored into %s, which is not empty" % (name, location),
+                "map it elsewhere (tablespace_map: {%s: /new/empty/dir})" % name,
             )
-        locations[tablespace["oid"]] = location
-    unknown = set(mapping) - {t["oid"] for t in backup.record.get("tablespaces", [])} \
+        if not mapped and not trust_record:
+            raise RestoreFailed(
+                "backup %s has tablespace %s (oid %s), which was at %s on the host it came from; a restore that is "
+                "not in place takes no location from the backup's record" % (backup.label, name, oid, original),
+                "say where it goes (tablespace_map: {%s: /new/empty/dir}, or --tablespace-map %s=DIR); map it to %s "
+                "to restore it where it was" % (name, name, original),
+            )
+        locations[oid] = location
+    unknown = set(mapping) - {str(t["oid"]) for t in backup.record.get("tablespaces", [])} \
         - {t["name"] for t in backup.record.get("tablespaces", [])}
     if unknown:
         raise RestoreFailed("tablespace_map names %s, which backup %s does not have" % (", ".join(sorted(unknown)), backup.label))
     return locations
 
 
-def combine_chain(storage, cluster: str, chain: List[BackupInfo], pgdata: str, mapping: Dict[str, str],
+def combine_chain(storage, cluster: str, chain: List[BackupInfo], pgdata: str, final: Dict[str, str],
                   client: PgClient, timer: Timer) -> None:
     """Extract every backup of an incremental chain next to pgdata, then let
-    pg_combinebackup write the synthetic full backup into pgdata."""
+    pg_combinebackup write the synthetic full backup into pgdata, with each
+    tablespace at final[oid] (tablespace_locations)."""
     scratch = pgdata.rstrip("/") + ".restorekeeper-chain"
     shutil.rmtree(scratch, ignore_errors=True)
     os.makedirs(scratch, mode=0o700)
     try:
         inputs = []
         for backup in chain:
+            _refuse_unsafe_record(backup)  # its oids name directories below
             directory = os.path.join(scratch, backup.label)
             os.makedirs(directory, mode=0o700)
             locations = {t["oid"]: os.path.join(scratch, "%s-tablespace-%s" % (backup.label, t["oid"]))
                          for t in backup.record.get("tablespaces", [])}
             lay_down_backup(storage, cluster, backup, directory, locations, timer)
             inputs.append(directory)
-        final = tablespace_locations(chain[-1], mapping)
         remaps = []
         for tablespace in chain[-1].record.get("tablespaces", []):
             remaps += ["-T", "%s=%s" % (os.path.join(scratch, "%s-tablespace-%s" % (chain[-1].label, tablespace["oid"])),
@@ -547,7 +596,7 @@ def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[s
     repository = Repository.from_config(config)
     checked = preflight(config, client, request, plan, repository)
     aside = checked.aside
-    locations = tablespace_locations(plan.chain[-1], request.tablespace_map)
+    locations = tablespace_locations(plan.chain[-1], request.tablespace_map, trust_record=request.in_place)
     extra = _server_settings(request)
     stager, not_staged = _stager_for(config, repository, request, plan)
     command = (staged_restore_command(stager.directory, request.tool_path, config.path, config.source) if stager
@@ -646,8 +695,7 @@ def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, p
         if len(plan.chain) == 1:
             lay_down_backup(repository.storage, config.cluster, plan.backup, request.pgdata, locations, timer)
         else:
-            combine_chain(repository.storage, config.cluster, plan.chain, request.pgdata, request.tablespace_map,
-                          client, timer)
+            combine_chain(repository.storage, config.cluster, plan.chain, request.pgdata, locations, client, timer)
         os.makedirs(os.path.join(request.pgdata, "pg_wal", "archive_status"), mode=0o700, exist_ok=True)
         configured = (serverconfig.lay_down(request.pgdata, plan.chain[-1].record["configuration"])
                       if checked.configuration.source == "derived" else [])

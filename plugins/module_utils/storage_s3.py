@@ -23,11 +23,12 @@ import datetime
 import hashlib
 import os
 import tempfile
-from typing import Any, BinaryIO, Dict, Iterator, NamedTuple, Optional
+from typing import Any, BinaryIO, Dict, Iterator, NamedTuple, Optional, Tuple
 
+from . import deadline
 from .config import ENDPOINT_URL_HINT, endpoint_url_problem, redacted_url
 from .errors import LockBusy, ObjectExists, ObjectNotFound, StorageError
-from .fsutil import LockHeld, exclusive_flock
+from .fsutil import LockHeld, exclusive_flock, private_directory
 from .storage import ObjectInfo, ObjectWriter, Storage, validate_key
 
 PART_SIZE = 64 * 1024 * 1024
@@ -155,10 +156,11 @@ class S3Storage(Storage):
         # 1.36 and later; older ones (Debian 12 ships 1.29) behave that way without them.
         checksums = {name: "when_required" for name in ("request_checksum_calculation", "response_checksum_validation")
                      if name in BotoConfig.OPTION_DEFAULTS}
+        attempts, connect_timeout, read_timeout = _request_limits(settings.max_attempts)
         config = BotoConfig(
-            retries={"max_attempts": settings.max_attempts, "mode": "adaptive"},  # jittered exponential backoff
+            retries={"max_attempts": attempts, "mode": "adaptive"},  # jittered exponential backoff
             s3={"addressing_style": "path" if settings.path_style else "auto"},
-            connect_timeout=10, read_timeout=120, **checksums,
+            connect_timeout=connect_timeout, read_timeout=read_timeout, **checksums,
         )
         try:
             self.client = session.client("s3", endpoint_url=settings.endpoint_url or None, config=config,
@@ -306,13 +308,34 @@ class S3Storage(Storage):
 
     @contextlib.contextmanager
     def lock(self, key: str, holder: str) -> Iterator[None]:
-        # S3 has no lock primitive: serialise on this host with a lock file.
+        # S3 has no lock primitive: serialise on this host with a lock file,
+        # in this user's private directory (a shared /tmp name could be planted).
         digest = hashlib.sha256((self.location + key).encode()).hexdigest()[:16]
+        path = os.path.join(private_directory(), "restorekeeper-s3-%s.lock" % digest)
         try:
-            with exclusive_flock(os.path.join(tempfile.gettempdir(), "restorekeeper-%s.lock" % digest), holder, 0o600):
+            with exclusive_flock(path, holder, 0o600):
                 yield
         except LockHeld as held:
             raise LockBusy("lock %s is held by %s" % (key, held)) from None
+        except OSError as exc:
+            raise StorageError("cannot take the lock file %s: %s" % (path, exc.strerror or exc)) from None
+
+
+#: Attempts per request under a deadline (wal-push, wal-fetch): with each
+#: attempt's timeouts, attempts x timeout stays within the deadline.
+DEADLINE_ATTEMPTS = 3
+
+
+def _request_limits(max_attempts: int) -> Tuple[int, float, float]:
+    """Attempts, connect and read timeout of one request. Under a deadline
+    (deadline.py) they share it; the watchdog also bounds the whole call,
+    since a store sending a byte now and then never trips a read timeout."""
+    timeout = deadline.operation_timeout()
+    if timeout is None:
+        return max_attempts, 10.0, 120.0
+    attempts = max(1, min(max_attempts, DEADLINE_ATTEMPTS))
+    per_attempt = max(1.0, timeout / attempts)
+    return attempts, min(10.0, per_attempt), per_attempt
 
 
 _NO_OVERWRITE = "restorekeeper_if_none_match"

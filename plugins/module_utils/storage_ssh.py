@@ -37,6 +37,7 @@ import itertools
 import json
 import os
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -47,6 +48,7 @@ import threading
 import weakref
 from typing import Any, BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
+from . import deadline
 from .errors import LockBusy, ObjectExists, ObjectNotFound, RestorekeeperError, StorageError
 from .storage import ObjectInfo, ObjectWriter, Storage, validate_key
 
@@ -103,12 +105,17 @@ def settings_from_options(path: str, options: Dict[str, str]) -> SshSettings:
                        remote_tool)
 
 
-def ssh_command(settings: SshSettings, ssh_binary: str = "ssh") -> List[str]:
+def ssh_command(settings: SshSettings, ssh_binary: str = "ssh", timeout: Optional[float] = None) -> List[str]:
     """The argument list that starts the remote agent. Key-based and
-    non-interactive only: a host whose key is not already known is refused."""
+    non-interactive only: a host whose key is not already known is refused.
+    Under a deadline of timeout seconds (wal-push, wal-fetch) the connection
+    and the keepalives are bounded by it too."""
+    connect, alive = CONNECT_TIMEOUT, ALIVE_INTERVAL
+    if timeout is not None:
+        connect, alive = max(1, min(CONNECT_TIMEOUT, int(timeout))), max(1, min(ALIVE_INTERVAL, int(timeout) // 4))
     argv = [ssh_binary, "-T", "-x", "-a",
             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ClearAllForwardings=yes",
-            "-o", "ConnectTimeout=%d" % CONNECT_TIMEOUT, "-o", "ServerAliveInterval=%d" % ALIVE_INTERVAL,
+            "-o", "ConnectTimeout=%d" % connect, "-o", "ServerAliveInterval=%d" % alive,
             "-o", "ServerAliveCountMax=4", "-o", "LogLevel=ERROR"]
     if settings.known_hosts_file:
         argv += ["-o", "UserKnownHostsFile=%s" % settings.known_hosts_file]
@@ -435,6 +442,52 @@ def _shutdown(process: "subprocess.Popen[bytes]", stderr: BinaryIO) -> None:
     stderr.close()
 
 
+class _AgentPipe:
+    """The agent's input and output as streams for send_message and
+    receive_message, with every wait bounded by the deadline (deadline.py)
+    when one is set: a silent or dripping agent then fails the call instead
+    of stalling it. Reads and writes go to the file descriptors directly."""
+
+    def __init__(self, process: "subprocess.Popen[bytes]", host: str) -> None:
+        self._host = host
+        self._out = process.stdout.fileno()  # type: ignore[union-attr]
+        self._in = process.stdin.fileno()  # type: ignore[union-attr]
+        os.set_blocking(self._in, False)  # a write never blocks past the deadline
+        self._buffer = bytearray()
+
+    def _wait(self, fd: int, events: int, doing: str) -> None:
+        left = deadline.remaining()
+        poller = select.poll()
+        poller.register(fd, events)
+        # A dripping agent keeps each poll short: the deadline is the whole call's.
+        if left == 0 or not poller.poll(None if left is None else int(left * 1000) + 1):
+            raise deadline.exceeded("%s the agent on %s" % (doing, self._host))
+
+    def read(self, size: int) -> bytes:
+        """size bytes, or fewer only when the agent's output ended."""
+        while len(self._buffer) < size:
+            self._wait(self._out, select.POLLIN, "waiting for")
+            chunk = os.read(self._out, max(size - len(self._buffer), READ_BUFFER))
+            if not chunk:
+                break
+            self._buffer += chunk
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            self._wait(self._in, select.POLLOUT, "sending to")
+            try:
+                view = view[os.write(self._in, view):]
+            except BlockingIOError:
+                continue
+
+    def flush(self) -> None:
+        """Nothing is buffered on this side."""
+
+
 class Connection:
     """One ssh process and the agent at its other end. Thread-safe: each
     request and its reply are exchanged under one lock."""
@@ -448,12 +501,13 @@ class Connection:
         # Own session: a Ctrl-C meant for us must not kill ssh before we clean
         # up. Should we die anyway, ssh sees its input end and so does the agent.
         try:
-            self.process = subprocess.Popen(ssh_command(settings, ssh), stdin=subprocess.PIPE,
+            self.process = subprocess.Popen(ssh_command(settings, ssh, deadline.operation_timeout()), stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, stderr=self._stderr, start_new_session=True)
         except OSError as exc:
             self._stderr.close()
             raise StorageError("cannot start %s: %s" % (ssh, exc.strerror or exc)) from None
         self._finalizer = weakref.finalize(self, _shutdown, self.process, self._stderr)
+        self._pipe = _AgentPipe(self.process, settings.host)
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self.failure: Optional[StorageError] = None
@@ -487,13 +541,25 @@ class Connection:
             self.failure = _classify(self.settings, returncode, text)
         return self.failure
 
+    def _timed_out(self, exc: BaseException) -> StorageError:
+        """The deadline passed mid-exchange: the connection is unusable (a
+        reply may still arrive), so end ssh now rather than wait for it."""
+        if self.failure is None:
+            self.failure = exc if isinstance(exc, StorageError) else deadline.exceeded(
+                "waiting for the agent on %s" % self.settings.host)
+            with contextlib.suppress(OSError):
+                self.process.kill()
+        return self.failure
+
     def send(self, header: Dict[str, Any], payload: bytes = b"") -> None:
         """A request that has no reply (write, abort, close)."""
         with self._lock:
             if self.failure is not None:
                 raise self.failure
             try:
-                send_message(self.process.stdin, header, payload)  # type: ignore[arg-type]
+                send_message(self._pipe, header, payload)  # type: ignore[arg-type]
+            except deadline.TIMED_OUT as exc:
+                raise self._timed_out(exc) from None
             except (OSError, ValueError):
                 raise self._broken() from None
 
@@ -506,7 +572,9 @@ class Connection:
 
     def _reply(self) -> Tuple[Dict[str, Any], bytes]:
         try:
-            message = receive_message(self.process.stdout)  # type: ignore[arg-type]
+            message = receive_message(self._pipe)  # type: ignore[arg-type]
+        except deadline.TIMED_OUT as exc:
+            raise self._timed_out(exc) from None
         except (OSError, ValueError, EOFError):
             message = None
         if message is None:

@@ -8,7 +8,7 @@ without reading it a second time.
 
 from __future__ import annotations
 
-from typing import BinaryIO, Callable, Dict, Iterable, Iterator, NamedTuple, Optional
+from typing import BinaryIO, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional
 
 from .errors import CorruptObject
 from .manifest import SHA256, FileDigest, digest_of, new_hasher
@@ -39,8 +39,8 @@ class TeeReader:
 
 def digest_tar(stream: BinaryIO, keep: Iterable[str] = (), algorithm: str = SHA256) -> "TarDigest":
     """Read a whole tar stream; return digests (size and the manifest's
-    checksum algorithm) of its regular files and the contents of the members
-    named in keep."""
+    checksum algorithm) of its regular files, the contents of the members
+    named in keep, and every member that is not a file (verify judges them)."""
     wanted = set(keep)
     result = TarDigest()
     current = "the tar header"
@@ -49,7 +49,10 @@ def digest_tar(stream: BinaryIO, keep: Iterable[str] = (), algorithm: str = SHA2
         for member in reader.members():
             current = member.name
             if member.kind != FILE:
+                result.others.append(member)
                 continue
+            if member.name in result.files:
+                result.duplicates.append(member.name)
             hasher = new_hasher(algorithm)
             if member.name in wanted:
                 kept = bytearray()
@@ -238,6 +241,8 @@ class TarDigest:
     def __init__(self) -> None:
         self.files: Dict[str, FileDigest] = {}
         self.kept: Dict[str, bytes] = {}
+        self.others: List[TarMember] = []  # directories, symlinks and anything else, in stream order
+        self.duplicates: List[str] = []  # files whose name appeared before (a restore refuses them)
 
     def content(self, name: str) -> Optional[bytes]:
         return self.kept.get(name)

@@ -42,7 +42,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
-from . import objectformat, wal
+from . import deadline, objectformat, wal
 from .errors import CorruptObject, ObjectNotFound, RestorekeeperError
 from .configfiles import file_identity
 from .fsutil import LockHeld, exclusive_flock, is_temp_name, makedirs_durable, remove_quietly, replace_file_atomically
@@ -122,6 +122,7 @@ def _fork_batch(archive: "WalArchive", spool: str, source_path: str, name: str,
         return pid
     code = 0
     try:
+        _limit_child(CHILD_SECONDS)
         _push_rounds(archive, spool, source_path, name, config_identity)
     except BaseException as exc:  # the waiting call pushes its file itself and reports
         _report("WARNING", "batch push stopped: %s" % exc)
@@ -133,6 +134,14 @@ def _fork_batch(archive: "WalArchive", spool: str, source_path: str, name: str,
 #: How long one child keeps taking further rounds of ready segments; the next
 #: call that finds no marker forks a fresh child with a fresh configuration.
 CHILD_SECONDS = 60.0
+
+
+def _limit_child(work_seconds: float) -> None:
+    """A forked worker inherits no watchdog: give it its own, so a silent
+    repository cannot keep it (and the lock it holds) forever."""
+    timeout = deadline.operation_timeout()
+    if timeout is not None:
+        deadline.hard_limit_in_child(work_seconds + 2 * timeout)
 
 
 def _push_rounds(archive: "WalArchive", spool: str, source_path: str, name: str,
@@ -366,6 +375,7 @@ def _start_prefetch(archive: "WalArchive", spool: str, name: str, count: int, th
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
+        _limit_child(0.0)
         with exclusive_flock(os.path.join(spool, "prefetch.lock"), "prefetch, pid %d" % os.getpid(), 0o600):
             _prefetch(archive, spool, wanted, threads)
     except BaseException:  # a failed prefetch only means the segment's own call fetches it

@@ -542,7 +542,7 @@ def plan_only(config: Config, params: Dict[str, Any], target: RecoveryTarget, st
             request = request_from(params, target)
             checks = preflight(config, client, request, plan, Repository.from_config(config)).checks
     check_creatable(os.path.abspath(params["pgdata"]), "data directory")
-    locations = tablespace_locations(plan.chain[-1], params["tablespace_map"] or {})
+    locations = tablespace_locations(plan.chain[-1], params["tablespace_map"] or {}, trust_record=params["in_place"])
     result = {
         "changed": True,
         "backup": plan.backup.label,

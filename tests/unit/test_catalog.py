@@ -18,7 +18,7 @@ from walfiles import SEGMENT_SIZE, segment_name, write_segment
 def put_backup(archive, label: str, timeline: int, start_segno: int, stop_segno: int) -> None:
     """A published backup record starting and ending inside the given segments."""
     record = {
-        "type": "full", "parent": None, "timeline": timeline,
+        "label": label, "type": "full", "parent": None, "timeline": timeline,
         "start_lsn": wal.format_lsn(start_segno * SEGMENT_SIZE + 0x28),
         "stop_lsn": wal.format_lsn(stop_segno * SEGMENT_SIZE + 0x100),
         "wal_start": segment_name(timeline, start_segno), "wal_stop": segment_name(timeline, stop_segno),
