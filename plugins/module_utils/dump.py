@@ -35,7 +35,7 @@ from . import compression
 from .catalog import load_record_sets, utc_iso
 from .config import Config
 from .errors import CorruptObject, ObjectNotFound, RestorekeeperError
-from .pgclient import PgClient, PostgresError
+from .pgclient import PgClient, PostgresError, conninfo_dbname
 from .repository import Repository
 from .tarstream import TeeReader
 
@@ -98,13 +98,6 @@ def sql_literal(value: str) -> str:
     while "$%s$" % tag in value or value.endswith("$" + tag):
         tag += "x"
     return "$%s$%s$%s$" % (tag, value, tag)
-
-
-def conninfo_dbname(database: str) -> str:
-    """A -d argument naming exactly this database. A bare name containing '='
-    or starting with postgresql:// would be read by libpq as a connection
-    string; a quoted dbname= keyword never is."""
-    return "dbname='%s'" % database.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def parse_table_name(text: str) -> Tuple[str, str]:
@@ -1059,7 +1052,7 @@ class DumpRestore:
 
     def _objects_in(self, database: str) -> int:
         try:
-            return int(self.client.scalar(_EMPTY_CHECK, database=conninfo_dbname(database)) or 0)
+            return int(self.client.scalar(_EMPTY_CHECK, database=database) or 0)
         except PostgresError as exc:
             raise RestoreFailed("cannot inspect database %r: %s" % (database, exc),
                                 "it must accept connections from the restore user") from None
@@ -1207,7 +1200,7 @@ class DumpRestore:
                 "SELECT %d, (SELECT count(*) FROM ONLY %s.%s)" % (i, quote_ident(s), quote_ident(t))
                 for i, (s, t) in enumerate(batch, start))
             try:
-                rows = self.client.query(sql, database=conninfo_dbname(target))
+                rows = self.client.query(sql, database=target)
             except PostgresError as exc:
                 raise RestoreFailed("counting the restored rows failed: %s" % exc) from None
             counts.update({tables[int(i)]: int(n) for i, n in rows})

@@ -3,8 +3,10 @@
 The on-host tool needs no database driver: it runs psql (and pg_basebackup,
 pg_dump ...) from the server's bindir with argument lists. Connection
 settings travel in the environment (PGHOST, PGPORT, ...), never on the command
-line; a password travels in a temporary 0600 pgpass file, never in argv or
-the environment, so no process listing shows it.
+line; a password travels in a temporary 0600 pgpass file naming the configured
+host and port, never in argv or the environment, so no process listing shows
+it and no other server gets it. A database name always reaches a program as a
+quoted dbname='...' keyword, never as a connection string (conninfo_dbname).
 """
 
 from __future__ import annotations
@@ -29,6 +31,52 @@ class PostgresError(RestorekeeperError):
 
 def _pgpass_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+# libpq reads a dbname that contains '=' or starts with one of these as a
+# connection string (recognized_connection_string in fe-connect.c).
+_URI_PREFIXES = ("postgresql://", "postgres://")
+# libpq's compiled-in port, used when neither the config nor PGPORT names one.
+_DEFAULT_PORT = "5432"
+
+
+def conninfo_dbname(database: str) -> str:
+    """A -d argument naming exactly this database. A bare name containing '='
+    or starting with postgresql:// would be read by libpq as a connection
+    string (a database created by any role with CREATEDB could then point
+    psql at another server, password and all); a quoted dbname= keyword
+    never is. Quoting per libpq: backslash and single quote escaped."""
+    return "dbname='%s'" % database.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def read_as_conninfo(database: str) -> bool:
+    """Whether some libpq program would parse this database name as a
+    connection string rather than a name."""
+    return "=" in database or database.startswith(_URI_PREFIXES)
+
+
+def pgpass_lines(host: str, port: str, password: str) -> List[str]:
+    """pgpass lines giving password to this host and port only (any database
+    and user there), never to another server. host and port as in PGHOST and
+    PGPORT (comma lists allowed). libpq matches the host field against the
+    host as given, a Unix socket directory literally, except that an empty
+    host and its compiled-in default socket directory match "localhost"; we
+    cannot know that directory, so a socket directory also gets a localhost
+    line: the same machine and port."""
+    hosts = [name.strip() for name in host.split(",")] if host else [""]
+    ports = [number.strip() or _DEFAULT_PORT for number in (port or _DEFAULT_PORT).split(",")]
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    lines: List[str] = []
+    for name, number in zip(hosts, ports):
+        fields = [name] if name else []
+        if not name or name.startswith(("/", "@")):  # a socket directory (or abstract namespace)
+            fields.append("localhost")
+        for field in fields:
+            line = "%s:%s:*:*:%s\n" % (_pgpass_escape(field), _pgpass_escape(number), _pgpass_escape(password))
+            if line not in lines:
+                lines.append(line)
+    return lines
 
 
 class PgClient:
@@ -116,7 +164,9 @@ class PgClient:
             self._bindir_found = (bindir, tried)
         return self._bindir_found[0], list(self._bindir_found[1])
 
-    def env(self) -> Dict[str, str]:
+    def _connection_env(self) -> Dict[str, str]:
+        """The environment with the configured host, port, user and database;
+        no password file yet."""
         env = dict(os.environ)
         env.update(PGAPPNAME="restorekeeper", PGCONNECT_TIMEOUT=str(CONNECT_TIMEOUT_SECONDS))
         for key, value in (
@@ -127,7 +177,16 @@ class PgClient:
         ):
             if value:
                 env[key] = value
+        # libpq reads PGDATABASE as a plain name, but pg_amcheck, vacuumdb,
+        # reindexdb and pgbench hand it on as a dbname that is expanded; such a
+        # name reaches psql through a quoted -d instead (query, script).
+        if read_as_conninfo(env.get("PGDATABASE", "")):
+            del env["PGDATABASE"]
         env.pop("PGPASSWORD", None)
+        return env
+
+    def env(self) -> Dict[str, str]:
+        env = self._connection_env()
         passfile = self._passfile() or self.settings.password_file
         if passfile:
             env["PGPASSFILE"] = passfile
@@ -137,18 +196,28 @@ class PgClient:
         if not self._password:
             return ""
         if self._pgpass_dir is None:
+            target = self._connection_env()
+            # libpq matches the pgpass host against host, else hostaddr.
+            host = target.get("PGHOST") or target.get("PGHOSTADDR", "")
+            lines = pgpass_lines(host, target.get("PGPORT", ""), self._password)
             self._pgpass_dir = tempfile.mkdtemp(prefix="restorekeeper-")
             path = os.path.join(self._pgpass_dir, "pgpass")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write("*:*:*:*:%s\n" % _pgpass_escape(self._password))
+                handle.writelines(lines)
         return os.path.join(self._pgpass_dir, "pgpass")
 
+    def _database_args(self, database: str) -> List[str]:
+        """-d naming database (else the configured one) as a name, never a
+        connection string: database names are chosen by any role with CREATEDB."""
+        name = database or self.settings.database
+        return ["-d", conninfo_dbname(name)] if name else []
+
     def query(self, sql: str, database: str = "") -> List[List[str]]:
-        """Run one statement with psql and return its rows (NULL reads as '')."""
-        argv = [self.program("psql"), "-X", "-q", "-t", "--csv", "-v", "ON_ERROR_STOP=1", "-c", sql]
-        if database:
-            argv[1:1] = ["-d", database]
+        """Run one statement with psql in database (a name; default: the
+        configured one) and return its rows (NULL reads as '')."""
+        argv = [self.program("psql"), "-X", "-w", "-q", "-t", "--csv", "-v", "ON_ERROR_STOP=1", "-c", sql]
+        argv[1:1] = self._database_args(database)
         result = subprocess.run(argv, env=self.env(), capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise PostgresError(describe_failure("psql", result.stderr))
@@ -157,9 +226,8 @@ class PgClient:
     def script(self, text: str, database: str = "") -> List[List[str]]:
         """Run a psql script (several statements, \\gexec allowed) in one session
         and return the rows of every result, in order."""
-        argv = [self.program("psql"), "-X", "-q", "-t", "--csv", "-v", "ON_ERROR_STOP=1", "-f", "-"]
-        if database:
-            argv[1:1] = ["-d", database]
+        argv = [self.program("psql"), "-X", "-w", "-q", "-t", "--csv", "-v", "ON_ERROR_STOP=1", "-f", "-"]
+        argv[1:1] = self._database_args(database)
         result = subprocess.run(argv, input=text, env=self.env(), capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise PostgresError(describe_failure("psql", result.stderr))
