@@ -291,6 +291,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
                                               args.target_name, args.target_immediate)),
         inclusive=not args.exclusive, timeline=args.target_timeline, action=args.target_action,
     )
+    malformed = [item for item in args.tablespace_map or [] if "=" not in item]
+    if malformed:
+        raise RestorekeeperError("--tablespace-map %s is not OID_OR_NAME=DIR" % malformed[0],
+                                 "write it as --tablespace-map hot=/srv/pg/hot-restored (one per tablespace)")
     mapping = dict(item.split("=", 1) for item in args.tablespace_map or [])
     with PgClient(config.postgres) as client:
         if args.dry_run:

@@ -84,3 +84,10 @@ def test_verbose_push_reports_outcome(tmp_path, capsys, conf):
     run(capsys, "wal-push", "--config", conf, source, NAME)
     code, _out, err = run(capsys, "wal-push", "-v", "--config", conf, source, NAME)
     assert code == 0 and "already-archived" in err
+
+
+def test_a_malformed_tablespace_map_is_a_clear_error(tmp_path, capsys, conf):
+    code = cli.main(["restore", "--config", conf, "--pgdata", str(tmp_path / "data"), "--tablespace-map", "hot"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--tablespace-map hot is not OID_OR_NAME=DIR" in err and "Traceback" not in err
+    assert not (tmp_path / "data").exists()
