@@ -37,7 +37,6 @@ def unavailable_reason(version: int = DEBIAN_VERSION) -> Optional[str]:
 class DebianCluster(LaidOutCluster):
     """One pg_createcluster cluster, controlled with pg_ctlcluster as a user would."""
 
-
     def __init__(self, name: str, version: int = DEBIAN_VERSION, port: Optional[int] = None) -> None:
         self.name = name
         self.version = version

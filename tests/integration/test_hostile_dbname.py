@@ -68,7 +68,7 @@ class FakePostgres:
     def _serve(self) -> None:
         while True:
             try:
-                conn, _ = self._listener.accept()
+                conn, _address = self._listener.accept()
             except OSError:
                 return
             with conn:
@@ -137,8 +137,8 @@ def _drill(arch: Archived, scratch: Path, *args: str) -> subprocess.CompletedPro
 
 
 @pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
-def test_connection_string_database_name_reaches_only_the_configured_server(archived, fake_server, rk_session_dir,
-                                                                             version):
+def test_connection_string_database_name_reaches_only_the_configured_server(
+        archived, fake_server, rk_session_dir, version):
     arch = archived(version)
     hostile = "host=127.0.0.1 port=%d dbname=x" % fake_server.port
     _create_hostile_database(arch.cluster, hostile)
