@@ -155,8 +155,8 @@ options:
       - Where to restore tablespaces, keyed by tablespace name or oid, the value being the new directory (empty
         or absent).
       - Unless O(in_place=true), every tablespace of the backup must be mapped (to its original path to accept
-        that one): the locations a backup's record names are trusted only in place, so a tampered record cannot
-        choose where a restore writes.
+        that one), because the locations a backup's record names are trusted only in place - a tampered record
+        cannot choose where a restore writes.
     type: dict
   keep_archiving:
     description:
