@@ -124,7 +124,10 @@ def test_lazy_imports_name_the_distribution_package(monkeypatch) -> None:
     from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage_s3 import S3Settings, S3Storage
     from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import StorageError
 
-    for name in ("zstandard", "cryptography", "boto3", "psycopg2"):
+    # Absent, as on a bare host: the packages and any of their submodules an
+    # earlier test imported (`from a.b import c` finds a.b in sys.modules first).
+    packages = ("zstandard", "cryptography", "boto3", "botocore", "psycopg2")
+    for name in [loaded for loaded in sys.modules if loaded.split(".")[0] in packages] + list(packages):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(RestorekeeperError, match="apt-get install python3-zstandard"):
         compression._zstandard()  # pylint: disable=protected-access
