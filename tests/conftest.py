@@ -5,7 +5,7 @@ we expose it as <repo>/.build/collections/ansible_collections/restorekeeper/post
 (a symlink) and put <repo>/.build/collections on sys.path. Tests then import
 the engine exactly as Ansible would:
 
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walarchive import WalArchive
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walarchive import WalArchive
 """
 
 from __future__ import annotations

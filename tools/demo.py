@@ -401,7 +401,7 @@ def three_copies(variables: Dict[str, Any], cluster: PgCluster, base: Path, endp
 
     import boto3
 
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import render_copies
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import render_copies
 
     bucket = "restorekeeper-demo"
     boto3.client("s3", endpoint_url=endpoint.url, region_name="us-east-1", aws_access_key_id=endpoint.access_key_id,

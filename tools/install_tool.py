@@ -3,7 +3,7 @@
     python tools/install_tool.py --prefix P [--packages distribution|pip] [--python /usr/bin/python3] [--owner USER]
 
 Layout (see docs and notes):
-    P/lib/restorekeeper_engine/     copy of plugins/module_utils/*.py plus an empty __init__.py
+    P/lib/restorekeeper_engine/     copy of plugins/module_utils/ (its packages) plus an empty __init__.py
     P/bin/restorekeeper             launcher run by archive_command / restore_command
 
 --packages distribution (the default): the launcher runs --python itself, the
@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENGINE_SOURCE = REPO_ROOT / "plugins" / "module_utils"
@@ -55,7 +55,7 @@ LAUNCHER_TEMPLATE = """#!{interpreter} -IS
 import sys
 sys.path[0:0] = {engine_path}
 sys.path += {site_dirs}
-from restorekeeper_engine.cli import main
+from restorekeeper_engine.frontends.cli import main
 sys.exit(main())
 """
 
@@ -70,7 +70,7 @@ SITE_PROBE = (
 DEPENDENCY_PROBE = """
 import json, sys
 sys.path[0:0] = [sys.argv[1]]
-from restorekeeper_engine import hostdeps
+from restorekeeper_engine.common import hostdeps
 names = [d.import_name for d in hostdeps.DEPENDENCIES]
 missing = hostdeps.missing(names)
 required = [n for n in missing if n in sys.argv[2:]]
@@ -204,25 +204,35 @@ def ensure_venv(prefix: Path, python: str, pins: Sequence[str]) -> None:
 
 
 def install_engine(prefix: Path, interpreter: Path) -> Path:
-    """Copy the engine modules; stale modules from an older version are removed."""
+    """Copy the engine's package tree; modules of an older version that this one no longer ships are removed."""
     target = prefix / "lib" / ENGINE_PACKAGE
     target.mkdir(parents=True, exist_ok=True)
     os.chmod(prefix / "lib", 0o755)
     os.chmod(target, 0o755)
-    sources = sorted(p for p in ENGINE_SOURCE.glob("*.py") if p.name != "__init__.py")
+    sources = engine_sources()
     if not sources:
         raise SystemExit("no engine modules found in %s" % ENGINE_SOURCE)
-    wanted = {p.name for p in sources} | {"__init__.py"}
-    for source in sources:
-        atomic_write(target / source.name, source.read_bytes(), 0o644)
+    wanted = set(sources) | {Path("__init__.py")}
+    for relative in sources:
+        destination = target / relative
+        for directory in reversed(relative.parents[:-1]):
+            (target / directory).mkdir(exist_ok=True)
+            os.chmod(target / directory, 0o755)
+        atomic_write(destination, (ENGINE_SOURCE / relative).read_bytes(), 0o644)
     atomic_write(target / "__init__.py", b"", 0o644)
-    for stale in target.glob("*.py"):
-        if stale.name not in wanted:
+    for stale in target.rglob("*.py"):
+        if stale.relative_to(target) not in wanted:
             stale.unlink()
     # Byte-compile as the installer: the server user usually cannot write
     # __pycache__ here, and every archive_command run would recompile otherwise.
     subprocess.run([str(interpreter), "-I", "-m", "compileall", "-q", str(target)], check=True)
     return target
+
+
+def engine_sources() -> List[Path]:
+    """The engine's modules, relative to plugins/module_utils (its packages and their __init__.py)."""
+    return sorted(path.relative_to(ENGINE_SOURCE) for path in ENGINE_SOURCE.rglob("*.py")
+                  if "__pycache__" not in path.parts and path.parent != ENGINE_SOURCE)
 
 
 def launcher_text(interpreter: Path, engine_parent: Path, site_dirs: Sequence[str]) -> str:

@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Shared documentation of a copy declaration (the copies option).
 
-Kept in step with ``COPY_SPEC`` in plugins/module_utils/policy.py and with
-the keys of ``[copy NAME]`` in plugins/module_utils/config.py (ansible-test
+Kept in step with ``COPY_SPEC`` in plugins/module_utils/copies/policy.py and with
+the keys of ``[copy NAME]`` in plugins/module_utils/config/config.py (ansible-test
 validate-modules compares the spec with this text).
 """
 

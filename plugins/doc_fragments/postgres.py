@@ -3,7 +3,7 @@
 """Shared documentation of the PostgreSQL connection options.
 
 Kept in step with ``connection_argument_spec()`` in
-plugins/module_utils/postgres.py: same names, types, defaults, aliases and
+plugins/module_utils/pg/postgres.py: same names, types, defaults, aliases and
 choices (ansible-test validate-modules compares them).
 """
 

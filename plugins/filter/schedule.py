@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters of role restorekeeper.postgresql.backups: thin wrappers around the engine's schedule module.
 
-The logic (and its unit tests) lives in plugins/module_utils/schedule.py, so
+The logic (and its unit tests) lives in plugins/module_utils/objectives/schedule.py, so
 the controller and the on-host tool share one implementation. Documentation:
 backup_schedule.yml and oncalendar_to_cron.yml next to this file.
 """
@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Mapping
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.schedule import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.schedule import (
     calendar_to_cron,
     plan_schedule,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.targets import derive_archiving, derive_drill
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.targets import derive_archiving, derive_drill
 
 _PLAN_KEYS = frozenset((
     "rpo_target", "rto_target", "tier", "database_size_bytes", "wal_rate_mb_per_hour", "replay_rate_mb_s",

@@ -776,28 +776,28 @@ archive:
 from typing import Any, Dict, Optional, Set
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archivestatus import archive_status
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.archivestatus import archive_status
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgres import (
     connection_options_spec,
     module_client,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.catalog import Catalog
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import DEFAULT_PATH, Config, CopyConfig
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.discovery import layout_named
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import config_needs, run_module
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.catalog import Catalog
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import DEFAULT_PATH, Config, CopyConfig
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.discovery import layout_named
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import config_needs, run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import (
     Repository,
     open_repository_storage,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.plan import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.plan import (
     check_targets,
     evaluate,
     gather,
     measured_for_schedule,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.ship import copy_status
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.targets import TargetError, parse_target
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.copies.ship import copy_status
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.targets import TargetError, parse_target
 
 # pg_isready: 2 = no response (server down or address wrong), as opposed to
 # 0 (accepting) and 1 (rejecting, e.g. starting up) and 3 (bad parameters).

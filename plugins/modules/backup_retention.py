@@ -195,9 +195,9 @@ targets:
 from typing import Any, Dict, List
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.expire import expire
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import config_needs, run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.retention.expire import expire
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import config_needs, run_module
 
 
 def argument_spec() -> Dict[str, Any]:

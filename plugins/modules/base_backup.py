@@ -290,20 +290,20 @@ import time
 from typing import Any, Dict, Optional
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgres import (
     connection_options_spec,
     module_client,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.backup import FULL, BackupOptions, BaseBackup
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.catalog import BackupInfo, Catalog
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import DEFAULT_PATH, Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.backup.backup import FULL, BackupOptions, BaseBackup
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.catalog import BackupInfo, Catalog
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import DEFAULT_PATH, Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import (
     Refusal,
     config_needs,
     run_module,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import parse_seconds
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import Repository
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.timefmt import parse_seconds
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import Repository
 
 
 def argument_spec() -> Dict[str, Any]:

@@ -167,8 +167,8 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil import replace_file_durably
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.fsutil import replace_file_durably
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import run_module
 
 PASSING = ("pass", "planned", "skipped")
 STATUS_ORDER = ("fail", "error", "unreachable", "no result", "pass", "planned", "skipped")

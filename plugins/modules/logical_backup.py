@@ -193,16 +193,16 @@ import pwd
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgres import (
     connection_options_spec,
     module_client,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.dump import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.backup.dump import (
     DumpOptions,
     LogicalDump,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import config_needs, run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import config_needs, run_module
 
 
 def argument_spec() -> Dict[str, Any]:

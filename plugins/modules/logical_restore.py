@@ -253,16 +253,16 @@ duration_seconds:
 from typing import Any, Dict, Optional
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgres import (
     connection_options_spec,
     module_client,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.dump import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.backup.dump import (
     DumpRestore,
     RestoreOptions,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import config_needs, run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import config_needs, run_module
 
 
 def argument_spec() -> Dict[str, Any]:

@@ -226,18 +226,19 @@ import pwd
 from typing import Any, Dict, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import Refusal, run_module
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.recovery import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import Refusal
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.pgclient import PgClient
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.recovery import (
     RecoveryTarget,
     build_target,
     current_recovery_settings,
     recovery_settings,
     write_recovery_config,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore import _running_pid, plan_restore
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walarchive import restore_command
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.restore import _running_pid, plan_restore
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walarchive import restore_command
 
 HIDDEN = "********"
 

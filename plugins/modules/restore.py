@@ -421,17 +421,17 @@ import os
 from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import (
     FailWithResult,
     Refusal,
     config_needs,
     run_module,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.recovery import RecoveryTarget, build_target
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import Repository
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.pgclient import PgClient
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.recovery import RecoveryTarget, build_target
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import Repository
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.restore import (
     RestoreFailed,
     RestoreRequest,
     check_creatable,
@@ -440,7 +440,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore i
     restore,
     tablespace_locations,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restoreprep import running_pid
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.restoreprep import running_pid
 
 HIDDEN = "********"
 

@@ -415,26 +415,26 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.drill import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.drill import (
     query_from_dict,
     DrillOptions,
     DrillQuery,
     run_drill,
     source_timeline,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.drillreport import write_reports
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.drillreport import write_reports
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import (
     FailWithResult,
     Refusal,
     config_needs,
     run_module,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import parse_seconds
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.recovery import build_target
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore import plan_restore
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.pgclient import PgClient
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.timefmt import parse_seconds
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.recovery import build_target
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.restore import plan_restore
 
 DEFAULT_REPORT_ROOT = "/var/lib/restorekeeper/drills"
 

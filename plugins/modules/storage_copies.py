@@ -110,18 +110,19 @@ import re
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import SECRET_KEYS, render_copies
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import ConfigError, RestorekeeperError
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import SECRET_KEYS, render_copies
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import ConfigError, RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.fsutil import (
     fsync_directory,
     owner_ids,
     read_private_file,
     remove_quietly,
     replace_file_durably,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.hostdeps import needs_for_repository
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import Refusal, run_module
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.policy import COPY_SPEC, copy_names
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.hostdeps import needs_for_repository
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import Refusal
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.copies.policy import COPY_SPEC, copy_names
 
 DROP_IN = "copies.conf"
 MASK = "********"

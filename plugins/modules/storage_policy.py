@@ -220,13 +220,13 @@ import socket
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import (
     Config,
     render_copies,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.hostdeps import needs_for_config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.policy import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.hostdeps import needs_for_config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.copies.policy import (
     COPY_SPEC,
     Facts,
     copy_names,

@@ -135,19 +135,20 @@ import os
 from typing import Any, Dict, Set
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import (
     BackupConfig,
     PostgresConfig,
     render_config,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import RestorekeeperError
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.fsutil import (
     owner_ids,
     read_private_file,
     replace_file_durably,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.hostdeps import needs_for_compression
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import Refusal, run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.hostdeps import needs_for_compression
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import Refusal
 
 
 def argument_spec():

@@ -380,10 +380,10 @@ archiver:
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import run_module
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.postgres import connection_argument_spec
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.serversettings import Progress, reconcile
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.services import DEFAULT_TIMEOUT, MANAGERS
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgres import connection_argument_spec
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.serversettings import Progress, reconcile
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.services import DEFAULT_TIMEOUT, MANAGERS
 
 
 def argument_spec() -> Dict[str, Any]:

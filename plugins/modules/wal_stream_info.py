@@ -139,10 +139,10 @@ status:
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import DEFAULT_PATH, Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.modulerun import config_needs, run_module
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import open_repository_storage
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walstream import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import DEFAULT_PATH, Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import config_needs, run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import open_repository_storage
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walstream import (
     load_stream_status,
     status_age_seconds,
 )

@@ -159,7 +159,7 @@ def start_archiving(cluster: PgCluster, setup: RepoSetup, tool_bin: Path,
                     conf: Optional[Mapping[str, Any]] = None) -> None:
     """Make a running cluster archive into setup's repository through the
     installed tool, restart it, and wait until a first segment has arrived."""
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walarchive import archive_command
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walarchive import archive_command
 
     settings: dict[str, Any] = {"wal_level": "replica", "archive_mode": "on",
                                 "archive_command": archive_command(str(tool_bin), str(setup.config_path))}

@@ -23,7 +23,7 @@ def render_test_config(cluster_name: str, repo_path: Path, compression: str = "z
                        server: Optional["PgCluster"] = None) -> str:
     """Config text for tests, rendered by the engine itself (one format, one place).
     With server, the [postgres] section points restorekeeper's own tools at it."""
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import PostgresConfig, render_config
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import PostgresConfig, render_config
 
     postgres = PostgresConfig()
     if server is not None:

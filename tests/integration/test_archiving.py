@@ -18,13 +18,10 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil import is_temp_name
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walarchive import (
-    WalArchive,
-    WalNotFound,
-    archive_command,
-)
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.fsutil import is_temp_name
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walarchive import WalArchive, archive_command
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import WalNotFound
 from harness import InstalledTool, PgCluster, RepoSetup, make_user_dir, render_test_config, wait_until
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walarchive import archive_command
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walarchive import archive_command
 from harness import InstalledTool, PgCluster, RepoSetup, make_user_dir, wait_until
 
 pytestmark = pytest.mark.slow

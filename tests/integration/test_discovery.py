@@ -32,13 +32,13 @@ from harness.ansible import run_module
 from harness.binaries import available_versions, bindir as harness_bindir
 from harness.prerequisites import missing
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import PostgresConfig, render_config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.discovery import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import PostgresConfig, render_config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.discovery import (
     DiscoveryError,
     discover,
     refuse_ha_managed,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.pgclient import PgClient
 
 pytestmark = pytest.mark.slow
 

@@ -81,8 +81,10 @@ def test_tool_installed_and_runnable_by_server_user(tool, pg_cluster: PgCluster)
     assert stat.S_IMODE(launcher.stat().st_mode) == 0o755
     engine = tool.prefix / "lib" / "restorekeeper_engine"
     assert (engine / "__init__.py").read_bytes() == b""
-    sources = {p.name for p in (REPO_ROOT / "plugins" / "module_utils").glob("*.py")}
-    assert sources <= {p.name for p in engine.glob("*.py")}
+    engine_source = REPO_ROOT / "plugins" / "module_utils"
+    sources = {p.relative_to(engine_source) for p in engine_source.rglob("*.py") if "__pycache__" not in p.parts}
+    assert len(sources) > 40 and Path("archive/walarchive.py") in sources
+    assert sources <= {p.relative_to(engine) for p in engine.rglob("*.py")}
     result = pg_cluster.run_as_owner([launcher, "--help"])
     assert result.returncode == 0, result.stderr
     assert "wal-push" in result.stdout
@@ -108,7 +110,7 @@ def test_repo_config_is_private_to_server_user(pg_cluster: PgCluster, repo_confi
 
 
 def test_engine_importable_as_collection(collection_root: Path, ansible_env: dict) -> None:
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils import walarchive
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive import walarchive
 
     assert Path(walarchive.__file__).resolve().is_relative_to(REPO_ROOT)
     assert (collection_root / "restorekeeper" / "postgresql" / "galaxy.yml").exists()

@@ -25,8 +25,8 @@ import pytest
 
 from harness import PgCluster, available_versions, bindir, make_user_dir
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import PostgresConfig
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pgclient import PgClient
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import PostgresConfig
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.pgclient import PgClient
 
 from test_backup import Archived  # noqa: F401
 from test_backup import archived  # noqa: F401  pylint: disable=unused-import

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils import drillrecord
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.catalog import utc_iso
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage_posix import PosixStorage
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore import drillrecord
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.timefmt import utc_iso
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.posix import PosixStorage
 from harness import make_user_dir, wait_until
 
 from test_backup import Archived  # noqa: F401

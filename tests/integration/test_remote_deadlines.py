@@ -203,8 +203,8 @@ def test_stalled_ssh_agent_fails_within_the_deadline(tool, tmp_path, mode):
 
 
 def test_remote_timeout_is_validated(tmp_path):
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import ConfigError
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import ConfigError
 
     config = _config(tmp_path, ["type = posix", "path = /srv/repository"])
     assert Config.load(str(config)).archive.remote_timeout == TIMEOUT
@@ -217,7 +217,8 @@ def test_remote_timeout_is_validated(tmp_path):
 
 
 def test_under_the_deadline_s3_attempts_times_timeout_fit_it():
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils import deadline, storage_s3
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common import deadline
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage import s3 as storage_s3
 
     assert storage_s3._request_limits(10) == (10, 10.0, 120.0)  # no deadline: as before
     with deadline.limit(30, "test"):

@@ -289,7 +289,7 @@ def test_cron_ships_once_a_minute_where_systemd_is_absent(layout, ansible_env, t
 
 
 def test_modules_probe_object_lock_and_mask_secrets(s3_endpoint, ansible_env, tmp_path):
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import render_config
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import render_config
 
     config = tmp_path / "main.conf"
     config.write_text(render_config("main", str(tmp_path / "repo")))

@@ -10,17 +10,17 @@ import stat
 
 import pytest
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils import storage_s3
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage import s3 as storage_s3
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import (
     ConfigError,
     LockBusy,
     ObjectExists,
     ObjectNotFound,
     StorageError,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectformat import sha256_hex
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage import open_storage
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.objectformat import sha256_hex
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.factory import open_storage
 
 from test_storage_ssh import ssh_host  # noqa: F401  pylint: disable=unused-import
 
@@ -159,8 +159,8 @@ DISTRIBUTION_S3_PROBE = r"""
 import io, json, sys
 sys.path.insert(0, sys.argv[1])
 import botocore
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import ObjectExists
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage import open_storage
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import ObjectExists
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.factory import open_storage
 store = open_storage("s3", "distribution", json.loads(sys.argv[2]))
 store.ensure_root()
 store.put_bytes("wal/one", b"first")

@@ -26,18 +26,18 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils import storage_ssh
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.errors import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage import ssh as storage_ssh
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import (
     ConfigError,
     LockBusy,
     ObjectExists,
     ObjectNotFound,
     StorageError,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.fsutil import is_temp_name
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectformat import sha256_hex
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage import open_storage
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.fsutil import is_temp_name
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.objectformat import sha256_hex
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.factory import open_storage
 from harness import server_os_user, wait_until
 from harness import sshhost
 
@@ -108,7 +108,7 @@ def test_killed_client_mid_write_leaves_nothing_and_a_retry_succeeds(remote):
 _WRITER = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from restorekeeper_engine.storage import open_storage
+from restorekeeper_engine.storage.factory import open_storage
 store = open_storage("ssh", sys.argv[2], dict(arg.split("=", 1) for arg in sys.argv[3:]))
 store.ensure_root()
 with store.writer("main/wal/0000000100000000/000000010000000000000009") as writer:

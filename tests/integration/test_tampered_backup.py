@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Tuple
 
 import pytest
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils import compression
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common import compression
 from harness import make_user_dir
 from harness.runas import chown_to
 

@@ -21,9 +21,9 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils import wal
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage_posix import PosixStorage
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walstream import load_stream_status
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg import wal
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.posix import PosixStorage
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walstream import load_stream_status
 from harness import wait_until
 from harness.ansible import host_python, run_module
 from harness.paths import ensure_public_dir

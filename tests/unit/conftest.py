@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import Config, render_config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repository import Repository
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.walarchive import WalArchive
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config, render_config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import Repository
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walarchive import WalArchive
 
 
 @pytest.fixture

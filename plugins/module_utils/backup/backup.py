@@ -1,0 +1,460 @@
+"""Physical base backups with pg_basebackup, stored as verified backup sets.
+
+A backup set lives under <cluster>/backup/<label>/:
+
+    base.tar.zst           the cluster's files (a tar, as pg_basebackup -Ft writes it)
+    <oid>.tar.zst          one per user tablespace
+    backup_manifest        PostgreSQL's manifest (parent of the next incremental)
+    backup.json            written last: its presence is what makes the set restorable
+
+pg_basebackup streams the tar to us; each byte passes once through a tar
+reader that checksums every file, through the compressor and into the
+repository. The set is published (backup.json) only after every file matched
+the manifest and every WAL segment the backup needs is in the archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
+
+from ..common import compression
+from ..pg import serverconfig, wal
+from ..common.timefmt import utc_iso
+from ..repo.catalog import Catalog, BackupInfo
+from ..repo.layout import backup_prefix
+from ..config.config import Config
+from ..common.errors import CorruptObject, RestorekeeperError
+from ..pg.manifest import (MANIFEST_NAME, Manifest, manifest_algorithm, parse_manifest, resolve_manifest_checksums,
+                           verify_against_manifest)
+from ..pg.pgclient import PgClient
+from ..repo.repository import Repository
+from ..pg.safetree import manifest_problems, member_problem, record_problems, tablespace_map_problems
+from ..pg.tarstream import FILE, TarDigest, TarMember, TeeReader, digest_tar
+from ..archive.walarchive import WalArchive
+
+FULL = "full"
+INCREMENTAL = "incremental"
+AUTO = "auto"
+BACKUP_TYPES = (FULL, INCREMENTAL, AUTO)
+INCREMENTAL_MIN_VERSION = 170000
+MANIFEST_MIN_VERSION = 130000
+RECORD_FORMAT = 1
+
+
+class BackupFailed(RestorekeeperError):
+    """The backup did not complete; nothing restorable was published."""
+
+
+class BackupOptions(NamedTuple):
+    type: str = FULL
+    checkpoint: str = "fast"
+    max_rate: str = ""
+    from_standby: bool = False
+    wal_wait_seconds: int = 120
+    compression_threads: int = -1
+    parent_label: str = ""
+
+
+class ServerFacts(NamedTuple):
+    version_num: int
+    in_recovery: bool
+    system_identifier: int
+    archive_mode: str
+    summarize_wal: bool
+    wal_segment_size: int
+    tablespaces: List[Tuple[str, str, str]]  # (oid, name, location)
+
+
+def server_facts(client: PgClient) -> ServerFacts:
+    row = client.query(
+        "SELECT current_setting('server_version_num'), pg_is_in_recovery(), "
+        "(SELECT system_identifier FROM pg_control_system()), current_setting('archive_mode'), "
+        "coalesce(current_setting('summarize_wal', true), 'off'), "
+        "current_setting('wal_segment_size')"
+    )[0]
+    tablespaces = client.query(
+        "SELECT oid, spcname, pg_tablespace_location(oid) FROM pg_tablespace "
+        "WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid"
+    )
+    return ServerFacts(
+        int(row[0]), row[1] == "t", int(row[2]), row[3], row[4] == "on", _size_setting(row[5]),
+        [tuple(row) for row in tablespaces],
+    )
+
+
+def _size_setting(text: str) -> int:
+    units = {"kB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return int(text[: -len(unit)]) * factor
+    return int(text)
+
+
+class BaseBackup:
+    """Takes one base backup of the cluster a configuration names."""
+
+    def __init__(self, config: Config, client: PgClient) -> None:
+        self.config = config
+        self.client = client
+        self.repository = Repository.from_config(config)
+        self.storage = self.repository.storage
+        self.catalog = Catalog(self.repository, config.cluster)
+
+    def plan(self, options: BackupOptions) -> Tuple[str, Optional[BackupInfo], ServerFacts]:
+        """Check everything that can be checked before the backup starts and
+        decide its type and parent. Raises with a clear reason; changes nothing."""
+        if options.type not in BACKUP_TYPES:
+            raise BackupFailed("unknown backup type %r" % options.type, "use full, incremental or auto")
+        if options.checkpoint not in ("fast", "spread"):
+            raise BackupFailed("unknown checkpoint mode %r" % options.checkpoint, "use fast or spread")
+        self.repository.require_initialised()
+        self.manifest_checksums = resolve_manifest_checksums(self.config.backup.manifest_checksums)
+        facts = server_facts(self.client)
+        if facts.version_num < MANIFEST_MIN_VERSION:
+            raise BackupFailed(
+                "PostgreSQL %d is not supported for base backups" % (facts.version_num // 10000),
+                "restorekeeper needs PostgreSQL 13 or later (backup manifests)",
+            )
+        if facts.in_recovery and not options.from_standby:
+            raise BackupFailed(
+                "the server is in recovery (a standby)",
+                "back up the primary, or set from_standby when the standby's WAL reaches this repository",
+            )
+        if facts.archive_mode == "off":
+            raise BackupFailed(
+                "archive_mode is off: a base backup without its WAL cannot be restored to any point in time",
+                "configure WAL archiving first (role restorekeeper.postgresql.archiving)",
+            )
+        identity = self.repository.identity(self.config.cluster)
+        if identity is None:
+            raise BackupFailed(
+                "no WAL of cluster %r has reached %s yet, so a backup could not be recovered"
+                % (self.config.cluster, self.storage.location),
+                "check that archive_command pushes to this repository (pg_stat_archiver shows failures)",
+            )
+        if str(identity.get("system_identifier")) != str(facts.system_identifier):
+            raise BackupFailed(
+                "the server is database system %s, but cluster %r in %s archives system %s"
+                % (facts.system_identifier, self.config.cluster, self.storage.location,
+                   identity.get("system_identifier")),
+                "point [cluster] name at this server's own archive",
+            )
+        backup_type, parent = self._choose_type(options.type, facts, options.parent_label)
+        return backup_type, parent, facts
+
+    def _choose_type(self, requested: str, facts: ServerFacts,
+                     parent_label: str = "") -> Tuple[str, Optional[BackupInfo]]:
+        if parent_label and requested != INCREMENTAL:
+            raise BackupFailed("a parent backup only makes sense for type incremental", "pass --type incremental")
+        if requested == FULL:
+            return FULL, None
+        reason = self._incremental_blocker(facts)
+        if reason and requested == INCREMENTAL:
+            raise BackupFailed(*reason)
+        if reason:
+            return FULL, None
+        if parent_label:
+            known = {b.label: b for b in self.catalog.backups()}
+            if parent_label not in known:
+                raise BackupFailed(
+                    "unknown parent backup %r: no complete backup of cluster %r has that label"
+                    % (parent_label, self.config.cluster),
+                    "`restorekeeper info` lists the labels; leave the parent out to build on the newest backup",
+                )
+            parent = known[parent_label]
+            if parent.record.get("system_identifier") != str(facts.system_identifier):
+                raise BackupFailed("backup %s belongs to another database system" % parent_label)
+        else:
+            parent = self.catalog.latest_backup(system_identifier=str(facts.system_identifier))
+        if parent is None:
+            if requested == INCREMENTAL:
+                raise BackupFailed("no complete backup to build an incremental backup on", "take a full backup first")
+            return FULL, None
+        chain = self.catalog.chain(parent.label)
+        if len(chain) > self.config.backup.max_chain_length:
+            if requested == INCREMENTAL:
+                raise BackupFailed(
+                    "the chain ending at %s already holds %d incremental backups (max_chain_length %d)"
+                    % (parent.label, len(chain) - 1, self.config.backup.max_chain_length),
+                    "take a full backup (type auto does this by itself)",
+                )
+            return FULL, None
+        return INCREMENTAL, parent
+
+    @staticmethod
+    def _incremental_blocker(facts: ServerFacts) -> Optional[Tuple[str, str]]:
+        if facts.version_num < INCREMENTAL_MIN_VERSION:
+            return (
+                "PostgreSQL %d has no incremental base backups (they arrived in PostgreSQL 17)"
+                % (facts.version_num // 10000),
+                "on this version WAL archiving is the incremental: take full backups and let the archive "
+                "carry the changes between them",
+            )
+        if not facts.summarize_wal:
+            return (
+                "summarize_wal is off, and incremental backups need WAL summaries",
+                "turn it on (role archiving: archiving_summarize_wal: true, or module wal_archiving "
+                "summarize_wal: true), then take a full backup to start the chain",
+            )
+        return None
+
+    def run(self, options: BackupOptions) -> Dict[str, Any]:
+        backup_type, parent, facts = self.plan(options)
+        label = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + ("F" if backup_type == FULL else "I")
+        holder = "backup %s, pid %d, started %s" % (label, os.getpid(), utc_iso(time.time()))
+        with self.storage.lock("%s/backup.lock" % self.config.cluster, holder):
+            return self._take(label, backup_type, parent, facts, options)
+
+    def _take(self, label: str, backup_type: str, parent: Optional[BackupInfo], facts: ServerFacts,
+              options: BackupOptions) -> Dict[str, Any]:
+        started = time.time()
+        prefix = backup_prefix(self.config.cluster, label)
+        configuration = serverconfig.capture(self.client)
+        with tempfile.TemporaryDirectory(prefix="restorekeeper-backup-") as scratch:
+            argv = self._pg_basebackup_args(label, options, parent, scratch)
+            if facts.tablespaces:
+                stored, digests, kept = self._staged(argv, prefix, facts, options)
+            else:
+                stored, digests, kept = self._streamed(argv, prefix, options)
+        stopped = time.time()
+        manifest_raw = kept.get(MANIFEST_NAME)
+        if manifest_raw is None:
+            raise BackupFailed("pg_basebackup sent no backup_manifest", "do not pass --no-manifest")
+        manifest = parse_manifest(manifest_raw)
+        problems = verify_against_manifest(manifest, digests)
+        if problems:
+            raise BackupFailed(
+                "backup %s does not match its manifest (%d problems): %s"
+                % (label, len(problems), "; ".join(problems[:5])),
+                "the backup was not published; look for disk or memory errors and retry",
+            )
+        manifest_info = self.storage.put_bytes(prefix + MANIFEST_NAME, manifest_raw)
+        wal_needed = self._confirm_wal(manifest, facts.wal_segment_size, options.wal_wait_seconds)
+        record = self._record(label, backup_type, parent, facts, options, manifest, kept, stored,
+                              manifest_info, wal_needed, started, stopped)
+        # A restore into a new directory derives the copy's configuration from this (serverconfig.py).
+        record["configuration"] = configuration
+        self.storage.put_bytes(prefix + "backup.json", (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+        return record
+
+    def _pg_basebackup_args(self, label: str, options: BackupOptions, parent: Optional[BackupInfo],
+                            scratch: str) -> List[str]:
+        args = ["-Ft", "-X", "none", "--manifest-checksums=" + self.manifest_checksums.upper(),
+                "-c", options.checkpoint,
+                "-l", "restorekeeper %s" % label, "--no-password"]
+        if options.max_rate:
+            args += ["-r", options.max_rate]
+        if parent is not None:
+            parent_manifest = os.path.join(scratch, "parent_manifest")
+            with open(parent_manifest, "wb") as handle:
+                handle.write(self.storage.get_bytes(backup_prefix(self.config.cluster, parent.label) + MANIFEST_NAME))
+            args.append("--incremental=" + parent_manifest)
+        return args
+
+    def _streamed(self, args: List[str], prefix: str, options: BackupOptions):
+        """pg_basebackup -D - : one tar on stdout, the manifest injected at its end."""
+        with tempfile.TemporaryFile() as stderr:
+            process = subprocess.Popen([self.client.program("pg_basebackup"), "-D", "-"] + args,
+                                       stdout=subprocess.PIPE, stderr=stderr, env=self.client.env())
+            try:
+                info, tar = self._store_tar(process.stdout, prefix + "base.tar" + _suffix(self.config),
+                                            options, lambda: _finish(process, stderr))
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        return [("base.tar", "", info, tar.bytes_read)], tar.digest.files, tar.digest.kept
+
+    def _staged(self, args: List[str], prefix: str, facts: ServerFacts, options: BackupOptions):
+        """With tablespaces pg_basebackup writes one tar per tablespace into a
+        directory; stage it on the repository's volume, then store each tar."""
+        staging_root = self.storage.staging_directory() or tempfile.gettempdir()
+        staging = tempfile.mkdtemp(prefix=".rk-tmp.staging-", dir=staging_root)
+        try:
+            with tempfile.TemporaryFile() as stderr:
+                process = subprocess.Popen([self.client.program("pg_basebackup"), "-D", staging] + args,
+                                           stdout=subprocess.DEVNULL, stderr=stderr, env=self.client.env())
+                _finish(process, stderr)
+            stored, digests, kept = [], {}, {}
+            with open(os.path.join(staging, MANIFEST_NAME), "rb") as handle:
+                kept[MANIFEST_NAME] = handle.read()
+            archives = [("base.tar", "")] + [("%s.tar" % oid, "pg_tblspc/%s/" % oid) for oid, _n, _l in facts.tablespaces]
+            for name, path_prefix in archives:
+                with open(os.path.join(staging, name), "rb") as source:
+                    info, tar = self._store_tar(source, prefix + name + _suffix(self.config), options, lambda: None)
+                stored.append((name, path_prefix.split("/")[1] if path_prefix else "", info, tar.bytes_read))
+                digests.update({path_prefix + member: digest for member, digest in tar.digest.files.items()})
+                kept.update(tar.digest.kept)
+            return stored, digests, kept
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _store_tar(self, source, key: str, options: BackupOptions, finish):
+        backup = self.config.backup
+        with self.storage.writer(key) as writer:
+            compressor = compression.StreamCompressor(writer.write, backup.compression, backup.compression_level,
+                                                      options.compression_threads)
+            tee = TeeReader(source, compressor.write)
+            digest = digest_tar(tee, keep=(MANIFEST_NAME, "backup_label", "tablespace_map"),
+                                algorithm=self.manifest_checksums.upper())
+            tee.drain()
+            compressor.finish()
+            finish()
+            info = writer.commit()
+        return info, _TarResult(digest, tee.bytes_read)
+
+    def _confirm_wal(self, manifest: Manifest, segment_size: int, wait_seconds: int) -> List[str]:
+        """Every segment from the backup's start to its end must be archived."""
+        needed: List[str] = []
+        for item in manifest.wal_ranges:
+            needed += wal.segments_between(item.timeline, item.start_lsn, item.end_lsn, segment_size)
+        archive = WalArchive(self.config, self.repository)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            missing = [name for name in needed if not archive.exists(name)]
+            if not missing or time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
+        if missing:
+            raise BackupFailed(
+                "WAL segment(s) %s needed by this backup did not reach the archive within %d s"
+                % (", ".join(missing), wait_seconds),
+                "check archive_command and pg_stat_archiver; the backup was not published",
+            )
+        return needed
+
+    def _record(self, label, backup_type, parent, facts, options, manifest, kept, stored, manifest_info,
+                wal_needed, started, stopped) -> Dict[str, Any]:
+        backup_label = _parse_backup_label(kept.get("backup_label", b""))
+        first, last = manifest.wal_ranges[0], manifest.wal_ranges[-1]
+        return {
+            "format": RECORD_FORMAT,
+            "label": label,
+            "type": backup_type,
+            "parent": parent.label if parent else None,
+            "system_identifier": str(facts.system_identifier),
+            "server_version_num": facts.version_num,
+            "timeline": first.timeline,
+            "start_lsn": wal.format_lsn(first.start_lsn),
+            "stop_lsn": wal.format_lsn(last.end_lsn),
+            "stop_timeline": last.timeline,
+            "start_time": utc_iso(started),
+            "label_start_time": backup_label.get("START TIME"),
+            "stop_time": utc_iso(stopped),
+            "wal_start": wal_needed[0],
+            "wal_stop": wal_needed[-1],
+            "wal_segment_size": facts.wal_segment_size,
+            "checkpoint": options.checkpoint,
+            "max_rate": options.max_rate or None,
+            "database_size": manifest.total_size,
+            "stored_size": sum(info.size for _n, _t, info, _b in stored) + manifest_info.size,
+            "duration_seconds": round(stopped - started, 3),
+            "compression": self.config.backup.compression,
+            "compression_level": self.config.backup.compression_level,
+            "archives": [
+                {"name": name, "key": info.key.rsplit("/", 1)[1], "tablespace_oid": oid or None,
+                 "tar_size": tar_bytes, "stored_size": info.size, "sha256": info.sha256}
+                for name, oid, info, tar_bytes in stored
+            ],
+            "manifest": {"key": MANIFEST_NAME, "sha256": manifest_info.sha256, "files": len(manifest.files)},
+            "tablespaces": [{"oid": oid, "name": name, "location": location} for oid, name, location in facts.tablespaces],
+            "verification": {"method": "manifest checksums (%s), verified while streaming"
+                                       % self.manifest_checksums, "files": len(manifest.files),
+                             "verified_at": utc_iso(stopped)},
+        }
+
+
+class _TarResult(NamedTuple):
+    digest: Any
+    bytes_read: int
+
+
+def _suffix(config: Config) -> str:
+    return ".zst" if config.backup.compression == "zstd" else ""
+
+
+def _finish(process: subprocess.Popen, stderr) -> None:
+    """Wait for pg_basebackup and turn a failure into its own message."""
+    code = process.wait()
+    if code != 0:
+        stderr.seek(0)
+        text = stderr.read().decode("utf-8", "replace")
+        raise BackupFailed("pg_basebackup exited with %d: %s" % (code, " ".join(text.split())[:800]))
+
+
+def _parse_backup_label(raw: bytes) -> Dict[str, str]:
+    values: Dict[str, str] = {}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            values[key.strip()] = value.strip()
+    return values
+
+
+class VerifyResult(NamedTuple):
+    label: str
+    files: int
+    problems: List[str]
+
+
+def verify_backup(config: Config, label: str) -> VerifyResult:
+    """Re-read a stored backup set and check it against its manifest and record:
+    stored bytes' SHA-256, every file's size and checksum, nothing missing or
+    extra; and what a restore would refuse (safetree.py): a manifest entry
+    without a checksum, a member path that is not plain, a symlink anywhere
+    but pg_tblspc/<oid>, a record whose tablespaces are not the backup's own
+    tablespace_map."""
+    repository = Repository.from_config(config)
+    repository.require_initialised()
+    backup = Catalog(repository, config.cluster).get(label)
+    record = backup.record
+    prefix = backup_prefix(config.cluster, label)
+    storage = repository.storage
+    problems: List[str] = ["backup.json: " + problem for problem in record_problems(record)]
+    if problems:  # its archive keys and oids are not used to read anything
+        return VerifyResult(label, 0, problems)
+    undecodable = False
+    manifest_raw = storage.get_bytes(prefix + MANIFEST_NAME)
+    if hashlib.sha256(manifest_raw).hexdigest() != record["manifest"]["sha256"]:
+        problems.append("%s: differs from the copy recorded at backup time" % MANIFEST_NAME)
+    manifest = parse_manifest(manifest_raw)
+    problems += manifest_problems(manifest)
+    oids = frozenset(str(item["tablespace_oid"]) for item in record["archives"] if item["tablespace_oid"] is not None)
+    digests: Dict[str, Any] = {}
+    for item in record["archives"]:
+        hasher = hashlib.sha256()
+        path_prefix = "pg_tblspc/%s/" % item["tablespace_oid"] if item["tablespace_oid"] else ""
+        with storage.open(prefix + item["key"]) as raw:
+            tee = TeeReader(raw, hasher.update)
+            try:
+                tar = digest_tar(compression.open_decompressed(tee, record["compression"]),
+                                 keep=() if path_prefix else ("tablespace_map",), algorithm=manifest_algorithm(manifest))
+            except CorruptObject as exc:
+                problems.append("%s: %s" % (item["key"], exc))
+                undecodable = True
+                continue
+            tee.drain()
+        if hasher.hexdigest() != item["sha256"]:
+            problems.append("%s: stored bytes' SHA-256 differs from the record" % item["key"])
+        problems += _member_problems(item["key"], tar, path_prefix, oids)
+        if not path_prefix:
+            problems += tablespace_map_problems(tar.content("tablespace_map"), record)
+        digests.update({path_prefix + name: digest for name, digest in tar.files.items()})
+    if not undecodable:  # else every file of the damaged archive would also read as "missing"
+        problems += verify_against_manifest(manifest, digests)
+    return VerifyResult(label, len(manifest.files), problems)
+
+
+def _member_problems(key: str, tar: TarDigest, path_prefix: str, oids: FrozenSet[str]) -> List[str]:
+    """What a restore would refuse among one archive's members, apart from the manifest comparison."""
+    members = [TarMember(name, FILE, digest.size, "") for name, digest in tar.files.items()] + tar.others
+    found = [member_problem(member, None, path_prefix, oids) for member in members]
+    found += ["tar member %r appears more than once" % name for name in tar.duplicates]
+    return ["%s: %s" % (key, problem) for problem in found if problem]

@@ -1,0 +1,84 @@
+"""Durations and instants: parsed and written the same way everywhere.
+
+Durations are written as PostgreSQL writes time settings (60s, 5min, 1h, 2d),
+instants as UTC ISO 8601 with a Z.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Optional
+
+# Time units PostgreSQL accepts for time-valued settings, in microseconds.
+_TIME_UNITS_US = {
+    "us": 1,
+    "ms": 1000,
+    "s": 1000 * 1000,
+    "min": 60 * 1000 * 1000,
+    "h": 60 * 60 * 1000 * 1000,
+    "d": 24 * 60 * 60 * 1000 * 1000,
+}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+# The largest duration accepted: PostgreSQL's limit for archive_timeout and its other
+# second-valued settings (INT_MAX / 2 seconds).
+MAX_SECONDS = 1073741823
+
+
+def parse_seconds(value: Any) -> int:
+    """Parse a PostgreSQL duration whose base unit is seconds into seconds.
+
+    Accepts an int (seconds) or a string such as '60', '60s', '5min', '1h',
+    '1d', '90000ms'. Values that are not a whole number of seconds are
+    refused rather than silently rounded, so what is asked is what is set.
+    """
+    if isinstance(value, bool):
+        raise ValueError("%r is not a duration" % (value,))
+    if isinstance(value, int):
+        seconds = value
+    else:
+        match = _DURATION_RE.match(str(value).lower())
+        if not match:
+            raise ValueError(
+                "%r is not a duration; write seconds as a number or with a unit (us, ms, s, min, h, d), e.g. '60s' or '5min'"
+                % (value,)
+            )
+        number, unit = match.group(1), match.group(2) or "s"
+        if unit not in _TIME_UNITS_US:
+            raise ValueError("%r has unknown time unit %r; use one of us, ms, s, min, h, d" % (value, unit))
+        # Work in whole microseconds to avoid float rounding on '1.5min'.
+        whole, dummy, frac = number.partition(".")
+        scale = _TIME_UNITS_US[unit]
+        micros = int(whole) * scale + (int(frac) * scale // (10 ** len(frac)) if frac else 0)
+        exact = not frac or (int(frac) * scale) % (10 ** len(frac)) == 0
+        if not exact or micros % 1_000_000:
+            raise ValueError("%r is not a whole number of seconds" % (value,))
+        seconds = micros // 1_000_000
+    if seconds < 0 or seconds > MAX_SECONDS:
+        raise ValueError("%r is out of range (0 to %d seconds)" % (value, MAX_SECONDS))
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form: 0s, 45s, 17min04s, 12h, 2h05min, 3d."""
+    whole = int(round(seconds))
+    if whole < 60:
+        return "%ds" % whole
+    if whole < 3600:
+        minutes, secs = divmod(whole, 60)
+        return "%dmin" % minutes if secs == 0 else "%dmin%02ds" % (minutes, secs)
+    if whole % 86400 == 0:
+        return "%dd" % (whole // 86400)
+    hours, rest = divmod(whole, 3600)
+    minutes = rest // 60
+    return "%dh" % hours if minutes == 0 else "%dh%02dmin" % (hours, minutes)
+
+
+def utc_iso(timestamp: Optional[float] = None, digits: int = 6) -> str:
+    """UTC ISO 8601 of a timestamp (now when None) with digits (0, 3 or 6) of fractional seconds."""
+    if timestamp is None:
+        timestamp = time.time()
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
+    if digits:
+        text += ".%0*d" % (digits, int((timestamp % 1) * 10 ** digits))
+    return text + "Z"

@@ -1,0 +1,121 @@
+"""What PostgreSQL puts in its WAL archive: file names and segment headers.
+
+The archive receives four kinds of files (see "Continuous Archiving" in the
+PostgreSQL documentation):
+
+* segments ``TTTTTTTTXXXXXXXXYYYYYYYY`` (timeline, log, segment in hex);
+* partial segments ``<segment>.partial``, written when a standby is promoted;
+* backup history files ``<segment>.<offset>.backup``;
+* timeline history files ``TTTTTTTT.history``.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import NamedTuple
+
+from ..common.errors import CorruptObject, RestorekeeperError
+
+SEGMENT = "segment"
+PARTIAL = "partial"
+BACKUP_HISTORY = "backup"
+TIMELINE_HISTORY = "history"
+
+_PATTERNS = (
+    (SEGMENT, re.compile(r"^[0-9A-F]{24}$")),
+    (PARTIAL, re.compile(r"^[0-9A-F]{24}\.partial$")),
+    (BACKUP_HISTORY, re.compile(r"^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$")),
+    (TIMELINE_HISTORY, re.compile(r"^[0-9A-F]{8}\.history$")),
+)
+
+# XLogLongPageHeaderData, the header of every segment's first page:
+# xlp_magic u16, xlp_info u16, xlp_tli u32, xlp_pageaddr u64, xlp_rem_len u32,
+# padding to 24 bytes, xlp_sysid u64, xlp_seg_size u32, xlp_xlog_blcksz u32.
+_LONG_HEADER = struct.Struct("=HHIQI4xQII")
+_XLP_LONG_HEADER = 0x0002
+
+
+class SegmentHeader(NamedTuple):
+    magic: int
+    system_identifier: int
+    segment_size: int
+    page_address: int
+
+
+def classify(name: str) -> str:
+    """Return the kind of a WAL archive file name, or raise for anything else."""
+    for kind, pattern in _PATTERNS:
+        if pattern.match(name):
+            return kind
+    raise RestorekeeperError(
+        "%r is not a WAL file name PostgreSQL archives" % name,
+        "pass %f (the file name) as the name and %p (the path) as the path in archive_command",
+    )
+
+
+def has_segment_header(kind: str) -> bool:
+    return kind in (SEGMENT, PARTIAL)
+
+
+def timeline_of(name: str) -> int:
+    return int(name[:8], 16)
+
+
+def archive_directory(name: str) -> str:
+    """The repository directory of a file: history files apart, the rest by
+    timeline and log number so no directory grows past 256 segments per GiB."""
+    if classify(name) == TIMELINE_HISTORY:
+        return "history"
+    return name[:16]
+
+
+def read_segment_header(name: str, data: bytes) -> SegmentHeader:
+    """Parse and sanity-check a segment's first page header against its name.
+
+    A file whose header does not match its name (a recycled or zeroed file, a
+    file copied from elsewhere) must never be archived under that name.
+    """
+    if len(data) < _LONG_HEADER.size:
+        raise CorruptObject("WAL file %s is only %d bytes long, too short for a segment" % (name, len(data)))
+    magic, info, _tli, pageaddr, _rem, sysid, seg_size, _blcksz = _LONG_HEADER.unpack_from(data)
+    if not info & _XLP_LONG_HEADER or seg_size == 0 or seg_size & (seg_size - 1):
+        raise CorruptObject("WAL file %s does not start with a valid segment header" % name)
+    if len(data) != seg_size:
+        raise CorruptObject("WAL file %s is %d bytes but its header says segments are %d bytes" % (name, len(data), seg_size))
+    segments_per_log = 0x100000000 // seg_size
+    log, seg = int(name[8:16], 16), int(name[16:24], 16)
+    expected = (log * segments_per_log + seg) * seg_size
+    if pageaddr != expected:
+        raise CorruptObject(
+            "WAL file %s starts at LSN %X/%X, not at %X/%X as its name says"
+            % (name, pageaddr >> 32, pageaddr & 0xFFFFFFFF, expected >> 32, expected & 0xFFFFFFFF)
+        )
+    return SegmentHeader(magic, sysid, seg_size, pageaddr)
+
+
+def parse_lsn(text: str) -> int:
+    """'16/B374D848' -> the 64-bit position."""
+    try:
+        high, low = text.strip().split("/")
+        return (int(high, 16) << 32) | int(low, 16)
+    except ValueError:
+        raise RestorekeeperError("%r is not an LSN" % text, "write an LSN as two hex numbers, e.g. 16/B374D848") from None
+
+
+def format_lsn(value: int) -> str:
+    return "%X/%X" % (value >> 32, value & 0xFFFFFFFF)
+
+
+def segment_for_lsn(timeline: int, lsn: int, segment_size: int) -> str:
+    """Name of the segment holding the byte at lsn on a timeline."""
+    segments_per_log = 0x100000000 // segment_size
+    segno = lsn // segment_size
+    return "%08X%08X%08X" % (timeline, segno // segments_per_log, segno % segments_per_log)
+
+
+def segments_between(timeline: int, start_lsn: int, end_lsn: int, segment_size: int) -> list:
+    """Every segment needed to replay from start_lsn up to end_lsn (exclusive end)."""
+    first = start_lsn // segment_size
+    last = max(first, (end_lsn - 1) // segment_size)
+    return [segment_for_lsn(timeline, segno * segment_size, segment_size) for segno in range(first, last + 1)]

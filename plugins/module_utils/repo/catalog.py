@@ -1,0 +1,309 @@
+"""The catalog: what the repository holds and what it can restore.
+
+Nothing here is stored separately: every answer is derived from the objects
+themselves (backup.json records and archived WAL names), so the catalog can
+never drift from the repository.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple
+
+from ..pg import timelines, wal
+from ..common.errors import CorruptObject, ObjectNotFound, RestorekeeperError, WalNotFound
+from .repository import Repository
+from ..storage import objectformat
+from .dumps import DumpCatalog
+from .layout import backup_prefix, wal_key
+from .records import load_record_sets  # noqa: F401  (the catalog's readers use it too)
+from ..common.timefmt import utc_iso
+
+
+def read_archived(repository: Repository, cluster: str, name: str) -> Tuple[objectformat.Header, bytes]:
+    """One archived WAL file (segment, history or backup file) of a cluster,
+    verified: header name, size and SHA-256. Raises WalNotFound or CorruptObject."""
+    wal.classify(name)
+    key = wal_key(cluster, name)
+    storage = repository.storage
+    try:
+        blob = storage.get_bytes(key)
+    except ObjectNotFound:
+        raise WalNotFound("%s is not in the archive" % name) from None
+    try:
+        header, data = objectformat.decode(blob)
+    except CorruptObject as exc:
+        raise CorruptObject(
+            "archived %s at %s is corrupt: %s" % (name, storage.location, exc),
+            "recovery stops here rather than end early; restore this file from another copy of the archive",
+        ) from None
+    if header.name != name:
+        raise CorruptObject("archived object %s holds %s, not %s" % (key, header.name, name))
+    return header, data
+
+
+class BackupInfo(NamedTuple):
+    label: str
+    type: str
+    parent: Optional[str]
+    record: Dict[str, Any]
+
+    @property
+    def timeline(self) -> int:
+        return int(self.record["timeline"])
+
+    @property
+    def stop_lsn(self) -> int:
+        return wal.parse_lsn(self.record["stop_lsn"])
+
+
+class WalRun(NamedTuple):
+    """A run of consecutive archived segments on one timeline."""
+
+    timeline: int
+    first: str
+    last: str
+    segments: int
+
+
+class Catalog:
+    def __init__(self, repository: Repository, cluster: str) -> None:
+        self.repository = repository
+        self.storage = repository.storage
+        self.cluster = cluster
+        self._backups: Optional[List[BackupInfo]] = None
+        self._incomplete: List[str] = []
+        self._misplaced: Dict[str, Any] = {}  # label -> the label its backup.json claims
+        self._histories: Optional[Dict[int, List[timelines.Switch]]] = None
+        self._history_errors: List[CorruptObject] = []
+
+    # -- backups
+    def _load(self) -> None:
+        records, self._incomplete = load_record_sets(self.storage, "%s/backup/" % self.cluster, "backup.json")
+        # A record names its own set: one copied under another label (an older set put
+        # in place of a newer one) is never listed, restored or pruned.
+        claimed = {label: rec.get("label") if isinstance(rec, dict) else None for label, rec in records.items()}
+        self._misplaced = {label: said for label, said in claimed.items() if said != label}
+        self._backups = [BackupInfo(label, rec["type"], rec.get("parent"), rec) for label, rec in sorted(records.items())
+                         if label not in self._misplaced]
+
+    def backups(self) -> List[BackupInfo]:
+        """Complete (published, verified) backups, oldest first."""
+        if self._backups is None:
+            self._load()
+        return list(self._backups or [])
+
+    def incomplete(self) -> List[str]:
+        """Labels of backup sets without a backup.json: interrupted or running, never restorable."""
+        if self._backups is None:
+            self._load()
+        return list(self._incomplete)
+
+    def get(self, label: str) -> BackupInfo:
+        for backup in self.backups():
+            if backup.label == label:
+                return backup
+        if label in self._misplaced:
+            raise CorruptObject("the record %sbackup.json says it is backup %r, not %r: it was copied from another "
+                                "backup set" % (backup_prefix(self.cluster, label), self._misplaced[label], label),
+                                "nothing was restored from it; check who can write the repository, and restore "
+                                "from another backup or another copy of the repository")
+        raise RestorekeeperError("no complete backup labelled %r in cluster %r" % (label, self.cluster),
+                                 "list backups with `restorekeeper info`")
+
+    def latest_backup(self, system_identifier: Optional[str] = None) -> Optional[BackupInfo]:
+        candidates = [b for b in self.backups()
+                      if system_identifier is None or b.record.get("system_identifier") == system_identifier]
+        return candidates[-1] if candidates else None
+
+    def chain(self, label: str) -> List[BackupInfo]:
+        """The backups a restore of label needs, full backup first."""
+        chain: List[BackupInfo] = []
+        current: Optional[str] = label
+        while current is not None:
+            backup = self.get(current)
+            chain.insert(0, backup)
+            current = backup.parent
+            if len(chain) > 1000:
+                raise CorruptObject("backup chain of %s loops" % label)
+        return chain
+
+    # -- WAL
+    def wal_names(self) -> List[str]:
+        prefix = "%s/wal/" % self.cluster
+        return sorted(info.key.rsplit("/", 1)[1] for info in self.storage.list(prefix))
+
+    def histories(self, names: Optional[List[str]] = None) -> Dict[int, List[timelines.Switch]]:
+        """Every archived timeline history file, verified and parsed. Raises
+        the first CorruptObject: a restore must not guess a timeline's history."""
+        self._read_histories(names)
+        if self._history_errors:
+            raise self._history_errors[0]
+        return dict(self._histories or {})
+
+    def _read_histories(self, names: Optional[List[str]]) -> None:
+        """Reads each history file once per catalog, keeping the unreadable ones' errors."""
+        if self._histories is not None:
+            return
+        self._histories, self._history_errors = {}, []
+        for name in (names if names is not None else self.wal_names()):
+            if wal.classify(name) != wal.TIMELINE_HISTORY:
+                continue
+            try:
+                _header, data = read_archived(self.repository, self.cluster, name)
+                self._histories[wal.timeline_of(name)] = timelines.parse_history(
+                    data.decode("utf-8", errors="replace"), name)
+            except CorruptObject as exc:
+                self._history_errors.append(exc)
+
+    def wal_runs(self, segment_size: int, names: Optional[List[str]] = None) -> List[WalRun]:
+        """Archived segments grouped into runs without gaps, per timeline."""
+        per_log = 0x100000000 // segment_size
+        runs: List[WalRun] = []
+        segments = [n for n in (names if names is not None else self.wal_names()) if wal.classify(n) == wal.SEGMENT]
+        for name in segments:
+            timeline, segno = int(name[:8], 16), int(name[8:16], 16) * per_log + int(name[16:24], 16)
+            if runs and runs[-1].timeline == timeline and _segno(runs[-1].last, per_log) == segno - 1:
+                last = runs[-1]
+                runs[-1] = WalRun(timeline, last.first, name, last.segments + 1)
+            else:
+                runs.append(WalRun(timeline, name, name, 1))
+        return runs
+
+    def segment_size(self) -> int:
+        identity = self.repository.identity(self.cluster) or {}
+        return int(identity.get("wal_segment_size") or 16 * 1024 * 1024)
+
+    def describe(self) -> Dict[str, Any]:
+        """Everything backup_info reports, as plain data."""
+        size = self.segment_size()
+        names = self.wal_names()
+        runs = self.wal_runs(size, names)
+        backups = self.backups()
+        dumps = DumpCatalog(self.repository, self.cluster)
+        self._read_histories(names)  # before "wal" below lists the unreadable ones
+        return {
+            "cluster": self.cluster,
+            "repository": self.storage.location,
+            "system_identifier": (self.repository.identity(self.cluster) or {}).get("system_identifier"),
+            "backups": [self._describe_backup(b, runs, size) for b in backups],
+            "incomplete_backups": self.incomplete(),
+            "dumps": dumps.describe(),
+            "incomplete_dumps": dumps.incomplete(),
+            "wal": {
+                "segment_size": size,
+                "timelines": _timelines(runs),
+                "gaps": _gaps(runs, size),
+                "history_files": [n for n in names if wal.classify(n) == wal.TIMELINE_HISTORY],
+                "unreadable_history_files": [str(exc) for exc in self._history_errors],
+                "partial_files": [n for n in names if wal.classify(n) == wal.PARTIAL],
+                "last_archived": runs[-1].last if runs else None,
+            },
+            "recoverable_windows": self._windows(backups, runs, size, names),
+        }
+
+    def _describe_backup(self, backup: BackupInfo, runs: List[WalRun], size: int) -> Dict[str, Any]:
+        rec = backup.record
+        chain = [b.label for b in self.chain(backup.label)]
+        run = _run_covering(runs, rec["wal_start"], rec["wal_stop"], size)
+        return {
+            "label": backup.label,
+            "type": backup.type,
+            "parent": backup.parent,
+            "chain": chain,
+            "start_time": rec["start_time"],
+            "stop_time": rec["stop_time"],
+            "start_lsn": rec["start_lsn"],
+            "stop_lsn": rec["stop_lsn"],
+            "timeline": rec["timeline"],
+            "wal_start": rec["wal_start"],
+            "wal_stop": rec["wal_stop"],
+            "database_size": rec["database_size"],
+            "stored_size": rec["stored_size"],
+            "duration_seconds": rec["duration_seconds"],
+            "server_version_num": rec["server_version_num"],
+            "restorable": run is not None,
+            "reason": None if run is not None else "WAL from %s to %s is not all archived" % (rec["wal_start"], rec["wal_stop"]),
+        }
+
+    def _windows(self, backups: List[BackupInfo], runs: List[WalRun], size: int, names: List[str]) -> List[Dict[str, Any]]:
+        """Intervals of time/LSN reachable from some restorable backup: along
+        its own timeline, and along every later timeline that forked off it
+        after the backup ended (the timeline history PostgreSQL follows), each
+        as far as the archived WAL continues without a gap. An unreadable
+        history file (describe() read them) only hides the timelines it leads to."""
+        histories = self._histories or {}
+        present = timelines.archived_positions(names, size)
+        windows: List[Dict[str, Any]] = []
+        latest_segments: Set[str] = set()
+        for backup in backups:
+            if _run_covering(runs, backup.record["wal_start"], backup.record["wal_stop"], size) is None:
+                continue
+            for timeline in [backup.timeline] + sorted(t for t in histories if t > backup.timeline):
+                window = self._window(backup, timeline, histories, present, size)
+                # A newer backup inside the same reach adds no reachable moment.
+                if window is not None and window["latest_segment"] not in latest_segments:
+                    latest_segments.add(window["latest_segment"])
+                    windows.append(window)
+        return windows
+
+    def _window(self, backup: BackupInfo, timeline: int, histories: Dict[int, List[timelines.Switch]],
+                present: FrozenSet[Tuple[int, int]], size: int) -> Optional[Dict[str, Any]]:
+        """The window from backup along the path to timeline, or None when
+        PostgreSQL would not follow it or no WAL of that timeline is archived."""
+        try:
+            legs = timelines.timeline_path(histories, backup.timeline, wal.parse_lsn(backup.record["start_lsn"]),
+                                           backup.stop_lsn, timeline)
+        except timelines.TimelineUnreachable:
+            return None
+        found = timelines.reach(legs, present, size)
+        if not found.segments or wal.timeline_of(found.segments[-1]) != timeline:
+            return None
+        last = found.segments[-1]
+        last_info = self.storage.stat(wal_key(self.cluster, last))
+        return {
+            "from_backup": backup.label,
+            "timeline": timeline,
+            "timeline_path": timelines.describe_path(legs),
+            "earliest_lsn": backup.record["stop_lsn"],
+            "earliest_time": backup.record["stop_time"],
+            "latest_segment": last,
+            "latest_lsn": wal.format_lsn(found.end_lsn),
+            "latest_time": utc_iso(last_info.mtime) if last_info else None,
+        }
+
+
+def _segno(name: str, per_log: int) -> int:
+    return int(name[8:16], 16) * per_log + int(name[16:24], 16)
+
+
+def _run_covering(runs: List[WalRun], first: str, last: str, size: int) -> Optional[WalRun]:
+    per_log = 0x100000000 // size
+    timeline = int(first[:8], 16)
+    for run in runs:
+        if run.timeline == timeline and _segno(run.first, per_log) <= _segno(first, per_log) \
+                and _segno(last, per_log) <= _segno(run.last, per_log):
+            return run
+    return None
+
+
+def _timelines(runs: List[WalRun]) -> List[Dict[str, Any]]:
+    result: Dict[int, Dict[str, Any]] = {}
+    for run in runs:
+        entry = result.setdefault(run.timeline, {"timeline": run.timeline, "first": run.first, "last": run.last, "segments": 0})
+        entry["last"] = run.last
+        entry["segments"] += run.segments
+    return list(result.values())
+
+
+def _gaps(runs: List[WalRun], size: int) -> List[Dict[str, Any]]:
+    per_log = 0x100000000 // size
+    gaps = []
+    for before, after in zip(runs, runs[1:]):
+        if before.timeline != after.timeline:
+            continue
+        missing = _segno(after.first, per_log) - _segno(before.last, per_log) - 1
+        first_missing = wal.segment_for_lsn(before.timeline, (_segno(before.last, per_log) + 1) * size, size)
+        last_missing = wal.segment_for_lsn(before.timeline, (_segno(after.first, per_log) - 1) * size, size)
+        gaps.append({"timeline": before.timeline, "after": before.last, "before": after.first,
+                     "missing": missing, "first_missing": first_missing, "last_missing": last_missing})
+    return gaps

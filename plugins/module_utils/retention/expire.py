@@ -1,0 +1,370 @@
+"""`restorekeeper expire`: apply a retention plan to the repository or a copy.
+
+The plan (retention.py) decides; this file reads what a repository holds,
+checks up front what cannot be deleted (objects under S3 Object Lock), and
+deletes in an order that leaves the repository consistent after a crash at
+any point:
+
+* a backup's (or dump's) record first (backup.json is written last on
+  creation, so without it the set is merely incomplete, never a broken
+  restorable-looking one), then its objects; children before their parents,
+  so no remaining record ever names a deleted parent;
+* backups before WAL, and WAL oldest first, so the archive never has a hole
+  below WAL that stays.
+
+The backup and dump locks are held while it works when they are free, so no
+backup starts on a parent being deleted; when a backup runs, expire still
+works but leaves every incomplete set alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+from . import retention
+from ..pg import wal
+from ..repo.records import load_record_sets
+from ..config.config import Config, RepositoryConfig
+from ..config.retentionpolicy import Policy, override
+from ..common.errors import ConfigError, LockBusy, RestorekeeperError
+from ..repo.repository import Repository, open_repository_storage
+from ..storage.base import Storage
+
+REPOSITORY = "repository"
+
+
+class Target(NamedTuple):
+    name: str                     # "repository" or a copy's name
+    repository: RepositoryConfig
+    policy: Policy
+
+
+def targets(config: Config, copy: str = "", every: bool = False) -> List[Target]:
+    """The repository (default), one copy, or the repository and every copy."""
+    if copy and every:
+        raise ConfigError("expire takes either a copy or all, not both", "pass --copy NAME or --all")
+    if copy:
+        chosen = config.copy(copy)
+        return [Target(chosen.name, chosen.repository, chosen.retention)]
+    found = [Target(REPOSITORY, config.repository, config.retention)]
+    if every:
+        found += [Target(c.name, c.repository, c.retention) for c in config.copies]
+    return found
+
+
+def _epoch(text: str) -> float:
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+class Holdings(NamedTuple):
+    """What one repository holds of one cluster, as the planner wants it."""
+
+    backups: List[retention.Backup]
+    records: Dict[str, Dict[str, Any]]
+    wal: Dict[str, Tuple[str, int]]               # name -> (key, stored size)
+    dumps: List[retention.Dump]
+    incomplete: Dict[str, float]                  # "backup/<label>" or "dump/<label>" -> age in seconds
+    objects: Dict[str, List[Tuple[str, int]]]     # "backup/<label>" etc. -> [(key, size)]
+
+
+def read_holdings(storage: Storage, cluster: str, now: float) -> Holdings:
+    objects: Dict[str, List[Tuple[str, int]]] = {}
+    newest: Dict[str, float] = {}
+    for kind in ("backup", "dump"):
+        prefix = "%s/%s/" % (cluster, kind)
+        for info in storage.list(prefix):
+            label = info.key[len(prefix):].split("/", 1)[0]
+            objects.setdefault("%s/%s" % (kind, label), []).append((info.key, info.size))
+            newest["%s/%s" % (kind, label)] = max(newest.get("%s/%s" % (kind, label), 0.0), info.mtime)
+    records, incomplete_backups = load_record_sets(storage, "%s/backup/" % cluster, "backup.json")
+    dump_records, incomplete_dumps = load_record_sets(storage, "%s/dump/" % cluster, "dump.json")
+    backups = [retention.Backup(label, rec["type"], rec.get("parent"), rec["wal_start"], rec["wal_stop"],
+                                _epoch(rec["stop_time"]), _size(objects.get("backup/" + label)))
+               for label, rec in records.items()]
+    dumps = [retention.Dump(label, tuple(item["name"] for item in rec.get("databases", []))
+                            + (("(globals)",) if rec.get("globals") else ()),
+                            _epoch(rec["stop_time"]), _size(objects.get("dump/" + label)))
+             for label, rec in dump_records.items()]
+    incomplete = {"backup/" + label: now - newest["backup/" + label] for label in incomplete_backups}
+    incomplete.update({"dump/" + label: now - newest["dump/" + label] for label in incomplete_dumps})
+    archived = {info.key.rsplit("/", 1)[1]: (info.key, info.size) for info in storage.list("%s/wal/" % cluster)}
+    archived = {name: value for name, value in archived.items() if _is_wal(name)}
+    return Holdings(backups, records, archived, dumps, incomplete, objects)
+
+
+def _is_wal(name: str) -> bool:
+    try:
+        wal.classify(name)
+        return True
+    except RestorekeeperError:
+        return False
+
+
+def _size(objects: Optional[List[Tuple[str, int]]]) -> int:
+    return sum(size for _key, size in objects or [])
+
+
+# ------------------------------------------------------------- Object Lock
+def _retention_reader(storage: Storage) -> Optional[Callable[[str], Optional[datetime.datetime]]]:
+    """retained_until of the backend under any encryption layer, when it has Object Lock."""
+    inner = getattr(storage, "inner", storage)
+    return getattr(inner, "retained_until", None)
+
+
+def _locked_until(reader, keys: List[str]) -> Optional[datetime.datetime]:
+    dates = [until for until in (reader(key) for key in keys) if until is not None]
+    return max(dates) if dates else None
+
+
+def _find_locks(storage: Storage, holdings: Holdings, draft: retention.Plan) -> Tuple[Dict[str, str], Optional[str]]:
+    """Before anything is deleted: which sets the draft would delete are under
+    Object Lock (pinned, with the reason), and the first WAL file that is."""
+    reader = _retention_reader(storage)
+    if reader is None:
+        return {}, None
+    pinned: Dict[str, str] = {}
+    candidates = [("backup/" + d.label, d.label) for d in draft.deleted_backups()]
+    candidates += [("dump/" + d.label, "dump/" + d.label) for d in draft.dumps if d.action == retention.DELETE]
+    candidates += [(d.label, d.label) for d in draft.incomplete if d.action == retention.DELETE]
+    for objects_key, pin_key in candidates:
+        until = _locked_until(reader, [key for key, _size in holdings.objects.get(objects_key, [])])
+        if until is not None:
+            pinned[pin_key] = "locked until %s (S3 Object Lock): cannot be deleted before" % until.isoformat()
+    first_locked = None
+    for name in draft.wal_delete:
+        until = reader(holdings.wal[name][0])
+        if until is not None:
+            first_locked = "WAL from %s on is locked until %s (S3 Object Lock)" % (name, until.isoformat())
+            pinned["wal:" + name] = first_locked
+            break
+    return pinned, first_locked
+
+
+# ---------------------------------------------------------------- the run
+@contextlib.contextmanager
+def _locks_if_free(storage: Storage, cluster: str):
+    """Hold the backup and dump locks when they are free; yield who holds one otherwise."""
+    holder = "expire pid %d" % os.getpid()
+    with contextlib.ExitStack() as stack:
+        busy = ""
+        for name in ("backup.lock", "dump.lock"):
+            try:
+                stack.enter_context(storage.lock("%s/%s" % (cluster, name), holder))
+            except LockBusy as exc:
+                busy = exc.message
+        yield busy
+
+
+def plan_target(storage: Storage, cluster: str, policy: Policy, now: float,
+                backup_running: str = "") -> Tuple[Holdings, retention.Plan, Optional[str]]:
+    """Read, plan, find locks, plan again with locked sets kept. Changes nothing."""
+    holdings = read_holdings(storage, cluster, now)
+
+    def make(pinned: Dict[str, str]) -> retention.Plan:
+        return retention.plan(holdings.backups, holdings.wal, policy, now, pinned=pinned, dumps=holdings.dumps,
+                              incomplete=holdings.incomplete, backup_running=backup_running)
+
+    draft = make({})
+    pinned, wal_locked = _find_locks(storage, holdings, draft)
+    if not pinned:
+        return holdings, draft, None
+    final = make({k: v for k, v in pinned.items() if not k.startswith("wal:")})
+    if wal_locked:
+        first = next(k[4:] for k in pinned if k.startswith("wal:"))
+        final = final._replace(wal_delete=[n for n in final.wal_delete if _order(n) < _order(first)])
+    return holdings, final, wal_locked
+
+
+def _order(name: str) -> Tuple[int, str]:
+    return (int(name[8:16], 16) * 0x100000000 + int(name[16:24], 16), name)
+
+
+def expire_target(config: Config, target: Target, dry_run: bool, now: Optional[float] = None) -> Dict[str, Any]:
+    now = time.time() if now is None else now
+    storage = open_repository_storage(target.repository)
+    Repository(storage).require_initialised()
+    result: Dict[str, Any] = {"target": target.name, "location": storage.location, "policy": target.policy._asdict(),
+                              "policy_text": target.policy.describe(), "dry_run": dry_run, "changed": False}
+    if not target.policy.is_set():
+        result.update(skipped=[{"item": target.name, "reason": "no retention policy: everything is kept"}],
+                      backups={"removed": [], "kept": [], "before": [], "after": []}, wal=_wal_summary([], {}, None),
+                      dumps={"removed": [], "kept": []}, incomplete={"removed": [], "kept": []})
+        return result
+    with _locks_if_free(storage, config.cluster) as busy:
+        holdings, plan, wal_locked = plan_target(storage, config.cluster, target.policy, now, busy)
+        result.update(_describe(holdings, plan, wal_locked))
+        if not dry_run and plan.changes_anything():
+            _apply(storage, config.cluster, holdings, plan)
+            result["changed"] = True
+    return result
+
+
+def _describe(holdings: Holdings, plan: retention.Plan, wal_locked: Optional[str]) -> Dict[str, Any]:
+    types = {b.label: b.type for b in holdings.backups}
+    removed = [{"label": d.label, "type": types[d.label], "bytes": d.size, "reasons": list(d.reasons)}
+               for d in plan.deleted_backups()]
+    kept = [{"label": d.label, "type": types[d.label], "reasons": list(d.reasons),
+             "restorable": d.label in plan.restorable_after} for d in plan.backups if d.action == retention.KEEP]
+    skipped = [{"item": "backup " + d.label, "reason": r} for d in plan.backups for r in d.reasons
+               if r.startswith("locked until")]
+    skipped += [{"item": "dump " + d.label, "reason": r} for d in plan.dumps for r in d.reasons
+                if r.startswith("locked until")]
+    skipped += [{"item": d.label, "reason": r} for d in plan.incomplete if d.action == retention.KEEP
+                for r in d.reasons]
+    if wal_locked:
+        skipped.append({"item": "wal", "reason": wal_locked})
+    return {
+        "backups": {"removed": removed, "kept": kept, "before": [b.label for b in sorted(
+            holdings.backups, key=lambda b: (b.stop_time, b.label))], "after": [k["label"] for k in kept]},
+        "wal": _wal_summary(plan.wal_delete, holdings.wal, plan.wal_floor),
+        "dumps": {"removed": [{"label": d.label, "bytes": d.size, "reasons": list(d.reasons)}
+                              for d in plan.dumps if d.action == retention.DELETE],
+                  "kept": [{"label": d.label, "reasons": list(d.reasons)}
+                           for d in plan.dumps if d.action == retention.KEEP]},
+        "incomplete": {"removed": [{"set": d.label, "bytes": _size(holdings.objects.get(d.label)),
+                                    "reasons": list(d.reasons)} for d in plan.incomplete if d.action == retention.DELETE],
+                       "kept": [{"set": d.label, "reasons": list(d.reasons)}
+                                for d in plan.incomplete if d.action == retention.KEEP]},
+        "restorable_after": list(plan.restorable_after),
+        "skipped": skipped,
+    }
+
+
+def _wal_summary(names: List[str], archived: Dict[str, Tuple[str, int]], floor: Optional[str]) -> Dict[str, Any]:
+    return {"removed": len(names), "first": names[0] if names else None, "last": names[-1] if names else None,
+            "bytes": sum(archived[n][1] for n in names), "kept_from": floor,
+            "timelines": sorted({wal.timeline_of(n) for n in names})}
+
+
+def _apply(storage: Storage, cluster: str, holdings: Holdings, plan: retention.Plan) -> None:
+    # Children before parents: an incremental is always newer than its parent.
+    for decision in reversed(plan.deleted_backups()):
+        _delete_set(storage, holdings.objects.get("backup/" + decision.label, []), "backup.json")
+    for decision in plan.dumps:
+        if decision.action == retention.DELETE:
+            _delete_set(storage, holdings.objects.get("dump/" + decision.label, []), "dump.json")
+    for decision in plan.incomplete:
+        if decision.action == retention.DELETE:
+            _delete_set(storage, holdings.objects.get(decision.label, []), "")
+    directories = set()
+    for name in plan.wal_delete:  # oldest first
+        key = holdings.wal[name][0]
+        storage.delete(key)
+        directories.add(key.rsplit("/", 1)[0])
+    for directory in sorted(directories):
+        _prune_directory(storage, directory)
+
+
+def _delete_set(storage: Storage, objects: List[Tuple[str, int]], record: str) -> None:
+    keys = sorted((key for key, _size in objects), key=lambda k: (k.rsplit("/", 1)[1] != record, k))
+    for key in keys:  # the record first: the set is never complete-looking with parts missing
+        storage.delete(key)
+    if keys:
+        _prune_directory(storage, keys[0].rsplit("/", 1)[0])
+
+
+def _prune_directory(storage: Storage, key_prefix: str) -> None:
+    """A posix repository keeps no empty directories of deleted sets."""
+    inner = getattr(storage, "inner", storage)
+    path_of = getattr(inner, "path_of", None)
+    if path_of is None:
+        return
+    with contextlib.suppress(OSError):
+        os.rmdir(path_of(key_prefix))  # refused, and kept, when anything is left in it
+
+
+def expire(config: Config, copy: str = "", every: bool = False, dry_run: bool = False,
+           overrides: Optional[Dict[str, Any]] = None, now: Optional[float] = None) -> Dict[str, Any]:
+    """Apply retention to the chosen targets. overrides (full, window,
+    min_restorable, dumps) replace the configured values of every target.
+    A target that is refused or unreachable is reported and the others still run;
+    with one target, its error is raised."""
+    chosen = targets(config, copy, every)
+    results = []
+    for target in chosen:
+        if overrides and any(v is not None for v in overrides.values()):
+            where = "override of %s's retention" % target.name
+            target = target._replace(policy=override(target.policy, where, **overrides))
+        if not target.policy.is_set() and len(chosen) == 1:
+            raise ConfigError("no retention policy for %s" % target.name,
+                              "set full and/or window in [retention] (or retention_full / retention_window in "
+                              "[copy NAME]), or pass a policy")
+        try:
+            results.append(expire_target(config, target, dry_run, now))
+        except RestorekeeperError as exc:
+            if len(chosen) == 1:
+                raise
+            results.append({"target": target.name, "error": str(exc), "changed": False, "dry_run": dry_run})
+    return {"cluster": config.cluster, "dry_run": dry_run, "targets": results,
+            "changed": any(r["changed"] for r in results), "failed": [r["target"] for r in results if r.get("error")]}
+
+
+# ------------------------------------------------------------------- ship
+def unwanted_by_copy(source: Storage, cluster: str, policy: Policy,
+                     now: Optional[float] = None) -> Callable[[str], bool]:
+    """For ship: a predicate on keys the copy's own retention would delete at
+    once, so ship never sends a copy what its expire removed (a copy keeping
+    2 fulls must not receive the repository's 4 again and again)."""
+    if not policy.is_set():
+        return lambda key: False
+    try:
+        holdings, plan, _locked = plan_target_readonly(source, cluster, policy, time.time() if now is None else now)
+    except RestorekeeperError:
+        return lambda key: False  # refused or unreadable: ship everything, the copy's expire decides
+    sets = {"%s/backup/%s/" % (cluster, d.label) for d in plan.deleted_backups()}
+    sets |= {"%s/dump/%s/" % (cluster, d.label) for d in plan.dumps if d.action == retention.DELETE}
+    wal_keys = {holdings.wal[name][0] for name in plan.wal_delete}
+    return lambda key: key in wal_keys or any(key.startswith(prefix) for prefix in sets)
+
+
+def plan_target_readonly(storage: Storage, cluster: str, policy: Policy, now: float):
+    holdings = read_holdings(storage, cluster, now)
+    plan = retention.plan(holdings.backups, holdings.wal, policy, now, dumps=holdings.dumps)
+    return holdings, plan, None
+
+
+# ------------------------------------------------------------------ text
+def summary_lines(result: Dict[str, Any]) -> List[str]:
+    """The human summary of an expire result."""
+    verb = "would remove" if result["dry_run"] else "removed"
+    lines = []
+    for item in result["targets"]:
+        if item.get("error"):
+            lines.append("%s: FAILED: %s" % (item["target"], item["error"]))
+            continue
+        lines.append("%s (%s), policy %s:" % (item["target"], item.get("location", ""), item.get("policy_text", "")))
+        backups = item["backups"]
+        for entry in backups["removed"]:
+            lines.append("  %s backup %s (%s, %d bytes): %s" % (verb, entry["label"], entry["type"], entry["bytes"],
+                                                                "; ".join(entry["reasons"])))
+        for entry in backups["kept"]:
+            lines.append("  keep backup %s (%s%s): %s" % (entry["label"], entry["type"],
+                                                          "" if entry["restorable"] else ", NOT restorable",
+                                                          "; ".join(entry["reasons"])))
+        wal_info = item["wal"]
+        if wal_info["removed"]:
+            lines.append("  %s %d WAL file(s) %s .. %s (%d bytes); WAL from %s on is kept" % (
+                verb, wal_info["removed"], wal_info["first"], wal_info["last"], wal_info["bytes"],
+                wal_info["kept_from"]))
+        for entry in item["dumps"]["removed"]:
+            lines.append("  %s dump %s (%d bytes): %s" % (verb, entry["label"], entry["bytes"],
+                                                          "; ".join(entry["reasons"])))
+        for entry in item["incomplete"]["removed"]:
+            lines.append("  %s %s (%d bytes): %s" % (verb, entry["set"], entry["bytes"], "; ".join(entry["reasons"])))
+        for entry in item.get("skipped", []):
+            lines.append("  skipped %s: %s" % (entry["item"], entry["reason"]))
+        removed = len(backups["removed"]) + wal_info["removed"] + len(item["dumps"]["removed"]) \
+            + len(item["incomplete"]["removed"])
+        if not removed:
+            lines.append("  nothing to remove")
+        else:
+            freed = sum(e["bytes"] for e in backups["removed"] + item["dumps"]["removed"] + item["incomplete"]["removed"])
+            lines.append("  total: %d backup(s), %d WAL file(s), %d dump(s), %d incomplete set(s), %d bytes" % (
+                len(backups["removed"]), wal_info["removed"], len(item["dumps"]["removed"]),
+                len(item["incomplete"]["removed"]), freed + wal_info["bytes"]))
+    return lines
