@@ -53,8 +53,8 @@ class ArchivedCluster:
         also_archive(cluster) gives a second archive command (pgBackRest's) run after ours
         succeeded, so both repositories receive every segment; archiving is not what the
         backup and restore parts time."""
-        from restorekeeper_engine.config import PostgresConfig, render_config
-        from restorekeeper_engine.walarchive import archive_command
+        from restorekeeper_engine.config.config import PostgresConfig, render_config
+        from restorekeeper_engine.archive.walarchive import archive_command
 
         cluster = PgCluster.create(version, work / name)
         base = make_user_dir(work / (name + "-repo"), cluster.os_user, 0o755)

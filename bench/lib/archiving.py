@@ -182,7 +182,7 @@ def floor_path(work: Path, os_user: str) -> Archiver:
 
 # -------------------------------------------------------------------- ours
 def _ours_config_text(codec_level: int, repo: Path, spool: Optional[Path]) -> str:
-    from restorekeeper_engine.config import render_config  # the installed engine's renderer
+    from restorekeeper_engine.config.config import render_config  # the installed engine's renderer
 
     text = render_config("bench", str(repo), compression_codec="zstd", compression_level=codec_level)
     if spool is None:

@@ -21,7 +21,7 @@ from typing import Dict, List
 
 def _components(paths: List[str], codec: str, level: int) -> Dict[str, float]:
     """Total seconds per step, each step run alone over every segment."""
-    from restorekeeper_engine import compression
+    from restorekeeper_engine.common import compression
 
     totals = {"read": 0.0, "sha256": 0.0, "compress": 0.0, "sha256_stored": 0.0}
     for path in paths:
@@ -45,9 +45,9 @@ def _components(paths: List[str], codec: str, level: int) -> Dict[str, float]:
 
 def _pushes(config_path: str, paths: List[str]) -> float:
     """Seconds for WalArchive.push over every segment, in this one process."""
-    from restorekeeper_engine.config import Config
-    from restorekeeper_engine.repository import Repository
-    from restorekeeper_engine.walarchive import ARCHIVED, WalArchive
+    from restorekeeper_engine.config.config import Config
+    from restorekeeper_engine.repo.repository import Repository
+    from restorekeeper_engine.archive.walarchive import ARCHIVED, WalArchive
 
     config = Config.load(config_path)
     Repository.from_config(config).create()
@@ -67,7 +67,7 @@ def main() -> int:
     parser.add_argument("segments", nargs="+")
     args = parser.parse_args()
     sys.path.insert(0, args.lib)
-    from restorekeeper_engine.config import Config
+    from restorekeeper_engine.config.config import Config
 
     config = Config.load(args.config)
     result: Dict[str, object] = {}

@@ -41,7 +41,7 @@ def settle() -> None:
 
 
 def write_config(tool: Tool, config_path: Path, repo_path: Path, codec: str, level: int) -> None:
-    from restorekeeper_engine.config import render_config  # the installed engine's own renderer
+    from restorekeeper_engine.config.config import render_config  # the installed engine's own renderer
 
     text = render_config(CLUSTER_NAME, str(repo_path), compression_codec=codec, compression_level=level)
     fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -54,9 +54,9 @@ _IMPORT_PROBE = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
 t0 = time.perf_counter()
-import restorekeeper_engine.cli
+import restorekeeper_engine.frontends.cli
 t1 = time.perf_counter()
-import restorekeeper_engine.walarchive, restorekeeper_engine.storage_posix
+import restorekeeper_engine.archive.walarchive, restorekeeper_engine.storage.posix
 t2 = time.perf_counter()
 import zstandard
 t3 = time.perf_counter()
