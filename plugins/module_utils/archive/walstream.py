@@ -47,6 +47,7 @@ from ..common.fsutil import LockHeld, exclusive_flock, fsync_directory, makedirs
 from ..pg.pgclient import PgClient
 from ..storage.base import Storage
 from .walarchive import WalArchive, _write_restored
+from ..common.timefmt import utc_iso
 
 STREAMING = "streaming"
 # Every field of status.json; the first six are the contract the recovery
@@ -75,10 +76,6 @@ def partial_prefix(cluster: str) -> str:
 def partial_key(cluster: str, segment: str) -> str:
     """Where the streamed partial of a segment is kept (replaced as it grows)."""
     return "%s%s.partial" % (partial_prefix(cluster), segment)
-
-
-def utc_now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # ------------------------------------------------------------------ readers
@@ -432,7 +429,7 @@ class StreamSupervisor:
         self.storage.put_bytes(partial_key(self.config.cluster, segment), blob, overwrite=True)
         self._partial_digest = digest
         self.stats.update(partial_segment=segment, partial_uploaded_lsn=wal.format_lsn(received_end_lsn(segment, data, header.segment_size)),
-                          partial_uploaded_at=utc_now_iso())
+                          partial_uploaded_at=utc_iso())
         self._prune_partials(segment)
         return True
 
@@ -490,7 +487,7 @@ class StreamSupervisor:
             state = view.get("walsender_state") or "connecting"
         sync_state = view.get("sync_state")
         status = {
-            "updated_at": utc_now_iso(),
+            "updated_at": utc_iso(),
             "synchronous": bool(running and sync_state in ("sync", "quorum")),
             "lag_bytes": view.get("lag_bytes"),
             "lag_seconds": view.get("lag_seconds"),

@@ -14,9 +14,10 @@ import errno
 import fcntl
 import os
 import stat
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 from .errors import RestorekeeperError
+from .waiting import poll_until
 
 TEMP_PREFIX = ".rk-tmp."
 
@@ -178,6 +179,27 @@ def exclusive_flock(path: str, holder: str, mode: int = 0o640) -> Iterator[None]
         yield
     finally:
         os.close(fd)
+
+
+def flock_waiting(fd: int, timeout: float, interval: float = 1.0,
+                  on_first_wait: Optional[Callable[[], None]] = None) -> bool:
+    """Take an exclusive flock(2) on an open file, waiting up to timeout seconds for its holder to let go.
+
+    True once held (the kernel releases it when fd is closed or the process dies), False when the time ran
+    out; OSError for anything but "held by someone else". The one lock-with-wait of the engine: scheduled
+    runs and drills use it, so they exclude each other as flock(1) would.
+    """
+
+    def attempt() -> Optional[bool]:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            return None
+        return True
+
+    return bool(poll_until(attempt, timeout, interval, on_first_wait))
 
 
 def _open_lock_file(path: str, mode: int) -> int:

@@ -24,7 +24,6 @@ calls the first two on the controller; the third runs on the database host as
 from __future__ import annotations
 
 import argparse
-import fcntl
 import math
 import os
 import random
@@ -43,6 +42,8 @@ from .targets import (
     resolve_targets,
 )
 from ..common.timefmt import format_duration
+from ..common.fsutil import flock_waiting
+from ..common.timefmt import utc_iso
 
 MB = 1024 * 1024
 # Same value as backup.INCREMENTAL_MIN_VERSION (pg_basebackup --incremental
@@ -481,11 +482,6 @@ EXIT_LOCK_TIMEOUT = 75  # EX_TEMPFAIL: nothing ran, try again next time
 LOCK_POLL_SECONDS = 5.0
 
 
-def utc_now() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % int((now % 1) * 1000)
-
-
 class RunLog:
     """Appends timestamped lines to the log file (and copies them to stdout for the journal)."""
 
@@ -500,7 +496,7 @@ class RunLog:
 
     def line(self, text: str) -> None:
         text = text.rstrip("\n")
-        self.handle.write("%s %s[%d]: %s\n" % (utc_now(), self.name, os.getpid(), text))
+        self.handle.write("%s %s[%d]: %s\n" % (utc_iso(digits=3), self.name, os.getpid(), text))
         self.handle.flush()
         self.tail = (self.tail + [text])[-20:]
         if self.echo:
@@ -525,20 +521,14 @@ def _acquire(lock_path: str, timeout: float, log: RunLog) -> Optional[IO[bytes]]
     """Hold an exclusive lock on lock_path, waiting up to timeout seconds; None when it stays taken."""
     # Held for the whole run, so no `with`.
     handle = open(lock_path, "ab")  # pylint: disable=consider-using-with
-    deadline = time.monotonic() + timeout
-    waited = False
-    while True:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return handle
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                handle.close()
-                return None
-            if not waited:
-                log.line("waiting for another scheduled run of this cluster to finish (%s)" % lock_path)
-                waited = True
-            time.sleep(min(LOCK_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+    def say_waiting() -> None:
+        log.line("waiting for another scheduled run of this cluster to finish (%s)" % lock_path)
+
+    if flock_waiting(handle.fileno(), timeout, LOCK_POLL_SECONDS, say_waiting):
+        return handle
+    handle.close()
+    return None
 
 
 def _parse_run_args(argv: Sequence[str]) -> argparse.Namespace:

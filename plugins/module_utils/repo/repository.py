@@ -15,7 +15,6 @@ only an explicit ``restorekeeper repo-create`` makes it.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, Dict, Optional
 
 from ..config.config import Config
@@ -24,6 +23,7 @@ from ..config.config import RepositoryConfig
 from ..storage.base import Storage
 from ..storage.factory import open_storage
 from ..storage.marker import MARKER_KEY
+from ..common.timefmt import utc_iso
 
 
 def open_repository_storage(repository: RepositoryConfig) -> Storage:
@@ -69,7 +69,7 @@ class Repository:
         import secrets
 
         # The id binds encrypted objects to this repository (crypto.py); shipping copies it verbatim.
-        marker = {"format": REPOSITORY_FORMAT, "created": _utc_now(), "id": secrets.token_hex(16)}
+        marker = {"format": REPOSITORY_FORMAT, "created": utc_iso(digits=0), "id": secrets.token_hex(16)}
         try:
             self.storage.put_bytes(MARKER_KEY, _to_json(marker))
         except ObjectExists:
@@ -98,7 +98,7 @@ class Repository:
                 "system_identifier": str(system_identifier),
                 "wal_segment_size": segment_size,
                 "first_archived": source,
-                "created": _utc_now(),
+                "created": utc_iso(digits=0),
             }
             try:
                 self.storage.put_bytes(key, _to_json(claim))
@@ -129,7 +129,3 @@ class Repository:
 
 def _to_json(value: Dict[str, Any]) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
-def _utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
