@@ -1,15 +1,22 @@
 """The engine's layers, read from its real imports: check them, count them, draw them.
 
-    python tools/engine_layers.py            report: packages, files, lines, edges, problems (exit 1 on any)
-    python tools/engine_layers.py --svg F    also draw the layers and the imports between packages as SVG
+    python3 tools/engine_layers.py                               report: packages, files, lines, problems (exit 1 on any)
+    python3 tools/engine_layers.py --svg docs/architecture.svg   also draw the layers and the imports between packages
 
 Every import in plugins/module_utils counts, including those inside functions
 (the lazy imports that keep the archive command's start-up cheap are still
-dependencies). Two rules, checked by tests/unit/test_architecture.py:
+dependencies). The rules, checked by tests/unit/test_architecture.py:
 
 * no cycle between modules;
 * a package imports only from itself and from packages of a lower layer
-  (LAYERS, lowest first; packages sharing a layer do not import each other).
+  (LAYERS, lowest first; packages sharing a layer do not import each other);
+* every engine file lives in a package that has a layer, and every engine
+  import names a module that exists (a lazy import is otherwise found broken
+  only when its function first runs).
+
+The picture holds only what changes with the structure (packages, their files,
+which package imports which), never line or import counts, so the committed
+docs/architecture.svg changes only when the structure does.
 
 Standard library only: it runs before any virtualenv exists.
 """
@@ -20,13 +27,15 @@ import argparse
 import ast
 import html
 import sys
+import textwrap
 from pathlib import Path
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 ENGINE = Path(__file__).resolve().parent.parent / "plugins" / "module_utils"
 ABSOLUTE_PREFIXES = ("ansible_collections.restorekeeper.postgresql.plugins.module_utils", "restorekeeper_engine")
+REGENERATE = "python3 tools/engine_layers.py --svg docs/architecture.svg"
 
-# Lowest first. Each row is one layer; a package may import from the rows above its own.
+# Lowest first. Each row is one layer; a package may import from the rows below its own.
 LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("common",),
     ("config",),
@@ -44,17 +53,17 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
 
 # What each package owns: the picture's captions and docs/architecture.md's table.
 OWNS: Dict[str, str] = {
-    "common": "errors, files and locks, waits, time, SQL quoting, host packages, compression",
+    "common": "errors, files and locks, waits and deadlines, time, SQL quoting, host packages, compression, user access",
     "config": "the configuration file: parse, validate, render",
     "pg": "PostgreSQL: WAL names and arithmetic, timelines, manifests, client, settings, discovery, services",
-    "storage": "object stores: interface, posix, s3, ssh, encryption, object format, registry",
-    "repo": "the repository: layout of keys, marker, catalog of backups, dumps and WAL",
+    "storage": "object stores: interface, factory, posix, s3, ssh, encryption, object format, marker, transfer",
+    "repo": "the repository: layout of keys, initialisation, identity, catalog of backups, dumps and WAL",
     "archive": "wal-push, wal-fetch, asynchronous push, streaming, archive status, server settings",
     "backup": "physical base backups and logical dumps",
     "restore": "restores, point-in-time recovery, restore preflight, drills and their records",
     "retention": "what the policy keeps, and expiring the rest",
     "copies": "shipping to copies, the 3-2-1 rule",
-    "objectives": "RTO/RPO targets, plans, schedules, drill reports",
+    "objectives": "RTO/RPO targets, plans, schedules, module restore_drill's run, drill reports, the fleet summary, HTML pages",
     "monitoring": "metrics, checks",
     "frontends": "the restorekeeper command, the modules' common run",
 }
@@ -72,6 +81,12 @@ class Edge(NamedTuple):
     line: int
 
 
+class Unresolved(NamedTuple):
+    source: str
+    line: int
+    imported: str
+
+
 def package_of(module: str) -> str:
     return module.split(".")[0]
 
@@ -81,6 +96,11 @@ def rank_of(package: str) -> Optional[int]:
         if package in layer:
             return rank
     return None
+
+
+def is_file(module: Module) -> bool:
+    """A module of a package (not a package's __init__.py)."""
+    return module.path.name != "__init__.py"
 
 
 def engine_modules(root: Path = ENGINE) -> Dict[str, Module]:
@@ -111,40 +131,61 @@ def _resolve(base: List[str], names: Iterable[str], modules: Dict[str, Module]) 
     return found
 
 
-def imports_of(module: Module, modules: Dict[str, Module]) -> List[Edge]:
-    tree = ast.parse(module.path.read_text(encoding="utf-8"), str(module.path))
-    is_package = module.path.name == "__init__.py"
-    own_package = module.name.split(".") if is_package else module.name.split(".")[:-1]
-    edges = []
-    for node in ast.walk(tree):
-        targets: List[str] = []
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = own_package[:len(own_package) - (node.level - 1)] if node.level > 1 else list(own_package)
-                if node.level - 1 > len(own_package):
-                    raise ValueError("%s:%d imports above the engine" % (module.path, node.lineno))
-                base = base + (node.module.split(".") if node.module else [])
-            else:
-                base = _engine_relative(node.module or "")
-                if base is None:
-                    continue
-            targets = _resolve(base, [alias.name for alias in node.names], modules)
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                base = _engine_relative(alias.name)
-                if base is not None and ".".join(base) in modules:
-                    targets.append(".".join(base))
-        edges.extend(Edge(module.name, target, node.lineno) for target in targets if target != module.name)
-    return edges
-
-
 def _engine_relative(dotted: str) -> Optional[List[str]]:
+    """The engine-relative parts of an absolute module name; None when it is not the engine's."""
     for prefix in ABSOLUTE_PREFIXES:
         if dotted == prefix:
             return []
         if dotted.startswith(prefix + "."):
             return dotted[len(prefix) + 1:].split(".")
     return None
+
+
+def _from_base(node: ast.ImportFrom, module: Module) -> Optional[List[str]]:
+    """Where a `from X import ...` starts inside the engine; None for an import from outside it."""
+    if not node.level:
+        return _engine_relative(node.module or "")
+    is_package = module.path.name == "__init__.py"
+    own_package = module.name.split(".") if is_package else module.name.split(".")[:-1]
+    if node.level - 1 > len(own_package):
+        raise ValueError("%s:%d imports above the engine" % (module.path, node.lineno))
+    base = own_package[:len(own_package) - (node.level - 1)]
+    return base + (node.module.split(".") if node.module else [])
+
+
+def _targets(node: ast.AST, module: Module, modules: Dict[str, Module]) -> Tuple[List[str], List[str]]:
+    """The engine modules one import statement reaches, and the engine names it imports that do not exist."""
+    if isinstance(node, ast.ImportFrom):
+        base = _from_base(node, module)
+        if base is None:
+            return [], []
+        names = [alias.name for alias in node.names]
+        found = _resolve(base, names, modules)
+        return found, [] if found else [".".join(base + names[:1])]
+    if isinstance(node, ast.Import):
+        found, missing = [], []
+        for alias in node.names:
+            base = _engine_relative(alias.name)
+            if base is None:
+                continue
+            (found if ".".join(base) in modules else missing).append(".".join(base))
+        return found, missing
+    return [], []
+
+
+def scan(module: Module, modules: Dict[str, Module]) -> Tuple[List[Edge], List[Unresolved]]:
+    """Every engine import of one module, wherever it is written (ast.walk also enters functions)."""
+    tree = ast.parse(module.path.read_text(encoding="utf-8"), str(module.path))
+    edges, unresolved = [], []
+    for node in ast.walk(tree):
+        found, missing = _targets(node, module, modules)
+        edges.extend(Edge(module.name, target, node.lineno) for target in found if target != module.name)
+        unresolved.extend(Unresolved(module.name, node.lineno, name) for name in missing)
+    return edges, unresolved
+
+
+def imports_of(module: Module, modules: Dict[str, Module]) -> List[Edge]:
+    return scan(module, modules)[0]
 
 
 def all_edges(modules: Dict[str, Module]) -> List[Edge]:
@@ -161,13 +202,11 @@ def cycles(modules: Sequence[str], edges: Sequence[Edge]) -> List[List[str]]:
     on_stack: Set[str] = set()
     stack: List[str] = []
     groups = []
-    counter = 0
     for start in sorted(graph):
         if start in index:
             continue
         work = [(start, iter(sorted(graph[start])))]
-        index[start] = low[start] = counter
-        counter += 1
+        index[start] = low[start] = len(index)
         stack.append(start)
         on_stack.add(start)
         while work:
@@ -175,8 +214,7 @@ def cycles(modules: Sequence[str], edges: Sequence[Edge]) -> List[List[str]]:
             child = next(children, None)
             if child is not None:
                 if child not in index:
-                    index[child] = low[child] = counter
-                    counter += 1
+                    index[child] = low[child] = len(index)
                     stack.append(child)
                     on_stack.add(child)
                     work.append((child, iter(sorted(graph[child]))))
@@ -187,45 +225,57 @@ def cycles(modules: Sequence[str], edges: Sequence[Edge]) -> List[List[str]]:
             if work:
                 low[work[-1][0]] = min(low[work[-1][0]], low[node])
             if low[node] == index[node]:
-                group = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    group.append(member)
-                    if member == node:
-                        break
+                group = _pop_group(stack, on_stack, node)
                 if len(group) > 1:
                     groups.append(sorted(group))
     return sorted(groups)
 
 
-def layer_violations(edges: Sequence[Edge], modules: Dict[str, Module]) -> List[str]:
+def _pop_group(stack: List[str], on_stack: Set[str], root: str) -> List[str]:
+    group = []
+    while True:
+        member = stack.pop()
+        on_stack.discard(member)
+        group.append(member)
+        if member == root:
+            return group
+
+
+def layer_violations(edges: Sequence[Edge]) -> List[str]:
     problems = []
     for edge in edges:
         source, target = package_of(edge.source), package_of(edge.target)
-        if source not in modules or target not in modules:
-            problems.append("%s:%d: %s is not in a package" % (edge.source, edge.line,
-                                                               edge.source if source not in modules else edge.target))
-            continue
         if source == target:
             continue
         source_rank, target_rank = rank_of(source), rank_of(target)
         if source_rank is None or target_rank is None:
-            problems.append("%s:%d: package %s has no layer in tools/engine_layers.py LAYERS"
-                            % (edge.source, edge.line, source if source_rank is None else target))
-        elif target_rank >= source_rank:
+            continue  # reported once per package by unplaced()
+        if target_rank >= source_rank:
             problems.append("%s:%d imports %s: %s (layer %d) may import only from layers below it, not %s (layer %d)"
                             % (edge.source, edge.line, edge.target, source, source_rank, target, target_rank))
     return problems
 
 
+def unplaced(modules: Dict[str, Module], root: Path) -> List[str]:
+    """Engine files outside a package, and packages LAYERS does not place."""
+    problems = ["%s is not in a package: move it into the package of its layer" % module.path.relative_to(root)
+                for module in modules.values() if "." not in module.name and is_file(module)]
+    packages = sorted({package_of(name) for name in modules if "." in name})
+    problems += ["package %s has no layer: add it to LAYERS and OWNS in tools/engine_layers.py" % package
+                 for package in packages if rank_of(package) is None]
+    return problems
+
+
 def problems_of(root: Path = ENGINE) -> Tuple[Dict[str, Module], List[Edge], List[str]]:
     modules = engine_modules(root)
-    edges = all_edges(modules)
-    problems = layer_violations(edges, modules)
+    edges: List[Edge] = []
+    problems = unplaced(modules, root)
+    for module in modules.values():
+        found, unresolved = scan(module, modules)
+        edges += found
+        problems += ["%s:%d imports %s, which is not an engine module" % item for item in unresolved]
+    problems += layer_violations(edges)
     problems += ["import cycle: %s" % " <-> ".join(group) for group in cycles(list(modules), edges)]
-    unplaced = sorted(name for name in modules if "." not in name and rank_of(name) is None)
-    problems += ["package %s has no layer in tools/engine_layers.py LAYERS" % name for name in unplaced]
     return modules, edges, problems
 
 
@@ -238,76 +288,163 @@ def package_edges(edges: Sequence[Edge]) -> Dict[Tuple[str, str], int]:
     return counts
 
 
+def files_of(modules: Dict[str, Module], package: str) -> List[Module]:
+    return [m for m in modules.values() if package_of(m.name) == package and "." in m.name and is_file(m)]
+
+
 def summary(modules: Dict[str, Module], edges: Sequence[Edge]) -> List[str]:
-    files = [m for m in modules.values() if m.path.name != "__init__.py" or m.lines]
+    files = [m for m in modules.values() if is_file(m) or m.lines]
     largest = max(files, key=lambda m: m.lines)
     lines = ["%d packages, %d files, %d lines; largest %s (%d lines); %d imports between modules"
              % (len([m for m in modules if "." not in m]), len(files), sum(m.lines for m in files),
-                largest.path.relative_to(ENGINE), largest.lines, len(edges))]
+                largest.name.replace(".", "/") + ".py", largest.lines, len(edges))]
     for layer in reversed(LAYERS):
         for package in layer:
-            members = [m for m in files if package_of(m.name) == package and "." in m.name]
-            size = sum(m.lines for m in members)
-            lines.append("  %-11s %2d files %6d lines  %s" % (package, len(members), size, OWNS.get(package, "")))
+            members = files_of(modules, package)
+            lines.append("  %-11s %2d files %6d lines  %s"
+                         % (package, len(members), sum(m.lines for m in members), OWNS.get(package, "")))
     return lines
 
 
 # --- the picture -----------------------------------------------------------
+# Layers are bands, highest on top; each package is a box with what it owns and
+# its files. Every importing package has its own coloured lane right of the
+# boxes: a line leaves the package's box, runs down its lane and ends in an
+# arrow at each package it imports. Lanes of higher layers lie further right and
+# arrows enter a box in lane order, so lines cross as little as they can.
 
-BOX_WIDTH, BOX_HEIGHT, GAP_X, GAP_Y, MARGIN = 190, 46, 26, 34, 20
+MARGIN, LABEL_WIDTH, BOX_WIDTH, BOX_GAP, BAND_GAP, PADDING = 20, 70, 470, 8, 10, 8
+LANE_GAP, SLOT_GAP, FIRST_SLOT = 15, 7, 26
+CAPTION_CHARS, FILES_CHARS = 82, 72  # characters per line that fit BOX_WIDTH at their font sizes
+NAME_HEIGHT, CAPTION_HEIGHT, FILES_HEIGHT = 18, 14, 13
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+           "#7f7f7f", "#bcbd22", "#393b79", "#637939", "#843c39")
+TITLE = ("The engine's layers, lowest at the bottom, and which package imports which",
+         "A package imports only from the layers below its own (imports inside functions count).",
+         "Each coloured lane is one importing package. Drawn from the real imports by tools/engine_layers.py.")
+
+
+class Box(NamedTuple):
+    package: str
+    top: float
+    height: float
+    caption: List[str]
+    files: List[str]
+
+
+def _box(modules: Dict[str, Module], package: str, top: float, arrivals: int) -> Box:
+    caption = textwrap.wrap(OWNS.get(package, ""), CAPTION_CHARS)
+    names = ", ".join(m.name.split(".", 1)[1] + ".py" for m in files_of(modules, package))
+    files = textwrap.wrap(names, FILES_CHARS)
+    text = PADDING + NAME_HEIGHT + CAPTION_HEIGHT * len(caption) + FILES_HEIGHT * len(files) + PADDING
+    slots = FIRST_SLOT + SLOT_GAP * max(arrivals - 1, 0) + PADDING
+    return Box(package, top, max(text, slots), caption, files)
+
+
+def _layout(modules: Dict[str, Module], arrivals: Dict[str, int]) -> Tuple[Dict[str, Box], List[Tuple[int, float, float]]]:
+    """The package boxes, and each layer's band (rank, top, bottom), from the top of the picture down."""
+    boxes: Dict[str, Box] = {}
+    bands = []
+    top = float(MARGIN + 16 * len(TITLE) + 14)
+    for rank in reversed(range(len(LAYERS))):
+        band_top = top
+        top += BAND_GAP / 2
+        for package in LAYERS[rank]:
+            boxes[package] = _box(modules, package, top, arrivals.get(package, 0))
+            top += boxes[package].height + BOX_GAP
+        top += BAND_GAP / 2 - BOX_GAP
+        bands.append((rank, band_top, top))
+    return boxes, bands
+
+
+def _text(x: float, y: float, text: str, style: str = "") -> str:
+    return '<text x="%.0f" y="%.0f"%s>%s</text>' % (x, y, " " + style if style else "", html.escape(text))
+
+
+def _draw_box(box: Box) -> List[str]:
+    left = MARGIN + LABEL_WIDTH
+    parts = ['<rect x="%d" y="%.0f" width="%d" height="%.0f" rx="5" fill="#ffffff" stroke="#35577d"/>'
+             % (left, box.top, BOX_WIDTH, box.height),
+             _text(left + PADDING, box.top + PADDING + 12, box.package, 'font-size="13" font-weight="bold"')]
+    y = box.top + PADDING + NAME_HEIGHT
+    for line in box.caption:
+        parts.append(_text(left + PADDING, y + 10, line, 'fill="#333333"'))
+        y += CAPTION_HEIGHT
+    for line in box.files:
+        parts.append(_text(left + PADDING, y + 10, line, 'font-family="monospace" font-size="10" fill="#35577d"'))
+        y += FILES_HEIGHT
+    return parts
+
+
+def _draw_bands(bands: Sequence[Tuple[int, float, float]], width: int) -> List[str]:
+    parts = []
+    for rank, top, bottom in bands:
+        fill = "#eef2f7" if rank % 2 == 0 else "#f8f9fb"
+        parts.append('<rect x="%d" y="%.0f" width="%d" height="%.0f" fill="%s"/>'
+                     % (MARGIN, top, width - 2 * MARGIN, bottom - top, fill))
+        parts.append(_text(MARGIN + 8, (top + bottom) / 2 + 4, "layer %d" % rank, 'fill="#556677"'))
+    return parts
+
+
+def _draw_lanes(boxes: Dict[str, Box], pairs: Sequence[Tuple[str, str]]) -> List[str]:
+    sources = sorted({source for source, _ in pairs}, key=lambda p: (rank_of(p), p))
+    lane = {source: MARGIN + LABEL_WIDTH + BOX_WIDTH + 22 + LANE_GAP * index for index, source in enumerate(sources)}
+    arriving: Dict[str, List[str]] = {}
+    for source, target in sorted(pairs, key=lambda pair: lane[pair[0]]):
+        arriving.setdefault(target, []).append(source)
+    slot = {(source, target): boxes[target].top + FIRST_SLOT + SLOT_GAP * position
+            for target, ordered in arriving.items() for position, source in enumerate(ordered)}
+    edge_x = MARGIN + LABEL_WIDTH + BOX_WIDTH
+    parts = []
+    for index, source in enumerate(sources):
+        colour = PALETTE[index % len(PALETTE)]
+        targets = sorted((target for s, target in pairs if s == source), key=lambda t, s=source: slot[(s, t)])
+        start = boxes[source].top + PADDING + 8
+        end = slot[(source, targets[-1])]
+        parts.append('<g stroke="%s" fill="none" stroke-width="1.4"><title>%s imports %s</title>'
+                     % (colour, source, ", ".join(targets)))
+        parts.append('<path d="M %d %.0f H %d V %.0f"/>' % (edge_x, start, lane[source], end))
+        parts.append('<circle cx="%d" cy="%.0f" r="2.5" fill="%s"/>' % (edge_x + 3, start, colour))
+        for target in targets:
+            parts.append('<path d="M %d %.0f H %d" marker-end="url(#head%d)"/>'
+                         % (lane[source], slot[(source, target)], edge_x + 1, index))
+        parts.append('</g>')
+    return parts
+
+
+def _markers(count: int) -> str:
+    return "<defs>%s</defs>" % "".join(
+        '<marker id="head%d" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" markerHeight="6" '
+        'orient="auto"><path d="M 0 0 L 10 5 L 0 10 z" fill="%s"/></marker>' % (index, PALETTE[index % len(PALETTE)])
+        for index in range(count))
 
 
 def svg(modules: Dict[str, Module], edges: Sequence[Edge]) -> str:
-    """Layers as rows (highest on top), one box a package with its file count, and an arrow for each
-    package-to-package import, its width growing with the number of imports."""
-    rows = list(reversed(LAYERS))
-    widest = max(len(row) for row in rows)
-    width = MARGIN * 2 + widest * BOX_WIDTH + (widest - 1) * GAP_X + 260
-    height = MARGIN * 2 + len(rows) * BOX_HEIGHT + (len(rows) - 1) * GAP_Y
-    centre: Dict[str, Tuple[float, float]] = {}
+    """The picture as SVG text: the same structure always gives the same bytes."""
+    pairs = sorted(pair for pair in package_edges(edges) if rank_of(pair[0]) is not None and rank_of(pair[1]) is not None)
+    arrivals: Dict[str, int] = {}
+    for _, target in pairs:
+        arrivals[target] = arrivals.get(target, 0) + 1
+    boxes, bands = _layout(modules, arrivals)
+    sources = len({source for source, _ in pairs})
+    width = MARGIN + LABEL_WIDTH + BOX_WIDTH + 22 + LANE_GAP * max(sources - 1, 0) + 12 + MARGIN
+    height = int(bands[-1][2] + MARGIN) if bands else 2 * MARGIN
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
-             'font-family="sans-serif" font-size="12">' % (width, height, width, height),
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-             'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#667"/></marker></defs>',
-             '<rect width="100%" height="100%" fill="white"/>']
-    boxes = []
-    for row_index, row in enumerate(rows):
-        y = MARGIN + row_index * (BOX_HEIGHT + GAP_Y)
-        offset = (widest - len(row)) * (BOX_WIDTH + GAP_X) / 2
-        for column, package in enumerate(row):
-            x = MARGIN + offset + column * (BOX_WIDTH + GAP_X)
-            centre[package] = (x + BOX_WIDTH / 2, y + BOX_HEIGHT / 2)
-            members = [m for m in modules.values() if package_of(m.name) == package and m.path.name != "__init__.py"]
-            boxes.append('<rect x="%.0f" y="%.0f" width="%d" height="%d" rx="6" fill="#eef3fb" stroke="#35577d"/>'
-                         % (x, y, BOX_WIDTH, BOX_HEIGHT))
-            boxes.append('<text x="%.0f" y="%.0f" text-anchor="middle" font-weight="bold">%s</text>'
-                         % (x + BOX_WIDTH / 2, y + 19, html.escape(package)))
-            boxes.append('<text x="%.0f" y="%.0f" text-anchor="middle" fill="#445">%d files, %d lines</text>'
-                         % (x + BOX_WIDTH / 2, y + 35, len(members), sum(m.lines for m in members)))
-        label_x = MARGIN + widest * BOX_WIDTH + (widest - 1) * GAP_X + 16
-        owns = "; ".join(OWNS.get(package, "") for package in row)
-        boxes.append('<text x="%d" y="%.0f" fill="#556" font-size="10">%s</text>'
-                     % (label_x, y + BOX_HEIGHT / 2 + 4, html.escape(_shorten(owns, 44))))
-    arrows = []
-    for (source, target), count in sorted(package_edges(edges).items()):
-        if source not in centre or target not in centre:
-            continue
-        (x1, y1), (x2, y2) = centre[source], centre[target]
-        bend = (x1 - x2) * 0.15 + (y2 - y1) * 0.12
-        arrows.append('<path d="M %.0f %.0f Q %.0f %.0f %.0f %.0f" fill="none" stroke="#667" stroke-opacity="0.45" '
-                      'stroke-width="%.1f" marker-end="url(#arrow)"><title>%s imports %s (%d)</title></path>'
-                      % (x1, y1 + BOX_HEIGHT / 2, (x1 + x2) / 2 + bend, (y1 + y2) / 2, x2, y2 - BOX_HEIGHT / 2,
-                         min(0.8 + count / 6.0, 4.0), source, target, count))
-    return "\n".join(parts + arrows + boxes + ["</svg>", ""])
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1].rstrip(" ,;") + "…"
+             'font-family="sans-serif" font-size="11">' % (width, height, width, height),
+             _markers(sources),
+             '<rect width="100%" height="100%" fill="white"/>',
+             _text(MARGIN, MARGIN + 12, TITLE[0], 'font-size="14" font-weight="bold"')]
+    parts += [_text(MARGIN, MARGIN + 12 + 16 * line, TITLE[line], 'fill="#444444"') for line in range(1, len(TITLE))]
+    parts += _draw_bands(bands, width)
+    for box in boxes.values():
+        parts += _draw_box(box)
+    parts += _draw_lanes(boxes, pairs)
+    return "\n".join(parts + ["</svg>", ""])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-    parser.add_argument("--svg", type=Path, help="write the picture of the layers here")
+    parser.add_argument("--svg", type=Path, help="write the picture of the layers here (docs/architecture.svg)")
     parser.add_argument("--root", type=Path, default=ENGINE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     modules, edges, problems = problems_of(args.root)
