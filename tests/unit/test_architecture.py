@@ -198,3 +198,14 @@ def test_package_table_of_the_docs_lists_every_file():
         files = sorted(module.path.name for module in layers.files_of(modules, package))
         assert table.get(package) == files, (
             "docs/architecture.md, table 'What each package owns': the files of %s are %s" % (package, ", ".join(files)))
+
+
+def test_archiving_role_copies_every_engine_package():
+    """The role names the packages (fileglob reads one directory): a new package must be added there too."""
+    import yaml
+
+    role_vars = yaml.safe_load((REPO_ROOT / "roles" / "archiving" / "vars" / "main.yml").read_text(encoding="utf-8"))
+    packages = sorted(package for layer in layers.LAYERS for package in layer)
+    assert sorted(role_vars["archiving__engine_packages"]) == packages, (
+        "roles/archiving/vars/main.yml archiving__engine_packages must list every engine package: %s"
+        % ", ".join(packages))
