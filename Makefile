@@ -113,6 +113,12 @@ define run_pytest
 	fi
 endef
 
+## units: the unit tests, as on a host without psycopg2 and without a server. PYTHONPATH puts
+## tools/without_psycopg2 first: its psycopg2.py raises ImportError, so a unit test (or an engine
+## file it imports) that needs psycopg2 fails to collect here; tests/unit/tools/test_without_psycopg2.py
+## checks the same when the unit tests run by hand. PostgreSQL clusters and the installed tool are
+## fixtures of tests/integration/conftest.py only, so no unit test can ask for a server.
+units: export PYTHONPATH := $(CURDIR)/tools/without_psycopg2$(if $(PYTHONPATH),:$(PYTHONPATH))
 units: venv collection
 	$(call run_pytest,tests/unit)
 
@@ -141,7 +147,7 @@ molecule: venv collection
 MOLECULE_BESIDE_LOG := $(CURDIR)/.build/molecule-beside.log
 
 # Under make test (and so in CI) a test that would skip for a missing
-# prerequisite (sshd, root, PostgreSQL 15...) fails instead (tests/conftest.py).
+# prerequisite (sshd, root, PostgreSQL 15...) fails instead (tests/integration/conftest.py).
 test: export RESTOREKEEPER_REQUIRE_ALL := 1
 test:
 	$(MAKE) --no-print-directory prerequisites

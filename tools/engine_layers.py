@@ -387,7 +387,7 @@ def _draw_bands(bands: Sequence[Tuple[int, float, float]], width: int) -> List[s
 
 
 def _draw_lanes(boxes: Dict[str, Box], pairs: Sequence[Tuple[str, str]]) -> List[str]:
-    sources = sorted({source for source, _ in pairs}, key=lambda p: (rank_of(p), p))
+    sources = sorted({pair[0] for pair in pairs}, key=lambda p: (rank_of(p), p))
     lane = {source: MARGIN + LABEL_WIDTH + BOX_WIDTH + 22 + LANE_GAP * index for index, source in enumerate(sources)}
     arriving: Dict[str, List[str]] = {}
     for source, target in sorted(pairs, key=lambda pair: lane[pair[0]]):
@@ -423,10 +423,10 @@ def svg(modules: Dict[str, Module], edges: Sequence[Edge]) -> str:
     """The picture as SVG text: the same structure always gives the same bytes."""
     pairs = sorted(pair for pair in package_edges(edges) if rank_of(pair[0]) is not None and rank_of(pair[1]) is not None)
     arrivals: Dict[str, int] = {}
-    for _, target in pairs:
-        arrivals[target] = arrivals.get(target, 0) + 1
+    for pair in pairs:
+        arrivals[pair[1]] = arrivals.get(pair[1], 0) + 1
     boxes, bands = _layout(modules, arrivals)
-    sources = len({source for source, _ in pairs})
+    sources = len({pair[0] for pair in pairs})
     width = MARGIN + LABEL_WIDTH + BOX_WIDTH + 22 + LANE_GAP * max(sources - 1, 0) + 12 + MARGIN
     height = int(bands[-1][2] + MARGIN) if bands else 2 * MARGIN
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-import psycopg2
 
 from harness import PgCluster, make_user_dir
 from harness.runas import chown_to
@@ -158,6 +157,8 @@ def time_ours(archived: ArchivedCluster, setup: RestoreSetup, work: Path, number
 
 
 def _promoted(slot: PgCluster) -> bool:
+    import psycopg2  # here, not at the top: unit tests import this package without psycopg2
+
     try:
         return slot.scalar("select not pg_is_in_recovery()") is True
     except psycopg2.OperationalError:  # not accepting connections yet

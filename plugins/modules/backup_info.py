@@ -782,6 +782,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgr
     module_client,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.catalog import Catalog
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.layout import key_basename, wal_prefix
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import DEFAULT_PATH, Config, CopyConfig
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.discovery import layout_named
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import RestorekeeperError
@@ -797,7 +798,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objective
     measured_for_schedule,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.copies.ship import copy_status
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.targets import TargetError, parse_target
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.targets import ObjectiveError, parse_target
 
 # pg_isready: 2 = no response (server down or address wrong), as opposed to
 # 0 (accepting) and 1 (rejecting, e.g. starting up) and 3 (bad parameters).
@@ -828,7 +829,7 @@ def held_wal(config: Config, copy: CopyConfig) -> Optional[Set[str]]:
     """Names of the WAL files a copy holds; None when it cannot be read."""
     try:
         storage = open_repository_storage(copy.repository)
-        return {info.key.rsplit("/", 1)[1] for info in storage.list("%s/wal/" % config.cluster)}
+        return {key_basename(info.key) for info in storage.list(wal_prefix(config.cluster))}
     except RestorekeeperError:
         return None
 
@@ -840,7 +841,7 @@ def add_copy_holdings(result: Dict[str, Any], config: Config, repository: Reposi
     holds the backup's chain and the WAL the backup needs."""
     result["copies"] = copy_status(config)
     reachable = {c["name"] for c in result["copies"] if c.get("reachable")}
-    wal_names = sorted(info.key.rsplit("/", 1)[1] for info in repository.storage.list("%s/wal/" % config.cluster))
+    wal_names = sorted(key_basename(info.key) for info in repository.storage.list(wal_prefix(config.cluster)))
     held = {copy.name: held_wal(config, copy) for copy in config.copies if copy.name in reachable}
     held = {name: names for name, names in held.items() if names is not None}
     backups_held = {c["name"]: set(c.get("backups_held", [])) for c in result["copies"] if c["name"] in held}
@@ -903,7 +904,7 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    module.exit_json(**run_module(module, "backup_info", lambda: run(module), expected=(TargetError,),
+    module.exit_json(**run_module(module, "backup_info", lambda: run(module), expected=(ObjectiveError,),
                                   needs=config_needs(module.params["config_path"])))
 
 

@@ -237,7 +237,8 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.recove
     recovery_settings,
     write_recovery_config,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.restore import _running_pid, plan_restore
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.discovery import postmaster_pid
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.restore import plan_restore
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walarchive import restore_command
 
 HIDDEN = "********"
@@ -299,7 +300,7 @@ def check_data_directory(pgdata: str) -> None:
             "%s is not a PostgreSQL data directory (no PG_VERSION). HINT: restore a backup into it first "
             "(module restorekeeper.postgresql.restore)" % pgdata
         )
-    pid = _running_pid(pgdata)
+    pid = postmaster_pid(pgdata)
     if pid is not None:
         raise Refusal(
             "%s belongs to a running PostgreSQL server (postmaster.pid names process %d); recovery settings "

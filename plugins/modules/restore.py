@@ -440,7 +440,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.r
     restore,
     tablespace_locations,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.restoreprep import running_pid
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.discovery import postmaster_pid
 
 HIDDEN = "********"
 
@@ -513,7 +513,7 @@ def target_from(params: Dict[str, Any]) -> RecoveryTarget:
 
 
 def pgdata_state(pgdata: str) -> str:
-    if running_pid(pgdata) is not None:
+    if postmaster_pid(pgdata) is not None:
         return "running"
     if not os.path.isdir(pgdata):
         return "absent"

@@ -408,47 +408,11 @@ record:
   sample: {key: main/drills/20260614T031500123456Z.json, stored: true, error: null}
 """
 
-import errno
-import fcntl
-import os
-import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.drill import (
-    query_from_dict,
-    DrillOptions,
-    DrillQuery,
-    run_drill,
-    source_timeline,
-)
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.drillreport import write_reports
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import RestorekeeperError
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import (
-    FailWithResult,
-    Refusal,
-    config_needs,
-    run_module,
-)
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.pgclient import PgClient
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.timefmt import parse_seconds
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.recovery import build_target
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.restore import plan_restore
-
-DEFAULT_REPORT_ROOT = "/var/lib/restorekeeper/drills"
-
-
-class ReportNotWritten(FailWithResult):
-    """The drill ran (its result is in the report) but the files could not be written."""
-
-
-class Progress:
-    """Whether the drill itself started, so a failure reports `changed` truthfully
-    (it may have created a restore point and switched WAL on the source)."""
-
-    def __init__(self) -> None:
-        self.started = False
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.drillrun import DrillRun
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import config_needs, run_module
 
 
 def argument_spec() -> Dict[str, Any]:
@@ -489,214 +453,15 @@ def argument_spec() -> Dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------- options
-def target_seconds(name: str, value: Any) -> Optional[float]:
-    if value is None or value == "":
-        return None
-    try:
-        return float(parse_seconds(value))
-    except ValueError as exc:
-        raise Refusal("%s: %s" % (name, exc)) from None
-
-
-def drill_queries(params: Dict[str, Any]) -> Tuple[DrillQuery, ...]:
-    names = [q["name"] for q in params["queries"]]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise Refusal("queries: names must be unique in the report; repeated: %s" % ", ".join(duplicates))
-    try:
-        return tuple(query_from_dict(q) for q in params["queries"])
-    except RestorekeeperError as exc:
-        raise Refusal("queries: %s" % exc) from None
-
-
-def checksum_tables(params: Dict[str, Any]) -> Tuple[str, ...]:
-    for item in params["checksum_tables"]:
-        database, sep, table = item.partition(":")
-        if not sep or not database or "." not in table:
-            raise Refusal("checksum_tables: %r is not DATABASE:SCHEMA.TABLE, e.g. postgres:public.accounts" % item)
-    return tuple(params["checksum_tables"])
-
-
-def drill_options(params: Dict[str, Any]) -> DrillOptions:
-    target = None
-    if params["mode"] == "target":
-        target = build_target(time=params["target_time"] or "", xid=params["target_xid"] or "",
-                              lsn=params["target_lsn"] or "", name=params["target_name"] or "")
-    elif any(params[key] for key in ("target_time", "target_xid", "target_lsn", "target_name")):
-        raise Refusal("target_time, target_xid, target_lsn and target_name need mode: target")
-    return DrillOptions(
-        tool_path=params["tool_path"], mode=params["mode"], backup_label=params["backup_label"] or "", target=target,
-        scratch_root=params["scratch_dir"] or "", keep=params["keep"],
-        rto_target=target_seconds("rto_target", params["rto_target"]),
-        rpo_target=target_seconds("rpo_target", params["rpo_target"]),
-        checksum_tables=checksum_tables(params), queries=drill_queries(params), amcheck=params["amcheck"],
-        row_counts=params["row_counts"], wait_timeout=params["wait_timeout"],
-        archive_wait_seconds=params["archive_wait_timeout"],
-    )
-
-
-# ----------------------------------------------------------------- checks
-def check_user() -> None:
-    if os.geteuid() == 0:
-        raise Refusal(
-            "restore_drill runs as root, and PostgreSQL refuses to run the scratch cluster as root. "
-            "HINT: run the task as the server's OS user (become: true, become_user: postgres)"
-        )
-
-
-def check_tool(tool_path: str) -> None:
-    if not os.path.isfile(tool_path) or not os.access(tool_path, os.X_OK):
-        raise Refusal(
-            "tool_path %s is not an executable file for this OS user; the scratch cluster fetches WAL with it. "
-            "HINT: install the tool (role restorekeeper.postgresql.archiving) or set tool_path" % tool_path
-        )
-
-
-def check_directory(name: str, path: str, must_exist: bool) -> None:
-    """The directory (or, when it is still to be made, its nearest existing parent) is writable."""
-    probe = path
-    while not os.path.exists(probe):
-        if must_exist:
-            raise Refusal("%s %s does not exist. HINT: create it, owned by the server's OS user" % (name, path))
-        probe = os.path.dirname(probe) or "/"
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise Refusal("%s %s is not writable by this OS user (%s). HINT: make it owned by the server's OS user"
-                      % (name, path, probe))
-
-
-def report_dir_of(params: Dict[str, Any], config: Config) -> str:
-    return params["report_dir"] or os.path.join(DEFAULT_REPORT_ROOT, config.cluster)
-
-
-# --------------------------------------------------------------- locking
-def take_lock(path: str, timeout: int) -> Optional[int]:
-    """An exclusive flock(2), as flock(1) takes it: the scheduled drills and this
-    module exclude each other. Opened read-only (created if missing), because
-    the file may belong to another user in a sticky /run/lock."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOCTTY, 0o644)
-    except OSError as exc:
-        raise Refusal("lock_file %s cannot be opened: %s" % (path, exc.strerror)) from None
-    deadline = time.monotonic() + max(0, timeout)
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                os.close(fd)
-                raise Refusal("lock_file %s cannot be locked: %s" % (path, exc.strerror)) from None
-        if time.monotonic() >= deadline:
-            os.close(fd)
-            raise Refusal(
-                "another drill on this host holds %s and did not finish within %d s; nothing was done. "
-                "HINT: run again later, or raise lock_timeout" % (path, timeout)
-            )
-        time.sleep(1)
-
-
-# ---------------------------------------------------------------- running
-def plan(config: Config, params: Dict[str, Any], options: DrillOptions, report_dir: str) -> Dict[str, Any]:
-    """Check mode: read the repository and ask the source, change nothing."""
-    with PgClient(config.postgres) as client:
-        in_recovery = client.scalar("SELECT pg_is_in_recovery()") == "t"
-        # The same target a real drill recovers to: the source's own timeline, not the newest branch.
-        target = options.target or build_target(latest=True, timeline=source_timeline(client))
-        chosen = plan_restore(config, client, target, options.backup_label)
-    if options.mode == "restore-point" and in_recovery:
-        raise Refusal(
-            "the source is a standby, where a restore point cannot be created. "
-            "HINT: run the drill against the primary, or use mode=latest"
-        )
-    actions: List[str] = []
-    if options.mode == "restore-point":
-        actions += ["take a snapshot of the source (row counts%s) in one transaction per database"
-                    % (", checksums of %d tables" % len(options.checksum_tables) if options.checksum_tables else ""),
-                    "create restore point restorekeeper-drill-<time> on the source, switch WAL and wait until "
-                    "it is archived"]
-    actions += ["restore backup %s%s into a scratch cluster under %s on a free port, recovered to %s"
-                % (chosen.backup.label, " (chain %s)" % ", ".join(b.label for b in chosen.chain) if len(chosen.chain) > 1
-                   else "", options.scratch_root or "the temporary directory",
-                   "the restore point" if options.mode == "restore-point" else "the end of the archive"),
-                "verify: connections, %sdatabases and sizes%s%s%s" % (
-                    "pg_amcheck, " if options.amcheck else "", ", row counts" if options.row_counts else "",
-                    ", %d checksums" % len(options.checksum_tables) if options.checksum_tables else "",
-                    ", %d spot checks" % len(options.queries) if options.queries else ""),
-                "keep the scratch cluster running" if options.keep else "remove the scratch cluster",
-                "write JSON, JUnit XML and HTML reports to %s" % report_dir]
-    return {
-        "changed": True,
-        "planned": True,
-        "result": "planned",
-        "failure_reasons": [],
-        "cluster": config.cluster,
-        "mode": options.mode,
-        "backup": chosen.backup.label,
-        "chain": [b.label for b in chosen.chain],
-        "reason": chosen.reason,
-        "actions": actions,
-        "report_dir": report_dir,
-        "msg": "a drill would restore backup %s of cluster %s" % (chosen.backup.label, config.cluster),
-    }
-
-
-def run(module: AnsibleModule, progress: Progress) -> Dict[str, Any]:
-    params = module.params
-    options = drill_options(params)
-    check_user()
-    check_tool(options.tool_path)
-    config = Config.load(params["config_path"]).for_source(params["source"] or "")
-    report_dir = report_dir_of(params, config)
-    if options.scratch_root:
-        check_directory("scratch_dir", options.scratch_root, must_exist=True)
-    if module.check_mode:
-        try:
-            check_directory("report_dir", report_dir, must_exist=False)
-        except Refusal as exc:
-            # Role drill makes the directory before a real run, which check mode skips.
-            module.warn(str(exc))
-        return plan(config, params, options, report_dir)
-    # Checked before the drill: a drill whose report cannot be written is wasted.
-    check_directory("report_dir", report_dir, must_exist=False)
-    lock = take_lock(params["lock_file"], params["lock_timeout"]) if params["lock_file"] else None
-    try:
-        progress.started = True
-        with PgClient(config.postgres) as client:
-            report = run_drill(config, client, options)
-    finally:
-        if lock is not None:
-            os.close(lock)
-    report.update(changed=True, planned=False, report_dir=report_dir)
-    try:
-        report["report_files"] = write_reports(report, report_dir)
-    except OSError as exc:
-        report["msg"] = "%s, but its reports could not be written to %s: %s" % (summary_line(report), report_dir, exc)
-        raise ReportNotWritten(report) from None
-    return report
-
-
-def summary_line(report: Dict[str, Any]) -> str:
-    def seconds(value: Any) -> str:
-        return "n/a" if value is None else "%.1f s" % value
-
-    return "restore drill of %s: %s, RTO %s, RPO %s" % (
-        report["cluster"], report["result"].upper(), seconds(report.get("rto_seconds")),
-        seconds(report.get("rpo_seconds")))
-
-
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
                            mutually_exclusive=[["target_time", "target_xid", "target_lsn", "target_name"]])
-    progress = Progress()
+    run = DrillRun(module.params, module.check_mode, module.warn)
     # Before the drill: a refusal, nothing done. During it: the source may
     # already carry the drill's restore point and a switched WAL segment.
-    result = run_module(module, "restore_drill", lambda: run(module, progress),
-                        changed=lambda _error: progress.started, needs=config_needs(module.params["config_path"]))
-    if result["result"] == "fail" and module.params["fail_on_drill_failure"]:
-        result["msg"] = "%s - %s" % (summary_line(result), "; ".join(result["failure_reasons"]))
+    result = run_module(module, "restore_drill", run, changed=run.changed, needs=config_needs(module.params["config_path"]))
+    if run.failed(result):
         module.fail_json(**result)
-    result.setdefault("msg", summary_line(result))
     module.exit_json(**result)
 
 

@@ -382,7 +382,7 @@ from typing import Any, Dict
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgres import connection_argument_spec
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.serversettings import Progress, reconcile
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.serversettings import ArchivingRun
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.services import DEFAULT_TIMEOUT, MANAGERS
 
 
@@ -408,13 +408,11 @@ def argument_spec() -> Dict[str, Any]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    progress = Progress()
+    run = ArchivingRun(module.params, module.check_mode, module.warn)
     # Refusals happen before any change; a failing statement (or restart) may
     # follow earlier ones, which are reported (changed, queries) as they are.
-    module.exit_json(**run_module(module, "wal_archiving",
-                                  lambda: reconcile(module.params, module.check_mode, progress, module.warn),
-                                  changed=lambda _error: bool(progress.executed) or progress.restarted,
-                                  details=lambda: {"queries": progress.executed}, needs=("psycopg2",)))
+    module.exit_json(**run_module(module, "wal_archiving", run, changed=run.changed, details=run.details,
+                                  needs=("psycopg2",)))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -168,3 +169,35 @@ def start_archiving(cluster: PgCluster, setup: RepoSetup, tool_bin: Path,
         cluster.execute("ALTER SYSTEM SET %s = %%s" % name, (value,))
     cluster.restart()
     cluster.wait_archived(cluster.switch_wal())
+
+
+# ------------------------------------------------------- roles and playbooks
+def write_inventory(path: Path, hosts: Mapping[str, Mapping[str, Any]],
+                    others: Mapping[str, Mapping[str, Any]] = None) -> None:
+    """Group `databases` (the playbook's default hosts), plus hosts outside it; JSON is YAML."""
+    path.write_text(json.dumps({"all": {"hosts": dict(others or {}),
+                                        "children": {"databases": {"hosts": dict(hosts)}}}}, indent=1))
+
+
+def play(ansible_env: Mapping[str, str], inventory: Path, playbook: Path, *args: str,
+         cwd: Path = None) -> subprocess.CompletedProcess:
+    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), *args]
+    return subprocess.run(argv, env=dict(ansible_env), capture_output=True, text=True, timeout=900, check=False,
+                          cwd=cwd)
+
+
+def output(run: subprocess.CompletedProcess) -> str:
+    return run.stdout + run.stderr
+
+
+def recap(run: subprocess.CompletedProcess, host: str) -> dict[str, int]:
+    """The PLAY RECAP counters of one host: {"ok": 3, "changed": 1, ...}."""
+    line = next(line for line in run.stdout.splitlines() if line.startswith(host + " ") and "ok=" in line)
+    return {key: int(value) for key, value in (item.split("=") for item in line.split(":", 1)[1].split())}
+
+
+def exec_start(service: Path) -> list[str]:
+    """The argument list systemd would run: its quoting is shell-like for our
+    double-quoted arguments, with % and $ doubled."""
+    line = next(line for line in service.read_text().splitlines() if line.startswith("ExecStart="))
+    return [arg.replace("%%", "%").replace("$$", "$") for arg in shlex.split(line[len("ExecStart="):])]

@@ -4,7 +4,7 @@ A test that cannot run because the machine lacks something (sshd, root, a
 PostgreSQL version's binaries...) skips with a reason made by missing(). By
 hand that skip is listed with its reason and fix (pytest -ra, and a summary
 line at the end); under `make test` and in CI (RESTOREKEEPER_REQUIRE_ALL=1)
-tests/conftest.py reports it as a failure, so nothing is left out silently.
+tests/integration/conftest.py reports it as a failure, so nothing is left out silently.
 """
 
 from __future__ import annotations

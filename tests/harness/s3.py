@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import subprocess
 import sys
@@ -49,6 +50,20 @@ def run_moto_server(log_path: Path) -> Iterator[S3Endpoint]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+_buckets = itertools.count(1)
+
+
+def make_bucket(endpoint: S3Endpoint, lock: bool = False) -> str:
+    """A new empty bucket (with S3 Object Lock enabled when `lock`); returns its name."""
+    import boto3
+
+    name = "restorekeeper-test-%d" % next(_buckets)
+    client = boto3.client("s3", endpoint_url=endpoint.url, region_name="us-east-1",
+                          aws_access_key_id=endpoint.access_key_id, aws_secret_access_key=endpoint.secret_access_key)
+    client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=lock)
+    return name
 
 
 class CuttableProxy:

@@ -15,67 +15,14 @@ import shutil
 import subprocess
 import tarfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 import pytest
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walarchive import archive_command
-from harness import InstalledTool, PgCluster, RepoSetup, make_user_dir, wait_until
+from harness import make_user_dir, wait_until
+from harness.archived import Archived, pgbench_init
 
 pytestmark = pytest.mark.slow
-
-
-class Archived:
-    """A running cluster archiving into a fresh repository."""
-
-    def __init__(self, cluster: PgCluster, setup: RepoSetup, tool: InstalledTool) -> None:
-        self.cluster = cluster
-        self.setup = setup
-        self.tool = tool
-
-    def rk(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = self.cluster.run_as_owner([self.tool.bin, args[0], "--config", self.setup.config_path, *args[1:]])
-        if check and result.returncode != 0:
-            raise AssertionError("restorekeeper %s failed (%d): %s" % (args[0], result.returncode, result.stderr))
-        return result
-
-    def backup(self, *args: str) -> Dict[str, Any]:
-        return json.loads(self.rk("backup", "--json", *args).stdout)
-
-    def info(self) -> Dict[str, Any]:
-        return json.loads(self.rk("info", "--json").stdout)
-
-    def backup_dir(self, label: str) -> Path:
-        return self.setup.repo_path / self.setup.cluster_name / "backup" / label
-
-
-@pytest.fixture
-def archived(cluster_factory, repo_config, tool):
-    def make(version: int, compression: str = "zstd", conf: Dict[str, Any] = None) -> Archived:
-        cluster = cluster_factory(version=version)
-        setup = repo_config(cluster, compression=compression)
-        settings = {"wal_level": "replica", "archive_mode": "on",
-                    "archive_command": archive_command(str(tool.bin), str(setup.config_path))}
-        settings.update(conf or {})
-        for name, value in settings.items():
-            cluster.execute("ALTER SYSTEM SET %s = %%s" % name, (value,))
-        cluster.restart()
-        cluster.wait_archived(cluster.switch_wal())
-        if compression != "zstd":
-            _set_backup_compression(setup.config_path, compression)
-        return Archived(cluster, setup, tool)
-
-    return make
-
-
-def _set_backup_compression(config_path: Path, codec: str) -> None:
-    text = config_path.read_text().replace("[backup]\ncompression = zstd", "[backup]\ncompression = %s" % codec)
-    config_path.write_text(text)
-
-
-def pgbench_init(cluster: PgCluster, scale: int = 1) -> None:
-    result = cluster.run_as_owner([cluster.bin("pgbench"), "-i", "-q", "-s", str(scale)])
-    assert result.returncode == 0, result.stderr
 
 
 def extract_and_verify(archived: Archived, label: str, target: Path) -> subprocess.CompletedProcess:

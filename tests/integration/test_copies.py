@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 
 from harness import make_user_dir
-from harness.s3 import CuttableProxy
+from harness.s3 import CuttableProxy, make_bucket
 
-from test_backup import Archived, pgbench_init  # noqa: F401
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
-from test_storage_backends import make_bucket
+from harness.archived import Archived, pgbench_init
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +29,7 @@ def write_keyring(path: Path, os_user: str, *keys: str) -> None:
 
 
 @pytest.fixture
-def with_copies(archived, s3_endpoint, rk_session_dir):  # noqa: F811
+def with_copies(archived, s3_endpoint, rk_session_dir):
     proxies = []
 
     def make(version: int = 18):
@@ -194,7 +192,7 @@ def test_synchronous_copy_holds_each_segment_before_postgres_recycles_it(with_co
     assert held_back in arch.rk("wal-list", "--source", "offsite").stdout.split()
 
 
-def test_shipper_killed_mid_upload_leaves_nothing_that_looks_complete_and_resumes(archived, rk_session_dir):  # noqa: F811
+def test_shipper_killed_mid_upload_leaves_nothing_that_looks_complete_and_resumes(archived, rk_session_dir):
     import signal
     import subprocess as sp
 

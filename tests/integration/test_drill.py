@@ -6,49 +6,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 import pytest
 
 from harness import make_user_dir
-
-from test_backup import Archived, pgbench_init  # noqa: F401
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
+from harness.archived import Archived, check, drill, report_of, seeded
 
 pytestmark = pytest.mark.slow
-
-
-def drill(arch: Archived, scratch: Path, *args: str) -> subprocess.CompletedProcess:
-    return arch.cluster.run_as_owner([arch.tool.bin, "drill", "--config", arch.setup.config_path,
-                                      "--scratch-dir", scratch, "--json", *args])
-
-
-def report_of(result: subprocess.CompletedProcess) -> Dict[str, Any]:
-    assert result.stdout, result.stderr
-    return json.loads(result.stdout)
-
-
-def check(report: Dict[str, Any], prefix: str) -> Dict[str, Any]:
-    return next(c for c in report["checks"] if c["name"].startswith(prefix))
-
-
-@pytest.fixture
-def scratch(rk_session_dir, archived):  # noqa: F811
-    def make(arch: Archived) -> Path:
-        return make_user_dir(rk_session_dir / ("drill-scratch-%d" % arch.cluster.port), arch.cluster.os_user, 0o700)
-    return make
-
-
-def seeded(archived, version: int) -> Archived:  # noqa: F811
-    arch = archived(version)
-    pgbench_init(arch.cluster)
-    arch.cluster.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int)")
-    arch.cluster.execute("INSERT INTO accounts SELECT g, g * 10 FROM generate_series(1, 500) g")
-    arch.backup()
-    arch.cluster.execute("UPDATE accounts SET balance = balance + 1 WHERE id <= 100")
-    return arch
 
 
 @pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
@@ -184,7 +150,7 @@ def test_drill_to_a_chosen_target(archived, scratch):
     assert [p for p in where.iterdir() if p.name != "q.json"] == []
 
 
-def test_idle_source_has_rpo_zero_in_restore_point_mode(archived, scratch):  # noqa: F811
+def test_idle_source_has_rpo_zero_in_restore_point_mode(archived, scratch):
     """No commit in the source's recent WAL: every commit is in WAL the drill
     saw archived, so the RPO is 0 (not "could not be measured")."""
     arch = archived(15)

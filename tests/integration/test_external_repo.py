@@ -22,7 +22,6 @@ import pytest
 
 from harness.ansible import host_python
 
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -68,7 +67,7 @@ def recap(result: subprocess.CompletedProcess) -> dict:
     return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups())))
 
 
-def test_their_repo_installs_the_built_tarball_and_mixes_their_role_with_ours(archived, ansible_env, tmp_path):  # noqa: F811
+def test_their_repo_installs_the_built_tarball_and_mixes_their_role_with_ours(archived, ansible_env, tmp_path):
     # The artifact, built from this checkout as a release would be (while the cluster starts).
     build = subprocess.Popen(  # pylint: disable=consider-using-with
         [str(BIN / "ansible-galaxy"), "collection", "build", str(ROOT), "--output-path", str(tmp_path / "dist")],

@@ -216,3 +216,25 @@ def test_preflight_refuses_before_stopping(field: Field):
     result = field.run("restore", "--pgdata", str(db.datadir), "--in-place", "--aside", str(taken), check=False)
     assert result.returncode != 0 and "already exists" in result.stderr, result.stderr
     assert db.postmaster_pid() == old_pid  # nothing was stopped
+
+
+def test_in_place_restore_as_root_is_refused_before_stopping(field: Field):
+    if os.geteuid() != 0:
+        pytest.skip(missing("root, to run the restore as root (`make test` runs as root)"))
+    db = field.cluster
+    db.psql("CREATE TABLE t (id int)")
+    field.switch_and_archive()
+    field.run("backup")
+    old_pid = db.postmaster_pid()
+    data_before = sorted(path.name for path in db.datadir.iterdir())
+    repo_before = sorted(str(path) for path in field.repo.rglob("*"))
+    # As root, not as the cluster's owner: the mistake of a `sudo restorekeeper restore --in-place`.
+    result = subprocess.run([str(field.tool.bin), "restore", "--config", str(field.config), "--pgdata", str(db.datadir),
+                             "--in-place", "--target-latest"], capture_output=True, text=True, check=False, cwd="/")
+    assert result.returncode != 0, result.stdout
+    assert "the cluster is owned by postgres, but the restore runs as root" in result.stderr, result.stderr
+    assert "run the restore as postgres" in result.stderr, result.stderr
+    assert db.postmaster_pid() == old_pid  # nothing was stopped
+    assert sorted(path.name for path in db.datadir.iterdir()) == data_before
+    assert not list(db.datadir.parent.glob("%s.before-restore-*" % db.name))  # nothing moved aside
+    assert sorted(str(path) for path in field.repo.rglob("*")) == repo_before  # nor written to the repository

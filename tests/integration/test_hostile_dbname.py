@@ -28,8 +28,7 @@ from harness import PgCluster, available_versions, bindir, make_user_dir
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import PostgresConfig
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.pgclient import PgClient
 
-from test_backup import Archived  # noqa: F401
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
+from harness.archived import Archived
 
 pytestmark = pytest.mark.slow
 

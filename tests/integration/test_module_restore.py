@@ -14,28 +14,12 @@ import pytest
 
 from harness import wait_until
 from harness.ansible import run_module as run_any_module
-from test_backup import Archived  # noqa: F401  (fixture helpers shared with the backup tests)
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
-from test_restore import archive_everything, commit_time
+from harness.archived import accident, archive_everything, Archived
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 run_restore = partial(run_any_module, module="restorekeeper.postgresql.restore")
 run_target = partial(run_any_module, module="restorekeeper.postgresql.recovery_target")
-
-
-def accident(arch: Archived) -> str:
-    """1200 rows, a backup in between, then DELETE without WHERE; returns a moment just before it."""
-    db = arch.cluster
-    db.execute("CREATE TABLE accounts (id int PRIMARY KEY, note text)")
-    db.execute("INSERT INTO accounts SELECT g, 'early' FROM generate_series(1, 1000) g")
-    arch.backup()
-    db.execute("INSERT INTO accounts SELECT g, 'later' FROM generate_series(1001, 1200) g")
-    before = commit_time(db)
-    db.execute("DELETE FROM accounts")
-    db.execute("CREATE TABLE after_accident AS SELECT 1 AS x")
-    archive_everything(db)
-    return before
 
 
 def restore_args(arch: Archived, slot, **extra) -> dict:

@@ -18,9 +18,7 @@ import pytest
 
 from harness import make_user_dir, wait_until
 from harness.ansible import run_module
-from test_backup import Archived  # noqa: F401  (fixture helpers shared with the backup tests)
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
-from test_drill import seeded
+from harness.archived import Archived, seeded
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -21,8 +21,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.ti
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.posix import PosixStorage
 from harness import make_user_dir, wait_until
 
-from test_backup import Archived  # noqa: F401
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
+from harness.archived import Archived
 from harness.exposition import parse_exposition, value
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -41,7 +40,7 @@ def check(arch: Archived, *args: str):
     return result.returncode, result.stdout.strip()
 
 
-def test_metrics_and_check_follow_the_cluster_through_failures(archived, rk_session_dir):  # noqa: F811
+def test_metrics_and_check_follow_the_cluster_through_failures(archived, rk_session_dir):
     arch = archived(15)
     base = make_user_dir(rk_session_dir / ("monitoring-%d" % arch.cluster.port), arch.cluster.os_user, 0o755)
     textfile = base / "restorekeeper_main.prom"
@@ -130,7 +129,7 @@ def test_metrics_and_check_follow_the_cluster_through_failures(archived, rk_sess
     assert json_status["server"]["up"] is False and json_status["repository"]["up"] is True
 
 
-def test_archiving_alert_survives_an_unreadable_backup_volume(archived):  # noqa: F811
+def test_archiving_alert_survives_an_unreadable_backup_volume(archived):
     """The backup volume re-permissioned (chmod 000, as an unmounted volume's
     mount point can be) while the server keeps trying to archive: the check is
     CRITICAL for the failing archiver and names the repository unreadable; the

@@ -17,8 +17,7 @@ import pytest
 from harness import make_user_dir
 from harness.ansible import host_python, run_module as run_any_module
 
-from test_backup import Archived  # noqa: F401
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
+from harness.archived import Archived
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -48,7 +47,7 @@ def write_stream_status(arch: Archived, **fields: Any) -> None:
 
 
 @pytest.fixture
-def drilled(archived, rk_session_dir):  # noqa: F811
+def drilled(archived, rk_session_dir):
     """PG 18 archiving with archive_timeout 60s, two full backups and a passed drill."""
     arch = archived(18, conf={"archive_timeout": "60s"})
     arch.cluster.execute("CREATE TABLE t AS SELECT generate_series(1, 20000) AS id")
@@ -132,7 +131,7 @@ ARCHIVING_PLAYBOOK = """
 """
 
 
-def test_role_archiving_derives_archive_timeout_from_the_tier(archived, ansible_env, tool, tmp_path):  # noqa: F811
+def test_role_archiving_derives_archive_timeout_from_the_tier(archived, ansible_env, tool, tmp_path):
     arch = archived(16)
     playbook = tmp_path / "archiving.yml"
     playbook.write_text(ARCHIVING_PLAYBOOK)

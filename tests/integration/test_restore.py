@@ -6,44 +6,13 @@ directory, port and socket), so every test tears it down whatever happens.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
-from typing import Any, Dict
 
 import pytest
 
-from harness import PgCluster
-
-from test_backup import Archived, pgbench_init  # noqa: F401  (fixture helpers shared with the backup tests)
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
+from harness.archived import archive_everything, commit_time, corrupt_wal_segment, pgbench_init, restore, restored
 
 pytestmark = pytest.mark.slow
-
-
-def restore(arch: Archived, slot: PgCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    argv = [arch.tool.bin, "restore", "--config", arch.setup.config_path, "--pgdata", slot.datadir,
-            "--port", str(slot.port), "--socket-dir", str(slot.socket_dir), "--json", *args]
-    result = arch.cluster.run_as_owner(argv)
-    if check and result.returncode != 0:
-        raise AssertionError("restore failed (%d): %s" % (result.returncode, result.stderr))
-    return result
-
-
-def restored(arch: Archived, slot: PgCluster, *args: str) -> Dict[str, Any]:
-    return json.loads(restore(arch, slot, *args).stdout)
-
-
-def commit_time(cluster: PgCluster) -> str:
-    """A moment strictly between the last commit and the next one."""
-    time.sleep(0.05)
-    moment = cluster.scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
-    time.sleep(0.05)
-    return str(moment)
-
-
-def archive_everything(cluster: PgCluster) -> None:
-    cluster.wait_archived(cluster.switch_wal())
 
 
 @pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
@@ -202,13 +171,6 @@ def test_refuses_non_empty_and_running_directories(archived, cluster_factory):
     assert (slot_path := __import__("pathlib").Path(moved["moved_aside"]) / "PG_VERSION").read_text() == before, slot_path
 
 
-def _corrupt(arch: Archived, name: str) -> None:
-    path = arch.setup.repo_path / "main" / "wal" / name[:16] / name
-    blob = bytearray(path.read_bytes())
-    blob[len(blob) // 2] ^= 0xFF
-    path.write_bytes(bytes(blob))
-
-
 def test_corrupt_wal_segment_stops_recovery_with_a_clear_error(archived, cluster_factory):
     arch = archived(18)
     db = arch.cluster
@@ -220,7 +182,7 @@ def test_corrupt_wal_segment_stops_recovery_with_a_clear_error(archived, cluster
     target = commit_time(db)
     db.execute("INSERT INTO t VALUES (-1)")  # a later commit, in a later segment
     archive_everything(db)
-    _corrupt(arch, needed)
+    corrupt_wal_segment(arch, needed)
     slot = cluster_factory(version=18, initdb=False)
     result = restore(arch, slot, "--target-time", target, "--start", check=False)
     assert result.returncode == 1
@@ -237,7 +199,7 @@ def test_corrupt_newest_segment_is_found_before_anything_is_written(archived, cl
     db.execute("INSERT INTO t VALUES (1)")
     newest = db.switch_wal()
     db.wait_archived(newest)
-    _corrupt(arch, newest)
+    corrupt_wal_segment(arch, newest)
     slot = cluster_factory(version=18, initdb=False)
     result = restore(arch, slot, "--target-latest", "--start", check=False)
     assert result.returncode == 1 and "is corrupt" in result.stderr and newest in result.stderr

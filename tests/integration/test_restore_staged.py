@@ -8,8 +8,7 @@ import os
 
 import pytest
 
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
-from test_restore import _corrupt, archive_everything, commit_time, restore, restored
+from harness.archived import archive_everything, commit_time, corrupt_wal_segment, restore, restored
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +67,7 @@ def test_corrupt_segment_is_refused_at_staging_and_recovery_stops_clearly(archiv
     target = commit_time(db)
     db.execute("INSERT INTO ledger VALUES (-1)")
     archive_everything(db)
-    _corrupt(arch, needed)
+    corrupt_wal_segment(arch, needed)
     slot = cluster_factory(version=18, initdb=False)
     result = restore(arch, slot, "--target-time", target, "--start", check=False)
     assert result.returncode == 1

@@ -13,10 +13,8 @@ import pytest
 
 from harness.ansible import run_module as run_any_module
 
-from test_backup import Archived  # noqa: F401
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
-from test_restore import commit_time, restored
-from test_storage_backends import make_bucket
+from harness.archived import Archived, commit_time, restored
+from harness.s3 import make_bucket
 
 pytestmark = pytest.mark.slow
 

@@ -26,8 +26,7 @@ import pytest
 from harness import run_as
 from harness.ansible import host_python
 from harness.paths import ensure_public_dir
-from test_backup import Archived  # noqa: F401  (fixture helpers shared with the backup tests)
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
+from harness.archived import Archived
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -14,25 +14,20 @@ import grp
 import html
 import json
 import pwd
-import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List
 
 import pytest
 
 from harness import make_user_dir, run_as
-from harness.ansible import host_python
-from test_backup import Archived  # noqa: F401  (fixture helpers shared with the backup tests)
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
-from test_drill import seeded
+from harness.ansible import exec_start, host_python, output, play, recap, write_inventory
+from harness.archived import Archived, seeded
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 DRILL_PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "drill.yml"
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 SUM_QUERY = {"name": "balance total", "sql": "SELECT sum(balance) FROM accounts", "expected": 1252600}
 WRONG_QUERY = {"name": "row count", "sql": "SELECT count(*) FROM accounts", "expected": "499"}
 
@@ -65,38 +60,8 @@ def host_vars(arch: Archived, base: Path) -> Dict[str, Any]:
     }
 
 
-def write_inventory(path: Path, hosts: Mapping[str, Mapping[str, Any]],
-                    others: Mapping[str, Mapping[str, Any]] = None) -> None:
-    """Group `databases` (the playbook's default hosts), plus hosts outside it; JSON is YAML."""
-    path.write_text(json.dumps({"all": {"hosts": dict(others or {}),
-                                        "children": {"databases": {"hosts": dict(hosts)}}}}, indent=1))
-
-
-def play(ansible_env: Mapping[str, str], inventory: Path, playbook: Path, *args: str,
-         cwd: Path = None) -> subprocess.CompletedProcess:
-    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), *args]
-    return subprocess.run(argv, env=dict(ansible_env), capture_output=True, text=True, timeout=900, check=False,
-                          cwd=cwd)
-
-
-def output(run: subprocess.CompletedProcess) -> str:
-    return run.stdout + run.stderr
-
-
-def recap(run: subprocess.CompletedProcess, host: str) -> Dict[str, int]:
-    line = next(line for line in run.stdout.splitlines() if line.startswith(host + " ") and "ok=" in line)
-    return {key: int(value) for key, value in (item.split("=") for item in line.split(":", 1)[1].split())}
-
-
 def history(report_dir: Path) -> List[Dict[str, Any]]:
     return [json.loads(line) for line in (report_dir / "history.jsonl").read_text().splitlines()]
-
-
-def exec_start(service: Path) -> List[str]:
-    """The argument list systemd would run: its quoting is shell-like for our
-    double-quoted arguments, with % and $ doubled."""
-    line = next(line for line in service.read_text().splitlines() if line.startswith("ExecStart="))
-    return [arg.replace("%%", "%").replace("$$", "$") for arg in shlex.split(line[len("ExecStart="):])]
 
 
 def test_role_schedules_with_systemd_or_cron_and_runs_a_drill_now(archived, ansible_env, rk_session_dir, tmp_path):

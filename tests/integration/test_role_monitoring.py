@@ -19,15 +19,13 @@ from pathlib import Path
 import pytest
 
 from harness import make_user_dir, run_as
-from harness.ansible import host_python
+from harness.ansible import exec_start, host_python, output, play, recap, write_inventory
 from harness.exposition import parse_exposition, value
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
-from test_role_drill import exec_start, output, play, recap, write_inventory
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_role_installs_metrics_schedule_and_check_files(archived, ansible_env, rk_session_dir, tmp_path):  # noqa: F811
+def test_role_installs_metrics_schedule_and_check_files(archived, ansible_env, rk_session_dir, tmp_path):
     arch = archived(15)
     arch.backup()
     owner = arch.cluster.os_user

@@ -19,9 +19,7 @@ import pytest
 
 from harness import PgCluster, wait_until
 from harness.ansible import host_python
-from test_backup import Archived  # noqa: F401  (fixture helpers shared with the backup tests)
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
-from test_module_restore import accident
+from harness.archived import accident, Archived
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -29,9 +29,8 @@ import pytest
 from harness import make_user_dir, run_as
 from harness.ansible import host_python, run_module
 from harness.paths import ensure_public_dir
-from test_backup import Archived, pgbench_init  # noqa: F401
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
-from test_storage_backends import make_bucket
+from harness.archived import Archived, pgbench_init
+from harness.s3 import make_bucket
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -108,7 +107,7 @@ class Layout:
 
 
 @pytest.fixture
-def layout(archived, rk_session_dir):  # noqa: F811
+def layout(archived, rk_session_dir):
     def make(version: int = 18) -> Layout:
         arch = archived(version)
         return Layout(arch, ensure_public_dir(rk_session_dir / ("storage-%d" % next(_numbers))))

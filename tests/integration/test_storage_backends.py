@@ -4,7 +4,6 @@ network namespace running sshd, see test_storage_ssh.py)."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import stat
 
@@ -21,20 +20,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.er
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.objectformat import sha256_hex
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.factory import open_storage
-
-from test_storage_ssh import ssh_host  # noqa: F401  pylint: disable=unused-import
-
-_buckets = itertools.count(1)
-
-
-def make_bucket(endpoint, lock: bool = False) -> str:
-    import boto3
-
-    name = "restorekeeper-test-%d" % next(_buckets)
-    client = boto3.client("s3", endpoint_url=endpoint.url, region_name="us-east-1",
-                          aws_access_key_id=endpoint.access_key_id, aws_secret_access_key=endpoint.secret_access_key)
-    client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=lock)
-    return name
+from harness.s3 import make_bucket
 
 
 def s3_options(endpoint, bucket: str, **extra: str) -> dict:

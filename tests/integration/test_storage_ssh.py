@@ -13,7 +13,6 @@ and restoring from it alone.
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import os
 import shutil
@@ -38,26 +37,10 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.er
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.fsutil import is_temp_name
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.objectformat import sha256_hex
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.factory import open_storage
-from harness import server_os_user, wait_until
+from harness import wait_until
 from harness import sshhost
 
-from test_backup import pgbench_init
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
-
-_hosts = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def ssh_host(rk_session_dir):
-    """A second host (network namespace + sshd) for the whole session."""
-    reason = sshhost.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    host = sshhost.start_ssh_host(rk_session_dir / ("ssh-host-%d" % next(_hosts)), client_user=server_os_user())
-    try:
-        yield host
-    finally:
-        host.close()
+from harness.archived import pgbench_init
 
 
 @pytest.fixture
@@ -302,7 +285,7 @@ def test_config_accepts_ssh_keys_only_for_type_ssh(tmp_path):
 
 # ------------------------------------------------------------------ end to end
 @pytest.mark.slow
-def test_ship_to_an_ssh_copy_and_restore_from_it_alone(archived, ssh_host, tool, cluster_factory):  # noqa: F811
+def test_ship_to_an_ssh_copy_and_restore_from_it_alone(archived, ssh_host, tool, cluster_factory):
     arch = archived(18)
     db = arch.cluster
     root = ssh_host.new_root()

@@ -22,8 +22,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common im
 from harness import make_user_dir
 from harness.runas import chown_to
 
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
-from test_restore import archive_everything, restore
+from harness.archived import archive_everything, restore
 
 pytestmark = pytest.mark.slow
 

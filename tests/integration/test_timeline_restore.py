@@ -17,11 +17,7 @@ import pytest
 from harness import PgCluster, render_test_config
 from harness.ansible import run_module
 
-from test_backup import Archived  # noqa: F401
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
-from test_drill import check, drill, report_of
-from test_drill import scratch  # noqa: F401  pylint: disable=unused-import
-from test_restore import archive_everything, commit_time, restore, restored
+from harness.archived import archive_everything, Archived, check, commit_time, drill, report_of, restore, restored
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -37,7 +33,7 @@ def _config_for(arch: Archived, server: PgCluster):
 
 
 @pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
-def test_timeline_1_backup_reaches_points_on_timeline_2(archived, ansible_env, cluster_factory, scratch,  # noqa: F811
+def test_timeline_1_backup_reaches_points_on_timeline_2(archived, ansible_env, cluster_factory, scratch,
                                                         version):
     arch = archived(version)
     db = arch.cluster

@@ -27,8 +27,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.w
 from harness import wait_until
 from harness.ansible import host_python, run_module
 from harness.paths import ensure_public_dir
-from test_backup import Archived  # noqa: F401
-from test_backup import archived  # noqa: F401  pylint: disable=unused-import
+from harness.archived import Archived
 
 pytestmark = pytest.mark.slow
 

@@ -23,8 +23,8 @@ from typing import Any, Dict, Iterable, Optional
 
 from ..pg import wal
 from ..repo.catalog import Catalog
-from ..common.errors import RestorekeeperError
-from ..pg.pgclient import PgClient, PostgresError
+from ..common.errors import PostgresError, RestorekeeperError
+from ..pg.pgclient import PgClient
 
 # One round trip for everything but the backlog (which may be refused).
 # Ages are computed by the server, so the clocks of the module's host and the
@@ -50,11 +50,6 @@ READY_SQL = "SELECT count(*) FROM pg_catalog.pg_ls_archive_statusdir() WHERE nam
 # ---------------------------------------------------------------------------
 # Pure helpers
 # ---------------------------------------------------------------------------
-
-
-def segment_number(name: str, segment_size: int) -> int:
-    """Position of a segment on its timeline (log * segments per log + seg)."""
-    return int(name[8:16], 16) * (0x100000000 // segment_size) + int(name[16:24], 16)
 
 
 def newest_segment(names: Iterable[str], timeline: Optional[int] = None) -> Optional[str]:
@@ -86,7 +81,7 @@ def segments_behind(current: Optional[str], last_in_repository: Optional[str], s
         return None
     if wal.timeline_of(current) != wal.timeline_of(last_in_repository):
         return None
-    missing = segment_number(current, segment_size) - segment_number(last_in_repository, segment_size) - 1
+    missing = wal.segment_number(current, segment_size) - wal.segment_number(last_in_repository, segment_size) - 1
     return max(missing, 0)
 
 

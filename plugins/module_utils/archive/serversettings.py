@@ -12,11 +12,8 @@ anything is changed. Plain Python: no Ansible imports.
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import stat
-import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ..config.config import Config
@@ -37,6 +34,8 @@ from ..pg.postgres import (
     server_version_num,
 )
 from ..common.timefmt import parse_seconds
+from ..common.waiting import poll_until
+from ..common.useraccess import EXECUTE, READ, access_problem
 from ..pg.services import Service, cluster_service, restart_action, run_service_command, split_by_effect
 from .walarchive import archive_command, restore_command
 
@@ -57,6 +56,26 @@ class Progress:
     def __init__(self) -> None:
         self.executed: List[str] = []
         self.restarted = False
+
+
+class ArchivingRun:
+    """One run of module wal_archiving: call it for the result; changed() and details() say what a
+    failure half-way has already done (refusals come before any change)."""
+
+    def __init__(self, params: Dict[str, Any], check_mode: bool, warn: Callable[[str], None]) -> None:
+        self.params = params
+        self.check_mode = check_mode
+        self.warn = warn
+        self.progress = Progress()
+
+    def __call__(self) -> Dict[str, Any]:
+        return reconcile(self.params, self.check_mode, self.progress, self.warn)
+
+    def changed(self, _error: Optional[BaseException]) -> bool:
+        return bool(self.progress.executed) or self.progress.restarted
+
+    def details(self) -> Dict[str, Any]:
+        return {"queries": self.progress.executed}
 
 
 # ---------------------------------------------------------------------------
@@ -177,45 +196,6 @@ def check_manageable(live: Dict[str, Dict[str, Any]], desired: Dict[str, str], c
             )
 
 
-def _ids_of(uid: int) -> List[int]:
-    try:
-        entry = pwd.getpwuid(uid)
-    except KeyError:
-        return []
-    gids = {entry.pw_gid}
-    gids.update(group.gr_gid for group in grp.getgrall() if entry.pw_name in group.gr_mem)
-    return sorted(gids)
-
-
-def _permits(st: os.stat_result, uid: int, gids: List[int], want: int) -> bool:
-    """Mode-bit check of `want` (stat.S_IROTH-style bits, 4=r 1=x) for uid."""
-    if uid == 0:
-        return True
-    if st.st_uid == uid:
-        bits = (st.st_mode >> 6) & 7
-    elif st.st_gid in gids:
-        bits = (st.st_mode >> 3) & 7
-    else:
-        bits = st.st_mode & 7
-    return bits & want == want
-
-
-def access_problem(path: str, uid: int, want: int) -> Optional[str]:
-    """Why the server's OS user cannot read (4) or execute (1) path, or None."""
-    gids = _ids_of(uid)
-    real = os.path.realpath(path)
-    parent = os.path.dirname(real)
-    # Every directory on the way must be searchable (the /root 0700 trap).
-    walk = "/"
-    for part in [p for p in parent.split("/") if p]:
-        walk = os.path.join(walk, part)
-        if not _permits(os.stat(walk), uid, gids, 1):
-            return "directory %s is not searchable by uid %d" % (walk, uid)
-    if not _permits(os.stat(real), uid, gids, want):
-        return "%s is not %s by uid %d" % (real, "executable" if want == 1 else "readable", uid)
-    return None
-
-
 def check_paths(params: Dict[str, Any], server_uid: Optional[int]) -> None:
     tool, conf = params["tool_path"], params["config_path"]
     if not os.path.isfile(tool):
@@ -238,7 +218,7 @@ def check_paths(params: Dict[str, Any], server_uid: Optional[int]) -> None:
             raise Refusal("config_path %s is not a usable restorekeeper configuration: %s" % (conf, exc)) from None
     if server_uid is None:
         return
-    for path, want, what in ((tool, 1, "tool_path"), (conf, 4, "config_path")):
+    for path, want, what in ((tool, EXECUTE, "tool_path"), (conf, READ, "config_path")):
         problem = access_problem(path, server_uid, want)
         if problem:
             raise Refusal(
@@ -269,19 +249,24 @@ def wait_for_reload(conn: Any, desired: Dict[str, str]) -> Dict[str, Dict[str, A
     pg_reload_conf() only signals the postmaster; our backend picks the new
     values up a moment later. Bounded, and not an error if it times out.
     """
-    deadline = time.monotonic() + RELOAD_WAIT_SECONDS
-    while True:
+
+    def settled_settings() -> Optional[Dict[str, Dict[str, Any]]]:
         live = read_settings(conn, WATCHED)
-        settled = all(
-            live[name]["pending_restart"]
-            or shown_disabled(name, live[name]["setting"])
-            or same(name, live[name]["setting"], value)
-            for name, value in desired.items()
-            if name in live
-        )
-        if settled or time.monotonic() > deadline:
-            return live
-        time.sleep(0.1)
+        return live if reload_visible(live, desired) else None
+
+    live = poll_until(settled_settings, RELOAD_WAIT_SECONDS, 0.1)
+    return live if live is not None else read_settings(conn, WATCHED)
+
+
+def reload_visible(live: Dict[str, Dict[str, Any]], desired: Dict[str, str]) -> bool:
+    """Whether every desired reloadable value is what this session sees (postmaster ones wait for the restart)."""
+    return all(
+        live[name]["pending_restart"]
+        or shown_disabled(name, live[name]["setting"])
+        or same(name, live[name]["setting"], value)
+        for name, value in desired.items()
+        if name in live
+    )
 
 
 def restart_needed(live: Dict[str, Dict[str, Any]], desired: Dict[str, str]) -> bool:
@@ -326,15 +311,16 @@ def service_of(layout: Optional[ClusterLayout], params: Dict[str, Any]) -> Optio
 
 
 def reconnect(params: Dict[str, Any], timeout: float) -> Any:
-    """A new connection once the restarted server accepts them again."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """A new connection once the restarted server accepts them again (its last refusal when it never does)."""
+
+    def attempt() -> Any:
         try:
             return connect(params)
         except PostgresConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+            return None
+
+    conn = poll_until(attempt, timeout, 0.5)
+    return conn if conn is not None else connect(params)
 
 
 # ---------------------------------------------------------------------------

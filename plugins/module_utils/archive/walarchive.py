@@ -23,7 +23,7 @@ from ..common.errors import (
 from ..common.fsutil import replace_file_atomically
 from ..repo.repository import Repository
 from ..repo.catalog import read_archived
-from ..repo.layout import wal_key
+from ..repo.layout import identity_key, key_basename, wal_key, wal_prefix
 
 ARCHIVED = "archived"
 ALREADY_ARCHIVED = "already-archived"
@@ -104,7 +104,7 @@ class WalArchive:
         from ..repo.repository import MARKER_KEY, open_repository_storage
         from ..storage.transfer import copy_object
 
-        identity = "%s/cluster.json" % self.config.cluster
+        identity = identity_key(self.config.cluster)
         for copy in synchronous:
             target = open_repository_storage(copy.repository)
             for needed in (MARKER_KEY, identity):
@@ -154,8 +154,7 @@ class WalArchive:
 
     def names(self) -> List[str]:
         """Every WAL file name in the archive, sorted."""
-        prefix = "%s/wal/" % self.config.cluster
-        return sorted(info.key.rsplit("/", 1)[1] for info in self.storage.list(prefix))
+        return sorted(key_basename(info.key) for info in self.storage.list(wal_prefix(self.config.cluster)))
 
 
 def _read_source(path: str) -> bytes:

@@ -86,14 +86,16 @@ def push_async(archive: "WalArchive", source_path: str, name: str,
     next archive_command. config_identity (configfiles.sources_identity, taken
     before the configuration was read) goes into the markers, so that the
     quick path can trust them."""
-    import time
+    from ..common.waiting import poll_until
 
     spool = spool_directory(archive.config.archive.spool_path, archive.config.cluster, "push")
     makedirs_durable(spool, SPOOL_MODE)
     lock_path = os.path.join(spool, "push.lock")
     child = 0
-    deadline = time.monotonic() + WAIT_LIMIT
-    while time.monotonic() < deadline:
+
+    def outcome_for_this_file() -> Optional["PushOutcome"]:
+        """Its outcome once proven by a marker, or None while a batch may still push it."""
+        nonlocal child
         outcome = _proven_marker(archive, spool, source_path, name)
         if outcome is not None:
             return outcome
@@ -102,15 +104,17 @@ def push_async(archive: "WalArchive", source_path: str, name: str,
                 # The batch ended without a marker for this file (its push
                 # failed or the child died): push it here, which reports why.
                 return _proven_marker(archive, spool, source_path, name) or archive.push(source_path, name)
-        else:
-            try:
-                with exclusive_flock(lock_path, "wal-push batch from %s, pid %d" % (name, os.getpid()), 0o600):
-                    child = _fork_batch(archive, spool, source_path, name, config_identity)
-                continue  # the child holds the lock now; this process only waits
-            except LockHeld:
-                pass  # a batch is running: it may hold this file
-        time.sleep(WAIT_STEP)
-    return archive.push(source_path, name)
+            return None
+        try:
+            with exclusive_flock(lock_path, "wal-push batch from %s, pid %d" % (name, os.getpid()), 0o600):
+                child = _fork_batch(archive, spool, source_path, name, config_identity)
+            # The child holds the lock now; this process only waits.
+        except LockHeld:
+            pass  # a batch is running: it may hold this file
+        return None
+
+    proven = poll_until(outcome_for_this_file, WAIT_LIMIT, WAIT_STEP)
+    return proven if proven is not None else archive.push(source_path, name)
 
 
 def _fork_batch(archive: "WalArchive", spool: str, source_path: str, name: str,
@@ -360,9 +364,8 @@ def _start_prefetch(archive: "WalArchive", spool: str, name: str, count: int, th
     if count < 1 or not segment_size:
         return
     timeline = wal.timeline_of(name)
-    per_log = 0x100000000 // segment_size
-    segno = int(name[8:16], 16) * per_log + int(name[16:24], 16)
-    wanted = [wal.segment_for_lsn(timeline, (segno + step) * segment_size, segment_size) for step in range(1, count + 1)]
+    segno = wal.segment_number(name, segment_size)
+    wanted = [wal.segment_name(timeline, segno + step, segment_size) for step in range(1, count + 1)]
     wanted = [n for n in wanted if not _spooled(spool, n)]
     if not wanted:
         return

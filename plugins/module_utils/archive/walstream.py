@@ -40,6 +40,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from ..pg import wal
+from ..common import sqlquote
+from ..repo.layout import key_basename, stream_status_key, wal_partial_key, wal_partial_prefix
 from ..storage import objectformat
 from ..config.config import Config
 from ..common.errors import ArchiveConflict, CorruptObject, LockBusy, ObjectNotFound, RestorekeeperError
@@ -48,6 +50,7 @@ from ..pg.pgclient import PgClient
 from ..storage.base import Storage
 from .walarchive import WalArchive, _write_restored
 from ..common.timefmt import utc_iso
+from ..common.waiting import wait_until
 
 STREAMING = "streaming"
 # Every field of status.json; the first six are the contract the recovery
@@ -65,34 +68,21 @@ STOP_TIMEOUT_SECONDS = 15.0
 LOCK_NAME = ".restorekeeper-stream.lock"
 
 
-def status_key(cluster: str) -> str:
-    return "%s/stream/status.json" % cluster
-
-
-def partial_prefix(cluster: str) -> str:
-    return "%s/wal-partial/" % cluster
-
-
-def partial_key(cluster: str, segment: str) -> str:
-    """Where the streamed partial of a segment is kept (replaced as it grows)."""
-    return "%s%s.partial" % (partial_prefix(cluster), segment)
-
-
 # ------------------------------------------------------------------ readers
 def load_stream_status(repository_storage: Storage, cluster: str) -> Optional[Dict[str, Any]]:
     """The last status.json the stream of cluster wrote, or None when no
     stream ever wrote one. A status that is not a JSON object raises
     CorruptObject. Judge freshness with status_age_seconds."""
     try:
-        raw = repository_storage.get_bytes(status_key(cluster))
+        raw = repository_storage.get_bytes(stream_status_key(cluster))
     except ObjectNotFound:
         return None
     try:
         value = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise CorruptObject("%s in %s is unreadable: %s" % (status_key(cluster), repository_storage.location, exc)) from None
+        raise CorruptObject("%s in %s is unreadable: %s" % (stream_status_key(cluster), repository_storage.location, exc)) from None
     if not isinstance(value, dict):
-        raise CorruptObject("%s in %s is not a JSON object" % (status_key(cluster), repository_storage.location))
+        raise CorruptObject("%s in %s is not a JSON object" % (stream_status_key(cluster), repository_storage.location))
     return value
 
 
@@ -132,7 +122,7 @@ def fetch_streamed_partial(archive: WalArchive, name: str, dest_path: str) -> bo
     the stored partial fails verification, so recovery aborts, not ends early."""
     if not archive.config.stream.serve_partial or wal.classify(name) != wal.SEGMENT:
         return False
-    key = partial_key(archive.config.cluster, name)
+    key = wal_partial_key(archive.config.cluster, name)
     try:
         blob = archive.storage.get_bytes(key)
     except ObjectNotFound:
@@ -176,17 +166,12 @@ def _kind(name: str) -> str:
         return ""
 
 
-def segment_start_lsn(name: str, segment_size: int) -> int:
-    per_log = 0x100000000 // segment_size
-    return (int(name[8:16], 16) * per_log + int(name[16:24], 16)) * segment_size
-
-
 def received_end_lsn(name: str, data: bytes, segment_size: int) -> int:
     """Where the WAL in a partial segment ends: pg_receivewal pre-fills the
     file with zeros, so the last non-zero byte bounds what was received. The
     segment size comes from the segment's header: while pg_receivewal is
     still pre-filling, the file is shorter than a segment."""
-    return segment_start_lsn(name, segment_size) + len(data.rstrip(b"\0"))
+    return wal.segment_start_lsn(name, segment_size) + len(data.rstrip(b"\0"))
 
 
 def synchronous_value(application_name: str) -> str:
@@ -194,15 +179,11 @@ def synchronous_value(application_name: str) -> str:
     return '"%s"' % application_name
 
 
-def _sql_literal(text: str) -> str:
-    return "'%s'" % text.replace("'", "''")
-
-
 # ------------------------------------------------------ the primary's side
 def replication_slot_type(client: PgClient, slot: str) -> Optional[str]:
     """physical / logical, or None when the slot does not exist."""
     return client.scalar("SELECT slot_type FROM pg_catalog.pg_replication_slots WHERE slot_name = %s"
-                         % _sql_literal(slot)) or None
+                         % sqlquote.literal(slot)) or None
 
 
 def ensure_slot(client: PgClient, slot: str, check: bool = False) -> bool:
@@ -241,13 +222,12 @@ def configure_synchronous(client: PgClient, application_name: str, enabled: bool
         after = "" if before.strip() in (wanted, application_name, synchronous_value(application_name)) else before
     changed = before != after
     if changed and not check:
-        statement = ("ALTER SYSTEM SET synchronous_standby_names = %s" % _sql_literal(after)) if after else \
+        statement = ("ALTER SYSTEM SET synchronous_standby_names = %s" % sqlquote.literal(after)) if after else \
             "ALTER SYSTEM RESET synchronous_standby_names"
         client.query(statement)
         client.query("SELECT pg_catalog.pg_reload_conf()")
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and client.scalar("SHOW synchronous_standby_names") != after:
-            time.sleep(0.1)
+        # Bounded, and not an error if it times out: the reload reaches this session a moment later.
+        wait_until(lambda: client.scalar("SHOW synchronous_standby_names") == after, 5.0, 0.1)
     return {"changed": changed, "before": before, "after": after}
 
 
@@ -266,7 +246,7 @@ LEFT JOIN pg_catalog.pg_replication_slots AS s ON s.slot_name = %s
 def primary_view(client: PgClient, application_name: str, slot: str) -> Dict[str, Any]:
     """What the primary says about the stream: its WAL position and the
     stream's row of pg_stat_replication (None values when absent)."""
-    row = client.query(_PRIMARY_SQL % (_sql_literal(application_name), _sql_literal(slot)))[0]
+    row = client.query(_PRIMARY_SQL % (sqlquote.literal(application_name), sqlquote.literal(slot)))[0]
     current, state, sync_state, flush, flush_lag, names, active = (list(row) + [""] * 7)[:7]
     primary_lsn = wal.parse_lsn(current) if current else None
     flushed = wal.parse_lsn(flush) if flush else None
@@ -401,7 +381,7 @@ class StreamSupervisor:
 
     def _drop_partial(self, segment: str) -> None:
         """The full segment is archived: its streamed partial is obsolete."""
-        self.storage.delete(partial_key(self.config.cluster, segment))
+        self.storage.delete(wal_partial_key(self.config.cluster, segment))
 
     def upload_partial(self) -> bool:
         """Upload the segment being streamed when it changed since the last
@@ -426,7 +406,7 @@ class StreamSupervisor:
                                                segment + ".partial")
         blob = objectformat.encode(segment + ".partial", data, self.config.compression,
                                    self.config.compression_level, digest)
-        self.storage.put_bytes(partial_key(self.config.cluster, segment), blob, overwrite=True)
+        self.storage.put_bytes(wal_partial_key(self.config.cluster, segment), blob, overwrite=True)
         self._partial_digest = digest
         self.stats.update(partial_segment=segment, partial_uploaded_lsn=wal.format_lsn(received_end_lsn(segment, data, header.segment_size)),
                           partial_uploaded_at=utc_iso())
@@ -435,8 +415,8 @@ class StreamSupervisor:
 
     def _prune_partials(self, current: str) -> None:
         """Older partials of the same timeline: their segments completed."""
-        for info in list(self.storage.list(partial_prefix(self.config.cluster))):
-            name = info.key.rsplit("/", 1)[1][:24]
+        for info in list(self.storage.list(wal_partial_prefix(self.config.cluster))):
+            name = key_basename(info.key)[:24]
             if name[:8] == current[:8] and name < current:
                 self.storage.delete(info.key)
 
@@ -464,7 +444,7 @@ class StreamSupervisor:
         segments = [n for n in completed_names(names) if _kind(n) == wal.SEGMENT]
         if segments:
             size = os.path.getsize(os.path.join(self.spool, segments[-1]))
-            return wal.format_lsn(segment_start_lsn(segments[-1], size) + size)
+            return wal.format_lsn(wal.segment_start_lsn(segments[-1], size) + size)
         return None
 
     def status(self, final: bool = False) -> Dict[str, Any]:
@@ -511,7 +491,7 @@ class StreamSupervisor:
     def write_status(self, final: bool = False) -> Dict[str, Any]:
         status = self.status(final)
         data = (json.dumps(status, indent=2, sort_keys=True) + "\n").encode("utf-8")
-        self.storage.put_bytes(status_key(self.config.cluster), data, overwrite=True)
+        self.storage.put_bytes(stream_status_key(self.config.cluster), data, overwrite=True)
         return status
 
     # -------------------------------------------------------------- loop
@@ -687,9 +667,6 @@ def stop_daemon(pid_file: str, timeout: float = 30.0) -> Optional[int]:
     if pid is None:
         return None
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while os.path.exists("/proc/%d" % pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if os.path.exists("/proc/%d" % pid):
+    if not wait_until(lambda: not os.path.exists("/proc/%d" % pid), timeout, 0.1):
         raise RestorekeeperError("stream daemon pid %d did not stop within %.0f s" % (pid, timeout))
     return pid

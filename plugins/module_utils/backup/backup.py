@@ -27,8 +27,9 @@ from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 from ..common import compression
 from ..pg import serverconfig, wal
 from ..common.timefmt import utc_iso
+from ..common.waiting import wait_until
 from ..repo.catalog import Catalog, BackupInfo
-from ..repo.layout import backup_prefix
+from ..repo.layout import BACKUP_RECORD_NAME, backup_lock_key, backup_prefix, key_basename
 from ..config.config import Config
 from ..common.errors import CorruptObject, RestorekeeperError
 from ..pg.manifest import (MANIFEST_NAME, Manifest, manifest_algorithm, parse_manifest, resolve_manifest_checksums,
@@ -209,7 +210,7 @@ class BaseBackup:
         backup_type, parent, facts = self.plan(options)
         label = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + ("F" if backup_type == FULL else "I")
         holder = "backup %s, pid %d, started %s" % (label, os.getpid(), utc_iso(time.time()))
-        with self.storage.lock("%s/backup.lock" % self.config.cluster, holder):
+        with self.storage.lock(backup_lock_key(self.config.cluster), holder):
             return self._take(label, backup_type, parent, facts, options)
 
     def _take(self, label: str, backup_type: str, parent: Optional[BackupInfo], facts: ServerFacts,
@@ -241,7 +242,7 @@ class BaseBackup:
                               manifest_info, wal_needed, started, stopped)
         # A restore into a new directory derives the copy's configuration from this (serverconfig.py).
         record["configuration"] = configuration
-        self.storage.put_bytes(prefix + "backup.json", (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+        self.storage.put_bytes(prefix + BACKUP_RECORD_NAME, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
         return record
 
     def _pg_basebackup_args(self, label: str, options: BackupOptions, parent: Optional[BackupInfo],
@@ -316,13 +317,14 @@ class BaseBackup:
         for item in manifest.wal_ranges:
             needed += wal.segments_between(item.timeline, item.start_lsn, item.end_lsn, segment_size)
         archive = WalArchive(self.config, self.repository)
-        deadline = time.monotonic() + wait_seconds
-        while True:
+        missing: List[str] = []
+
+        def all_archived() -> bool:
+            nonlocal missing
             missing = [name for name in needed if not archive.exists(name)]
-            if not missing or time.monotonic() >= deadline:
-                break
-            time.sleep(1.0)
-        if missing:
+            return not missing
+
+        if not wait_until(all_archived, wait_seconds, 1.0):
             raise BackupFailed(
                 "WAL segment(s) %s needed by this backup did not reach the archive within %d s"
                 % (", ".join(missing), wait_seconds),
@@ -359,7 +361,7 @@ class BaseBackup:
             "compression": self.config.backup.compression,
             "compression_level": self.config.backup.compression_level,
             "archives": [
-                {"name": name, "key": info.key.rsplit("/", 1)[1], "tablespace_oid": oid or None,
+                {"name": name, "key": key_basename(info.key), "tablespace_oid": oid or None,
                  "tar_size": tar_bytes, "stored_size": info.size, "sha256": info.sha256}
                 for name, oid, info, tar_bytes in stored
             ],

@@ -34,10 +34,11 @@ from urllib.parse import quote, unquote
 from ..common import compression
 from ..common.timefmt import utc_iso
 from ..repo.dumps import DumpCatalog, DumpInfo
-from ..repo.layout import DUMP_RECORD_NAME as RECORD_NAME, dump_prefix
+from ..repo.layout import DUMP_RECORD_NAME as RECORD_NAME, dump_lock_key, dump_prefix, key_basename
 from ..config.config import Config
-from ..common.errors import CorruptObject, ObjectNotFound, RestoreFailed, RestorekeeperError
-from ..pg.pgclient import PgClient, PostgresError, conninfo_dbname
+from ..common.errors import CorruptObject, ObjectNotFound, PostgresError, RestoreFailed, RestorekeeperError
+from ..common import sqlquote
+from ..pg.pgclient import PgClient, conninfo_dbname
 from ..repo.repository import Repository
 from ..pg.tarstream import TeeReader
 
@@ -70,24 +71,6 @@ def object_name(database: str) -> str:
 
 def database_of(name: str) -> str:
     return unquote(name)
-
-
-def quote_ident(name: str) -> str:
-    """An SQL identifier, always quoted, so any name is taken literally."""
-    if "\0" in name:
-        raise RestoreFailed("name %r contains a NUL byte" % name)
-    return '"%s"' % name.replace('"', '""')
-
-
-def sql_literal(value: str) -> str:
-    """An SQL string literal in dollar quotes: no escaping rules (backslashes,
-    standard_conforming_strings) can change its meaning."""
-    if "\0" in value:
-        raise RestoreFailed("value %r contains a NUL byte" % value)
-    tag = "rk"
-    while "$%s$" % tag in value or value.endswith("$" + tag):
-        tag += "x"
-    return "$%s$%s$%s$" % (tag, value, tag)
 
 
 def parse_table_name(text: str) -> Tuple[str, str]:
@@ -568,7 +551,7 @@ class LogicalDump:
     # -- the dump
     def run(self, options: DumpOptions) -> Dict[str, Any]:
         server, databases = self.plan(options)
-        lock = "%s/dump.lock" % self.config.cluster
+        lock = dump_lock_key(self.config.cluster)
         with self.storage.lock(lock, "dump pid %d, started %s" % (os.getpid(), utc_iso(time.time()))):
             label = self._new_label()
             try:
@@ -849,7 +832,7 @@ def fetch_directory(storage, prefix: str, files: Sequence[StoredObject], codec: 
     local = os.path.join(into, "dump")
     os.mkdir(local, 0o700)
     for obj in files:
-        name = obj.key.rsplit("/", 1)[1]
+        name = key_basename(obj.key)
         if codec == "zstd" and name.endswith(".zst"):
             name = name[:-4]
         if not _DIRECTORY_MEMBER.match(name):
@@ -951,7 +934,7 @@ class DumpRestore:
         return RestorePlan(dump, entry, scope, schema, table, expected, self._check_target(options))
 
     def _check_target(self, options: RestoreOptions) -> bool:
-        exists = bool(self.client.query("SELECT 1 FROM pg_database WHERE datname = %s" % sql_literal(options.target)))
+        exists = bool(self.client.query("SELECT 1 FROM pg_database WHERE datname = %s" % sqlquote.literal(options.target)))
         if exists and options.create:
             nonempty = self._objects_in(options.target)
             raise RestoreFailed(
@@ -1009,7 +992,7 @@ class DumpRestore:
                     % (_scope_text(plan), plan.dump.label, options.target, exc.message),
                     "the half-restored database %r was left in place for inspection (no other database was "
                     "touched); drop it with: DROP DATABASE %s;%s"
-                    % (options.target, quote_ident(options.target), " " + exc.hint if exc.hint else ""),
+                    % (options.target, sqlquote.identifier(options.target), " " + exc.hint if exc.hint else ""),
                 )
                 failure.target_changed = True
                 raise failure from None
@@ -1073,13 +1056,13 @@ class DumpRestore:
 
     def _create(self, plan: RestorePlan, target: str) -> None:
         entry = plan.entry
-        sql = "CREATE DATABASE %s TEMPLATE template0 ENCODING %s" % (quote_ident(target), sql_literal(entry["encoding"]))
+        sql = "CREATE DATABASE %s TEMPLATE template0 ENCODING %s" % (sqlquote.identifier(target), sqlquote.literal(entry["encoding"]))
         provider = entry.get("locale_provider") or "c"
-        sql += " LC_COLLATE %s LC_CTYPE %s" % (sql_literal(entry["collate"]), sql_literal(entry["ctype"]))
+        sql += " LC_COLLATE %s LC_CTYPE %s" % (sqlquote.literal(entry["collate"]), sqlquote.literal(entry["ctype"]))
         if provider == "i" and entry.get("locale"):
-            sql += " LOCALE_PROVIDER icu ICU_LOCALE %s" % sql_literal(entry["locale"])
+            sql += " LOCALE_PROVIDER icu ICU_LOCALE %s" % sqlquote.literal(entry["locale"])
         elif provider == "b" and entry.get("locale"):
-            sql += " LOCALE_PROVIDER builtin BUILTIN_LOCALE %s" % sql_literal(entry["locale"])
+            sql += " LOCALE_PROVIDER builtin BUILTIN_LOCALE %s" % sqlquote.literal(entry["locale"])
         try:
             self.client.query(sql)
         except PostgresError as exc:
@@ -1119,7 +1102,7 @@ class DumpRestore:
         for start in range(0, len(tables), 200):
             batch = tables[start:start + 200]
             sql = " UNION ALL ".join(
-                "SELECT %d, (SELECT count(*) FROM ONLY %s.%s)" % (i, quote_ident(s), quote_ident(t))
+                "SELECT %d, (SELECT count(*) FROM ONLY %s.%s)" % (i, sqlquote.identifier(s), sqlquote.identifier(t))
                 for i, (s, t) in enumerate(batch, start))
             try:
                 rows = self.client.query(sql, database=target)

@@ -58,6 +58,10 @@ class Refusal(RestorekeeperError):
     """Bad input found before anything changed: a module fails with changed=false."""
 
 
+class PostgresError(RestorekeeperError):
+    """A PostgreSQL program or statement failed, or the server is not in a usable state."""
+
+
 class RestoreFailed(RestorekeeperError):
     """A restore (physical or logical) was refused or did not reach its target.
     target_changed: a logical restore created or wrote the target database before failing."""

@@ -34,3 +34,9 @@ def poll_until(attempt: Callable[[], Optional[T]], timeout: float, interval: flo
             on_first_wait()
         waited = True
         time.sleep(min(interval, left))
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.2,
+               on_first_wait: Optional[Callable[[], None]] = None) -> bool:
+    """poll_until for a yes/no condition: True as soon as it holds, False when the time ran out."""
+    return poll_until(lambda: True if condition() else None, timeout, interval, on_first_wait) is not None

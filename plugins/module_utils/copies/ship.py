@@ -20,11 +20,11 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ..config.config import Config, CopyConfig
 from ..common.errors import RestorekeeperError
+from ..repo.layout import (BACKUP_RECORD_NAME, backup_prefix, backup_record_key, is_identity_key, is_record_key, is_wal_key,
+                           key_basename, set_label, wal_prefix)
 from ..repo.repository import MARKER_KEY, Repository, open_repository_storage
 from ..storage.base import ObjectInfo, Storage
 from ..storage.transfer import copy_object
-
-RECORD_NAMES = ("backup.json", "dump.json")
 
 
 class ShipResult(NamedTuple):
@@ -39,11 +39,11 @@ def _order(key: str) -> Tuple[int, str]:
     it), identity next, WAL next, set contents, records last."""
     if key == MARKER_KEY:
         return (-1, key)
-    if key.endswith("/cluster.json"):
+    if is_identity_key(key):
         return (0, key)
-    if "/wal/" in key:
+    if is_wal_key(key):
         return (1, key)
-    if key.rsplit("/", 1)[-1] in RECORD_NAMES:
+    if is_record_key(key):
         return (3, key)
     return (2, key)
 
@@ -136,9 +136,9 @@ def copy_status(config: Config) -> List[Dict[str, Any]]:
     """For each copy: what it holds of the WAL and backups, and how far it lags."""
     repository = Repository.from_config(config)
     cluster = config.cluster
-    primary_wal = sorted(i.key for i in repository.storage.list("%s/wal/" % cluster))
-    primary_backups = sorted(i.key.split("/")[2] for i in repository.storage.list("%s/backup/" % cluster)
-                             if i.key.endswith("/backup.json"))
+    primary_wal = sorted(i.key for i in repository.storage.list(wal_prefix(cluster)))
+    primary_backups = sorted(set_label(i.key) for i in repository.storage.list(backup_prefix(cluster))
+                             if key_basename(i.key) == BACKUP_RECORD_NAME)
     now = time.time()
     status = []
     for copy in config.copies:
@@ -147,9 +147,9 @@ def copy_status(config: Config) -> List[Dict[str, Any]]:
                                  "failure_domain": copy.failure_domain, "encrypted": bool(copy.repository.encryption_key_file)}
         try:
             storage = open_repository_storage(copy.repository)
-            held_wal = {i.key for i in storage.list("%s/wal/" % cluster)}
-            held_backups = {i.key.split("/")[2] for i in storage.list("%s/backup/" % cluster)
-                            if i.key.endswith("/backup.json")}
+            held_wal = {i.key for i in storage.list(wal_prefix(cluster))}
+            held_backups = {set_label(i.key) for i in storage.list(backup_prefix(cluster))
+                            if key_basename(i.key) == BACKUP_RECORD_NAME}
         except RestorekeeperError as exc:
             entry.update(reachable=False, error=str(exc))
             status.append(entry)
@@ -160,11 +160,11 @@ def copy_status(config: Config) -> List[Dict[str, Any]]:
         entry.update(
             reachable=True,
             wal_files_missing=len(missing),
-            last_wal_held=max((k.rsplit("/", 1)[1] for k in held_wal), default=None),
+            last_wal_held=max((key_basename(k) for k in held_wal), default=None),
             lag_seconds=round(now - oldest_missing.mtime, 1) if oldest_missing else 0.0,
             backups_held=sorted(held_backups & set(primary_backups)),
             backups_missing=sorted(label for label in set(primary_backups) - held_backups
-                                   if not unwanted("%s/backup/%s/backup.json" % (cluster, label))),
+                                   if not unwanted(backup_record_key(cluster, label))),
         )
         status.append(entry)
     return status

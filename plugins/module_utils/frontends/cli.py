@@ -327,44 +327,25 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    import json
     import os
 
-    from ..restore.drill import DrillOptions, query_from_dict, run_drill
+    from ..restore.drill import run_drill
+    from ..restore.drillrequest import build_drill_options, read_queries_file
     from ..objectives.drillreport import write_reports
-    from ..common.errors import ConfigError
     from ..pg.pgclient import PgClient
-    from ..common.timefmt import parse_seconds
 
     config = _load(args)
-    queries = ()
-    if args.queries:
-        try:
-            with open(args.queries, encoding="utf-8") as handle:
-                raw = json.load(handle)
-            queries = tuple(query_from_dict(item) for item in raw)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError("verification queries in %s are unreadable: %s" % (args.queries, exc),
-                              'write a JSON list of {"name", "database", "sql", "expected"}') from None
-    try:
-        rto = float(parse_seconds(args.rto_target)) if args.rto_target else None
-        rpo = float(parse_seconds(args.rpo_target)) if args.rpo_target else None
-    except ValueError as exc:
-        raise ConfigError("drill target: %s" % exc) from None
-    target = None
-    mode = args.mode
-    if any((args.target_time, args.target_xid, args.target_lsn, args.target_name)):
-        from ..pg.recovery import build_target
-
-        target = build_target(time=args.target_time or "", xid=args.target_xid or "", lsn=args.target_lsn or "",
-                              name=args.target_name or "")
-        mode = "target"
-    options = DrillOptions(
-        tool_path=os.path.abspath(sys.argv[0]), mode=mode, backup_label=args.backup or "", target=target,
-        scratch_root=args.scratch_dir or "", keep=args.keep, rto_target=rto, rpo_target=rpo,
-        checksum_tables=tuple(args.checksum_table or ()), queries=queries, amcheck=not args.no_amcheck,
+    targets = {"target_time": args.target_time, "target_xid": args.target_xid, "target_lsn": args.target_lsn,
+               "target_name": args.target_name}
+    # The same request, and the same refusals, as module restore_drill; a target given means mode "target".
+    options = build_drill_options(
+        tool_path=os.path.abspath(sys.argv[0]), mode="target" if any(targets.values()) else args.mode,
+        targets=targets, backup_label=args.backup or "", scratch_dir=args.scratch_dir or "", keep=args.keep,
+        rto_target=args.rto_target, rpo_target=args.rpo_target, checksum_table_names=args.checksum_table or (),
+        queries=read_queries_file(args.queries) if args.queries else None, amcheck=not args.no_amcheck,
         row_counts=not args.no_row_counts,
-    )
+        labels={"rto_target": "--rto-target", "rpo_target": "--rpo-target", "checksum_tables": "--checksum-table",
+                "queries": "--queries %s" % args.queries})
     with PgClient(config.postgres) as client:
         report_data = run_drill(config, client, options)
     if args.report_dir:
@@ -419,12 +400,12 @@ def cmd_policy(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from ..pg.pgclient import PgClient
     from ..objectives.plan import check_targets, evaluate, finding_lines, gather
-    from ..objectives.targets import TargetError, parse_target
+    from ..objectives.targets import ObjectiveError, parse_target
 
     try:
         targets = check_targets(args.tier, args.rpo_target, args.rto_target)
         interval = parse_target("backup_interval", args.backup_interval)
-    except TargetError as exc:
+    except ObjectiveError as exc:
         # Bad input is not a verdict: exit 2, like any usage error.
         report("plan", "ERROR", exc)
         return EXIT_USAGE

@@ -35,15 +35,10 @@ from ..config.config import Config
 from ..common.errors import ConfigError, CorruptObject, ObjectNotFound, RestorekeeperError, StorageError
 from ..common.timefmt import parse_seconds
 from ..objectives.targets import TIERS
+from ..repo.layout import stream_status_key
 
 SOURCES = ("repository", "server", "copies", "drill", "policy", "stream")
 BACKUP_TYPES = ("full", "incremental", "logical")
-STREAM_STATUS = "%s/stream/status.json"
-
-
-def stream_status_key(cluster: str) -> str:
-    """Where helper "stream" keeps the WAL streaming status in the repository."""
-    return STREAM_STATUS % cluster
 
 
 def parse_utc(text: Optional[str]) -> Optional[float]:

@@ -11,10 +11,20 @@ from typing import Any, Dict, List
 from xml.sax.saxutils import escape, quoteattr
 
 from ..common.fsutil import replace_file_durably
+from .htmlreport import FAIL_BACKGROUND, FAIL_COLOR, PASS_COLOR, page
 
 HISTORY = "history.jsonl"
 PHASE_ORDER = ("fetch", "extract", "combine", "start", "replay", "verify")
 PHASE_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948")
+DRILL_PAGE_WIDTH = 960
+# This page's rules after htmlreport's base style: verdict colours, check rows, chart keys, figures.
+DRILL_PAGE_STYLE = (
+    "h1 .pass{color:%s}h1 .fail{color:%s}" % (PASS_COLOR, FAIL_COLOR),
+    "tr.fail td{background:%s}tr.warn td{background:#fff8e1}tr.skip td{color:#777}" % FAIL_BACKGROUND,
+    ".key{display:inline-block;width:10px;height:10px;margin-right:4px}",
+    ".figures span{display:inline-block;margin-right:2em;font-size:1.3em}",
+    "code{white-space:pre-wrap}",
+)
 
 
 def load_history(report_dir: str) -> List[Dict[str, Any]]:
@@ -118,18 +128,7 @@ def html_page(report: Dict[str, Any], history: List[Dict[str, Any]]) -> str:
         html.escape(str(h.get("started_at"))), html.escape(str(h.get("result"))),
         _fmt(h.get("rto_seconds")), _fmt(h.get("rpo_seconds"))) for h in reversed(history[-20:]))
     steps = "".join("<li><code>%s</code></li>" % html.escape(step) for step in report["runbook"])
-    return """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Restore drill %(cluster)s: %(verdict)s</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#222}
-h1 .pass{color:#2e7d32}h1 .fail{color:#c62828}
-table{border-collapse:collapse;width:100%%}td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-tr.fail td{background:#fdecea}tr.warn td{background:#fff8e1}tr.skip td{color:#777}
-.key{display:inline-block;width:10px;height:10px;margin-right:4px}
-.figures span{display:inline-block;margin-right:2em;font-size:1.3em}
-code{white-space:pre-wrap}
-</style></head><body>
-<h1>Restore drill of %(cluster)s: <span class="%(result)s">%(verdict)s</span></h1>
+    body = """<h1>Restore drill of %(cluster)s: <span class="%(result)s">%(verdict)s</span></h1>
 <p>%(started)s &middot; mode %(mode)s &middot; backup %(backup)s &middot; repository %(repository)s</p>
 <p class="figures"><span>RTO %(rto)s s%(rto_target)s</span><span>RPO %(rpo)s s%(rpo_target)s</span></p>
 %(reasons)s
@@ -139,7 +138,6 @@ code{white-space:pre-wrap}
 <h2>Past drills on this host</h2>%(history_chart)s
 <table><tr><th>started</th><th>result</th><th>RTO s</th><th>RPO s</th></tr>%(past)s</table>
 <h2>Runbook: restoring this cluster by hand</h2><ol>%(steps)s</ol>
-</body></html>
 """ % {
         "cluster": html.escape(report["cluster"]), "verdict": verdict, "result": report["result"],
         "started": html.escape(report["started_at"]), "mode": html.escape(report["mode"]),
@@ -151,6 +149,7 @@ code{white-space:pre-wrap}
         "chart": _phase_chart(report.get("phases") or {}), "prep": _fmt(report.get("preparation_seconds")),
         "rows": rows, "history_chart": _history_chart(history), "past": past, "steps": steps,
     }
+    return page("Restore drill %s: %s" % (report["cluster"], verdict), DRILL_PAGE_WIDTH, DRILL_PAGE_STYLE, body)
 
 
 def _fmt(value: Any) -> str:

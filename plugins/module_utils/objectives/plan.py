@@ -35,13 +35,14 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 from ..restore import drillrecord
 from .targets import (
     MIN_ARCHIVE_TIMEOUT,
-    TargetError,
+    ObjectiveError,
     Targets,
     archive_timeout_for,
     drill_schedule_for,
     resolve_targets,
 )
 from ..common.timefmt import format_duration
+from ..repo.layout import key_basename, stream_status_key, wal_prefix
 
 MB = 1024 * 1024
 # Rates assumed until a passed drill measured them (schedule.py uses the same).
@@ -380,7 +381,7 @@ def evaluate(targets: Targets, facts: Facts, backup_interval: Optional[float] = 
     """Findings for the targets over the facts (pure). backup_interval, seconds,
     is the schedule's; without it the interval observed between backups is used."""
     if targets.rpo_seconds is None and targets.rto_seconds is None:
-        raise TargetError("no targets to check: give a tier, an RPO target or an RTO target")
+        raise ObjectiveError("no targets to check: give a tier, an RPO target or an RTO target")
     findings: List[Dict[str, Any]] = []
     rpo, rto = targets.rpo_seconds, targets.rto_seconds
     if rpo is not None:
@@ -429,7 +430,7 @@ def check_targets(tier: Any = None, rpo_target: Any = None, rto_target: Any = No
     """The targets, refused before anything is read when unusable."""
     targets = resolve_targets(tier, rpo_target, rto_target)
     if targets.rpo_seconds is None and targets.rto_seconds is None:
-        raise TargetError("no targets to check: give a tier (critical, important, standard), an RPO target or an RTO target")
+        raise ObjectiveError("no targets to check: give a tier (critical, important, standard), an RPO target or an RTO target")
     return targets
 
 
@@ -437,7 +438,7 @@ def read_stream_status(storage: Any, cluster: str) -> Dict[str, Any]:
     """The walstream helper's status object: {status, error}; status None when there is none."""
     from ..common.errors import ObjectNotFound
 
-    key = "%s/stream/status.json" % cluster
+    key = stream_status_key(cluster)
     try:
         value = json.loads(storage.get_bytes(key).decode("utf-8"))
     except ObjectNotFound:
@@ -475,8 +476,8 @@ def gather(config: Any, client: Any = None, description: Optional[Dict[str, Any]
     if copies is None:
         copies = copy_status(config) if config.copies else []
     size = catalog.segment_size()
-    segment_times = [info.mtime for info in repository.storage.list("%s/wal/" % config.cluster)
-                     if len(info.key.rsplit("/", 1)[1]) == 24]
+    segment_times = [info.mtime for info in repository.storage.list(wal_prefix(config.cluster))
+                     if len(key_basename(info.key)) == 24]
     rate = wal_rate(segment_times, size, now)
     stream = read_stream_status(repository.storage, config.cluster)
     timeout, error = None, None
@@ -500,7 +501,7 @@ def measured_for_schedule(storage: Any, cluster: str, segment_size: int, now: Op
     (MB/s, MB/h): from drill records and the archive; null when not measured."""
     now = time.time() if now is None else now
     measured = drillrecord.measured_rates(drillrecord.load_records(storage, cluster))
-    times = [info.mtime for info in storage.list("%s/wal/" % cluster) if len(info.key.rsplit("/", 1)[1]) == 24]
+    times = [info.mtime for info in storage.list(wal_prefix(cluster)) if len(key_basename(info.key)) == 24]
     wal = wal_rate(times, segment_size, now)["bytes_per_hour"]
 
     def mb(value: Optional[float], floor: float = 0.0) -> Optional[float]:

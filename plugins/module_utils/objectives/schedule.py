@@ -36,7 +36,7 @@ from typing import Any, Dict, IO, List, Optional, Sequence, Tuple
 from .targets import (
     MIN_ARCHIVE_TIMEOUT,
     TIERS,
-    TargetError,
+    ObjectiveError,
     archive_timeout_for,
     given as _given,
     resolve_targets,
@@ -248,7 +248,7 @@ def plan_schedule(
     server takes incremental backups, and ``full_schedule`` when it does not.
     Rates measured by drills (``measured_*``, from drillrecord.measured_rates)
     replace the assumed ones; the WAL rate measured from the archive is used
-    when none is declared. Raises ValueError (TargetError) for unusable input,
+    when none is declared. Raises ValueError (ObjectiveError) for unusable input,
     and for an RTO that the measured restore of the base backup alone exceeds.
     """
     targets = resolve_targets(tier, rpo_target, rto_target)
@@ -270,7 +270,7 @@ def plan_schedule(
     if rto is not None and _given(measured_restore_rate_mb_s) and database_size_bytes is not None:
         base = int(database_size_bytes) / MB / restore_rate
         if base > rto:
-            raise TargetError(
+            raise ObjectiveError(
                 "rto_target %s cannot be met by any backup schedule: drills measured %s MB/s to fetch and unpack "
                 "a backup, so restoring the %s MB base alone takes %s. Declare an RTO above %s, restore faster "
                 "(faster repository storage, less compression), or keep a standby to fail over to (role walstream)."

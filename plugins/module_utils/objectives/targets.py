@@ -5,7 +5,7 @@ controller, and the plan check (plan.py) on the database host.
 
 * ``resolve_targets()`` turns a tier and/or explicit ``rpo_target`` /
   ``rto_target`` into seconds and refuses what no layout can meet
-  (:class:`TargetError`, a ``ValueError``), before anything changes.
+  (:class:`ObjectiveError`, a ``ValueError``), before anything changes.
 * ``archive_timeout_for()``: the RPO is a matter of WAL archiving. Archiving
   loses at most the segment being written, whose age ``archive_timeout``
   bounds on a quiet server; it can meet an RPO of 60 s or more. Below that
@@ -50,8 +50,9 @@ DRILL_STEPS: Tuple[Tuple[int, str, str, int], ...] = (
 )
 
 
-class TargetError(ValueError):
-    """Targets that are unusable or that no layout can meet."""
+class ObjectiveError(ValueError):
+    """RPO/RTO targets that are unusable or that no layout can meet (a recovery
+    target, the point a restore stops at, raises pg.recovery.TargetError)."""
 
 
 class Targets(NamedTuple):
@@ -81,20 +82,20 @@ def parse_target(name: str, value: Any) -> Optional[int]:
     try:
         return parse_seconds(value)
     except ValueError as exc:
-        raise TargetError("%s: %s" % (name, exc)) from None
+        raise ObjectiveError("%s: %s" % (name, exc)) from None
 
 
 def resolve_targets(tier: Any = None, rpo_target: Any = None, rto_target: Any = None) -> Targets:
     """The targets in seconds: explicit ones win over the tier's. Raises
-    TargetError for an unknown tier, an unparsable duration or an RTO no
+    ObjectiveError for an unknown tier, an unparsable duration or an RTO no
     restore can meet."""
     if given(tier) and tier not in TIERS:
-        raise TargetError("tier must be one of %s, not %r" % (", ".join(sorted(TIERS)), tier))
+        raise ObjectiveError("tier must be one of %s, not %r" % (", ".join(sorted(TIERS)), tier))
     tier_rpo, tier_rto = TIERS[tier] if given(tier) else (None, None)
     rpo = parse_target("rpo_target", rpo_target if given(rpo_target) else tier_rpo)
     rto = parse_target("rto_target", rto_target if given(rto_target) else tier_rto)
     if rto is not None and rto < MIN_RTO:
-        raise TargetError(
+        raise ObjectiveError(
             "rto_target %s is below %s: no restore from a backup (fetch, unpack, start, replay, check) ends that "
             "fast. Declare an RTO of %s or more; a shorter one needs a standby to fail over to, not a restore."
             % (format_duration(rto), format_duration(MIN_RTO), format_duration(MIN_RTO)))
@@ -136,9 +137,9 @@ def check_archive_timeout(explicit: Any, rpo: Optional[int]) -> int:
     """An explicitly set archive_timeout, in seconds, refused when it cannot meet the RPO."""
     seconds = parse_target("archive_timeout", explicit)
     if seconds is None:
-        raise TargetError("archive_timeout must be a duration such as 60s or 5min, not %r" % (explicit,))
+        raise ObjectiveError("archive_timeout must be a duration such as 60s or 5min, not %r" % (explicit,))
     if rpo is not None and rpo >= MIN_ARCHIVE_TIMEOUT and (seconds == 0 or seconds > rpo):
-        raise TargetError(
+        raise ObjectiveError(
             "archive_timeout %s cannot meet the RPO target %s: a quiet server would keep up to %s of committed "
             "work in the open segment. Remove the explicit archive_timeout to derive %ds, or set one of %s or less."
             % ("0 (off)" if seconds == 0 else format_duration(seconds), format_duration(rpo),

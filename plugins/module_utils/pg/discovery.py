@@ -262,6 +262,12 @@ def _all_pids(places: Places) -> List[int]:
         return []
 
 
+def postmaster_pid(data_directory: str, places: Places = PLACES) -> Optional[int]:
+    """The pid of the live postmaster of this data directory, or None when none runs
+    (no postmaster.pid, or a stale one whose pid is gone or now another program's)."""
+    return _postmaster_pid(places, data_directory)[0]
+
+
 def _postmaster_pid(places: Places, data_directory: str) -> Tuple[Optional[int], List[str]]:
     """(pid, postmaster.pid lines) of a live postmaster of this data directory."""
     lines = _read_text(os.path.join(data_directory, "postmaster.pid")).splitlines()

@@ -20,13 +20,9 @@ import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config.config import PostgresConfig
-from ..common.errors import RestorekeeperError
+from ..common.errors import PostgresError
 
 CONNECT_TIMEOUT_SECONDS = 10
-
-
-class PostgresError(RestorekeeperError):
-    """A PostgreSQL program failed or the server refused a query."""
 
 
 def _pgpass_escape(value: str) -> str:

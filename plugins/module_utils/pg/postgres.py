@@ -16,7 +16,7 @@ import re
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 from ..config.config import PostgresConfig
-from ..common.errors import RestorekeeperError
+from ..common.errors import PostgresError
 from .pgclient import PgClient
 from ..common.timefmt import MAX_SECONDS, parse_seconds
 
@@ -44,10 +44,6 @@ _FALSE_WORDS = {"off", "false", "no", "0", "f", "n"}
 # Setting names are interpolated into ALTER SYSTEM as identifiers; only plain
 # lower-case GUC names are allowed so no quoting question arises.
 _GUC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class PostgresError(RestorekeeperError):
-    """A PostgreSQL statement failed or the server is not in a usable state."""
 
 
 class PostgresConnectionError(PostgresError):

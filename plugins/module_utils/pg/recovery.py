@@ -16,6 +16,7 @@ import re
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import wal
+from ..common import sqlquote
 from ..common.errors import RestorekeeperError
 from ..common.fsutil import remove_quietly, replace_file_durably
 
@@ -128,10 +129,6 @@ def recovery_settings(target: RecoveryTarget, restore_command: str, standby: boo
     return settings
 
 
-def _quote(value: str) -> str:
-    return "'%s'" % value.replace("\\", "\\\\").replace("'", "''")
-
-
 def current_recovery_settings(datadir: str) -> Tuple[Dict[str, str], Optional[str]]:
     """What a data directory is configured to do now: managed settings from
     postgresql.auto.conf and which signal file exists."""
@@ -156,7 +153,7 @@ def write_recovery_config(datadir: str, settings: Dict[str, str], standby: bool,
     extra = extra or {}
     kept = [line for line in _read_lines(path)
             if line.strip() != _MARK and _parse_line(line)[0] not in MANAGED_KEYS + tuple(extra)]
-    lines = kept + [_MARK] + ["%s = %s" % (key, _quote(value)) for key, value in {**settings, **extra}.items()]
+    lines = kept + [_MARK] + ["%s = %s" % (key, sqlquote.conf_value(value)) for key, value in {**settings, **extra}.items()]
     _durable_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
     signal = STANDBY_SIGNAL if standby else RECOVERY_SIGNAL
     other = RECOVERY_SIGNAL if standby else STANDBY_SIGNAL

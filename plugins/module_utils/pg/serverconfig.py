@@ -19,6 +19,7 @@ import os
 import struct
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..common import sqlquote
 from ..common.fsutil import replace_file_durably
 
 CONFIG_NAMES = ("postgresql.conf", "pg_hba.conf", "pg_ident.conf")
@@ -103,10 +104,6 @@ def capture(client) -> Dict[str, Any]:
     return captured
 
 
-def _quote(value: str) -> str:
-    return "'%s'" % value.replace("\\", "\\\\").replace("'", "''")
-
-
 def flattened_postgresql_conf(captured: Dict[str, Any]) -> str:
     """One postgresql.conf holding the source's effective file settings in
     their order (later lines win, as in the source), includes resolved,
@@ -125,7 +122,7 @@ def flattened_postgresql_conf(captured: Dict[str, Any]) -> str:
             lines.append("")
             lines.append("# from %s" % sourcefile)
             source = sourcefile
-        lines.append("%s = %s" % (name, _quote(setting)))
+        lines.append("%s = %s" % (name, sqlquote.conf_value(setting)))
     return "\n".join(lines) + "\n"
 
 

@@ -128,10 +128,6 @@ def _describe(switches: List[Switch]) -> str:
     return ", ".join("timeline %d until %s" % (s.timeline, wal.format_lsn(s.lsn)) for s in switches) or "empty"
 
 
-def _segno(name: str, per_log: int) -> int:
-    return int(name[8:16], 16) * per_log + int(name[16:24], 16)
-
-
 def _leg_range(leg: Leg, segment_size: int) -> Tuple[int, Optional[int]]:
     """Segment numbers [first, stop) replay reads from this leg's timeline. The
     switch segment belongs to the next timeline, which begins inside it."""
@@ -140,8 +136,7 @@ def _leg_range(leg: Leg, segment_size: int) -> Tuple[int, Optional[int]]:
 
 def archived_positions(names: Iterable[str], segment_size: int) -> FrozenSet[Tuple[int, int]]:
     """(timeline, segment number) of every archived segment, for reach()."""
-    per_log = 0x100000000 // segment_size
-    return frozenset((wal.timeline_of(name), _segno(name, per_log)) for name in names
+    return frozenset((wal.timeline_of(name), wal.segment_number(name, segment_size)) for name in names
                      if wal.classify(name) == wal.SEGMENT)
 
 

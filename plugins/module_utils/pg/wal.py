@@ -83,9 +83,7 @@ def read_segment_header(name: str, data: bytes) -> SegmentHeader:
         raise CorruptObject("WAL file %s does not start with a valid segment header" % name)
     if len(data) != seg_size:
         raise CorruptObject("WAL file %s is %d bytes but its header says segments are %d bytes" % (name, len(data), seg_size))
-    segments_per_log = 0x100000000 // seg_size
-    log, seg = int(name[8:16], 16), int(name[16:24], 16)
-    expected = (log * segments_per_log + seg) * seg_size
+    expected = segment_start_lsn(name, seg_size)
     if pageaddr != expected:
         raise CorruptObject(
             "WAL file %s starts at LSN %X/%X, not at %X/%X as its name says"
@@ -107,15 +105,47 @@ def format_lsn(value: int) -> str:
     return "%X/%X" % (value >> 32, value & 0xFFFFFFFF)
 
 
+# Segment arithmetic, as PostgreSQL's xlog_internal.h does it: a segment name
+# is timeline, log and segment; the log number counts 4 GiB of WAL, so the
+# segment number (XLogSegNo) is log * segments_per_log + segment.
+_BYTES_PER_LOG = 0x100000000
+
+
+def segments_per_log(segment_size: int) -> int:
+    """How many segments one log number holds (XLogSegmentsPerXLogId)."""
+    return _BYTES_PER_LOG // segment_size
+
+
+def segment_number(name: str, segment_size: int) -> int:
+    """The segment number (XLogSegNo) of a segment name: its first LSN // segment_size."""
+    return int(name[8:16], 16) * segments_per_log(segment_size) + int(name[16:24], 16)
+
+
+def segment_name(timeline: int, segno: int, segment_size: int) -> str:
+    """The name of segment number segno on a timeline (XLogFileName)."""
+    per_log = segments_per_log(segment_size)
+    return "%08X%08X%08X" % (timeline, segno // per_log, segno % per_log)
+
+
+def segment_start_lsn(name: str, segment_size: int) -> int:
+    """The LSN of a segment's first byte."""
+    return segment_number(name, segment_size) * segment_size
+
+
+def segment_order(name: str) -> int:
+    """Log and segment number as one ordinal, for comparing and sorting the
+    segments of a timeline when the segment size is not at hand: the true
+    segment number needs the size, but this order is the same for any size."""
+    return int(name[8:16], 16) * _BYTES_PER_LOG + int(name[16:24], 16)
+
+
 def segment_for_lsn(timeline: int, lsn: int, segment_size: int) -> str:
     """Name of the segment holding the byte at lsn on a timeline."""
-    segments_per_log = 0x100000000 // segment_size
-    segno = lsn // segment_size
-    return "%08X%08X%08X" % (timeline, segno // segments_per_log, segno % segments_per_log)
+    return segment_name(timeline, lsn // segment_size, segment_size)
 
 
 def segments_between(timeline: int, start_lsn: int, end_lsn: int, segment_size: int) -> list:
     """Every segment needed to replay from start_lsn up to end_lsn (exclusive end)."""
     first = start_lsn // segment_size
     last = max(first, (end_lsn - 1) // segment_size)
-    return [segment_for_lsn(timeline, segno * segment_size, segment_size) for segno in range(first, last + 1)]
+    return [segment_name(timeline, segno, segment_size) for segno in range(first, last + 1)]

@@ -14,7 +14,7 @@ from ..common.errors import CorruptObject, ObjectNotFound, RestorekeeperError, W
 from .repository import Repository
 from ..storage import objectformat
 from .dumps import DumpCatalog
-from .layout import backup_prefix, wal_key
+from .layout import BACKUP_RECORD_NAME, backup_prefix, key_basename, wal_key, wal_prefix
 from .records import load_record_sets  # noqa: F401  (the catalog's readers use it too)
 from ..common.timefmt import utc_iso
 
@@ -78,7 +78,7 @@ class Catalog:
 
     # -- backups
     def _load(self) -> None:
-        records, self._incomplete = load_record_sets(self.storage, "%s/backup/" % self.cluster, "backup.json")
+        records, self._incomplete = load_record_sets(self.storage, backup_prefix(self.cluster), BACKUP_RECORD_NAME)
         # A record names its own set: one copied under another label (an older set put
         # in place of a newer one) is never listed, restored or pruned.
         claimed = {label: rec.get("label") if isinstance(rec, dict) else None for label, rec in records.items()}
@@ -129,8 +129,7 @@ class Catalog:
 
     # -- WAL
     def wal_names(self) -> List[str]:
-        prefix = "%s/wal/" % self.cluster
-        return sorted(info.key.rsplit("/", 1)[1] for info in self.storage.list(prefix))
+        return sorted(key_basename(info.key) for info in self.storage.list(wal_prefix(self.cluster)))
 
     def histories(self, names: Optional[List[str]] = None) -> Dict[int, List[timelines.Switch]]:
         """Every archived timeline history file, verified and parsed. Raises
@@ -157,12 +156,11 @@ class Catalog:
 
     def wal_runs(self, segment_size: int, names: Optional[List[str]] = None) -> List[WalRun]:
         """Archived segments grouped into runs without gaps, per timeline."""
-        per_log = 0x100000000 // segment_size
         runs: List[WalRun] = []
         segments = [n for n in (names if names is not None else self.wal_names()) if wal.classify(n) == wal.SEGMENT]
         for name in segments:
-            timeline, segno = int(name[:8], 16), int(name[8:16], 16) * per_log + int(name[16:24], 16)
-            if runs and runs[-1].timeline == timeline and _segno(runs[-1].last, per_log) == segno - 1:
+            timeline, segno = wal.timeline_of(name), wal.segment_number(name, segment_size)
+            if runs and runs[-1].timeline == timeline and wal.segment_number(runs[-1].last, segment_size) == segno - 1:
                 last = runs[-1]
                 runs[-1] = WalRun(timeline, last.first, name, last.segments + 1)
             else:
@@ -272,16 +270,11 @@ class Catalog:
         }
 
 
-def _segno(name: str, per_log: int) -> int:
-    return int(name[8:16], 16) * per_log + int(name[16:24], 16)
-
-
 def _run_covering(runs: List[WalRun], first: str, last: str, size: int) -> Optional[WalRun]:
-    per_log = 0x100000000 // size
-    timeline = int(first[:8], 16)
+    timeline = wal.timeline_of(first)
     for run in runs:
-        if run.timeline == timeline and _segno(run.first, per_log) <= _segno(first, per_log) \
-                and _segno(last, per_log) <= _segno(run.last, per_log):
+        if run.timeline == timeline and wal.segment_number(run.first, size) <= wal.segment_number(first, size) \
+                and wal.segment_number(last, size) <= wal.segment_number(run.last, size):
             return run
     return None
 
@@ -296,14 +289,14 @@ def _timelines(runs: List[WalRun]) -> List[Dict[str, Any]]:
 
 
 def _gaps(runs: List[WalRun], size: int) -> List[Dict[str, Any]]:
-    per_log = 0x100000000 // size
     gaps = []
     for before, after in zip(runs, runs[1:]):
         if before.timeline != after.timeline:
             continue
-        missing = _segno(after.first, per_log) - _segno(before.last, per_log) - 1
-        first_missing = wal.segment_for_lsn(before.timeline, (_segno(before.last, per_log) + 1) * size, size)
-        last_missing = wal.segment_for_lsn(before.timeline, (_segno(after.first, per_log) - 1) * size, size)
+        last_held, next_held = wal.segment_number(before.last, size), wal.segment_number(after.first, size)
+        missing = next_held - last_held - 1
+        first_missing = wal.segment_name(before.timeline, last_held + 1, size)
+        last_missing = wal.segment_name(before.timeline, next_held - 1, size)
         gaps.append({"timeline": before.timeline, "after": before.last, "before": after.first,
                      "missing": missing, "first_missing": first_missing, "last_missing": last_missing})
     return gaps

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, NamedTuple, Optional
 
 from ..common.errors import RestoreFailed
-from .layout import DUMP_RECORD_NAME
+from .layout import DUMP_RECORD_NAME, dump_prefix
 from .records import load_record_sets
 from .repository import Repository
 
@@ -44,7 +44,7 @@ class DumpCatalog:
         self._incomplete: List[str] = []
 
     def _load(self) -> None:
-        records, self._incomplete = load_record_sets(self.storage, "%s/dump/" % self.cluster, DUMP_RECORD_NAME)
+        records, self._incomplete = load_record_sets(self.storage, dump_prefix(self.cluster), DUMP_RECORD_NAME)
         self._dumps = [DumpInfo(label, record) for label, record in sorted(records.items())]
 
     def dumps(self) -> List[DumpInfo]:

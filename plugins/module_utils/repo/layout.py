@@ -6,6 +6,10 @@
     <cluster>/wal/history/<tli>.history     timeline history files
     <cluster>/backup/<label>/...            a base backup set; backup.json is written last
     <cluster>/dump/<label>/...              a logical dump set; dump.json is written last
+    <cluster>/backup.lock, dump.lock        held while a backup or a dump of the cluster runs
+    <cluster>/wal-partial/<segment>.partial the segment WAL streaming is receiving, replaced as it grows
+    <cluster>/stream/status.json            the WAL stream's status
+    <cluster>/drills/<stamp>.json           the record of one restore drill
 
 docs/repository-format.md describes the same layout for people.
 """
@@ -17,6 +21,8 @@ from ..pg import wal
 IDENTITY_NAME = "cluster.json"
 BACKUP_RECORD_NAME = "backup.json"
 DUMP_RECORD_NAME = "dump.json"
+# Written last in a set: a set without its record is incomplete.
+RECORD_NAMES = (BACKUP_RECORD_NAME, DUMP_RECORD_NAME)
 
 
 def identity_key(cluster: str) -> str:
@@ -41,3 +47,61 @@ def backup_prefix(cluster: str, label: str = "") -> str:
 def dump_prefix(cluster: str, label: str = "") -> str:
     """The prefix of one dump set (of every dump set when label is empty)."""
     return "%s/dump/%s/" % (cluster, label) if label else "%s/dump/" % cluster
+
+
+def backup_record_key(cluster: str, label: str) -> str:
+    """The record of a backup set, written last: its presence makes the set restorable."""
+    return backup_prefix(cluster, label) + BACKUP_RECORD_NAME
+
+
+def backup_lock_key(cluster: str) -> str:
+    return "%s/backup.lock" % cluster
+
+
+def dump_lock_key(cluster: str) -> str:
+    return "%s/dump.lock" % cluster
+
+
+def wal_partial_prefix(cluster: str) -> str:
+    return "%s/wal-partial/" % cluster
+
+
+def wal_partial_key(cluster: str, segment: str) -> str:
+    """Where the streamed partial of a segment is kept (replaced as it grows)."""
+    return "%s%s.partial" % (wal_partial_prefix(cluster), segment)
+
+
+def stream_status_key(cluster: str) -> str:
+    """Where the WAL stream ("restorekeeper stream") keeps its status."""
+    return "%s/stream/status.json" % cluster
+
+
+def drills_prefix(cluster: str) -> str:
+    return "%s/drills/" % cluster
+
+
+def drill_record_key(cluster: str, stamp: str) -> str:
+    """The record of the drill that finished at stamp (digits, T and Z only, so records sort by time)."""
+    return "%s%s.json" % (drills_prefix(cluster), stamp)
+
+
+def key_basename(key: str) -> str:
+    """The last part of a key: a WAL file's name under wal/, a file's name in a set."""
+    return key.rsplit("/", 1)[-1]
+
+
+def set_label(key: str) -> str:
+    """The label of the backup or dump set a key <cluster>/backup|dump/<label>/... lies in."""
+    return key.split("/")[2]
+
+
+def is_identity_key(key: str) -> bool:
+    return key.endswith("/" + IDENTITY_NAME)
+
+
+def is_wal_key(key: str) -> bool:
+    return "/wal/" in key
+
+
+def is_record_key(key: str) -> bool:
+    return key_basename(key) in RECORD_NAMES

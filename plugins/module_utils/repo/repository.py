@@ -23,6 +23,7 @@ from ..config.config import RepositoryConfig
 from ..storage.base import Storage
 from ..storage.factory import open_storage
 from ..storage.marker import MARKER_KEY
+from .layout import identity_key
 from ..common.timefmt import utc_iso
 
 
@@ -86,12 +87,12 @@ class Repository:
             )
 
     def identity(self, cluster: str) -> Optional[Dict[str, Any]]:
-        return self._read_json("%s/cluster.json" % cluster)
+        return self._read_json(identity_key(cluster))
 
     def claim_identity(self, cluster: str, system_identifier: int, segment_size: int, source: str) -> None:
         """Bind a cluster name to one PostgreSQL system the first time it archives,
         and refuse WAL from any other system under that name afterwards."""
-        key = "%s/cluster.json" % cluster
+        key = identity_key(cluster)
         recorded = self.identity(cluster)
         if recorded is None:
             claim = {

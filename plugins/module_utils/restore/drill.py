@@ -26,11 +26,13 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import drillrecord
 from ..pg import wal
+from ..common import sqlquote
 from ..common.timefmt import utc_iso
+from ..common.waiting import wait_until
 from ..repo.catalog import Catalog
 from ..config.config import Config
-from ..common.errors import RestorekeeperError
-from ..pg.pgclient import PgClient, PostgresError
+from ..common.errors import PostgresError, RestorekeeperError
+from ..pg.pgclient import PgClient
 from ..pg.recovery import RecoveryTarget, build_target
 from ..repo.repository import Repository, open_repository_storage
 from .restore import RestoreRequest, restore
@@ -128,15 +130,7 @@ class Snapshot(NamedTuple):
 def _checksum_sql(table: str) -> str:
     schema, _sep, name = table.partition(".")
     return ("SELECT %s, md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM %s.%s t" %
-            (_literal("checksum " + table), _ident(schema), _ident(name)))
-
-
-def _literal(text: str) -> str:
-    return "'%s'" % text.replace("'", "''")
-
-
-def _ident(text: str) -> str:
-    return '"%s"' % text.replace('"', '""')
+            (sqlquote.literal("checksum " + table), sqlquote.identifier(schema), sqlquote.identifier(name)))
 
 
 def _split_table(item: str) -> Tuple[str, str]:
@@ -189,9 +183,9 @@ def source_last_commit(client: PgClient) -> Tuple[Optional[datetime.datetime], s
         return None, "unknown: enable track_commit_timestamp or run the drill on the database host"
     current = row[1]
     size = _size(row[2])
-    segno = int(current[8:16], 16) * (0x100000000 // size) + int(current[16:24], 16)
+    segno = wal.segment_number(current, size)
     for candidate in (segno, segno - 1):
-        name = wal.segment_for_lsn(int(current[:8], 16), candidate * size, size)
+        name = wal.segment_name(wal.timeline_of(current), candidate, size)
         result = subprocess.run([client.program("pg_waldump"), "-p", pg_wal, "-r", "Transaction", name, name],
                                 capture_output=True, text=True, env=dict(client.env(), TZ="UTC"), check=False)
         times = [line.split("desc: ", 1)[1].split(" ", 1)[1].rsplit(" ", 1)[0]
@@ -238,7 +232,7 @@ def take_snapshot(client: PgClient, options: DrillOptions) -> Snapshot:
     point, point_lsn = None, None
     if options.mode == "restore-point":
         point = "restorekeeper-drill-%s" % time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        point_lsn = client.scalar("SELECT pg_create_restore_point(%s)" % _literal(point))
+        point_lsn = client.scalar("SELECT pg_create_restore_point(%s)" % sqlquote.literal(point))
     changing: List[str] = []
     if options.row_counts:
         time.sleep(1.1)  # statistics reach pg_stat_user_tables within a second
@@ -249,15 +243,12 @@ def take_snapshot(client: PgClient, options: DrillOptions) -> Snapshot:
 
 def _archive_restore_point(config: Config, client: PgClient, snapshot: Snapshot, wait: int) -> None:
     """Close the segment holding the restore point and wait until it is archived."""
-    segment = client.scalar("SELECT pg_walfile_name(%s::pg_lsn)" % _literal(snapshot.restore_point_lsn or ""))
+    segment = client.scalar("SELECT pg_walfile_name(%s::pg_lsn)" % sqlquote.literal(snapshot.restore_point_lsn or ""))
     client.query("SELECT pg_switch_wal()")
     archive = WalArchive(config)
-    deadline = time.monotonic() + wait
-    while not archive.exists(segment):
-        if time.monotonic() > deadline:
-            raise RestorekeeperError("the drill's restore point (segment %s) was not archived within %d s"
-                                     % (segment, wait), "check archive_command and pg_stat_archiver on the source")
-        time.sleep(0.5)
+    if not wait_until(lambda: archive.exists(segment), wait, 0.5):
+        raise RestorekeeperError("the drill's restore point (segment %s) was not archived within %d s"
+                                 % (segment, wait), "check archive_command and pg_stat_archiver on the source")
 
 
 def source_timeline(client: PgClient) -> str:
@@ -267,7 +258,7 @@ def source_timeline(client: PgClient) -> str:
     on can be a branch the source never took. A standby source says "latest"."""
     name = client.scalar("SELECT CASE WHEN pg_is_in_recovery() THEN NULL "
                          "ELSE pg_walfile_name(pg_current_wal_lsn()) END")
-    return str(int(str(name)[:8], 16)) if name else "latest"
+    return str(wal.timeline_of(str(name))) if name else "latest"
 
 
 def archive_last_commit(config: Config, client: PgClient, timeline: str = "latest") -> Optional[datetime.datetime]:
@@ -282,9 +273,8 @@ def archive_last_commit(config: Config, client: PgClient, timeline: str = "lates
         return None
     last = runs[-1]
     size = catalog.segment_size()
-    per_log = 0x100000000 // size
-    end = int(last.last[8:16], 16) * per_log + int(last.last[16:24], 16)
-    names = [wal.segment_for_lsn(last.timeline, segno * size, size) for segno in range(max(0, end - 63), end + 1)]
+    end = wal.segment_number(last.last, size)
+    names = [wal.segment_name(last.timeline, segno, size) for segno in range(max(0, end - 63), end + 1)]
     with WalInspector(WalArchive(config, repository), client) as inspector:
         found = inspector.last_transaction_end(names)
     return found.time if found else None

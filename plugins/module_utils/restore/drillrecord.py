@@ -17,14 +17,11 @@ import re
 from typing import Any, Dict, List, Optional
 
 from ..common.errors import CorruptObject, ObjectExists
+from ..repo.layout import drill_record_key, drills_prefix
 from ..storage.base import Storage
 
 RECORD_FORMAT = 1
 _STAMP = re.compile(r"[^0-9TZ]")
-
-
-def drills_prefix(cluster: str) -> str:
-    return "%s/drills/" % cluster
 
 
 def summarise(report: Dict[str, Any], replayed_bytes: Optional[int], restored_bytes: Optional[int]) -> Dict[str, Any]:
@@ -55,7 +52,7 @@ def summarise(report: Dict[str, Any], replayed_bytes: Optional[int], restored_by
 
 
 def record_key(cluster: str, finished_at: str) -> str:
-    return drills_prefix(cluster) + _STAMP.sub("", finished_at or "") + ".json"
+    return drill_record_key(cluster, _STAMP.sub("", finished_at or ""))
 
 
 def store_record(storage: Storage, record: Dict[str, Any]) -> str:

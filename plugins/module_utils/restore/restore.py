@@ -22,11 +22,12 @@ from typing import AbstractSet, Any, Callable, Dict, FrozenSet, List, NamedTuple
 from ..common import compression
 from ..pg import serverconfig, wal
 from ..common.timefmt import utc_iso
+from ..common.waiting import poll_until
 from ..repo.catalog import BackupInfo, Catalog
 from ..repo.layout import backup_prefix
 from ..config.config import Config
-from ..pg.discovery import ClusterLayout
-from ..common.errors import CorruptObject, RestorekeeperError
+from ..pg.discovery import ClusterLayout, postmaster_pid
+from ..common.errors import CorruptObject, PostgresError, RestorekeeperError
 from ..pg.manifest import (
     MANIFEST_NAME,
     SHA256,
@@ -38,11 +39,11 @@ from ..pg.manifest import (
     parse_manifest,
     verify_against_manifest,
 )
-from ..pg.pgclient import PgClient, PostgresError
+from ..pg.pgclient import PgClient
 from ..pg.recovery import RecoveryTarget, TargetError, recovery_settings, write_recovery_config
 from ..repo.repository import Repository
 from .restoreprep import (ClusterControl, ConfigurationPlan, check_binaries, check_free_space, check_python_packages,
-                          configuration_plan, live_cluster, running_pid, server_bindir)
+                          configuration_plan, live_cluster, server_bindir)
 from ..pg.services import ServiceError
 from ..pg.safetree import (SafeTree, UnsafeBackup, canonical, manifest_problems, member_problem, record_problems,
                            tablespace_map_problems)
@@ -168,8 +169,7 @@ def _wal_needed(path_segments: List[str], target_lsn: Optional[int], segment_siz
     if target_lsn is None:
         return path_segments
     last = target_lsn // segment_size + 1
-    per_log = 0x100000000 // segment_size
-    return [name for name in path_segments if int(name[8:16], 16) * per_log + int(name[16:24], 16) <= last]
+    return [name for name in path_segments if wal.segment_number(name, segment_size) <= last]
 
 
 def _route(backup: BackupInfo, target: RecoveryTarget, histories: Dict[int, List[Switch]],
@@ -290,16 +290,13 @@ def _parse_iso(text: str) -> datetime.datetime:
 
 
 # --------------------------------------------------------------- directories
-_running_pid = running_pid  # the name modules import
-
-
 def check_target_directory(pgdata: str, force: bool) -> Optional[str]:
     """Refuse a running cluster's directory always, a non-empty one unless
     force; with force, return where the old contents will be moved (they
     are never deleted)."""
     if not os.path.isabs(pgdata):
         raise RestoreFailed("data directory %r is not an absolute path" % pgdata)
-    pid = running_pid(pgdata)
+    pid = postmaster_pid(pgdata)
     if pid is not None:
         raise RestoreFailed(
             "%s belongs to a running PostgreSQL server (postmaster.pid names process %d)" % (pgdata, pid),
@@ -606,7 +603,7 @@ def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[s
     # Every program from here on is of the backup's major version.
     client = client.using_bindir(checked.bindir)
     control = ClusterControl(checked.live, client) if checked.live else None
-    was_running = bool(control and running_pid(request.pgdata) is not None)
+    was_running = bool(control and postmaster_pid(request.pgdata) is not None)
     moved = False
     try:
         if was_running:
@@ -640,7 +637,7 @@ def roll_back(exc: BaseException, request: RestoreRequest, aside: Optional[str],
         message, hint = "restoring into %s failed: %s" % (request.pgdata, exc), ""
     else:
         message, hint = "the restore was interrupted (%s)" % type(exc).__name__, ""
-    if running_pid(request.pgdata) is not None:
+    if postmaster_pid(request.pgdata) is not None:
         subprocess.run([control.client.program("pg_ctl") if control else "pg_ctl", "-D", request.pgdata,
                         "-m", "immediate", "-w", "stop"], capture_output=True, check=False)
     try:
@@ -868,13 +865,15 @@ class RecoveryWatcher:
         return _read_from(self.log_path, self.offset)
 
     def _alive(self) -> bool:
-        return running_pid(self.request.pgdata) is not None
+        return postmaster_pid(self.request.pgdata) is not None
 
     def wait(self, started: float, timer: Timer) -> Dict[str, Any]:
-        deadline = started + self.request.wait_timeout
         consistent_at: Optional[float] = None
         target = self.plan.target
-        while time.monotonic() < deadline:
+
+        def outcome() -> Optional[Dict[str, Any]]:
+            """What recovery ended with, or None while it is still under way."""
+            nonlocal consistent_at
             log = self._log()
             if not self._alive():
                 if target.action == "shutdown" and "shutdown at recovery target" in log or \
@@ -883,19 +882,24 @@ class RecoveryWatcher:
                     return {"started": True, "state": "shut down at target", "timeline": self._timeline_from_log(log)}
                 if time.monotonic() - started > 2 or "FATAL" in log or "PANIC" in log:
                     raise RestoreFailed(explain_failure(log, target), log_excerpt(self.log_path, offset=self.offset))
-            else:
-                state = self._state()
-                if state is not None and consistent_at is None:
-                    consistent_at = time.monotonic()
-                    timer.add("start", consistent_at - started)
-                if state is not None and self._done(state, log):
-                    timer.add("replay", time.monotonic() - (consistent_at or started))
-                    return {"started": True, "state": self._describe(state), "timeline": state["timeline"],
-                            "last_replayed_transaction": state["last_replay"] or None,
-                            "port": self.request.port or None}
-            time.sleep(0.2)
-        raise RestoreFailed("recovery did not reach %s within %d s" % (target.describe(), self.request.wait_timeout),
-                            log_excerpt(self.log_path, offset=self.offset))
+                return None
+            state = self._state()
+            if state is not None and consistent_at is None:
+                consistent_at = time.monotonic()
+                timer.add("start", consistent_at - started)
+            if state is not None and self._done(state, log):
+                timer.add("replay", time.monotonic() - (consistent_at or started))
+                return {"started": True, "state": self._describe(state), "timeline": state["timeline"],
+                        "last_replayed_transaction": state["last_replay"] or None,
+                        "port": self.request.port or None}
+            return None
+
+        # The time allowed counts from the start of the server, not from here.
+        reached = poll_until(outcome, started + self.request.wait_timeout - time.monotonic(), 0.2)
+        if reached is None:
+            raise RestoreFailed("recovery did not reach %s within %d s" % (target.describe(), self.request.wait_timeout),
+                                log_excerpt(self.log_path, offset=self.offset))
+        return reached
 
     def _state(self) -> Optional[Dict[str, Any]]:
         try:

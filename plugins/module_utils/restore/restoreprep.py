@@ -17,12 +17,12 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 from typing import Any, Dict, List, NamedTuple, Optional
 
 from ..pg import serverconfig
-from ..pg.discovery import ClusterLayout, DiscoveryError, bindir_for_version, discover, refuse_ha_managed
+from ..pg.discovery import ClusterLayout, DiscoveryError, bindir_for_version, discover, postmaster_pid, refuse_ha_managed
 from ..common.errors import RestorekeeperError
+from ..common.waiting import wait_until
 from ..pg.services import ServiceError, cluster_service, run_service_command
 from ..pg.manifest import CRC32C
 
@@ -203,7 +203,7 @@ class ClusterControl:
         except ServiceError as exc:
             raise RestorekeeperError("the server of %s did not stop: %s" % (self.layout.data_directory, exc.message),
                                      "stop it by hand; nothing was moved") from None
-        if not wait_for(lambda: running_pid(self.layout.data_directory) is None, STOP_TIMEOUT_SECONDS):
+        if not wait_until(lambda: postmaster_pid(self.layout.data_directory) is None, STOP_TIMEOUT_SECONDS):
             raise RestorekeeperError("the server of %s still runs after `%s`" % (
                 self.layout.data_directory, " ".join(self.service.stop_argv)), "stop it by hand; nothing was moved")
 
@@ -213,34 +213,8 @@ class ClusterControl:
             self.start()
         except ServiceError:
             return None
-        wait_for(lambda: _postmaster_ready(self.layout.data_directory), START_TIMEOUT_SECONDS)
-        return running_pid(self.layout.data_directory) if _postmaster_ready(self.layout.data_directory) else None
-
-
-def wait_for(condition, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
-def running_pid(pgdata: str) -> Optional[int]:
-    """The postmaster's pid when postmaster.pid names a live process."""
-    try:
-        with open(os.path.join(pgdata, "postmaster.pid"), encoding="ascii") as handle:
-            pid = int(handle.readline().strip())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+        wait_until(lambda: _postmaster_ready(self.layout.data_directory), START_TIMEOUT_SECONDS)
+        return postmaster_pid(self.layout.data_directory) if _postmaster_ready(self.layout.data_directory) else None
 
 
 def _postmaster_ready(pgdata: str) -> bool:
@@ -250,7 +224,7 @@ def _postmaster_ready(pgdata: str) -> bool:
             lines = handle.read().splitlines()
     except OSError:
         return False
-    return len(lines) >= 8 and lines[7].strip() == "ready" and running_pid(pgdata) is not None
+    return len(lines) >= 8 and lines[7].strip() == "ready" and postmaster_pid(pgdata) is not None
 
 
 def live_cluster(pgdata: str, action: str) -> Optional[ClusterLayout]:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import retention
 from ..pg import wal
+from ..repo.layout import BACKUP_RECORD_NAME, DUMP_RECORD_NAME, backup_prefix, dump_prefix, key_basename, wal_prefix
 from ..repo.records import load_record_sets
 from ..config.config import Config, RepositoryConfig
 from ..config.retentionpolicy import Policy, override
@@ -75,14 +76,13 @@ class Holdings(NamedTuple):
 def read_holdings(storage: Storage, cluster: str, now: float) -> Holdings:
     objects: Dict[str, List[Tuple[str, int]]] = {}
     newest: Dict[str, float] = {}
-    for kind in ("backup", "dump"):
-        prefix = "%s/%s/" % (cluster, kind)
+    for kind, prefix in (("backup", backup_prefix(cluster)), ("dump", dump_prefix(cluster))):
         for info in storage.list(prefix):
             label = info.key[len(prefix):].split("/", 1)[0]
             objects.setdefault("%s/%s" % (kind, label), []).append((info.key, info.size))
             newest["%s/%s" % (kind, label)] = max(newest.get("%s/%s" % (kind, label), 0.0), info.mtime)
-    records, incomplete_backups = load_record_sets(storage, "%s/backup/" % cluster, "backup.json")
-    dump_records, incomplete_dumps = load_record_sets(storage, "%s/dump/" % cluster, "dump.json")
+    records, incomplete_backups = load_record_sets(storage, backup_prefix(cluster), BACKUP_RECORD_NAME)
+    dump_records, incomplete_dumps = load_record_sets(storage, dump_prefix(cluster), DUMP_RECORD_NAME)
     backups = [retention.Backup(label, rec["type"], rec.get("parent"), rec["wal_start"], rec["wal_stop"],
                                 _epoch(rec["stop_time"]), _size(objects.get("backup/" + label)))
                for label, rec in records.items()]
@@ -92,7 +92,7 @@ def read_holdings(storage: Storage, cluster: str, now: float) -> Holdings:
              for label, rec in dump_records.items()]
     incomplete = {"backup/" + label: now - newest["backup/" + label] for label in incomplete_backups}
     incomplete.update({"dump/" + label: now - newest["dump/" + label] for label in incomplete_dumps})
-    archived = {info.key.rsplit("/", 1)[1]: (info.key, info.size) for info in storage.list("%s/wal/" % cluster)}
+    archived = {key_basename(info.key): (info.key, info.size) for info in storage.list(wal_prefix(cluster))}
     archived = {name: value for name, value in archived.items() if _is_wal(name)}
     return Holdings(backups, records, archived, dumps, incomplete, objects)
 
@@ -181,7 +181,7 @@ def plan_target(storage: Storage, cluster: str, policy: Policy, now: float,
 
 
 def _order(name: str) -> Tuple[int, str]:
-    return (int(name[8:16], 16) * 0x100000000 + int(name[16:24], 16), name)
+    return (wal.segment_order(name), name)
 
 
 def expire_target(config: Config, target: Target, dry_run: bool, now: Optional[float] = None) -> Dict[str, Any]:
@@ -244,10 +244,10 @@ def _wal_summary(names: List[str], archived: Dict[str, Tuple[str, int]], floor: 
 def _apply(storage: Storage, cluster: str, holdings: Holdings, plan: retention.Plan) -> None:
     # Children before parents: an incremental is always newer than its parent.
     for decision in reversed(plan.deleted_backups()):
-        _delete_set(storage, holdings.objects.get("backup/" + decision.label, []), "backup.json")
+        _delete_set(storage, holdings.objects.get("backup/" + decision.label, []), BACKUP_RECORD_NAME)
     for decision in plan.dumps:
         if decision.action == retention.DELETE:
-            _delete_set(storage, holdings.objects.get("dump/" + decision.label, []), "dump.json")
+            _delete_set(storage, holdings.objects.get("dump/" + decision.label, []), DUMP_RECORD_NAME)
     for decision in plan.incomplete:
         if decision.action == retention.DELETE:
             _delete_set(storage, holdings.objects.get(decision.label, []), "")
@@ -261,7 +261,7 @@ def _apply(storage: Storage, cluster: str, holdings: Holdings, plan: retention.P
 
 
 def _delete_set(storage: Storage, objects: List[Tuple[str, int]], record: str) -> None:
-    keys = sorted((key for key, _size in objects), key=lambda k: (k.rsplit("/", 1)[1] != record, k))
+    keys = sorted((key for key, _size in objects), key=lambda k: (key_basename(k) != record, k))
     for key in keys:  # the record first: the set is never complete-looking with parts missing
         storage.delete(key)
     if keys:
@@ -316,8 +316,8 @@ def unwanted_by_copy(source: Storage, cluster: str, policy: Policy,
         holdings, plan, _locked = plan_target_readonly(source, cluster, policy, time.time() if now is None else now)
     except RestorekeeperError:
         return lambda key: False  # refused or unreadable: ship everything, the copy's expire decides
-    sets = {"%s/backup/%s/" % (cluster, d.label) for d in plan.deleted_backups()}
-    sets |= {"%s/dump/%s/" % (cluster, d.label) for d in plan.dumps if d.action == retention.DELETE}
+    sets = {backup_prefix(cluster, d.label) for d in plan.deleted_backups()}
+    sets |= {dump_prefix(cluster, d.label) for d in plan.dumps if d.action == retention.DELETE}
     wal_keys = {holdings.wal[name][0] for name in plan.wal_delete}
     return lambda key: key in wal_keys or any(key.startswith(prefix) for prefix in sets)
 

@@ -78,9 +78,7 @@ class Plan(NamedTuple):
 
 # -------------------------------------------------------------- the planner
 def _segno(name: str) -> int:
-    # Log and segment numbers as one ordinal; the true segment number needs the
-    # segment size, but this order is the same for any one size.
-    return int(name[8:16], 16) * 0x100000000 + int(name[16:24], 16)
+    return wal.segment_order(name)
 
 
 def _check_backups(backups: List[Backup]) -> Dict[str, Backup]:

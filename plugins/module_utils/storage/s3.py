@@ -265,13 +265,19 @@ class S3Storage(Storage):
                 raise ObjectNotFound("object %s not found in %s" % (key, self.location)) from None
             raise s3_error("read", "%s%s" % (self.location, key), exc) from None
 
-    def stat(self, key: str) -> Optional[ObjectInfo]:
+    def _head(self, key: str) -> Optional[Dict[str, Any]]:
+        """The object's HEAD response, or None when there is no such object."""
         try:
-            head = self.client.head_object(Bucket=self.settings.bucket, Key=self.object_key(key))
+            return self.client.head_object(Bucket=self.settings.bucket, Key=self.object_key(key))
         except self._errors as exc:
             if self._code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise s3_error("read", "%s%s" % (self.location, key), exc) from None
+
+    def stat(self, key: str) -> Optional[ObjectInfo]:
+        head = self._head(key)
+        if head is None:
+            return None
         return ObjectInfo(key, head["ContentLength"], head["LastModified"].timestamp(),
                           head.get("Metadata", {}).get(SHA256_METADATA))
 
@@ -286,12 +292,9 @@ class S3Storage(Storage):
 
     def retained_until(self, key: str) -> Optional[datetime.datetime]:
         """The Object Lock retention date of an object, or None."""
-        try:
-            head = self.client.head_object(Bucket=self.settings.bucket, Key=self.object_key(key))
-        except self._errors as exc:
-            if self._code(exc) in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise s3_error("read", "%s%s" % (self.location, key), exc) from None
+        head = self._head(key)
+        if head is None:
+            return None
         until = head.get("ObjectLockRetainUntilDate")
         return until if until and until > datetime.datetime.now(datetime.timezone.utc) else None
 

@@ -1,4 +1,4 @@
-"""Pure helpers of archivestatus: segment arithmetic, RPO approximation, row
+"""Pure helpers of archivestatus: RPO approximation, row
 parsing and the mapping of module options onto the engine's client settings."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.a
     newest_segment,
     parse_status_row,
     rpo_exposure,
-    segment_number,
     segments_behind,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgres import (
@@ -26,18 +25,6 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.co
 
 MB16 = 16 * 1024 * 1024
 MB64 = 64 * 1024 * 1024
-
-
-@pytest.mark.parametrize(
-    "name, size, expected",
-    [
-        ("000000010000000000000001", MB16, 1),
-        ("0000000100000001000000FF", MB16, 256 + 255),  # 256 segments of 16 MiB per 4 GiB log
-        ("000000010000000100000003", MB64, 64 + 3),
-    ],
-)
-def test_segment_number(name, size, expected):
-    assert segment_number(name, size) == expected
 
 
 def test_newest_segment_ignores_other_files_and_filters_timeline():

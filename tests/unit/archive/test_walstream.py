@@ -16,6 +16,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.co
     render_stream,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import ConfigError, CorruptObject
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo import layout
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import Repository
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.posix import PosixStorage
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walarchive import WalArchive
@@ -76,11 +77,11 @@ def test_status_contract_round_trips(tmp_path):
     assert walstream.load_stream_status(storage, "main") is None
     status = {"updated_at": "2026-11-21T20:00:00.000000Z", "synchronous": True, "lag_bytes": 0, "lag_seconds": 0.0,
               "slot": "restorekeeper_main", "state": "streaming"}
-    storage.put_bytes(walstream.status_key("main"), json.dumps(status).encode(), overwrite=True)
+    storage.put_bytes(layout.stream_status_key("main"), json.dumps(status).encode(), overwrite=True)
     assert walstream.load_stream_status(storage, "main") == status
     assert walstream.status_age_seconds(status, now=1795291210.0) == pytest.approx(10.0)
     assert "streaming, synchronous" in walstream.describe_status(status)
-    storage.put_bytes(walstream.status_key("main"), b"[1]", overwrite=True)
+    storage.put_bytes(layout.stream_status_key("main"), b"[1]", overwrite=True)
     with pytest.raises(CorruptObject):
         walstream.load_stream_status(storage, "main")
     assert walstream.STATUS_FIELDS[:6] == ("updated_at", "synchronous", "lag_bytes", "lag_seconds", "slot", "state")
@@ -95,7 +96,7 @@ def archive_with_partial(tmp_path, stream: str = ""):
     name = segment_name(1, 7)
     data = segment_bytes(name)
     blob = objectformat.encode(name + ".partial", data, "zstd", 3, objectformat.sha256_hex(data))
-    repository.storage.put_bytes(walstream.partial_key("main", name), blob, overwrite=True)
+    repository.storage.put_bytes(layout.wal_partial_key("main", name), blob, overwrite=True)
     return archive, name, data
 
 
@@ -116,8 +117,8 @@ def test_fallback_can_be_turned_off_and_refuses_a_mislabelled_partial(tmp_path):
     assert not walstream.fetch_streamed_partial(archive, name, str(tmp_path / "x"))
     archive = WalArchive(archive.config._replace(stream=StreamConfig()), archive.repository)
     other = segment_name(1, 9)
-    archive.storage.put_bytes(walstream.partial_key("main", other),
-                              archive.storage.get_bytes(walstream.partial_key("main", name)), overwrite=True)
+    archive.storage.put_bytes(layout.wal_partial_key("main", other),
+                              archive.storage.get_bytes(layout.wal_partial_key("main", name)), overwrite=True)
     with pytest.raises(CorruptObject, match="holds"):
         walstream.fetch_streamed_partial(archive, other, str(tmp_path / "y"))
 
@@ -136,7 +137,7 @@ def test_supervisor_pushes_the_spool_keeps_the_newest_and_never_overwrites(tmp_p
     assert supervisor.push_completed() == 2
     assert archive.exists(first) and archive.exists(second)
     assert sorted(os.listdir(spool)) == [second]  # pg_receivewal resumes after the newest
-    assert not archive.storage.exists(walstream.partial_key("main", first))  # its partial is obsolete
+    assert not archive.storage.exists(layout.wal_partial_key("main", first))  # its partial is obsolete
     stored = archive.storage.get_bytes(archive.key_for(second))
     write_segment(spool, second)  # different bytes under an archived name
     fresh = walstream.StreamSupervisor(archive.config, PgClient(archive.config.postgres))

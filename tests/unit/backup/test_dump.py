@@ -67,14 +67,9 @@ def test_object_names_are_safe_and_reversible(name):
     assert dump.database_of(encoded) == name
 
 
-def test_quoting():
-    assert dump.quote_ident('a"b') == '"a""b"'
-    assert dump.sql_literal("it's") == "$rk$it's$rk$"
-    assert dump.sql_literal("x$rk$y") == "$rkx$x$rk$y$rkx$"
-    assert dump.sql_literal("end$rk") == "$rkx$end$rk$rkx$"
+def test_conninfo_quoting():
+    # SQL quoting is tested in tests/unit/common/test_sqlquote.py.
     assert dump.conninfo_dbname("a'b\\c") == "dbname='a\\'b\\\\c'"
-    with pytest.raises(dump.RestoreFailed):
-        dump.quote_ident("a\0b")
 
 
 @pytest.mark.parametrize("text,expected", [

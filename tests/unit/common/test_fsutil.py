@@ -130,3 +130,71 @@ def test_s3_lock_ignores_the_old_shared_name_and_refuses_a_planted_one(tmp_path,
         with storage.lock("locks/x", "backup"):
             pass
     assert target.read_text() == "server's file\n"
+
+
+# ------------------------------------------------------------ flock_waiting
+@pytest.fixture
+def two_descriptions(tmp_path):
+    """Two open file descriptions of one lock file: flock(2) makes them exclude
+    each other even within one process, as two processes would."""
+    path = str(tmp_path / "wait.lock")
+    holder = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    waiter = os.open(path, os.O_RDWR)
+    yield holder, waiter
+    for fd in (holder, waiter):
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # the test closed it already
+
+
+def test_flock_waiting_gives_up_after_the_timeout_while_another_holds_it(two_descriptions):
+    import fcntl
+    import time
+
+    holder, waiter = two_descriptions
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    told = []
+    started = time.monotonic()
+    assert fsutil.flock_waiting(waiter, 0.3, 0.05, lambda: told.append("waiting")) is False
+    assert 0.3 <= time.monotonic() - started < 3
+    assert told == ["waiting"]
+    with pytest.raises(BlockingIOError):  # the holder still has it: nothing was taken from it
+        fcntl.flock(waiter, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_flock_waiting_takes_the_lock_once_its_holder_lets_go(two_descriptions):
+    import fcntl
+    import threading
+    import time
+
+    holder, waiter = two_descriptions
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    release = threading.Timer(0.2, os.close, (holder,))
+    release.start()
+    started = time.monotonic()
+    try:
+        assert fsutil.flock_waiting(waiter, 10, 0.05) is True
+    finally:
+        release.join()
+    assert time.monotonic() - started < 5
+    # The waiter holds it now: a third description cannot take it.
+    third = os.open("/proc/self/fd/%d" % waiter, os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(third)
+
+
+def test_flock_waiting_raises_at_once_for_any_other_failure(tmp_path):
+    import errno
+    import time
+
+    fd = os.open(str(tmp_path / "closed.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)  # flock on a closed descriptor fails with EBADF, not "held"
+    started = time.monotonic()
+    with pytest.raises(OSError) as caught:
+        fsutil.flock_waiting(fd, 10, 0.05)
+    assert caught.value.errno == errno.EBADF
+    assert time.monotonic() - started < 1

@@ -1,24 +1,20 @@
 """hostdeps: the one table of the engine's third-party packages, the messages
-naming what is missing (with the distribution package), what a configuration
-needs, and the modules' preflight (modulerun.run_module needs=...)."""
+naming what is missing (with the distribution package), and what a configuration
+needs. The modules' preflight on it (modulerun.run_module needs=...) is tested
+in tests/unit/frontends/test_modulerun.py."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
 
 import pytest
 import yaml
 
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common import hostdeps
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import ConfigError, RestorekeeperError
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import (
-    Refusal,
-    config_needs,
-    run_module,
-)
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import Refusal
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ROLE_VARS = REPO_ROOT / "roles" / "archiving" / "vars"
@@ -139,54 +135,3 @@ def test_lazy_imports_name_the_distribution_package(monkeypatch) -> None:
         S3Storage(S3Settings(bucket="b"))
     with pytest.raises(postgres.PostgresConnectionError, match="apt-get install python3-psycopg2"):
         postgres.connect({"login_user": "postgres"})
-
-
-# ------------------------------------------------------ the modules' preflight
-class Exited(Exception):
-    """AnsibleModule.fail_json never returns."""
-
-
-class RecordingModule:
-    def __init__(self) -> None:
-        self.failures: List[Dict[str, Any]] = []
-
-    def fail_json(self, **result: Any) -> None:
-        self.failures.append(result)
-        raise Exited()
-
-
-def test_a_module_missing_a_package_fails_before_its_action(tmp_path: Path) -> None:
-    module, ran = RecordingModule(), []
-    marker = tmp_path / "changed"
-
-    def action() -> Dict[str, Any]:
-        ran.append(True)
-        marker.write_text("x")
-        return {"changed": True}
-
-    with pytest.raises(Exited):
-        run_module(module, "base_backup", action, changed=lambda _error: True, needs=["json", ABSENT])
-    assert ran == [] and not marker.exists()
-    failure = module.failures[0]
-    assert failure["changed"] is False
-    assert failure["msg"].startswith("module base_backup needs the Python module %s" % ABSENT)
-    assert sys.executable in failure["msg"]
-
-
-def test_needs_from_the_configuration_file(tmp_path: Path) -> None:
-    config = load_config(tmp_path, "[copy cloud]\ntype = s3\nbucket = b\npath = p\n")
-    assert config_needs(config.path, "psycopg2")() == {"psycopg2", "zstandard", "boto3"}
-    module = RecordingModule()
-    assert run_module(module, "backup_info", lambda: {"changed": False},
-                      needs=config_needs(config.path)) == {"changed": False}
-
-
-def test_an_unreadable_configuration_is_left_to_the_action(tmp_path: Path) -> None:
-    module = RecordingModule()
-
-    def action() -> Dict[str, Any]:
-        raise ConfigError("configuration file %s does not exist" % (tmp_path / "nope.conf"))
-
-    with pytest.raises(Exited):
-        run_module(module, "backup_info", action, needs=config_needs(str(tmp_path / "nope.conf")))
-    assert module.failures[0]["msg"] == "configuration file %s does not exist" % (tmp_path / "nope.conf")

@@ -1,22 +1,29 @@
-"""How the modules end a run (modulerun.run_module) and the owner and
-private-file helpers two modules share (fsutil.owner_ids, read_private_file)."""
+"""How the modules end a run (modulerun.run_module), their preflight on the
+host's Python packages (needs=..., hostdeps) and the owner and private-file
+helpers two modules share (fsutil.owner_ids, read_private_file)."""
 
 from __future__ import annotations
 
 import grp
 import os
 import pwd
+import sys
+from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import CorruptObject, RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import (
+    ConfigError, CorruptObject, RestorekeeperError)
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.fsutil import owner_ids, read_private_file
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import (
     FailWithResult,
     Refusal,
+    config_needs,
     run_module,
 )
+
+ABSENT = "restorekeeper_absent_module_for_tests"
 
 
 class Exited(Exception):
@@ -100,6 +107,48 @@ def test_exits_are_not_caught() -> None:
     with pytest.raises(SystemExit):
         run_module(module, "some_module", action)
     assert module.failures == []
+
+
+# ------------------------------------------- preflight: the host's Python packages
+def test_a_module_missing_a_package_fails_before_its_action(tmp_path: Path) -> None:
+    module, ran = RecordingModule(), []
+    marker = tmp_path / "changed"
+
+    def action() -> Dict[str, Any]:
+        ran.append(True)
+        marker.write_text("x")
+        return {"changed": True}
+
+    with pytest.raises(Exited):
+        run_module(module, "base_backup", action, changed=lambda _error: True, needs=["json", ABSENT])
+    assert ran == [] and not marker.exists()
+    failure = module.failures[0]
+    assert failure["changed"] is False
+    assert failure["msg"].startswith("module base_backup needs the Python module %s" % ABSENT)
+    assert sys.executable in failure["msg"]
+
+
+def test_needs_from_the_configuration_file(tmp_path: Path) -> None:
+    config_path = tmp_path / "main.conf"
+    config_path.write_text("[cluster]\nname = main\n\n[repository]\ntype = posix\npath = %s\n\n"
+                           "[copy cloud]\ntype = s3\nbucket = b\npath = p\n" % (tmp_path / "r"))
+    config_path.chmod(0o600)
+    config_path = str(config_path)
+    assert config_needs(config_path, "psycopg2")() == {"psycopg2", "zstandard", "boto3"}
+    module = RecordingModule()
+    assert run_module(module, "backup_info", lambda: {"changed": False},
+                      needs=config_needs(config_path)) == {"changed": False}
+
+
+def test_an_unreadable_configuration_is_left_to_the_action(tmp_path: Path) -> None:
+    module = RecordingModule()
+
+    def action() -> Dict[str, Any]:
+        raise ConfigError("configuration file %s does not exist" % (tmp_path / "nope.conf"))
+
+    with pytest.raises(Exited):
+        run_module(module, "backup_info", action, needs=config_needs(str(tmp_path / "nope.conf")))
+    assert module.failures[0]["msg"] == "configuration file %s does not exist" % (tmp_path / "nope.conf")
 
 
 def test_owner_ids_name_the_missing_user_or_group() -> None:

@@ -9,7 +9,7 @@ import pytest
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives import plan, targets
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.plan import Facts, evaluate, finding_lines
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.targets import (
-    TargetError,
+    ObjectiveError,
     derive_archiving,
     derive_drill,
     resolve_targets,
@@ -76,7 +76,7 @@ def test_explicit_targets_win_over_the_tier():
     ((None, "1.5s", None), "not a whole number of seconds"),
 ])
 def test_unusable_targets_are_refused(arguments, message):
-    with pytest.raises(TargetError, match=re.escape(message)):
+    with pytest.raises(ObjectiveError, match=re.escape(message)):
         resolve_targets(*arguments)
 
 
@@ -109,7 +109,7 @@ def test_archive_timeout_derivation(inputs, timeout, source, streaming):
     ({"tier": "platinum"}, "tier must be one of"),
 ])
 def test_archive_timeout_that_cannot_meet_the_rpo_is_refused(inputs, message):
-    with pytest.raises(TargetError, match=re.escape(message)):
+    with pytest.raises(ObjectiveError, match=re.escape(message)):
         derive_archiving(**inputs)
 
 
@@ -179,7 +179,7 @@ def test_a_layout_that_meets_the_targets():
 
 
 def test_no_targets_at_all_is_an_error():
-    with pytest.raises(TargetError, match="no targets to check"):
+    with pytest.raises(ObjectiveError, match="no targets to check"):
         plan.check_targets()
 
 

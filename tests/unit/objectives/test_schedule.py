@@ -12,7 +12,6 @@ import pytest
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.backup import backup
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives import schedule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.schedule import calendar_to_cron, plan_schedule, run_main
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.timefmt import format_duration
 
 GB = 1024 ** 3
 PG18 = 180001
@@ -134,7 +133,7 @@ def test_the_wal_rate_measured_from_the_archive_is_used_when_none_is_declared():
 
 
 def test_an_rto_the_measured_base_restore_alone_exceeds_is_refused():
-    with pytest.raises(schedule.TargetError, match=re.escape("restoring the 102400 MB base alone takes 17min04s")):
+    with pytest.raises(schedule.ObjectiveError, match=re.escape("restoring the 102400 MB base alone takes 17min04s")):
         plan_schedule(**{**README_EXAMPLE, "rto_target": "15min"}, measured_restore_rate_mb_s=100,
                       measured_replay_rate_mb_s=50)
 
@@ -173,12 +172,6 @@ def test_unusable_input_is_refused_with_the_reason(arguments, message):
 
 def test_incremental_threshold_matches_the_backup_engine():
     assert schedule.INCREMENTAL_MIN_VERSION == backup.INCREMENTAL_MIN_VERSION
-
-
-@pytest.mark.parametrize("seconds, text", [(45, "45s"), (60, "1min"), (1024, "17min04s"), (43200, "12h"),
-                                           (7500, "2h05min"), (259200, "3d")])
-def test_format_duration(seconds, text):
-    assert format_duration(seconds) == text
 
 
 # --------------------------------------------------------------- to cron

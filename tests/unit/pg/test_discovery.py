@@ -17,6 +17,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.discov
     DiscoveryError,
     Places,
     discover,
+    postmaster_pid,
     discover_from_config,
     parse_config_lines,
     read_config,
@@ -277,3 +278,19 @@ def test_patroni_found_by_ancestor_and_by_its_configuration(tmp_path):
     plain = discover(pgdata=str(other), places=places)
     assert plain.ha_manager == ""
     refuse_ha_managed(plain, "restart")
+
+
+def test_postmaster_pid_only_of_a_live_postgres(tmp_path):
+    places = places_in(tmp_path)
+    proc = tmp_path / "proc"
+    pgdata = data_dir(tmp_path / "pg")
+    assert postmaster_pid(str(pgdata), places) is None  # no postmaster.pid
+    (pgdata / "postmaster.pid").write_text("not a pid\n")
+    assert postmaster_pid(str(pgdata), places) is None
+    (pgdata / "postmaster.pid").write_text("300\n%s\n" % pgdata)
+    assert postmaster_pid(str(pgdata), places) is None  # gone
+    fake_process(proc, 300, 1, ["/usr/bin/python3", "worker.py"])
+    assert postmaster_pid(str(pgdata), places) is None  # the pid is another program's by now
+    fake_process(proc, 301, 1, [str(DEBIAN_15 / "postgres"), "-D", str(pgdata)])
+    (pgdata / "postmaster.pid").write_text("301\n%s\n" % pgdata)
+    assert postmaster_pid(str(pgdata), places) == 301

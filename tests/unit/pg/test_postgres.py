@@ -7,12 +7,7 @@ The behaviour against real servers is in tests/integration/test_module_wal_archi
 
 from __future__ import annotations
 
-import os
-import shutil
-import stat
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 import yaml
@@ -27,42 +22,10 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgr
     normalize_setting,
     parse_bool,
 )
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.timefmt import parse_seconds
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive import serversettings
 from ansible_collections.restorekeeper.postgresql.plugins.modules import wal_archiving
 
-# ------------------------------------------------------------- durations
-
-
-@pytest.mark.parametrize(
-    "value, seconds",
-    [
-        (60, 60),
-        ("60", 60),
-        ("60s", 60),
-        ("1min", 60),
-        (" 1 min ", 60),
-        ("5min", 300),
-        ("1h", 3600),
-        ("1d", 86400),
-        ("90000ms", 90),
-        ("1.5min", 90),
-        ("2000000us", 2),
-        ("0", 0),
-        (0, 0),
-        ("1073741823", 1073741823),
-    ],
-)
-def test_parse_seconds_accepts_postgresql_units(value, seconds):
-    assert parse_seconds(value) == seconds
-
-
-@pytest.mark.parametrize(
-    "value", ["", "abc", "10 parsecs", "1500ms", "0.5s", "-1", -1, "1073741824", True, "60 s s", "1e3"]
-)
-def test_parse_seconds_refuses_what_postgresql_would_round_or_reject(value):
-    with pytest.raises(ValueError):
-        parse_seconds(value)
+# ------------------------------------------------------------- durations (parsed by common/timefmt.py)
 
 
 def test_equal_timeouts_normalise_equal():
@@ -291,39 +254,3 @@ def test_desired_values_refusals():
 def test_disabled_sets_archive_mode_off_and_empties_the_command():
     assert serversettings.desired_values(_module_params(state="disabled"), {}, 180000) == {
         "archive_mode": "off", "archive_command": ""}
-
-
-@pytest.fixture
-def public_dir():
-    """A scratch directory every user can traverse (pytest's tmp_path is 0700)."""
-    from harness import test_root
-
-    path = Path(tempfile.mkdtemp(dir=test_root(), prefix="access-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def test_access_problem_finds_an_untraversable_parent(public_dir):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to judge another uid's access")
-    tmp_path = public_dir
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    tool = locked / "tool"
-    tool.write_text("#!/bin/sh\n")
-    tool.chmod(0o755)
-    for parent in [tmp_path, *tmp_path.parents]:
-        if parent.stat().st_mode & stat.S_IXOTH == 0:
-            pytest.skip("tmp_path is already under a closed directory")
-    locked.chmod(0o700)
-    nobody = 65534
-    problem = serversettings.access_problem(str(tool), nobody, 1)
-    assert problem and str(locked) in problem
-    locked.chmod(0o755)
-    assert serversettings.access_problem(str(tool), nobody, 1) is None
-    conf = locked / "conf"
-    conf.write_text("x")
-    conf.chmod(0o600)
-    assert "not readable" in serversettings.access_problem(str(conf), nobody, 4)
-    assert serversettings.access_problem(str(Path("/")), 0, 4) is None

