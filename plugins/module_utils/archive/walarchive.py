@@ -22,7 +22,7 @@ from ..common.errors import (
 )
 from ..common.fsutil import replace_file_atomically
 from ..repo.repository import Repository
-from ..repo.catalog import read_archived
+from ..repo.archived import read_archived
 from ..repo.layout import identity_key, key_basename, wal_key, wal_prefix
 
 ARCHIVED = "archived"

@@ -10,35 +10,13 @@ from __future__ import annotations
 from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple
 
 from ..pg import timelines, wal
-from ..common.errors import CorruptObject, ObjectNotFound, RestorekeeperError, WalNotFound
+from ..common.errors import CorruptObject, RestorekeeperError
 from .repository import Repository
-from ..storage import objectformat
+from .archived import read_archived
 from .dumps import DumpCatalog
 from .layout import BACKUP_RECORD_NAME, backup_prefix, key_basename, wal_key, wal_prefix
-from .records import load_record_sets  # noqa: F401  (the catalog's readers use it too)
+from .records import load_record_sets
 from ..common.timefmt import utc_iso
-
-
-def read_archived(repository: Repository, cluster: str, name: str) -> Tuple[objectformat.Header, bytes]:
-    """One archived WAL file (segment, history or backup file) of a cluster,
-    verified: header name, size and SHA-256. Raises WalNotFound or CorruptObject."""
-    wal.classify(name)
-    key = wal_key(cluster, name)
-    storage = repository.storage
-    try:
-        blob = storage.get_bytes(key)
-    except ObjectNotFound:
-        raise WalNotFound("%s is not in the archive" % name) from None
-    try:
-        header, data = objectformat.decode(blob)
-    except CorruptObject as exc:
-        raise CorruptObject(
-            "archived %s at %s is corrupt: %s" % (name, storage.location, exc),
-            "recovery stops here rather than end early; restore this file from another copy of the archive",
-        ) from None
-    if header.name != name:
-        raise CorruptObject("archived object %s holds %s, not %s" % (key, header.name, name))
-    return header, data
 
 
 class BackupInfo(NamedTuple):

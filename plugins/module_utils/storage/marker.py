@@ -7,7 +7,6 @@ object to the identifier of the repository it belongs to; the repository
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from ..common.errors import CorruptObject
@@ -26,4 +25,6 @@ def repository_identifier(marker: bytes) -> str:
         raise CorruptObject("the repository marker %s is unreadable: %s" % (MARKER_KEY, exc)) from None
     if isinstance(value, dict) and isinstance(value.get("id"), str) and value["id"]:
         return value["id"]
+    import hashlib  # here: only markers older than ids need it, and every wal-push loads this file
+
     return "sha256:" + hashlib.sha256(marker).hexdigest()
