@@ -22,7 +22,6 @@ from ..common.errors import (
 )
 from ..common.fsutil import replace_file_atomically
 from ..repo.repository import Repository
-from ..repo.archived import read_archived
 from ..repo.layout import identity_key, key_basename, wal_key, wal_prefix
 
 ARCHIVED = "archived"
@@ -147,6 +146,8 @@ class WalArchive:
         """One archived WAL file's bytes, proven to be what was archived under
         that name (header name, size and SHA-256); the one check of wal-fetch
         and of staged WAL (walstage.py)."""
+        from ..repo.archived import read_archived  # wal-fetch's, not wal-push's
+
         return read_archived(self.repository, self.config.cluster, name)
 
     def exists(self, name: str) -> bool:

@@ -17,7 +17,6 @@ import stat
 from typing import Callable, Iterator, Optional, Tuple
 
 from .errors import RestorekeeperError
-from .waiting import poll_until
 
 TEMP_PREFIX = ".rk-tmp."
 
@@ -198,6 +197,8 @@ def flock_waiting(fd: int, timeout: float, interval: float = 1.0,
                 raise
             return None
         return True
+
+    from .waiting import poll_until  # not loaded by the archive command, which never waits for a lock
 
     return bool(poll_until(attempt, timeout, interval, on_first_wait))
 

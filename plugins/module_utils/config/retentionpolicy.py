@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Dict, NamedTuple, Optional
 
 from ..common.errors import ConfigError
-from ..common.timefmt import format_duration, parse_seconds
 
 DEFAULT_MIN_RESTORABLE = 1
 DEFAULT_INCOMPLETE_AGE = 86400  # a day: no backup or ship of one set should write nothing for that long
@@ -33,6 +32,8 @@ class Policy(NamedTuple):
         if self.full is not None:
             parts.append("full=%d" % self.full)
         if self.window is not None:
+            from ..common.timefmt import format_duration  # loaded when shown, not by every wal-push
+
             parts.append("window=%s" % format_duration(self.window))
         if self.dumps is not None:
             parts.append("dumps=%d" % self.dumps)
@@ -53,6 +54,8 @@ def _count(where: str, key: str, text: str) -> int:
 
 
 def _duration(where: str, key: str, text: str) -> int:
+    from ..common.timefmt import parse_seconds  # loaded only when a duration is configured
+
     try:
         seconds = parse_seconds(text)
     except ValueError as exc:
