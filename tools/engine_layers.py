@@ -60,7 +60,7 @@ OWNS: Dict[str, str] = {
     "repo": "the repository: layout of keys, initialisation, identity, catalog of backups, dumps and WAL",
     "archive": "wal-push, wal-fetch, asynchronous push, streaming, archive status, server settings",
     "backup": "physical base backups and logical dumps",
-    "restore": "restores, point-in-time recovery, restore preflight, drills and their records",
+    "restore": "restores, point-in-time recovery, restore preflight, logical restores, drills and their records",
     "retention": "what the policy keeps, and expiring the rest",
     "copies": "shipping to copies, the 3-2-1 rule",
     "objectives": "RTO/RPO targets, plans, schedules, module restore_drill's run, drill reports, the fleet summary, HTML pages",

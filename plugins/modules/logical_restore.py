@@ -258,7 +258,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgr
     module_client,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.backup.dump import (
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.logical import (
     DumpRestore,
     RestoreOptions,
 )

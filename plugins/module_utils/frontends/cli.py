@@ -456,7 +456,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
 
 def cmd_dump_restore(args: argparse.Namespace) -> int:
-    from ..backup.dump import DumpRestore, RestoreOptions
+    from ..restore.logical import DumpRestore, RestoreOptions
     from ..pg.pgclient import PgClient
 
     config = _load(args)
