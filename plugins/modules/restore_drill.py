@@ -21,7 +21,8 @@ description:
     WAL alone.
   - Each check is reported separately - consistency and connections, C(pg_amcheck) over every database,
     per-table row counts against the source (tables written during the snapshot are reported with both
-    figures, as a warning), content checksums of O(checksum_tables), the spot checks of O(queries), and the
+    figures, as a warning; with O(verify=sample) the catalog, table sizes and sampled counts instead, see
+    O(verify)), content checksums of O(checksum_tables), the spot checks of O(queries), and the
     databases present with their sizes.
   - Measures the RTO (wall time from the start of the restore until the restored server passed
     verification, with each phase's share) and the RPO (what would have been lost had the source died when
@@ -137,9 +138,53 @@ options:
     default: true
   row_counts:
     description:
-      - Compare the row count of every table with the source's.
+      - Compare the row count of every table with the source's (with O(verify=sample), the counts it takes).
     type: bool
     default: true
+  verify:
+    description:
+      - How the restored data is compared with the source, and so the load the drill puts on the source.
+      - V(exact) counts the rows of every table in one C(REPEATABLE READ) transaction per database - a full
+        scan of the source, holding one snapshot per database for as long as it takes.
+      - V(sample) compares the catalog (every table, view, sequence and index, of the same kind) and each
+        table's size (C(pg_relation_size), within 25% or 1 MiB) with the source, counts exactly the tables
+        up to O(exact_count_max_size) and those in O(count_tables), and counts the others by a
+        C(TABLESAMPLE SYSTEM) sample of O(sample_percent) with the same seed on both sides (a table
+        physically equal gives the same count); one autocommit statement at a time, so no snapshot spans
+        two tables.
+      - V(catalog) compares the catalog and table sizes only.
+      - V(auto) is V(exact) for a source smaller than O(exact_verify_max_size) (the sum of its databases'
+        sizes), else V(sample).
+      - The result's RV(verification) says which ran and the load it put on the source.
+    type: str
+    choices: [auto, exact, sample, catalog]
+    default: auto
+  sample_percent:
+    description:
+      - With O(verify=sample), the percent of each large table's pages read (C(TABLESAMPLE SYSTEM)), above 0
+        and at most 100.
+    type: float
+    default: 1.0
+  count_tables:
+    description:
+      - With O(verify=sample) (or V(auto) choosing it), tables counted exactly whatever their size, each
+        written as V(database:schema.table). A name that is not a permanent table of the source is refused
+        before anything is done.
+    type: list
+    elements: str
+    default: []
+  exact_verify_max_size:
+    description:
+      - With O(verify=auto), sources smaller than this are verified with V(exact), larger ones with V(sample).
+      - Bytes as a number, or a size such as V(10GiB), V(500MiB).
+    type: raw
+    default: 10GiB
+  exact_count_max_size:
+    description:
+      - With O(verify=sample), tables up to this size are counted exactly, larger ones by sample.
+      - Bytes as a number, or a size such as V(16MiB).
+    type: raw
+    default: 16MiB
   report_dir:
     description:
       - Directory of the reports and of the history of drills of this cluster. Made when missing (mode
@@ -239,6 +284,17 @@ EXAMPLES = r"""
 - name: Show the measured RTO and RPO
   ansible.builtin.debug:
     msg: "{{ drill.result }}: RTO {{ drill.rto_seconds }} s, RPO {{ drill.rpo_seconds }} s, report {{ drill.report_files.html }}"
+
+- name: Drill a large source without scanning it, counting two tables exactly
+  become: true
+  become_user: postgres
+  restorekeeper.postgresql.restore_drill:
+    config_path: /etc/restorekeeper/main.conf
+    verify: sample
+    sample_percent: 0.5
+    count_tables:
+      - shop:public.orders
+      - shop:public.payments
 
 - name: Collect a failed drill instead of failing the task
   become: true
@@ -398,6 +454,29 @@ source:
   description: The copy the drill restored from, or an empty string for the repository itself.
   returned: when the drill ran (also when it failed)
   type: str
+verification:
+  description:
+    - What the drill compared with the source and the load that put on the source.
+    - C(requested) and C(mode) are the O(verify) asked for and the one that ran (V(none) when restored to a
+      chosen target), C(reason) why; C(sample_percent) and C(sample_seed) (verify sample), the tables counted
+      exactly and sampled, C(relations_compared) (verify sample and catalog).
+    - C(source_load) has C(statements) run on the source for verification, their C(seconds), C(bytes_read_estimate)
+      (from relation sizes - the sampled share of each sampled table), C(longest_snapshot_seconds) and
+      C(snapshot_scope) (one transaction per database, or one statement at a time, where the figure is an
+      upper bound).
+  returned: when the drill ran
+  type: dict
+  sample:
+    requested: auto
+    mode: sample
+    reason: "auto: the source's 1.2 TiB is at least 10.0 GiB"
+    sample_percent: 1.0
+    sample_seed: 1804289383
+    tables_counted_exactly: 212
+    tables_sampled: 14
+    relations_compared: 961
+    source_load: {statements: 230, seconds: 41.7, bytes_read_estimate: 13190000000, longest_snapshot_seconds: 38.2,
+                  snapshot_scope: "one autocommit statement at a time: no snapshot spans two tables"}
 record:
   description:
     - Where the drill's summary record was kept in the cluster's home repository (C(<cluster>/drills/)).
@@ -443,6 +522,11 @@ def argument_spec() -> Dict[str, Any]:
         },
         "amcheck": {"type": "bool", "default": True},
         "row_counts": {"type": "bool", "default": True},
+        "verify": {"type": "str", "choices": ["auto", "exact", "sample", "catalog"], "default": "auto"},
+        "sample_percent": {"type": "float", "default": 1.0},
+        "count_tables": {"type": "list", "elements": "str", "default": []},
+        "exact_verify_max_size": {"type": "raw", "default": "10GiB"},
+        "exact_count_max_size": {"type": "raw", "default": "16MiB"},
         "report_dir": {"type": "path"},
         "fail_on_drill_failure": {"type": "bool", "default": True},
         "lock_file": {"type": "path"},

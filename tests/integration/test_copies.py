@@ -232,3 +232,25 @@ def test_policy_command_judges_the_layout(with_copies):
     config.write_text(weak)
     refused = arch.rk("policy", check=False)
     assert refused.returncode == 1 and "breaks the rule" in refused.stdout and "offsite" in refused.stdout
+
+
+def test_ship_goes_incremental_after_a_full_pass_and_full_repairs_drift(with_copies):
+    arch, _proxy, second, _keys, _bucket = with_copies()
+    arch.backup()
+    arch.cluster.wait_archived(arch.cluster.switch_wal())
+    _result, first = ship(arch)
+    assert all(r["full"] and r["shipped"] and not r["failed"] for r in first)  # copies without state: full passes
+    state = arch.setup.repo_path / "main" / "ship" / "second.json"
+    assert state.exists() and not (second / "main" / "ship").exists()  # kept in the repository, never shipped
+    segment = arch.cluster.switch_wal()
+    arch.cluster.wait_archived(segment)
+    _result, results = ship(arch)
+    for result in results:  # encrypted S3 copy and plain disk alike
+        assert not result["full"] and not result["failed"], result
+        assert [k.rsplit("/", 1)[1] for k in result["shipped"]] == [segment]
+        assert result["examined"] < first[0]["examined"] + 10
+    lost = next(p for p in sorted((second / "main" / "wal").rglob("0*")) if p.is_file())
+    lost.unlink()  # drift: the copy lost a segment; the full reconciliation finds it wherever it lies
+    _result, results = ship(arch, "--full", "--copy", "second")
+    assert results[0]["full"] and [k.rsplit("/", 1)[1] for k in results[0]["shipped"]] == [lost.name]
+    assert lost.exists()

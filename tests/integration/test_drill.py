@@ -162,3 +162,59 @@ def test_idle_source_has_rpo_zero_in_restore_point_mode(archived, scratch):
     assert report["result"] == "pass", report["failure_reasons"]
     assert report["rpo_seconds"] == 0.0
     assert check(report, "RPO")["status"] == "pass"
+
+
+def test_sample_and_catalog_verification_spare_the_source_and_catch_a_mismatch(archived, scratch):
+    """verify sample: catalog, sizes, small tables counted exactly and large ones sampled, one statement at a
+    time. Then a table the archive never saw and a table truncated after its rows were archived: in mode
+    latest the restore lacks the one and keeps the other's rows, and catalog, sizes and sampled counts say so."""
+    arch = seeded(archived, 18)
+    db = arch.cluster
+    db.execute("CREATE TABLE big (id int, filler text)")
+    db.execute("INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g")  # about 4.7 MiB
+    db.wait_archived(db.switch_wal())
+    healthy = report_of(drill(arch, scratch(arch), "--mode", "latest", "--verify", "sample", "--sample-percent", "50",
+                              "--exact-count-max-size", "1MiB", "--count-table", "postgres:public.pgbench_accounts",
+                              "--no-amcheck"))
+    assert healthy["result"] == "pass", healthy["failure_reasons"]
+    verification = healthy["verification"]
+    assert (verification["requested"], verification["mode"], verification["sample_percent"]) == ("sample", "sample", 50.0)
+    assert verification["tables_sampled"] == 1 and verification["tables_counted_exactly"] >= 2
+    load = verification["source_load"]
+    assert load["statements"] > 0 and load["snapshot_scope"].startswith("one autocommit statement at a time")
+    # pgbench_accounts whole, half of big, every small table: less than the database.
+    assert 0 < load["bytes_read_estimate"] < check(healthy, "databases present")["data"]["source"]["postgres"]
+    counts = check(healthy, "row counts match the source")
+    assert counts["status"] == "pass" and counts["data"]["sampled"] == ["postgres:public.big"], counts
+    assert check(healthy, "catalog matches the source")["status"] == "pass"
+    assert check(healthy, "table sizes match the source")["status"] == "pass"
+
+    # Written on the source but never archived (no WAL switch): the restore cannot have them.
+    db.execute("CREATE TABLE late (id int)")
+    db.execute("DELETE FROM big WHERE id % 2 = 0")  # the same pages, half the rows: only the counts differ
+    sampled = report_of(drill(arch, scratch(arch), "--mode", "latest", "--verify", "sample", "--sample-percent", "50",
+                              "--exact-count-max-size", "1MiB", "--no-amcheck"))
+    assert sampled["result"] == "fail"
+    mismatch = check(sampled, "row counts match the source")
+    assert mismatch["status"] == "fail" and "postgres:public.big: source " in mismatch["detail"], mismatch
+    assert "(sampled rows)" in mismatch["detail"] and mismatch["data"]["mismatched"][0]["counted"] == "sample"
+    assert check(sampled, "catalog matches the source")["detail"] == "postgres:public.late: missing from the restore"
+    db.execute("TRUNCATE big")
+    catalog = report_of(drill(arch, scratch(arch), "--mode", "latest", "--verify", "catalog", "--no-amcheck"))
+    assert catalog["result"] == "fail" and catalog["verification"]["mode"] == "catalog"
+    assert check(catalog, "catalog matches the source")["detail"] == "postgres:public.late: missing from the restore"
+    sizes = check(catalog, "table sizes match the source")
+    assert sizes["status"] == "fail" and sizes["detail"].startswith("postgres:public.big: source 0 B, restored "), sizes
+    assert check(catalog, "row counts match the source")["status"] == "skip"
+
+
+def test_auto_verification_of_a_small_source_is_exact_and_reports_its_load(archived, scratch):
+    arch = seeded(archived, 15)
+    report = report_of(drill(arch, scratch(arch), "--no-amcheck"))
+    assert report["result"] == "pass", report["failure_reasons"]
+    verification = report["verification"]
+    assert (verification["requested"], verification["mode"]) == ("auto", "exact")
+    assert verification["reason"].startswith("auto: the source's ") and "below 10.0 GiB" in verification["reason"]
+    assert verification["source_load"]["snapshot_scope"].startswith("one REPEATABLE READ transaction per database")
+    assert verification["source_load"]["longest_snapshot_seconds"] > 0
+    assert check(report, "row counts match the source")["status"] == "pass"

@@ -6,6 +6,8 @@ directory, port and socket), so every test tears it down whatever happens.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 import pytest
@@ -266,3 +268,48 @@ def test_damaged_backup_fails_the_restore_and_leaves_nothing_behind(archived, cl
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "does not match its manifest" in result.stderr or "cannot be read" in result.stderr
     assert not slot.datadir.exists()
+
+
+def test_backup_and_restore_report_progress_as_lines_and_json_events(archived, cluster_factory):
+    """Not on a terminal: a line when a phase starts and ends (and every 10 s); with --json, JSON events
+    on stderr while stdout keeps only the result."""
+    arch = archived(18)
+    pgbench_init(arch.cluster)
+    text = arch.rk("backup")
+    assert re.search(r"^backup \S+ \(full\) complete: .* [0-9.]+ MiB of data stored in [0-9.]+ (KiB|MiB), [0-9.]+s$",
+                     text.stdout), text.stdout
+    lines = text.stderr.splitlines()
+    assert re.match(r"^backup stream: 0 B of [0-9.]+ MiB \(0%\)$", lines[0]), text.stderr
+    assert re.match(r"^backup stream: done, [0-9.]+ MiB of [0-9.]+ MiB \(\d+%\) in [0-9.]+s, [0-9.]+ MiB/s$", lines[-1])
+    as_json = arch.rk("backup", "--json")
+    record = json.loads(as_json.stdout)
+    events = [json.loads(line) for line in as_json.stderr.splitlines()]
+    assert {e["event"] for e in events} == {"progress"} and {e["phase"] for e in events} == {"stream"}
+    assert events[0]["state"] == "start" and events[-1]["state"] == "end" and events[-1]["eta_seconds"] == 0.0
+    assert events[-1]["done_bytes"] == record["archives"][0]["tar_size"]  # every byte pg_basebackup streamed
+    assert events[-1]["total_bytes"] > 10 << 20  # the databases' size, pgbench's tables included
+    arch.cluster.execute("CREATE TABLE after_backup AS SELECT generate_series(1, 100000) AS n")
+    target = arch.cluster.scalar("SELECT pg_current_wal_insert_lsn()")
+    archive_everything(arch.cluster)
+
+    slot = cluster_factory(version=18, initdb=False)
+    result = restore(arch, slot, "--backup", record["label"], "--target-lsn", target, "--start")
+    laid = sum(item["tar_size"] for item in record["archives"])
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    extract = [e for e in events if e["phase"] == "extract"]
+    assert extract[0]["state"] == "start" and extract[-1]["state"] == "end"
+    assert extract[-1]["done_bytes"] == extract[-1]["total_bytes"] == laid
+    replay = [e for e in events if e["phase"] == "replay"]
+    assert replay and replay[-1]["state"] == "end", events  # paused at the target, still in recovery
+    wal_to_target = int(target.split("/")[0], 16) << 32 | int(target.split("/")[1], 16)
+    start = int(record["start_lsn"].split("/")[0], 16) << 32 | int(record["start_lsn"].split("/")[1], 16)
+    assert replay[-1]["total_bytes"] == wal_to_target - start and replay[-1]["done_bytes"] >= wal_to_target - start
+    assert json.loads(result.stdout)["state"].startswith("paused")
+
+    other = cluster_factory(version=18, initdb=False)
+    lines = arch.cluster.run_as_owner([arch.tool.bin, "restore", "--config", arch.setup.config_path, "--pgdata",
+                                       other.datadir, "--backup", record["label"], "--progress", "lines"])
+    assert lines.returncode == 0, lines.stderr
+    assert re.search(r"^restore extract: 0 B of [0-9.]+ MiB \(0%\)$", lines.stderr, re.M), lines.stderr
+    assert re.search(r"^restore extract: done, [0-9.]+ MiB of [0-9.]+ MiB \(100%\) in [0-9.]+s", lines.stderr, re.M)
+    assert re.search(r"^  total +[0-9.]+s$", lines.stdout, re.M), lines.stdout

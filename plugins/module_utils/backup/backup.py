@@ -22,16 +22,17 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from ..common import compression
+from ..common.progress import Meter, ProgressCallback
 from ..pg import serverconfig, wal
 from ..common.timefmt import utc_iso
 from ..common.waiting import wait_until
 from ..repo.catalog import Catalog, BackupInfo
 from ..repo.layout import BACKUP_RECORD_NAME, backup_lock_key, backup_prefix, key_basename
 from ..config.config import Config
-from ..common.errors import CorruptObject, RestorekeeperError
+from ..common.errors import CorruptObject, PostgresError, RestorekeeperError
 from ..pg.manifest import (MANIFEST_NAME, Manifest, manifest_algorithm, parse_manifest, resolve_manifest_checksums,
                            verify_against_manifest)
 from ..pg.pgclient import PgClient
@@ -107,6 +108,8 @@ class BaseBackup:
         self.repository = Repository.from_config(config)
         self.storage = self.repository.storage
         self.catalog = Catalog(self.repository, config.cluster)
+        self.progress: Optional[ProgressCallback] = None
+        self.expected_size: Optional[int] = None
 
     def plan(self, options: BackupOptions) -> Tuple[str, Optional[BackupInfo], ServerFacts]:
         """Check everything that can be checked before the backup starts and
@@ -206,7 +209,10 @@ class BaseBackup:
             )
         return None
 
-    def run(self, options: BackupOptions) -> Dict[str, Any]:
+    def run(self, options: BackupOptions, progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
+        """Take the backup; progress, when given, hears the bytes streamed ("stream", or "stage" then
+        "store" with tablespaces) against the size of the databases (unknown for an incremental)."""
+        self.progress = progress
         backup_type, parent, facts = self.plan(options)
         label = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + ("F" if backup_type == FULL else "I")
         holder = "backup %s, pid %d, started %s" % (label, os.getpid(), utc_iso(time.time()))
@@ -218,6 +224,7 @@ class BaseBackup:
         started = time.time()
         prefix = backup_prefix(self.config.cluster, label)
         configuration = serverconfig.capture(self.client)
+        self.expected_size = self._expected_size() if self.progress and backup_type == FULL else None
         with tempfile.TemporaryDirectory(prefix="restorekeeper-backup-") as scratch:
             argv = self._pg_basebackup_args(label, options, parent, scratch)
             if facts.tablespaces:
@@ -245,6 +252,13 @@ class BaseBackup:
         self.storage.put_bytes(prefix + BACKUP_RECORD_NAME, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
         return record
 
+    def _expected_size(self) -> Optional[int]:
+        """About the bytes a full backup streams (its databases); None when the server will not say."""
+        try:
+            return int(self.client.scalar("SELECT sum(pg_database_size(oid))::bigint FROM pg_database"))
+        except (PostgresError, ValueError):
+            return None
+
     def _pg_basebackup_args(self, label: str, options: BackupOptions, parent: Optional[BackupInfo],
                             scratch: str) -> List[str]:
         args = ["-Ft", "-X", "none", "--manifest-checksums=" + self.manifest_checksums.upper(),
@@ -266,7 +280,8 @@ class BaseBackup:
                                        stdout=subprocess.PIPE, stderr=stderr, env=self.client.env())
             try:
                 info, tar = self._store_tar(process.stdout, prefix + "base.tar" + _suffix(self.config),
-                                            options, lambda: _finish(process, stderr))
+                                            options, lambda: _finish(process, stderr),
+                                            Meter(self.progress, "stream", self.expected_size))
             finally:
                 if process.poll() is None:
                     process.kill()
@@ -282,14 +297,17 @@ class BaseBackup:
             with tempfile.TemporaryFile() as stderr:
                 process = subprocess.Popen([self.client.program("pg_basebackup"), "-D", staging] + args,
                                            stdout=subprocess.DEVNULL, stderr=stderr, env=self.client.env())
+                _watch_staging(process, staging, Meter(self.progress, "stage", self.expected_size))
                 _finish(process, stderr)
             stored, digests, kept = [], {}, {}
             with open(os.path.join(staging, MANIFEST_NAME), "rb") as handle:
                 kept[MANIFEST_NAME] = handle.read()
             archives = [("base.tar", "")] + [("%s.tar" % oid, "pg_tblspc/%s/" % oid) for oid, _n, _l in facts.tablespaces]
+            meter = Meter(self.progress, "store", sum(os.path.getsize(os.path.join(staging, name)) for name, _p in archives))
             for name, path_prefix in archives:
                 with open(os.path.join(staging, name), "rb") as source:
-                    info, tar = self._store_tar(source, prefix + name + _suffix(self.config), options, lambda: None)
+                    info, tar = self._store_tar(source, prefix + name + _suffix(self.config), options, lambda: None,
+                                                meter)
                 stored.append((name, path_prefix.split("/")[1] if path_prefix else "", info, tar.bytes_read))
                 digests.update({path_prefix + member: digest for member, digest in tar.digest.files.items()})
                 kept.update(tar.digest.kept)
@@ -297,12 +315,14 @@ class BaseBackup:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _store_tar(self, source, key: str, options: BackupOptions, finish):
+    def _store_tar(self, source, key: str, options: BackupOptions, finish, meter: Optional[Meter] = None):
         backup = self.config.backup
         with self.storage.writer(key) as writer:
             compressor = compression.StreamCompressor(writer.write, backup.compression, backup.compression_level,
                                                       options.compression_threads)
-            tee = TeeReader(source, compressor.write)
+            if meter is not None and meter.callback is not None:
+                meter.set(meter.done)  # the phase starts before its first byte (pg_basebackup's checkpoint)
+            tee = TeeReader(source, _metered(compressor.write, meter))
             digest = digest_tar(tee, keep=(MANIFEST_NAME, "backup_label", "tablespace_map"),
                                 algorithm=self.manifest_checksums.upper())
             tee.drain()
@@ -389,6 +409,42 @@ def _finish(process: subprocess.Popen, stderr) -> None:
         stderr.seek(0)
         text = stderr.read().decode("utf-8", "replace")
         raise BackupFailed("pg_basebackup exited with %d: %s" % (code, " ".join(text.split())[:800]))
+
+
+def _metered(write: Callable[[bytes], None], meter: Optional[Meter]) -> Callable[[bytes], None]:
+    """write, also counting its bytes on meter when someone listens."""
+    if meter is None or meter.callback is None:
+        return write
+
+    def counted(data: bytes) -> None:
+        write(data)
+        meter.add(len(data))
+
+    return counted
+
+
+def _watch_staging(process: subprocess.Popen, staging: str, meter: Meter) -> None:
+    """Report the bytes pg_basebackup has written into staging, every second, until it exits."""
+    if meter.callback is None:
+        return
+    meter.set(0)
+    while True:
+        try:
+            process.wait(timeout=1.0)
+            return
+        except subprocess.TimeoutExpired:
+            meter.set(_tree_size(staging))
+
+
+def _tree_size(path: str) -> int:
+    total = 0
+    for directory, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size
+            except OSError:
+                pass  # pg_basebackup renames as it goes
+    return total
 
 
 def _parse_backup_label(raw: bytes) -> Dict[str, str]:

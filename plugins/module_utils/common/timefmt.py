@@ -1,7 +1,7 @@
-"""Durations and instants: parsed and written the same way everywhere.
+"""Durations, instants and sizes: parsed and written the same way everywhere.
 
 Durations are written as PostgreSQL writes time settings (60s, 5min, 1h, 2d),
-instants as UTC ISO 8601 with a Z.
+instants as UTC ISO 8601 with a Z, sizes in binary units (512 B, 1.4 GiB).
 """
 
 from __future__ import annotations
@@ -72,6 +72,35 @@ def format_duration(seconds: float) -> str:
     hours, rest = divmod(whole, 3600)
     minutes = rest // 60
     return "%dh" % hours if minutes == 0 else "%dh%02dmin" % (hours, minutes)
+
+
+def format_elapsed(seconds: float) -> str:
+    """A measured time: tenths below 10 seconds (0.4s, 9.5s), else format_duration."""
+    if seconds < 9.95:
+        return "%.1fs" % max(seconds, 0.0)
+    return format_duration(seconds)
+
+
+_SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def format_size(size: float) -> str:
+    """Bytes in binary units for people: 0 B, 512 B, 1.0 KiB, 1.4 GiB, 37.2 GiB, 512 GiB, 3.0 TiB.
+
+    Three significant digits at most; JSON output keeps raw byte counts."""
+    if size < 1024:
+        return "%d B" % max(int(round(size)), 0)
+    value = float(size)
+    for unit in _SIZE_UNITS:
+        value /= 1024.0
+        if round(value, 1) < 1024 or unit == _SIZE_UNITS[-1]:
+            break
+    return ("%.1f %s" if round(value, 1) < 100 else "%.0f %s") % (value, unit)
+
+
+def format_rate(bytes_per_second: float) -> str:
+    """A transfer rate: 85.3 MiB/s."""
+    return format_size(bytes_per_second) + "/s"
 
 
 def utc_iso(timestamp: Optional[float] = None, digits: int = 6) -> str:

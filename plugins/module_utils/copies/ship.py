@@ -7,6 +7,11 @@ the repository marker and cluster identity first, then WAL (it bounds the
 offsite RPO), then backup and dump sets with their records last, so a copy
 never holds a record whose data it lacks. Nothing is ever deleted here.
 
+A pass lists only what can be new for a copy since its last pass (watermarks
+kept per copy in the repository, copies/shipstate.py); a full reconciliation
+lists everything when the copy has no state yet, when asked (`ship --full`)
+and at least once every full_interval (a day by default).
+
 A copy with its own retention (retention_full, retention_window, ...) is not
 sent what that policy would expire at once (see expire.unwanted_by_copy), so
 a copy that keeps less than the repository is not refilled with what its
@@ -16,15 +21,18 @@ a copy that keeps less than the repository is not refilled with what its
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from ..config.config import Config, CopyConfig
 from ..common.errors import RestorekeeperError
-from ..repo.layout import (BACKUP_RECORD_NAME, backup_prefix, backup_record_key, is_identity_key, is_record_key, is_wal_key,
-                           key_basename, set_label, wal_prefix)
+from ..repo.layout import (BACKUP_RECORD_NAME, backup_prefix, backup_record_key, is_identity_key, is_record_key,
+                           is_ship_state_key, is_wal_key, key_basename, set_label, wal_prefix)
 from ..repo.repository import MARKER_KEY, Repository, open_repository_storage
 from ..storage.base import ObjectInfo, Storage
 from ..storage.transfer import copy_object
+from .shipstate import ShipState, backup_start_prefixes, load_state, next_state, save_state, scan_incremental, segment_size_of
+
+DEFAULT_FULL_INTERVAL = 86400.0  # a full reconciliation at least once a day
 
 
 class ShipResult(NamedTuple):
@@ -32,6 +40,8 @@ class ShipResult(NamedTuple):
     shipped: List[str]
     failed: Dict[str, str]
     pending: int
+    examined: int = 0  # objects of the repository the pass listed or looked up
+    full: bool = True  # a full reconciliation (everything listed) or an incremental pass
 
 
 def _order(key: str) -> Tuple[int, str]:
@@ -49,7 +59,7 @@ def _order(key: str) -> Tuple[int, str]:
 
 
 def _shippable(key: str) -> bool:
-    return not key.endswith(".lock")
+    return not key.endswith(".lock") and not is_ship_state_key(key)  # ship's own state stays in the repository
 
 
 def _nothing_unwanted(_key: str) -> bool:
@@ -65,11 +75,19 @@ def _unwanted_by(copy: Optional[CopyConfig], source: Storage, cluster: str) -> C
     return unwanted_by_copy(source, cluster, copy.retention)
 
 
+class Plan(NamedTuple):
+    todo: List[ObjectInfo]
+    seen: List[ObjectInfo]  # the repository's objects the pass listed
+    examined: int
+
+
 class Shipper:
-    def __init__(self, config: Config, log: Callable[[str], None] = lambda line: None) -> None:
+    def __init__(self, config: Config, log: Callable[[str], None] = lambda line: None,
+                 full_interval: float = DEFAULT_FULL_INTERVAL) -> None:
         self.config = config
         self.repository = Repository.from_config(config)
         self.log = log
+        self.full_interval = full_interval
 
     def _targets(self, only: str = "") -> List[Tuple[CopyConfig, Storage]]:
         copies = [c for c in self.config.copies if not only or c.name == only]
@@ -79,32 +97,76 @@ class Shipper:
 
     def pending(self, target: Storage, copy: Optional[CopyConfig] = None) -> List[ObjectInfo]:
         """Objects of this cluster the copy does not hold yet (and its retention
-        would keep), in shipping order."""
-        prefixes = ("%s/" % self.config.cluster,)
-        unwanted = _unwanted_by(copy, self.repository.storage, self.config.cluster)
-        wanted = {info.key: info for prefix in prefixes for info in self.repository.storage.list(prefix)
-                  if _shippable(info.key) and not unwanted(info.key)}
+        would keep), in shipping order, from a full listing of both."""
+        return self._full_plan(target, copy).todo
+
+    def _full_plan(self, target: Storage, copy: Optional[CopyConfig]) -> Plan:
+        prefix = "%s/" % self.config.cluster
+        seen = [info for info in self.repository.storage.list(prefix) if _shippable(info.key)]
         marker = self.repository.storage.stat(MARKER_KEY)
         if marker is not None:
-            wanted[MARKER_KEY] = marker
-        held = {info.key for prefix in prefixes for info in target.list(prefix)}
+            seen.append(marker)
+        held = {info.key for info in target.list(prefix)}
         if target.exists(MARKER_KEY):
             held.add(MARKER_KEY)
-        return sorted((info for key, info in wanted.items() if key not in held), key=lambda i: _order(i.key))
+        return Plan(self._wanted(seen, held, copy), seen, len(seen))
 
-    def ship_once(self, only: str = "") -> List[ShipResult]:
+    def _incremental_plan(self, target: Storage, copy: Optional[CopyConfig], state: ShipState,
+                          segment_size: int, now: float) -> Plan:
+        cluster = self.config.cluster
+        listing = scan_incremental(self.repository.storage, cluster, state, segment_size, now)
+        listing.stat(MARKER_KEY)
+        held = listing.held_by(target)
+        new_records = [key for key in listing.objects if is_record_key(key) and key not in held]
+        for prefix in backup_start_prefixes(self.repository.storage, cluster, new_records):
+            listing.list(prefix)
+            held.update(info.key for info in target.list(prefix))
+        seen = [info for info in listing.objects.values() if _shippable(info.key)]
+        return Plan(self._wanted(seen, held, copy), seen, len(listing.objects) + len(new_records))
+
+    def _wanted(self, seen: List[ObjectInfo], held: Set[str], copy: Optional[CopyConfig]) -> List[ObjectInfo]:
+        missing = [info for info in seen if info.key not in held]
+        if missing:  # the copy's retention reads the repository's catalog: only when there is something to send
+            unwanted = _unwanted_by(copy, self.repository.storage, self.config.cluster)
+            missing = [info for info in missing if not unwanted(info.key)]
+        return sorted(missing, key=lambda i: _order(i.key))
+
+    def _plan(self, copy: CopyConfig, target: Storage, full: bool,
+              now: float) -> Tuple[Plan, Optional[ShipState], Optional[int]]:
+        storage = self.repository.storage
+        state = load_state(storage, self.config.cluster, copy.name, target.location)
+        segment_size = segment_size_of(storage, self.config.cluster)
+        if full or state is None or segment_size is None or now - state.last_full >= self.full_interval:
+            return self._full_plan(target, copy), None, segment_size
+        return self._incremental_plan(target, copy, state, segment_size, now), state, segment_size
+
+    def _save(self, copy: CopyConfig, target: Storage, plan: Plan, previous: Optional[ShipState],
+              segment_size: Optional[int], now: float) -> None:
+        if segment_size is None:
+            return  # no WAL archived yet: the next pass is a full one again, which costs nothing
+        state = next_state(previous, target.location, plan.seen, segment_size, now, previous is None)
+        try:
+            save_state(self.repository.storage, self.config.cluster, copy.name, state)
+        except RestorekeeperError as exc:
+            self.log("copy %s: shipped, but its ship state was not saved (the next pass lists everything): %s"
+                     % (copy.name, exc))
+
+    def ship_once(self, only: str = "", full: bool = False) -> List[ShipResult]:
+        """One pass over every copy (or only one): incremental from the copy's
+        state, or a full reconciliation when asked, due, or without state."""
         results = []
         for copy, target in self._targets(only):
             shipped, failed = [], {}
+            now = time.time()
             try:
                 target.ensure_root()
-                todo = self.pending(target, copy)
+                plan, previous, segment_size = self._plan(copy, target, full, now)
             except RestorekeeperError as exc:
-                results.append(ShipResult(copy.name, [], {"*": str(exc)}, -1))
+                results.append(ShipResult(copy.name, [], {"*": str(exc)}, -1, 0, full))
                 self.log("copy %s unreachable: %s" % (copy.name, exc))
                 continue
             blocked_sets = set()
-            for info in todo:
+            for info in plan.todo:
                 set_prefix = info.key.rsplit("/", 1)[0]
                 if _order(info.key)[0] == 3 and set_prefix in blocked_sets:
                     failed[info.key] = "not shipped: other objects of its set failed"
@@ -116,15 +178,20 @@ class Shipper:
                     failed[info.key] = str(exc)
                     blocked_sets.add(set_prefix)
                     self.log("copy %s: %s: %s" % (copy.name, info.key, exc))
-            results.append(ShipResult(copy.name, shipped, failed, len(todo) - len(shipped)))
+            if not failed:  # a failed pass keeps the old state: what failed is listed again
+                self._save(copy, target, plan, previous, segment_size, now)
+            results.append(ShipResult(copy.name, shipped, failed, len(plan.todo) - len(shipped), plan.examined,
+                                      previous is None))
         return results
 
-    def run(self, interval: float = 10.0, max_backoff: float = 300.0, rounds: Optional[int] = None) -> None:
-        """Ship forever (a service): every interval, backing off while copies fail."""
+    def run(self, interval: float = 10.0, max_backoff: float = 300.0, rounds: Optional[int] = None,
+            full: bool = False) -> None:
+        """Ship forever (a service): every interval, backing off while copies fail
+        (the first pass a full reconciliation when full is set)."""
         delay = interval
         done = 0
         while rounds is None or done < rounds:
-            results = self.ship_once()
+            results = self.ship_once(full=full and done == 0)
             done += 1
             failing = any(r.failed for r in results)
             delay = min(max_backoff, delay * 2) if failing else interval

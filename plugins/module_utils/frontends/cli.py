@@ -189,23 +189,41 @@ def cmd_repo_create(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _progress(args: argparse.Namespace, operation: str):
+    """The Progress of a command (common/progress.py), on stderr so that stdout keeps only the result."""
+    from ..common.progress import Progress, choose_mode
+
+    return Progress(operation, sys.stderr, choose_mode(args.progress, args.json, sys.stderr))
+
+
+def _add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", choices=("auto", "live", "lines", "json", "none"), default="auto",
+                        help="progress on stderr: a live line on a terminal, a line every 10 s otherwise, JSON events "
+                             "(one per line) with --json; auto (default) chooses among these; none turns it off")
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from ..backup.backup import BackupOptions, BaseBackup
+    from ..common.timefmt import format_elapsed, format_size
     from ..pg.pgclient import PgClient
 
     config = _load(args)
     options = BackupOptions(type=args.type, checkpoint=args.checkpoint, max_rate=args.max_rate or "",
                             from_standby=args.from_standby, parent_label=args.parent or "")
+    progress = _progress(args, "backup")
     with PgClient(config.postgres) as client:
-        record = BaseBackup(config, client).run(options)
+        try:
+            record = BaseBackup(config, client).run(options, progress)
+        finally:
+            progress.finish()
     if args.json:
         _print_json(record)
     else:
         sys.stdout.write(
-            "backup %s (%s%s) complete: %s to %s, %d bytes of data stored in %d bytes, %.1f s\n"
+            "backup %s (%s%s) complete: %s to %s, %s of data stored in %s, %s\n"
             % (record["label"], record["type"], ", parent %s" % record["parent"] if record["parent"] else "",
-               record["start_lsn"], record["stop_lsn"], record["database_size"], record["stored_size"],
-               record["duration_seconds"])
+               record["start_lsn"], record["stop_lsn"], format_size(record["database_size"]),
+               format_size(record["stored_size"]), format_elapsed(record["duration_seconds"]))
         )
     return EXIT_OK
 
@@ -226,9 +244,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(description)
         return EXIT_OK
+    from ..common.timefmt import format_duration, format_elapsed, format_size
+
     for backup in description["backups"]:
-        sys.stdout.write("%-18s %-11s %-18s stop %s  %s\n" % (
+        sys.stdout.write("%-18s %-11s %-18s stop %s  %s in %s, %s  %s\n" % (
             backup["label"], backup["type"], backup["parent"] or "-", backup["stop_time"],
+            format_size(backup["database_size"]), format_size(backup["stored_size"]),
+            format_elapsed(backup["duration_seconds"]),
             "restorable" if backup["restorable"] else "NOT restorable: " + backup["reason"]))
     for label in description["incomplete_backups"]:
         sys.stdout.write("%-18s incomplete (interrupted or running; never restorable)\n" % label)
@@ -246,9 +268,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             window["from_backup"], window["timeline_path"]))
     for copy in description.get("copies", []):
         if copy.get("reachable"):
-            sys.stdout.write("copy %-12s %-12s %s%s: %d WAL files behind (lag %.0f s), backups missing: %s\n" % (
+            sys.stdout.write("copy %-12s %-12s %s%s: %d WAL files behind (lag %s), backups missing: %s\n" % (
                 copy["name"], copy["medium"], "offsite " if copy["offsite"] else "", "immutable" if copy["immutable"] else "",
-                copy["wal_files_missing"], copy["lag_seconds"], ", ".join(copy["backups_missing"]) or "none"))
+                copy["wal_files_missing"], format_duration(copy["lag_seconds"]), ", ".join(copy["backups_missing"]) or "none"))
         else:
             sys.stdout.write("copy %-12s UNREACHABLE: %s\n" % (copy["name"], copy["error"]))
     if not description["recoverable_windows"]:
@@ -311,15 +333,21 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 tablespace_map=mapping, keep_archiving=args.keep_archiving, wait_timeout=args.wait_timeout,
                 stage_wal=not args.no_stage_wal, in_place=args.in_place, aside_path=args.aside or "",
             )
-            result = restore(config, client, request)
+            progress = _progress(args, "restore")
+            try:
+                result = restore(config, client, request, progress)
+            finally:
+                progress.finish()
     if args.json:
         _print_json(result)
     else:
+        from ..common.timefmt import format_elapsed
+
         sys.stdout.write("restore of backup %s (%s) for %s: %s\n" % (
             result["backup"], " + ".join(result["chain"]), target.describe(),
             result.get("state", "planned" if args.dry_run else "laid down, not started")))
         for phase, seconds in sorted(result.get("phases", {}).items()):
-            sys.stdout.write("  %-8s %8.2f s\n" % (phase, seconds))
+            sys.stdout.write("  %-8s %8s\n" % (phase, format_elapsed(seconds)))
         if result.get("locked_while_paused"):
             sys.stdout.write("  note: recovery keeps %s locked while paused (the target lies inside the transaction "
                              "that locked them); promote to read them\n" % ", ".join(result["locked_while_paused"]))
@@ -329,7 +357,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_drill(args: argparse.Namespace) -> int:
     import os
 
-    from ..restore.drill import run_drill
+    from ..restore.drill import run_drill, verification_line
     from ..restore.drillrequest import build_drill_options, read_queries_file
     from ..objectives.drillreport import write_reports
     from ..pg.pgclient import PgClient
@@ -343,9 +371,13 @@ def cmd_drill(args: argparse.Namespace) -> int:
         targets=targets, backup_label=args.backup or "", scratch_dir=args.scratch_dir or "", keep=args.keep,
         rto_target=args.rto_target, rpo_target=args.rpo_target, checksum_table_names=args.checksum_table or (),
         queries=read_queries_file(args.queries) if args.queries else None, amcheck=not args.no_amcheck,
-        row_counts=not args.no_row_counts,
+        row_counts=not args.no_row_counts, verify=args.verify, sample_percent_value=args.sample_percent,
+        count_table_names=args.count_table or (), exact_verify_max_size=args.exact_verify_max_size,
+        exact_count_max_size=args.exact_count_max_size,
         labels={"rto_target": "--rto-target", "rpo_target": "--rpo-target", "checksum_tables": "--checksum-table",
-                "queries": "--queries %s" % args.queries})
+                "queries": "--queries %s" % args.queries, "sample_percent": "--sample-percent",
+                "count_tables": "--count-table", "exact_verify_max_size": "--exact-verify-max-size",
+                "exact_count_max_size": "--exact-count-max-size"})
     with PgClient(config.postgres) as client:
         report_data = run_drill(config, client, options)
     if args.report_dir:
@@ -358,26 +390,40 @@ def cmd_drill(args: argparse.Namespace) -> int:
             report_data["rpo_seconds"]))
         for check in report_data["checks"]:
             sys.stdout.write("  %-5s %s: %s\n" % (check["status"], check["name"], check["detail"]))
+        sys.stdout.write("%s\n" % verification_line(report_data.get("verification")))
         if report_data.get("report_files"):
             sys.stdout.write("report: %s\n" % report_data["report_files"]["html"])
     return EXIT_OK if report_data["result"] == "pass" else EXIT_FAILED
+
+
+def _seconds_argument(text: str) -> int:
+    """A duration argument (60, 5min, 12h, 1d) in seconds; argparse names the option on error."""
+    import argparse as argparse_module  # argparse is loaded only when arguments are parsed
+
+    from ..common.timefmt import parse_seconds
+
+    try:
+        return parse_seconds(text)
+    except ValueError as exc:
+        raise argparse_module.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_ship(args: argparse.Namespace) -> int:
     from ..copies.ship import Shipper
 
     config = _load(args)
-    shipper = Shipper(config, log=lambda line: report("ship", "WARNING", line))
+    shipper = Shipper(config, log=lambda line: report("ship", "WARNING", line), full_interval=args.full_interval)
     if not args.once:
-        shipper.run(interval=args.interval)
+        shipper.run(interval=args.interval, full=args.full)
         return EXIT_OK
-    results = shipper.ship_once(args.copy or "")
+    results = shipper.ship_once(args.copy or "", full=args.full)
     if args.json:
         _print_json([r._asdict() for r in results])
     else:
         for result in results:
-            sys.stdout.write("copy %s: %d shipped, %d failed, %d still pending\n"
-                             % (result.copy, len(result.shipped), len(result.failed), max(result.pending, 0)))
+            sys.stdout.write("copy %s: %d shipped, %d failed, %d still pending (%s pass, %d objects examined)\n"
+                             % (result.copy, len(result.shipped), len(result.failed), max(result.pending, 0),
+                                "full" if result.full else "incremental", result.examined))
     return EXIT_OK if all(not r.failed for r in results) else EXIT_FAILED
 
 
@@ -646,6 +692,7 @@ def build_parser() -> "argparse.ArgumentParser":
     backup.add_argument("--from-standby", action="store_true", help="allow backing up a server in recovery")
     backup.add_argument("--parent", help="with --type incremental: build on this backup instead of the newest")
     backup.add_argument("--json", action="store_true", help="print the backup record as JSON")
+    _add_progress_option(backup)
     verify = command("verify", cmd_verify, "re-read a stored backup and check every file against its manifest", reads_copies=True)
     verify.add_argument("label", help="backup label (see restorekeeper info)")
     restore_cmd = command("restore", cmd_restore, "restore a backup into a data directory, to a recovery target", reads_copies=True)
@@ -682,6 +729,7 @@ def build_parser() -> "argparse.ArgumentParser":
                                   "staging the WAL it needs ahead, in parallel ([restore] stage_wal)")
     restore_cmd.add_argument("--dry-run", action="store_true", help="only choose the backup and check the target")
     restore_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_progress_option(restore_cmd)
     drill = command("drill", cmd_drill, "restore into a scratch cluster, verify it, measure RTO and RPO", reads_copies=True)
     drill.add_argument("--mode", choices=("restore-point", "latest"), default="restore-point",
                        help="restore to a restore point the drill creates (default) or to the end of the archive")
@@ -699,6 +747,19 @@ def build_parser() -> "argparse.ArgumentParser":
     drill.add_argument("--queries", metavar="FILE", help="JSON list of spot checks {name, database, sql, expected}")
     drill.add_argument("--no-amcheck", action="store_true", help="skip pg_amcheck")
     drill.add_argument("--no-row-counts", action="store_true", help="skip per-table row counts")
+    drill.add_argument("--verify", choices=("auto", "exact", "sample", "catalog"), default="auto",
+                       help="how the data is compared with the source: exact counts every table in one transaction "
+                            "per database (a full scan of the source); sample compares the catalog and table sizes, "
+                            "counts small and --count-table tables exactly and samples the rest; catalog compares "
+                            "catalog and sizes only; auto (default) is exact below --exact-verify-max-size, else sample")
+    drill.add_argument("--sample-percent", default="1", metavar="PERCENT",
+                       help="with --verify sample: TABLESAMPLE SYSTEM percent of each large table (default 1)")
+    drill.add_argument("--count-table", action="append", metavar="DB:SCHEMA.TABLE",
+                       help="with --verify sample: count this table exactly (repeatable)")
+    drill.add_argument("--exact-verify-max-size", metavar="SIZE",
+                       help="with --verify auto: sources smaller than this are verified exactly (default 10GiB)")
+    drill.add_argument("--exact-count-max-size", metavar="SIZE",
+                       help="with --verify sample: tables up to this size are counted exactly (default 16MiB)")
     drill.add_argument("--report-dir", help="write JSON, JUnit XML and HTML reports and the history here")
     drill.add_argument("--json", action="store_true", help="print the report data as JSON")
     ship = command("ship", cmd_ship, "copy new WAL and backups to every declared copy, verified (a service)")
@@ -706,6 +767,11 @@ def build_parser() -> "argparse.ArgumentParser":
     ship.add_argument("--copy", help="with --once: only this copy")
     ship.add_argument("--interval", type=float, default=10.0, help="seconds between passes (default 10)")
     ship.add_argument("--json", action="store_true", help="with --once: print the results as JSON")
+    ship.add_argument("--full", action="store_true",
+                      help="list the whole repository and every copy (a full reconciliation; with the service: its "
+                           "first pass); otherwise a pass lists only what can be new since the copy's last pass")
+    ship.add_argument("--full-interval", type=_seconds_argument, default=86400, metavar="DURATION",
+                      help="a full reconciliation at least this often, e.g. 12h (default 1d)")
     policy = command("policy", cmd_policy, "judge the copies against the 3-2-1 rule and explain what is missing")
     policy.add_argument("--count-live-cluster", action="store_true",
                         help="count the running cluster as one copy (off: a bad DELETE reaches it at once)")

@@ -11,6 +11,7 @@ from typing import Any, Dict, List
 from xml.sax.saxutils import escape, quoteattr
 
 from ..common.fsutil import replace_file_durably
+from ..restore.drill import verification_line
 from .htmlreport import FAIL_BACKGROUND, FAIL_COLOR, PASS_COLOR, page
 
 HISTORY = "history.jsonl"
@@ -36,8 +37,10 @@ def load_history(report_dir: str) -> List[Dict[str, Any]]:
 
 
 def _summary(report: Dict[str, Any]) -> Dict[str, Any]:
-    return {key: report.get(key) for key in ("started_at", "cluster", "result", "backup", "rto_seconds",
-                                             "rpo_seconds", "rto_target_seconds", "rpo_target_seconds")}
+    summary = {key: report.get(key) for key in ("started_at", "cluster", "result", "backup", "rto_seconds",
+                                                "rpo_seconds", "rto_target_seconds", "rpo_target_seconds")}
+    summary["verify"] = (report.get("verification") or {}).get("mode")
+    return summary
 
 
 def write_reports(report: Dict[str, Any], report_dir: str) -> Dict[str, str]:
@@ -134,6 +137,7 @@ def html_page(report: Dict[str, Any], history: List[Dict[str, Any]]) -> str:
 %(reasons)s
 <h2>Where the time went</h2>%(chart)s
 <p>Preparation (snapshot of the source, restore point archived) took %(prep)s s and is not part of the RTO.</p>
+<p>%(verification)s</p>
 <h2>Checks</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>%(rows)s</table>
 <h2>Past drills on this host</h2>%(history_chart)s
 <table><tr><th>started</th><th>result</th><th>RTO s</th><th>RPO s</th></tr>%(past)s</table>
@@ -147,6 +151,7 @@ def html_page(report: Dict[str, Any], history: List[Dict[str, Any]]) -> str:
         "reasons": "<ul>%s</ul>" % "".join("<li>%s</li>" % html.escape(r) for r in report["failure_reasons"])
         if report["failure_reasons"] else "",
         "chart": _phase_chart(report.get("phases") or {}), "prep": _fmt(report.get("preparation_seconds")),
+        "verification": html.escape(verification_line(report.get("verification"))),
         "rows": rows, "history_chart": _history_chart(history), "past": past, "steps": steps,
     }
     return page("Restore drill %s: %s" % (report["cluster"], verdict), DRILL_PAGE_WIDTH, DRILL_PAGE_STYLE, body)

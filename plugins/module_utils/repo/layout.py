@@ -10,6 +10,7 @@
     <cluster>/wal-partial/<segment>.partial the segment WAL streaming is receiving, replaced as it grows
     <cluster>/stream/status.json            the WAL stream's status
     <cluster>/drills/<stamp>.json           the record of one restore drill
+    <cluster>/ship/<copy>.json              what ship already settled for a copy (never shipped itself)
 
 docs/repository-format.md describes the same layout for people.
 """
@@ -85,6 +86,15 @@ def drill_record_key(cluster: str, stamp: str) -> str:
     return "%s%s.json" % (drills_prefix(cluster), stamp)
 
 
+def ship_state_prefix(cluster: str) -> str:
+    return "%s/ship/" % cluster
+
+
+def ship_state_key(cluster: str, copy: str) -> str:
+    """Where ship keeps, in the repository, the watermarks of one copy (copies/shipstate.py)."""
+    return "%s%s.json" % (ship_state_prefix(cluster), copy)
+
+
 def key_basename(key: str) -> str:
     """The last part of a key: a WAL file's name under wal/, a file's name in a set."""
     return key.rsplit("/", 1)[-1]
@@ -97,6 +107,11 @@ def set_label(key: str) -> str:
 
 def is_identity_key(key: str) -> bool:
     return key.endswith("/" + IDENTITY_NAME)
+
+
+def is_ship_state_key(key: str) -> bool:
+    parts = key.split("/")
+    return len(parts) == 3 and parts[1] == "ship"
 
 
 def is_wal_key(key: str) -> bool:

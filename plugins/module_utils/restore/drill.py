@@ -11,12 +11,23 @@ a restore point, switches WAL so it is archived, and restores exactly to it,
 so the restored data can be compared with the snapshot. Tables written while
 the snapshot was taken are reported as changing, with both figures.
 Mode "latest" restores everything archived, without touching the source's WAL.
+
+How the data is compared (option verify) decides the load on the source:
+"exact" counts every table in that transaction (a full scan of the source);
+"sample" compares the catalog (every relation, its kind) and each table's
+size, counts small tables and the tables the user names exactly and the
+others by a TABLESAMPLE SYSTEM sample (the same seed on both sides, so a
+table physically equal gives the same count), one autocommit statement at a
+time so no snapshot spans two tables; "catalog" compares catalog and sizes
+only; "auto" (the default) is "exact" below a size and "sample" above it.
+The report says which ran and the load it put on the source.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -27,7 +38,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 from . import drillrecord
 from ..pg import wal
 from ..common import sqlquote
-from ..common.timefmt import utc_iso
+from ..common.timefmt import format_size, utc_iso
 from ..common.waiting import wait_until
 from ..repo.catalog import Catalog
 from ..config.config import Config
@@ -41,6 +52,10 @@ from ..archive.walinspect import WalInspector
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 MODES = ("restore-point", "latest", "target")
+VERIFY_MODES = ("auto", "exact", "sample", "catalog")
+DEFAULT_EXACT_VERIFY_MAX_BYTES = 10 * 1024 ** 3   # auto: sources below this are counted exactly
+DEFAULT_EXACT_COUNT_MAX_BYTES = 16 * 1024 ** 2    # sample: tables up to this size are counted exactly
+SIZE_SLACK_BYTES = 1024 ** 2                      # a table's size may differ by this much whatever the tolerance
 
 _TABLES_SQL = (
     "SELECT format('SELECT %L, count(*) FROM %I.%I', n.nspname || '.' || c.relname, n.nspname, c.relname) "
@@ -50,6 +65,15 @@ _TABLES_SQL = (
 )
 _ACTIVITY_SQL = (
     "SELECT schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables ORDER BY 1"
+)
+# Every user relation with its kind and persistence, and the size of each table's main fork (a stat, no read).
+_RELATIONS_SQL = (
+    "SELECT n.nspname, c.relname, c.relkind, c.relpersistence, "
+    "CASE WHEN c.relkind IN ('r', 'm') THEN pg_relation_size(c.oid) ELSE 0 END "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p', 'm', 'v', 'S', 'f', 'i', 'I') "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1, 2"
 )
 _DATABASES_SQL = (
     "SELECT datname, pg_database_size(datname) FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
@@ -105,6 +129,11 @@ class DrillOptions(NamedTuple):
     wait_timeout: int = 3600
     archive_wait_seconds: int = 120
     target: Optional[RecoveryTarget] = None   # mode "target": where to recover to
+    verify: str = "auto"                      # one of VERIFY_MODES
+    sample_percent: float = 1.0               # verify sample: TABLESAMPLE SYSTEM percent of a large table
+    count_tables: Tuple[str, ...] = ()        # verify sample: "database:schema.table" always counted exactly
+    exact_verify_max_bytes: int = DEFAULT_EXACT_VERIFY_MAX_BYTES
+    exact_count_max_bytes: int = DEFAULT_EXACT_COUNT_MAX_BYTES
 
 
 class Check(NamedTuple):
@@ -115,6 +144,33 @@ class Check(NamedTuple):
 
 
 # ----------------------------------------------------------------- source
+class Relation(NamedTuple):
+    """One user relation as the catalog query sees it (size: main fork of a table, else 0)."""
+
+    schema: str
+    name: str
+    kind: str
+    persistence: str
+    size: int
+
+
+class SourceLoad:
+    """What verification asked of the source: statements, seconds, bytes read (an estimate from
+    relation sizes) and the longest snapshot held."""
+
+    def __init__(self) -> None:
+        self.statements = 0
+        self.seconds = 0.0
+        self.bytes_read = 0
+        self.longest_snapshot = 0.0
+        self.snapshot_scope = ""
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"statements": self.statements, "seconds": round(self.seconds, 3),
+                "bytes_read_estimate": int(self.bytes_read), "longest_snapshot_seconds": round(self.longest_snapshot, 3),
+                "snapshot_scope": self.snapshot_scope}
+
+
 class Snapshot(NamedTuple):
     taken_at: str
     last_commit: Optional[datetime.datetime]
@@ -125,6 +181,13 @@ class Snapshot(NamedTuple):
     changing: List[str]                 # tables written while the snapshot was taken
     restore_point: Optional[str]
     restore_point_lsn: Optional[str]
+    verify: str = "exact"                           # the verification used (auto resolved; "none" for a target)
+    verify_reason: str = ""
+    relations: Optional[Dict[str, Relation]] = None  # "db:schema.name" -> relation (sample, catalog)
+    counted_by: Optional[Dict[str, str]] = None     # "db:schema.table" -> "exact" | "sample" (sample)
+    sample_percent: float = 0.0
+    sample_seed: int = 0
+    load: Optional[Dict[str, Any]] = None           # SourceLoad.as_dict()
 
 
 def _checksum_sql(table: str) -> str:
@@ -214,31 +277,161 @@ def _parse_pg_time(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(value)
 
 
+def resolve_verify(options: DrillOptions, source_bytes: int) -> Tuple[str, str]:
+    """The verification a drill uses, and why: auto is exact below exact_verify_max_bytes, sample above."""
+    if options.mode == "target":
+        return "none", "restored to a chosen target: the data is not compared with the source as it is now"
+    if options.verify != "auto":
+        return options.verify, "verify %s chosen" % options.verify
+    limit = format_size(options.exact_verify_max_bytes)
+    if source_bytes < options.exact_verify_max_bytes:
+        return "exact", "auto: the source's %s is below %s" % (format_size(source_bytes), limit)
+    return "sample", "auto: the source's %s is at least %s" % (format_size(source_bytes), limit)
+
+
+def relations_of(client: PgClient, database: str) -> Dict[str, Relation]:
+    """Every user relation of database, keyed "database:schema.name"."""
+    return {"%s:%s.%s" % (database, row[0], row[1]): Relation(row[0], row[1], row[2], row[3], int(row[4] or 0))
+            for row in client.query(_RELATIONS_SQL, database)}
+
+
+def counting_plan(relations: Dict[str, Relation], count_tables: Sequence[str], exact_max_bytes: int) -> Dict[str, str]:
+    """How verify sample counts each permanent table: "exact" for the named ones and those up to
+    exact_max_bytes, "sample" for the others. Unlogged tables restore empty and are not counted."""
+    named = set(count_tables)
+    return {key: "exact" if key in named or relation.size <= exact_max_bytes else "sample"
+            for key, relation in relations.items() if relation.kind == "r" and relation.persistence == "p"}
+
+
+def count_sql(key: str, relation: Relation, how: str, percent: float, seed: int) -> str:
+    sample = " TABLESAMPLE SYSTEM (%r) REPEATABLE (%d)" % (float(percent), seed) if how == "sample" else ""
+    label = sqlquote.literal("count " + key.partition(":")[2])
+    table = "%s.%s" % (sqlquote.identifier(relation.schema), sqlquote.identifier(relation.name))
+    return "SELECT %s, count(*) FROM %s%s;\n" % (label, table, sample)
+
+
+def counted_contents(client: PgClient, database: str, plan: Sequence[Tuple[str, Relation, str]], percent: float,
+                     seed: int, checksum_tables: Sequence[str]) -> Tuple[Dict[str, int], Dict[str, str]]:
+    """The counts plan asks for ((key, relation, "exact" | "sample")) and checksums of the chosen tables,
+    one autocommit statement each: no snapshot spans two tables."""
+    script = "".join(count_sql(key, relation, how, percent, seed) for key, relation, how in plan)
+    script += "".join(_checksum_sql(table) + ";\n" for table in checksum_tables)
+    counts, checksums = {}, {}
+    for row in client.script(script, database) if script else []:
+        if row[0].startswith("checksum "):
+            checksums["%s:%s" % (database, row[0][len("checksum "):])] = row[1]
+        elif row[0].startswith("count ") and len(row) == 2:
+            counts["%s:%s" % (database, row[0][len("count "):])] = int(row[1])
+    return counts, checksums
+
+
+def _checksums_by_db(items: Sequence[str]) -> Dict[str, List[str]]:
+    tables_by_db: Dict[str, List[str]] = {}
+    for item in items:
+        database, table = _split_table(item)
+        tables_by_db.setdefault(database, []).append(table)
+    return tables_by_db
+
+
+def _exact_contents(client: PgClient, databases: Dict[str, int], options: DrillOptions,
+                    load: SourceLoad) -> Tuple[Dict[str, int], Dict[str, str]]:
+    """verify exact: every table counted in one REPEATABLE READ transaction per database."""
+    tables_by_db = _checksums_by_db(options.checksum_tables)
+    row_counts: Dict[str, int] = {}
+    checksums: Dict[str, str] = {}
+    load.snapshot_scope = "one REPEATABLE READ transaction per database, over every table"
+    for database in databases:
+        started = time.monotonic()
+        counts, sums = database_contents(client, database, options.row_counts, tables_by_db.get(database, []), True)
+        elapsed = time.monotonic() - started
+        load.seconds += elapsed
+        load.longest_snapshot = max(load.longest_snapshot, elapsed)
+        load.statements += len(counts) + len(sums) + (1 if options.row_counts else 0)
+        load.bytes_read += databases[database] if options.row_counts else 0
+        row_counts.update(counts)
+        checksums.update(sums)
+    return row_counts, checksums
+
+
+def _unknown_count_tables(options: DrillOptions, relations: Dict[str, Relation]) -> None:
+    unknown = [item for item in options.count_tables
+               if item not in relations or relations[item].kind != "r" or relations[item].persistence != "p"]
+    if unknown:
+        raise RestorekeeperError("count tables not found on the source as permanent tables: %s" % ", ".join(unknown),
+                                 "name existing tables as DATABASE:SCHEMA.TABLE (nothing was changed on the source)")
+
+
+def _light_contents(client: PgClient, databases: Dict[str, int], options: DrillOptions, verify_mode: str,
+                    load: SourceLoad) -> Tuple[Dict[str, Relation], Dict[str, str], Dict[str, int], Dict[str, str], int]:
+    """verify sample and catalog: the catalog and sizes of every database, then (sample) the counts,
+    one statement at a time. Returns relations, the counting plan, counts, checksums and the seed."""
+    relations: Dict[str, Relation] = {}
+    for database in databases:
+        started = time.monotonic()
+        relations.update(relations_of(client, database))
+        load.seconds += time.monotonic() - started
+        load.statements += 1
+    _unknown_count_tables(options, relations)
+    counting = verify_mode == "sample" and options.row_counts
+    plan = counting_plan(relations, options.count_tables, options.exact_count_max_bytes) if counting else {}
+    seed = random.randint(1, 2 ** 31 - 1)
+    tables_by_db = _checksums_by_db(options.checksum_tables)
+    row_counts: Dict[str, int] = {}
+    checksums: Dict[str, str] = {}
+    load.snapshot_scope = "one autocommit statement at a time: no snapshot spans two tables"
+    for database in databases:
+        items = [(key, relations[key], how) for key, how in sorted(plan.items()) if key.startswith(database + ":")]
+        chosen = tables_by_db.get(database, [])
+        if not items and not chosen:
+            continue
+        started = time.monotonic()
+        counts, sums = counted_contents(client, database, items, options.sample_percent, seed, chosen)
+        elapsed = time.monotonic() - started
+        load.seconds += elapsed
+        load.longest_snapshot = max(load.longest_snapshot, elapsed)  # at most this long: a bound, not a measure
+        load.statements += len(items) + len(chosen)
+        for key, relation, how in items:
+            load.bytes_read += relation.size if how == "exact" else relation.size * options.sample_percent / 100.0
+        for table in chosen:
+            found = relations.get("%s:%s" % (database, table))
+            load.bytes_read += found.size if found else 0
+        row_counts.update(counts)
+        checksums.update(sums)
+    return relations, plan, row_counts, checksums, seed
+
+
 def take_snapshot(client: PgClient, options: DrillOptions) -> Snapshot:
     taken_at = utc_iso(time.time())
     last_commit, method = source_last_commit(client)
     databases = {name: int(size) for name, size in client.query(_DATABASES_SQL)}
-    tables_by_db: Dict[str, List[str]] = {}
-    for item in options.checksum_tables:
-        database, table = _split_table(item)
-        tables_by_db.setdefault(database, []).append(table)
-    before = _activity(client, list(databases)) if options.row_counts else {}
-    row_counts: Dict[str, int] = {}
-    checksums: Dict[str, str] = {}
-    for database in databases:
-        counts, sums = database_contents(client, database, options.row_counts, tables_by_db.get(database, []), True)
-        row_counts.update(counts)
-        checksums.update(sums)
+    verify_mode, reason = resolve_verify(options, sum(databases.values()))
+    load = SourceLoad()
+    watch_activity = options.row_counts or verify_mode in ("sample", "catalog")
+    started = time.monotonic()
+    before = _activity(client, list(databases)) if watch_activity else {}
+    load.seconds += time.monotonic() - started
+    relations: Optional[Dict[str, Relation]] = None
+    plan: Optional[Dict[str, str]] = None
+    seed = 0
+    if verify_mode in ("sample", "catalog"):
+        relations, plan, row_counts, checksums, seed = _light_contents(client, databases, options, verify_mode, load)
+    else:
+        row_counts, checksums = _exact_contents(client, databases, options, load)
     point, point_lsn = None, None
     if options.mode == "restore-point":
         point = "restorekeeper-drill-%s" % time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         point_lsn = client.scalar("SELECT pg_create_restore_point(%s)" % sqlquote.literal(point))
     changing: List[str] = []
-    if options.row_counts:
+    if watch_activity:
         time.sleep(1.1)  # statistics reach pg_stat_user_tables within a second
+        started = time.monotonic()
         after = _activity(client, list(databases))
+        load.seconds += time.monotonic() - started
+        load.statements += 2 * len(databases)
         changing = sorted(name for name, value in after.items() if before.get(name, value) != value)
-    return Snapshot(taken_at, last_commit, method, databases, row_counts, checksums, changing, point, point_lsn)
+    return Snapshot(taken_at, last_commit, method, databases, row_counts, checksums, changing, point, point_lsn,
+                    verify=verify_mode, verify_reason=reason, relations=relations, counted_by=plan,
+                    sample_percent=options.sample_percent if plan else 0.0, sample_seed=seed, load=load.as_dict())
 
 
 def _archive_restore_point(config: Config, client: PgClient, snapshot: Snapshot, wait: int) -> None:
@@ -317,24 +510,80 @@ def check_row_counts(snapshot: Snapshot, restored_counts: Dict[str, int]) -> Che
     """Every table's rows as in the snapshot; tables being written at that
     instant are reported with both figures, never silently passed."""
     mismatched, changing, missing = [], [], []
+    counted_by = snapshot.counted_by or {}
     for table, expected in sorted(snapshot.row_counts.items()):
         actual = restored_counts.get(table)
         if actual is None:
             missing.append(table)
         elif actual != expected:
-            entry = {"table": table, "source": expected, "restored": actual}
+            entry = {"table": table, "source": expected, "restored": actual, "counted": counted_by.get(table, "exact")}
             (changing if table in snapshot.changing else mismatched).append(entry)
-    data = {"tables": len(snapshot.row_counts), "mismatched": mismatched, "changing": changing, "missing": missing}
+    sampled = sorted(table for table, how in counted_by.items() if how == "sample")
+    data = {"tables": len(snapshot.row_counts), "mismatched": mismatched, "changing": changing, "missing": missing,
+            "sampled": sampled}
     if mismatched or missing:
-        detail = "; ".join(["%s: source %d, restored %d" % (m["table"], m["source"], m["restored"]) for m in mismatched]
-                           + ["%s: missing from the restore" % t for t in missing])
+        problems = ["%s: source %d, restored %d%s" % (
+            m["table"], m["source"], m["restored"], " (sampled rows)" if m["counted"] == "sample" else "")
+            for m in mismatched]
+        detail = "; ".join(problems + ["%s: missing from the restore" % t for t in missing])
         return Check("row counts match the source", FAIL, detail, data)
     if changing:
         detail = "%d tables match; being written during the snapshot, so not comparable: %s" % (
             len(snapshot.row_counts) - len(changing),
             "; ".join("%s (source %d, restored %d)" % (c["table"], c["source"], c["restored"]) for c in changing))
         return Check("row counts match the source", WARN, detail, data)
-    return Check("row counts match the source", PASS, "%d tables, every count equal" % len(snapshot.row_counts), data)
+    how = ""
+    if sampled:
+        how = " (%d counted exactly, %d by a %g%% TABLESAMPLE SYSTEM sample, the same blocks on both sides)" % (
+            len(snapshot.row_counts) - len(sampled), len(sampled), snapshot.sample_percent)
+    return Check("row counts match the source", PASS, "%d tables, every count equal%s" % (len(snapshot.row_counts), how),
+                 data)
+
+
+def check_catalog(snapshot: Snapshot, restored: Dict[str, Relation], databases: Sequence[str]) -> Check:
+    """Every relation of the source (tables, views, sequences, indexes...) in the restore, of the same
+    kind; relations only the restore has (made after the snapshot) are a warning."""
+    source = {key: rel for key, rel in (snapshot.relations or {}).items() if key.partition(":")[0] in databases}
+    missing = sorted(key for key in source if key not in restored)
+    changed = sorted("%s: %s on the source, %s restored" % (key, source[key].kind, restored[key].kind)
+                     for key in source if key in restored and restored[key].kind != source[key].kind)
+    extra = sorted(key for key in restored if key not in source)
+    data = {"relations": len(source), "missing": missing, "kind_differs": changed, "extra": extra}
+    if missing or changed:
+        return Check("catalog matches the source", FAIL,
+                     "; ".join(["%s: missing from the restore" % key for key in missing] + changed), data)
+    if extra:
+        return Check("catalog matches the source", WARN,
+                     "%d relations match; only in the restore (made after the snapshot?): %s"
+                     % (len(source), ", ".join(extra)), data)
+    return Check("catalog matches the source", PASS,
+                 "%d relations (tables, views, sequences, indexes) present, each of the same kind" % len(source), data)
+
+
+def check_sizes(snapshot: Snapshot, restored: Dict[str, Relation], tolerance: float) -> Check:
+    """Each permanent table's size (pg_relation_size) on the source and restored within tolerance
+    (and SIZE_SLACK_BYTES); a table written during the snapshot is a warning with both figures."""
+    off, changing, compared = [], [], 0
+    for key, relation in sorted((snapshot.relations or {}).items()):
+        other = restored.get(key)
+        if relation.kind not in ("r", "m") or relation.persistence != "p" or other is None:
+            continue
+        compared += 1
+        if abs(other.size - relation.size) > max(tolerance * relation.size, SIZE_SLACK_BYTES):
+            entry = {"table": key, "source": relation.size, "restored": other.size}
+            (changing if key in snapshot.changing else off).append(entry)
+    data = {"tables": compared, "differing": off, "changing": changing}
+
+    def text(items: List[Dict[str, Any]]) -> str:
+        return "; ".join("%s: source %s, restored %s" % (e["table"], format_size(e["source"]), format_size(e["restored"]))
+                         for e in items)
+
+    if off:
+        return Check("table sizes match the source", FAIL, text(off), data)
+    if changing:
+        return Check("table sizes match the source", WARN, "being written during the snapshot: %s" % text(changing), data)
+    return Check("table sizes match the source", PASS, "%d tables within %d%% (or %s)" % (
+        compared, round(tolerance * 100), format_size(SIZE_SLACK_BYTES)), data)
 
 
 def check_checksums(snapshot: Snapshot, restored: Dict[str, str]) -> Check:
@@ -391,19 +640,30 @@ def verify(restored: PgClient, snapshot: Snapshot, options: DrillOptions) -> Lis
     # Restored to an earlier target, the data cannot be compared with the source as it is now.
     comparable = options.mode != "target"
     databases = {name: int(size) for name, size in restored.query(_DATABASES_SQL)}
-    tables_by_db: Dict[str, List[str]] = {}
-    for item in options.checksum_tables:
-        database, table = _split_table(item)
-        tables_by_db.setdefault(database, []).append(table)
+    tables_by_db = _checksums_by_db(options.checksum_tables)
+    light = snapshot.verify in ("sample", "catalog")
     counts: Dict[str, int] = {}
     sums: Dict[str, str] = {}
+    relations: Dict[str, Relation] = {}
     for database in snapshot.databases:
-        if comparable and database in databases:
+        if not comparable or database not in databases:
+            continue
+        if light:
+            found = relations_of(restored, database)
+            relations.update(found)
+            items = [(key, found[key], how) for key, how in sorted((snapshot.counted_by or {}).items())
+                     if key.startswith(database + ":") and key in found]
+            found_counts, found_sums = counted_contents(restored, database, items, snapshot.sample_percent,
+                                                        snapshot.sample_seed, tables_by_db.get(database, []))
+        else:
             found_counts, found_sums = database_contents(restored, database, options.row_counts,
                                                          tables_by_db.get(database, []), False)
-            counts.update(found_counts)
-            sums.update(found_sums)
+        counts.update(found_counts)
+        sums.update(found_sums)
     checks.append(check_databases(snapshot, databases, options.size_tolerance if comparable else None))
+    if comparable and light:
+        checks.append(check_catalog(snapshot, relations, [name for name in snapshot.databases if name in databases]))
+        checks.append(check_sizes(snapshot, relations, options.size_tolerance))
     if options.amcheck:
         checks.append(check_amcheck(restored))
     if not comparable:
@@ -411,7 +671,10 @@ def verify(restored: PgClient, snapshot: Snapshot, options: DrillOptions) -> Lis
         checks.append(Check("row counts match the source", SKIP, not_now))
         checks.append(Check("content checksums of chosen tables", SKIP, not_now))
     else:
-        if options.row_counts:
+        if snapshot.verify == "catalog":
+            checks.append(Check("row counts match the source", SKIP,
+                                "not counted: verify catalog compares the catalog and table sizes only"))
+        elif options.row_counts:
             checks.append(check_row_counts(snapshot, counts))
         checks.append(check_checksums(snapshot, sums))
     checks.extend(check_queries(restored, options.queries))
@@ -536,6 +799,7 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions) -> Dict[s
                                              if options.mode == "restore-point" else "pg_last_xact_replay_timestamp()"),
         },
         "preparation_seconds": preparation,
+        "verification": verification_summary(options, snapshot),
         "phases": phases,
         "checks": [c._asdict() for c in checks],
         "kept": {"pgdata": pgdata, "port": port, "socket_dir": socket_dir} if options.keep else None,
@@ -544,6 +808,41 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions) -> Dict[s
     }
     report["record"] = _record(config, report, replayed_to, sum(snapshot.databases.values()) or None)
     return report
+
+
+def verification_summary(options: DrillOptions, snapshot: Snapshot) -> Dict[str, Any]:
+    """What the drill compared and what that cost the source (report key "verification")."""
+    counted_by = snapshot.counted_by or {}
+    return {
+        "requested": options.verify,
+        "mode": snapshot.verify,
+        "reason": snapshot.verify_reason,
+        "sample_percent": snapshot.sample_percent if snapshot.verify == "sample" else None,
+        "sample_seed": snapshot.sample_seed if snapshot.verify == "sample" else None,
+        "tables_counted_exactly": sum(1 for how in counted_by.values() if how == "exact")
+        if snapshot.verify == "sample" else len(snapshot.row_counts),
+        "tables_sampled": sum(1 for how in counted_by.values() if how == "sample"),
+        "relations_compared": len(snapshot.relations) if snapshot.relations is not None else None,
+        "source_load": snapshot.load,
+    }
+
+
+def verification_line(verification: Optional[Dict[str, Any]]) -> str:
+    """One line for people: what was compared and the load on the source."""
+    if not verification:
+        return "verification: not recorded"
+    load = verification.get("source_load") or {}
+    mode = verification.get("mode")
+    what = {"exact": "every table counted exactly",
+            "sample": "catalog, table sizes, %s tables counted exactly and %s by a %s%% sample" % (
+                verification.get("tables_counted_exactly"), verification.get("tables_sampled"),
+                "%g" % (verification.get("sample_percent") or 0)),
+            "catalog": "catalog and table sizes only",
+            "none": "nothing compared with the source"}.get(str(mode), str(mode))
+    return ("verification %s (%s; %s): %s statements on the source in %.1f s, about %s read, longest snapshot "
+            "%.1f s (%s)" % (mode, verification.get("reason"), what, load.get("statements", 0), load.get("seconds", 0.0),
+                             format_size(load.get("bytes_read_estimate", 0)), load.get("longest_snapshot_seconds", 0.0),
+                             load.get("snapshot_scope") or "no snapshot"))
 
 
 # Where replay ended: the replay position while in recovery, else (promoted)

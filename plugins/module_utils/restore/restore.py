@@ -20,6 +20,7 @@ import time
 from typing import AbstractSet, Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple, Union
 
 from ..common import compression
+from ..common.progress import Meter, ProgressCallback
 from ..pg import serverconfig, wal
 from ..common.timefmt import utc_iso
 from ..common.waiting import poll_until
@@ -342,9 +343,24 @@ class _TimedReader:
         return data
 
 
+class _MeteredReader:
+    """Hands the count of every byte read (the tar laid down) to a Meter."""
+
+    def __init__(self, stream, meter: Meter) -> None:
+        self._stream = stream
+        self._meter = meter
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if data:
+            self._meter.add(len(data))
+        return data
+
+
 def extract_archive(storage, key: str, codec: str, destination: str, timer: Timer,
                     algorithm: str = SHA256, manifest: Optional[Manifest] = None, prefix: str = "",
-                    tablespace_oids: Optional[AbstractSet[str]] = None) -> Dict[str, FileDigest]:
+                    tablespace_oids: Optional[AbstractSet[str]] = None,
+                    meter: Optional[Meter] = None) -> Dict[str, FileDigest]:
     """Unpack one stored tar into destination, checksumming every file as it
     is written. Returns the digests for comparison with the manifest.
 
@@ -357,6 +373,8 @@ def extract_archive(storage, key: str, codec: str, destination: str, timer: Time
     digests: Dict[str, FileDigest] = {}
     with storage.open(key) as raw, SafeTree(destination) as tree:
         stream = compression.open_decompressed(_TimedReader(raw, timer), codec)
+        if meter is not None and meter.callback is not None:
+            stream = _MeteredReader(stream, meter)
         try:
             reader = TarReader(stream)
             for member in map(canonical, reader.members()):
@@ -403,7 +421,7 @@ def _refuse_unsafe_record(backup: BackupInfo) -> None:
 
 
 def lay_down_backup(storage, cluster: str, backup: BackupInfo, pgdata: str, locations: Dict[str, str],
-                    timer: Timer) -> None:
+                    timer: Timer, meter: Optional[Meter] = None) -> None:
     """Extract one backup set (base + tablespaces) into pgdata, verifying every
     file against its manifest; tablespaces go to locations[oid] and are linked
     from pg_tblspc. The record and the manifest are checked before anything
@@ -429,7 +447,7 @@ def lay_down_backup(storage, cluster: str, backup: BackupInfo, pgdata: str, loca
             os.makedirs(destination, mode=0o700, exist_ok=True)
         path_prefix = "pg_tblspc/%s/" % oid if oid else ""
         found = extract_archive(storage, prefix + item["key"], record["compression"], destination, timer, algorithm,
-                                manifest, path_prefix, oids)
+                                manifest, path_prefix, oids, meter)
         digests.update({path_prefix + name: digest for name, digest in found.items()})
         if oid is None:
             with SafeTree(pgdata) as tree:
@@ -501,7 +519,7 @@ def tablespace_locations(backup: BackupInfo, mapping: Dict[str, str], trust_reco
 
 
 def combine_chain(storage, cluster: str, chain: List[BackupInfo], pgdata: str, final: Dict[str, str],
-                  client: PgClient, timer: Timer) -> None:
+                  client: PgClient, timer: Timer, meter: Optional[Meter] = None) -> None:
     """Extract every backup of an incremental chain next to pgdata, then let
     pg_combinebackup write the synthetic full backup into pgdata, with each
     tablespace at final[oid] (tablespace_locations)."""
@@ -516,13 +534,15 @@ def combine_chain(storage, cluster: str, chain: List[BackupInfo], pgdata: str, f
             os.makedirs(directory, mode=0o700)
             locations = {t["oid"]: os.path.join(scratch, "%s-tablespace-%s" % (backup.label, t["oid"]))
                          for t in backup.record.get("tablespaces", [])}
-            lay_down_backup(storage, cluster, backup, directory, locations, timer)
+            lay_down_backup(storage, cluster, backup, directory, locations, timer, meter)
             inputs.append(directory)
         remaps = []
         for tablespace in chain[-1].record.get("tablespaces", []):
             remaps += ["-T", "%s=%s" % (os.path.join(scratch, "%s-tablespace-%s" % (chain[-1].label, tablespace["oid"])),
                                         final[tablespace["oid"]])]
         started = time.monotonic()
+        if meter is not None and meter.callback is not None:
+            meter.callback("combine", 0, None)  # pg_combinebackup reports nothing while it runs
         os.rmdir(pgdata)  # pg_combinebackup creates its output directory itself
         result = client.run("pg_combinebackup", ["-o", pgdata] + remaps + inputs, capture_output=True, text=True)
         timer.add("combine", time.monotonic() - started)
@@ -586,7 +606,11 @@ def _aside_path(request: RestoreRequest) -> str:
     return request.aside_path or "%s.before-restore-%s" % (request.pgdata.rstrip("/"), time.strftime("%Y%m%d-%H%M%S"))
 
 
-def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[str, Any]:
+def restore(config: Config, client: PgClient, request: RestoreRequest,
+            progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
+    """Restore as request says; progress, when given, hears the bytes of tar laid down ("extract")
+    against the chain's size, then ("replay") the WAL replayed since the backup's start against the
+    target's LSN when it is known."""
     started = time.monotonic()
     timer = Timer()
     plan = plan_restore(config, client, request.target, request.backup_label)
@@ -611,7 +635,7 @@ def restore(config: Config, client: PgClient, request: RestoreRequest) -> Dict[s
         _prepare_directory(request.pgdata, aside)
         moved = True
         result = _restore_staged(config, client, request, plan, timer, started, stager, not_staged,
-                                 settings, extra, locations, aside, created, repository, checked, control)
+                                 settings, extra, locations, aside, created, repository, checked, control, progress)
         result["preflight"] = checked.checks
         result["stopped_live_cluster"] = was_running
         result["bindir"] = checked.bindir
@@ -684,15 +708,20 @@ def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, p
                     started: float, stager: Optional[WalStager], not_staged: str, settings: Dict[str, str],
                     extra: Dict[str, str], locations: Dict[str, str], aside: Optional[str],
                     created: List[str], repository: Repository, checked: Preflight,
-                    control: Optional[ClusterControl]) -> Dict[str, Any]:
+                    control: Optional[ClusterControl], progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
     if stager:
         stager.extracting.set()
         stager.start()  # fetches alongside the extraction, then alongside replay
+    archive_bytes = sum(item.get("tar_size") or 0 for backup in plan.chain for item in backup.record.get("archives", []))
+    meter = Meter(progress, "extract", archive_bytes or None)
+    if progress is not None:
+        meter.set(0)
     try:
         if len(plan.chain) == 1:
-            lay_down_backup(repository.storage, config.cluster, plan.backup, request.pgdata, locations, timer)
+            lay_down_backup(repository.storage, config.cluster, plan.backup, request.pgdata, locations, timer, meter)
         else:
-            combine_chain(repository.storage, config.cluster, plan.chain, request.pgdata, locations, client, timer)
+            combine_chain(repository.storage, config.cluster, plan.chain, request.pgdata, locations, client, timer,
+                          meter)
         os.makedirs(os.path.join(request.pgdata, "pg_wal", "archive_status"), mode=0o700, exist_ok=True)
         configured = (serverconfig.lay_down(request.pgdata, plan.chain[-1].record["configuration"])
                       if checked.configuration.source == "derived" else [])
@@ -721,7 +750,7 @@ def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, p
     }
     if request.start or request.in_place:
         try:
-            result.update(_start_and_watch(config, client, request, plan, timer, control))
+            result.update(_start_and_watch(config, client, request, plan, timer, control, progress))
         except RestoreFailed as exc:
             if stager and stager.error:  # say what staging saw too (wal-fetch refused the same file)
                 raise RestoreFailed(exc.message, "; ".join(filter(None, [exc.hint, "WAL staging: " + stager.error]))) \
@@ -770,7 +799,7 @@ def _server_settings(request: RestoreRequest) -> Dict[str, str]:
 
 
 def _start_and_watch(config: Config, client: PgClient, request: RestoreRequest, plan: RestorePlan, timer: Timer,
-                     control: Optional[ClusterControl]) -> Dict[str, Any]:
+                     control: Optional[ClusterControl], progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
     server = client.settings._replace(host=request.socket_dir or (control.layout.socket_directory if control else "")
                                       or config.postgres.host,
                                       port=request.port or (control.layout.port if control else 0) or config.postgres.port,
@@ -794,7 +823,7 @@ def _start_and_watch(config: Config, client: PgClient, request: RestoreRequest, 
         if launch.returncode != 0:
             raise RestoreFailed("pg_ctl could not start the restored server: %s" % launch.stderr.strip(),
                                 log_excerpt(log_path, offset=offset))
-    watcher = RecoveryWatcher(client, request, plan, log_path, offset)
+    watcher = RecoveryWatcher(client, request, plan, log_path, offset, progress)
     outcome = watcher.wait(started, timer)
     outcome["log_file"] = log_path
     outcome["started_with"] = how
@@ -854,7 +883,8 @@ class RecoveryWatcher:
     reports what happened; explains in plain words when it stops short."""
 
     def __init__(self, client: PgClient, request: RestoreRequest, plan: RestorePlan, log_path: str,
-                 offset: int = 0) -> None:
+                 offset: int = 0, progress: Optional[ProgressCallback] = None) -> None:
+        self.progress = progress
         self.client = client
         self.request = request
         self.plan = plan
@@ -884,6 +914,8 @@ class RecoveryWatcher:
                     raise RestoreFailed(explain_failure(log, target), log_excerpt(self.log_path, offset=self.offset))
                 return None
             state = self._state()
+            if state is not None:
+                self._report(state)
             if state is not None and consistent_at is None:
                 consistent_at = time.monotonic()
                 timer.add("start", consistent_at - started)
@@ -905,11 +937,21 @@ class RecoveryWatcher:
         try:
             row = self.client.query(
                 "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END, "
-                "(SELECT timeline_id FROM pg_control_checkpoint()), pg_last_xact_replay_timestamp()"
+                "(SELECT timeline_id FROM pg_control_checkpoint()), pg_last_xact_replay_timestamp(), "
+                "pg_last_wal_replay_lsn()"
             )[0]
         except (PostgresError, IndexError):
             return None
-        return {"in_recovery": row[0] == "t", "paused": row[1] == "t", "timeline": int(row[2]), "last_replay": row[3]}
+        return {"in_recovery": row[0] == "t", "paused": row[1] == "t", "timeline": int(row[2]), "last_replay": row[3],
+                "replay_lsn": row[4]}
+
+    def _report(self, state: Dict[str, Any]) -> None:
+        """Replay progress: WAL bytes from the backup's start to the replay position, against the target's LSN."""
+        if self.progress is None or not state["in_recovery"] or not state.get("replay_lsn"):
+            return
+        start = wal.parse_lsn(self.plan.chain[-1].record["start_lsn"])
+        total = self.plan.target_lsn - start if self.plan.target_lsn is not None and self.plan.target_lsn > start else None
+        self.progress("replay", max(wal.parse_lsn(state["replay_lsn"]) - start, 0), total)
 
     def _done(self, state: Dict[str, Any], log: str) -> bool:
         if self.request.standby:

@@ -12,9 +12,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.backup im
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import CorruptObject
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import Repository
 
-# `pg_restore -l -v` of a small database (PostgreSQL 18): public.t1 with a serial
-# key; schema s2 with a table whose name holds a space and a dot, a table with a
-# foreign key to it, and a view over public.t1.
+
 @pytest.mark.parametrize("name", ["shop", "My DB", ".rk-tmp.x", "..", "a/b", "ünï", "x=y 'q'", "%41"])
 def test_object_names_are_safe_and_reversible(name):
     encoded = dump.object_name(name)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.timefmt import (
-    MAX_SECONDS, format_duration, parse_seconds, utc_iso)
+    MAX_SECONDS, format_duration, format_elapsed, format_rate, format_size, parse_seconds, utc_iso)
 
 
 # ------------------------------------------------------------- parse_seconds
@@ -116,3 +116,18 @@ def test_parse_seconds_refuses_what_postgresql_would_round_or_reject(value):
                                            (7500, "2h05min"), (259200, "3d")])
 def test_format_duration_of_schedules(seconds, text):
     assert format_duration(seconds) == text
+
+
+# ------------------------------------------------------- sizes and elapsed
+@pytest.mark.parametrize("size, text", [
+    (0, "0 B"), (512, "512 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"),
+    (int(1.4 * 1024 ** 3), "1.4 GiB"), (int(99.96 * 1024 ** 3), "100 GiB"), (512 * 1024 ** 3, "512 GiB"),
+    (int(1023.99 * 1024 ** 3), "1.0 TiB"), (3 * 1024 ** 4, "3.0 TiB"),
+])
+def test_format_size_in_binary_units(size, text):
+    assert format_size(size) == text
+
+
+def test_format_rate_and_elapsed():
+    assert format_rate(85.3 * 1024 ** 2) == "85.3 MiB/s"
+    assert [format_elapsed(s) for s in (0.04, 0.44, 9.94, 9.96, 125)] == ["0.0s", "0.4s", "9.9s", "10s", "2min05s"]

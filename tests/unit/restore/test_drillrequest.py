@@ -27,7 +27,9 @@ def module_params(**changes):
     params = {"tool_path": "/opt/rk/bin/restorekeeper", "mode": "restore-point", "target_time": None,
               "target_xid": None, "target_lsn": None, "target_name": None, "backup_label": None,
               "scratch_dir": None, "keep": False, "rto_target": None, "rpo_target": None, "checksum_tables": [],
-              "queries": [], "amcheck": True, "row_counts": True, "wait_timeout": 3600, "archive_wait_timeout": 120}
+              "queries": [], "amcheck": True, "row_counts": True, "wait_timeout": 3600, "archive_wait_timeout": 120,
+              "verify": "auto", "sample_percent": 1.0, "count_tables": [], "exact_verify_max_size": "10GiB",
+              "exact_count_max_size": "16MiB"}
     params.update(changes)
     return params
 
@@ -49,6 +51,31 @@ def test_module_parameters_become_the_drill_options():
 def test_defaults_need_only_the_launcher():
     options = build_drill_options(tool_path="/t")
     assert (options.mode, options.target, options.queries, options.rto_target) == ("restore-point", None, (), None)
+    assert (options.verify, options.sample_percent, options.count_tables) == ("auto", 1.0, ())
+    assert (options.exact_verify_max_bytes, options.exact_count_max_bytes) == (10 * 1024 ** 3, 16 * 1024 ** 2)
+
+
+def test_module_verification_options_become_the_drill_options():
+    options = module_drill_options(module_params(verify="sample", sample_percent=0.5, count_tables=["shop:public.orders"],
+                                                 exact_verify_max_size=1048576, exact_count_max_size="2MiB"))
+    assert (options.verify, options.sample_percent, options.count_tables) == ("sample", 0.5, ("shop:public.orders",))
+    assert (options.exact_verify_max_bytes, options.exact_count_max_bytes) == (1048576, 2 * 1024 ** 2)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"verify": "some"}, "^verify: 'some' is not one of auto, exact, sample, catalog$"),
+    ({"sample_percent": 0}, r"^sample_percent: 0 is outside \(0, 100\]"),
+    ({"sample_percent": 101}, r"^sample_percent: 101 is outside"),
+    ({"sample_percent": "lots"}, "^sample_percent: 'lots' is not a number"),
+    ({"count_tables": ["orders"]}, "^count_tables: 'orders' is not DATABASE:SCHEMA.TABLE"),
+    ({"verify": "exact", "count_tables": ["shop:public.orders"]}, "^count_tables: verify exact samples no table"),
+    ({"verify": "catalog", "count_tables": ["shop:public.orders"]}, "^count_tables: verify catalog samples no table"),
+    ({"exact_verify_max_size": "big"}, "^exact_verify_max_size: 'big' is not a size"),
+    ({"exact_count_max_size": -1}, "^exact_count_max_size: '-1' is not a size"),
+])
+def test_bad_verification_options_are_refused_by_name(changes, message):
+    with pytest.raises(Refusal, match=message):
+        module_drill_options(module_params(**changes))
 
 
 def test_mode_target_takes_exactly_one_target():
@@ -123,6 +150,15 @@ def test_the_command_refuses_repeated_query_names(tmp_path, capsys, archive):
     assert code == 1
     assert err.strip() == ("restorekeeper drill: ERROR: --queries %s: names must be unique in the report; "
                            "repeated: rows" % queries)
+
+
+def test_the_command_refuses_bad_verification_options_by_its_names(capsys, archive):
+    code, err = drill_command(capsys, archive.config.path, "--sample-percent", "0")
+    assert code == 1 and "ERROR: --sample-percent: 0 is outside (0, 100]" in err
+    code, err = drill_command(capsys, archive.config.path, "--verify", "catalog", "--count-table", "shop:public.t")
+    assert code == 1 and "ERROR: --count-table: verify catalog samples no table" in err
+    code, err = drill_command(capsys, archive.config.path, "--exact-count-max-size", "huge")
+    assert code == 1 and "ERROR: --exact-count-max-size: 'huge' is not a size" in err
 
 
 def test_the_command_refuses_a_bad_checksum_table_and_objective(capsys, archive):
