@@ -329,6 +329,7 @@ actions:
   type: list
   elements: str
   sample:
+    - "read the source for verification exact (auto: the source's databases hold 1.2 GiB, below exact_verify_max_size 10.0 GiB)"
     - create restore point restorekeeper-drill-<time> on the source and switch WAL
     - restore backup 20260614T020000Z into a scratch cluster under /tmp
 reason:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from functools import partial
 from pathlib import Path
@@ -245,6 +246,22 @@ def test_directory_format_with_parallel_jobs_round_trip(logical, version):
                         "--create")
     assert env.counts("branches") == {("public", "pgbench_branches"): 1}
     assert table["tables"] == [{"schema": "public", "table": "pgbench_branches", "rows": 1}]
+
+
+def test_dump_progress_on_stderr_keeps_stdout_the_result(logical):
+    env = logical(18)
+    result = env.rk("dump", "--json", "--progress", "json", "--database", "shop")
+    record = json.loads(result.stdout)  # stdout: the record alone
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {e["operation"] for e in events} == {"dump"}
+    assert [(e["phase"], e["state"]) for e in events if e["state"] != "running"] == [
+        ("globals", "start"), ("globals", "end"), ("database shop", "start"), ("database shop", "end")]
+    shop_end = [e for e in events if e["phase"] == "database shop" and e["state"] == "end"][0]
+    assert shop_end["done_bytes"] == record["databases"][0]["dump_size"] > 0
+    text = env.rk("dump", "--progress", "lines", "--database", "shop", "--no-globals")
+    assert re.search(r"^dump database shop: done, [0-9.]+ (B|KiB|MiB) in [0-9.]+s", text.stderr, re.M), text.stderr
+    assert re.search(r"^dump \S+ complete \(custom format\), [0-9.]+ (B|KiB|MiB) stored, [0-9.]+s$", text.stdout, re.M), \
+        text.stdout
 
 
 # ----------------------------------------------------------------- modules

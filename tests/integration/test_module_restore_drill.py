@@ -16,6 +16,8 @@ from typing import Any, Dict
 
 import pytest
 
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.drillrecord import load_records
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.posix import PosixStorage
 from harness import make_user_dir, wait_until
 from harness.ansible import run_module
 from harness.archived import Archived, seeded
@@ -123,6 +125,8 @@ def test_check_mode_plans_without_touching_the_source_or_the_reports(archived, a
     assert plan["changed"] and plan["planned"] and plan["result"] == "planned"
     assert plan["backup"] == arch.info()["backups"][0]["label"] and plan["chain"] == [plan["backup"]]
     assert any("create restore point" in action for action in plan["actions"])
+    # verify auto, resolved as the drill would: a small source is counted exactly.
+    assert plan["actions"][0].startswith("read the source for verification exact (auto: the source's "), plan["actions"]
     assert plan["report_dir"] == str(reports)
     # No WAL switch, nothing new in the archive, no report, no scratch cluster.
     assert arch.cluster.scalar("SELECT pg_walfile_name(pg_current_wal_lsn())") == segment_before
@@ -167,4 +171,34 @@ def test_drill_to_a_chosen_target_through_the_module(archived, ansible_env, rk_s
     assert drill["result"] == "pass" and drill["mode"] == "target"
     assert status_of(drill, "query: rows back") == "pass"
     assert status_of(drill, "row counts") == "skip" and status_of(drill, "RPO") == "skip"
+    assert list(scratch.iterdir()) == []
+
+
+def test_sampled_verification_through_the_module_is_planned_run_and_recorded(archived, ansible_env, rk_session_dir):
+    arch = seeded(archived, 18)
+    owner = arch.cluster.os_user
+    scratch, reports = dirs(rk_session_dir, owner, "sample")
+    arch.cluster.wait_archived(arch.cluster.switch_wal())  # mode latest: the restore has every change
+    # exact_count_max_size 0: every table with rows but the named one is counted by sample.
+    args = drill_args(arch, scratch, reports, mode="latest", amcheck=False, verify="sample", sample_percent=50,
+                      exact_count_max_size=0, count_tables=["postgres:public.accounts"])
+
+    plan = run_drill(ansible_env, args, check=True, become_user=owner)
+    assert not plan.failed, plan.result
+    assert plan["actions"][0].startswith("read the source for verification sample (verify sample chosen): the "
+                                         "catalog and table sizes; tables up to 0 B and 1 named tables counted exactly, larger ones "
+                                         "by a 50% TABLESAMPLE SYSTEM sample"), plan["actions"]
+    assert not any("every table" in action for action in plan["actions"])
+
+    drill = run_drill(ansible_env, args, become_user=owner)
+    assert not drill.failed, (drill["msg"], drill.result.get("failure_reasons"))
+    assert drill["result"] == "pass" and drill["verification"]["requested"] == "sample"
+    assert drill["verification"]["mode"] == "sample" and drill["verification"]["tables_sampled"] >= 1
+    counts = next(c for c in drill["checks"] if c["name"].startswith("row counts"))
+    assert counts["status"] == "pass" and "postgres:public.pgbench_accounts" in counts["data"]["sampled"], counts
+    assert "postgres:public.accounts" not in counts["data"]["sampled"]
+    assert drill["record"]["stored"], drill["record"]
+    records = load_records(PosixStorage(str(arch.setup.repo_path)), arch.setup.cluster_name)
+    assert (records[-1]["verify"], records[-1]["verify_requested"], records[-1]["sample_percent"]) == (
+        "sample", "sample", 50.0)
     assert list(scratch.iterdir()) == []

@@ -462,13 +462,14 @@ class VerifyResult(NamedTuple):
     problems: List[str]
 
 
-def verify_backup(config: Config, label: str) -> VerifyResult:
+def verify_backup(config: Config, label: str, progress: Optional[ProgressCallback] = None) -> VerifyResult:
     """Re-read a stored backup set and check it against its manifest and record:
     stored bytes' SHA-256, every file's size and checksum, nothing missing or
     extra; and what a restore would refuse (safetree.py): a manifest entry
     without a checksum, a member path that is not plain, a symlink anywhere
     but pg_tblspc/<oid>, a record whose tablespaces are not the backup's own
-    tablespace_map."""
+    tablespace_map. progress, when given, hears the stored bytes read (phase
+    "backup LABEL") against the stored size of the archives."""
     repository = Repository.from_config(config)
     repository.require_initialised()
     backup = Catalog(repository, config.cluster).get(label)
@@ -486,11 +487,13 @@ def verify_backup(config: Config, label: str) -> VerifyResult:
     problems += manifest_problems(manifest)
     oids = frozenset(str(item["tablespace_oid"]) for item in record["archives"] if item["tablespace_oid"] is not None)
     digests: Dict[str, Any] = {}
+    meter = Meter(progress, "backup %s" % label, sum(int(item.get("stored_size") or 0) for item in record["archives"]) or None)
+    meter.set(0)
     for item in record["archives"]:
         hasher = hashlib.sha256()
         path_prefix = "pg_tblspc/%s/" % item["tablespace_oid"] if item["tablespace_oid"] else ""
         with storage.open(prefix + item["key"]) as raw:
-            tee = TeeReader(raw, hasher.update)
+            tee = TeeReader(raw, lambda data: (hasher.update(data), meter.add(len(data))))
             try:
                 tar = digest_tar(compression.open_decompressed(tee, record["compression"]),
                                  keep=() if path_prefix else ("tablespace_map",), algorithm=manifest_algorithm(manifest))

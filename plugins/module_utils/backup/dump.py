@@ -32,6 +32,7 @@ from typing import Any, BinaryIO, Callable, Dict, List, NamedTuple, Optional, Se
 from urllib.parse import quote, unquote
 
 from ..common import compression
+from ..common.progress import Meter, ProgressCallback
 from ..common.timefmt import utc_iso
 from ..repo.layout import DUMP_RECORD_NAME as RECORD_NAME, dump_lock_key, dump_prefix, key_basename
 from ..config.config import Config
@@ -375,6 +376,7 @@ class LogicalDump:
         self.codec = config.backup.compression
         self.level = config.backup.compression_level
         self.suffix = ".zst" if self.codec == "zstd" else ""
+        self.progress: Optional[ProgressCallback] = None
 
     # -- checks
     def plan(self, options: DumpOptions) -> Tuple[DumpServer, List[DatabaseFacts]]:
@@ -420,7 +422,10 @@ class LogicalDump:
         return chosen
 
     # -- the dump
-    def run(self, options: DumpOptions) -> Dict[str, Any]:
+    def run(self, options: DumpOptions, progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
+        """Take the dump set; progress, when given, hears the dump bytes stored, one phase per object
+        ("globals", then "database NAME"; a directory-format dump's total is known once pg_dump is done)."""
+        self.progress = progress
         server, databases = self.plan(options)
         lock = dump_lock_key(self.config.cluster)
         with self.storage.lock(lock, "dump pid %d, started %s" % (os.getpid(), utc_iso(time.time()))):
@@ -452,7 +457,8 @@ class LogicalDump:
         globals_object = None
         if options.globals:
             argv = [self.client.program("pg_dumpall"), "--globals-only", "--no-password"]
-            globals_object = self._stream_object(argv, prefix, GLOBALS_NAME + self.suffix, "pg_dumpall")
+            globals_object = self._stream_object(argv, prefix, GLOBALS_NAME + self.suffix, "pg_dumpall",
+                                                 Meter(self.progress, "globals"))
             self._read_back(prefix, globals_object)
         entries = []
         for db in databases:
@@ -501,7 +507,8 @@ class LogicalDump:
         }
         if options.format == CUSTOM:
             argv = [self.client.program("pg_dump"), "-Fc", "-Z0", "--no-password", "-d", target]
-            obj = self._stream_object(argv, prefix, name + ".dump" + self.suffix, "pg_dump of %s" % db.name)
+            obj = self._stream_object(argv, prefix, name + ".dump" + self.suffix, "pg_dump of %s" % db.name,
+                                      Meter(self.progress, "database %s" % db.name))
             counter = self._count_custom(prefix, obj, db)
             entry.update(key=obj.key, dump_size=obj.size, raw_sha256=obj.raw_sha256, stored_size=obj.stored_size,
                          sha256=obj.sha256, files=None)
@@ -517,7 +524,7 @@ class LogicalDump:
                      duration_seconds=round(stopped - started, 3))
         return entry
 
-    def _stream_object(self, argv: List[str], prefix: str, key: str, what: str) -> StoredObject:
+    def _stream_object(self, argv: List[str], prefix: str, key: str, what: str, meter: Meter) -> StoredObject:
         """Program stdout -> (digest) -> compressor -> repository object, which is
         committed only after the program exited 0."""
         raw = hashlib.sha256()
@@ -527,7 +534,8 @@ class LogicalDump:
             sizes: List[int] = []
 
             def consume(stdout: BinaryIO) -> None:
-                tee = TeeReader(stdout, lambda data: (raw.update(data), compressor.write(data)))
+                tee = TeeReader(stdout, lambda data: (raw.update(data), compressor.write(data), meter.add(len(data))))
+                meter.set(0)
                 while tee.read(CHUNK):
                     pass
                 sizes.append(tee.bytes_read)
@@ -573,19 +581,25 @@ class LogicalDump:
                                  % (db.name, result.returncode, stderr_words(result.stderr)),
                                  program_hint(result.stderr))
             stored = []
-            for member in sorted(os.listdir(out)):
+            members = sorted(os.listdir(out))
+            for member in members:
                 if not _DIRECTORY_MEMBER.match(member) or not os.path.isfile(os.path.join(out, member)):
                     raise DumpFailed("pg_dump wrote an unexpected entry %r in its directory" % member)
-                stored.append(self._store_file(os.path.join(out, member), prefix, key_prefix + member + self.suffix))
+            meter = Meter(self.progress, "database %s" % db.name,
+                          sum(os.path.getsize(os.path.join(out, member)) for member in members))
+            meter.set(0)
+            for member in members:
+                stored.append(self._store_file(os.path.join(out, member), prefix, key_prefix + member + self.suffix,
+                                               meter))
             return stored
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _store_file(self, path: str, prefix: str, key: str) -> StoredObject:
+    def _store_file(self, path: str, prefix: str, key: str, meter: Meter) -> StoredObject:
         raw = hashlib.sha256()
         with open(path, "rb") as source, self.storage.writer(prefix + key) as writer:
             compressor = compression.StreamCompressor(writer.write, self.codec, self.level)
-            tee = TeeReader(source, lambda data: (raw.update(data), compressor.write(data)))
+            tee = TeeReader(source, lambda data: (raw.update(data), compressor.write(data), meter.add(len(data))))
             while tee.read(CHUNK):
                 pass
             compressor.finish()

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from ..config.config import Config, CopyConfig
 from ..common.errors import RestorekeeperError
+from ..common.progress import Meter, ProgressCallback
 from ..repo.layout import (BACKUP_RECORD_NAME, backup_prefix, backup_record_key, is_identity_key, is_record_key,
                            is_ship_state_key, is_wal_key, key_basename, set_label, wal_prefix)
 from ..repo.repository import MARKER_KEY, Repository, open_repository_storage
@@ -151,9 +152,12 @@ class Shipper:
             self.log("copy %s: shipped, but its ship state was not saved (the next pass lists everything): %s"
                      % (copy.name, exc))
 
-    def ship_once(self, only: str = "", full: bool = False) -> List[ShipResult]:
+    def ship_once(self, only: str = "", full: bool = False,
+                  progress: Optional[ProgressCallback] = None) -> List[ShipResult]:
         """One pass over every copy (or only one): incremental from the copy's
-        state, or a full reconciliation when asked, due, or without state."""
+        state, or a full reconciliation when asked, due, or without state.
+        progress, when given, hears the bytes shipped to each copy (phase
+        "copy NAME, N objects") against the size of what it lacks."""
         results = []
         for copy, target in self._targets(only):
             shipped, failed = [], {}
@@ -166,6 +170,10 @@ class Shipper:
                 self.log("copy %s unreachable: %s" % (copy.name, exc))
                 continue
             blocked_sets = set()
+            meter = Meter(progress, "copy %s, %d objects" % (copy.name, len(plan.todo)),
+                          sum(info.size for info in plan.todo))
+            if plan.todo:
+                meter.set(0)
             for info in plan.todo:
                 set_prefix = info.key.rsplit("/", 1)[0]
                 if _order(info.key)[0] == 3 and set_prefix in blocked_sets:
@@ -174,6 +182,7 @@ class Shipper:
                 try:
                     copy_object(self.repository.storage, target, info.key)
                     shipped.append(info.key)
+                    meter.add(info.size)
                 except RestorekeeperError as exc:
                     failed[info.key] = str(exc)
                     blocked_sets.add(set_prefix)

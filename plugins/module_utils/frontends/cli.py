@@ -193,7 +193,7 @@ def _progress(args: argparse.Namespace, operation: str):
     """The Progress of a command (common/progress.py), on stderr so that stdout keeps only the result."""
     from ..common.progress import Progress, choose_mode
 
-    return Progress(operation, sys.stderr, choose_mode(args.progress, args.json, sys.stderr))
+    return Progress(operation, sys.stderr, choose_mode(args.progress, getattr(args, "json", False), sys.stderr))
 
 
 def _add_progress_option(parser: argparse.ArgumentParser) -> None:
@@ -378,16 +378,23 @@ def cmd_drill(args: argparse.Namespace) -> int:
                 "queries": "--queries %s" % args.queries, "sample_percent": "--sample-percent",
                 "count_tables": "--count-table", "exact_verify_max_size": "--exact-verify-max-size",
                 "exact_count_max_size": "--exact-count-max-size"})
+    progress = _progress(args, "drill restore")
     with PgClient(config.postgres) as client:
-        report_data = run_drill(config, client, options)
+        try:
+            report_data = run_drill(config, client, options, progress)
+        finally:
+            progress.finish()
     if args.report_dir:
         report_data["report_files"] = write_reports(report_data, args.report_dir)
     if args.json:
         _print_json(report_data)
     else:
-        sys.stdout.write("drill of %s: %s, RTO %s s, RPO %s s\n" % (
-            report_data["cluster"], report_data["result"].upper(), report_data["rto_seconds"],
-            report_data["rpo_seconds"]))
+        from ..common.timefmt import format_elapsed
+
+        sys.stdout.write("drill of %s: %s, RTO %s, RPO %s\n" % (
+            report_data["cluster"], report_data["result"].upper(),
+            "unmeasured" if report_data["rto_seconds"] is None else format_elapsed(report_data["rto_seconds"]),
+            "unmeasured" if report_data["rpo_seconds"] is None else format_elapsed(report_data["rpo_seconds"])))
         for check in report_data["checks"]:
             sys.stdout.write("  %-5s %s: %s\n" % (check["status"], check["name"], check["detail"]))
         sys.stdout.write("%s\n" % verification_line(report_data.get("verification")))
@@ -416,7 +423,11 @@ def cmd_ship(args: argparse.Namespace) -> int:
     if not args.once:
         shipper.run(interval=args.interval, full=args.full)
         return EXIT_OK
-    results = shipper.ship_once(args.copy or "", full=args.full)
+    progress = _progress(args, "ship")
+    try:
+        results = shipper.ship_once(args.copy or "", full=args.full, progress=progress)
+    finally:
+        progress.finish()
     if args.json:
         _print_json([r._asdict() for r in results])
     else:
@@ -471,7 +482,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..backup.backup import verify_backup
 
-    result = verify_backup(_load(args), args.label)
+    progress = _progress(args, "verify")
+    try:
+        result = verify_backup(_load(args), args.label, progress)
+    finally:
+        progress.finish()
     if result.problems:
         for problem in result.problems:
             report("verify", "ERROR", "backup %s: %s" % (result.label, problem))
@@ -488,16 +503,22 @@ def cmd_dump(args: argparse.Namespace) -> int:
     options = DumpOptions(databases=tuple(args.database or ()), format=args.format, jobs=args.jobs,
                           globals=not args.no_globals)
     with PgClient(config.postgres) as client:
-        record = LogicalDump(config, client).run(options)
+        progress = _progress(args, "dump")
+        try:
+            record = LogicalDump(config, client).run(options, progress)
+        finally:
+            progress.finish()
     if args.json:
         _print_json(record)
     else:
+        from ..common.timefmt import format_elapsed, format_size
+
         for item in record["databases"]:
-            sys.stdout.write("dump %s: database %s, %d tables, %d rows, %d bytes stored\n" % (
-                record["label"], item["name"], len(item["tables"]), item["rows"], item["stored_size"]))
-        sys.stdout.write("dump %s complete (%s format%s), %d bytes stored, %.1f s\n" % (
+            sys.stdout.write("dump %s: database %s, %d tables, %d rows, %s stored\n" % (
+                record["label"], item["name"], len(item["tables"]), item["rows"], format_size(item["stored_size"])))
+        sys.stdout.write("dump %s complete (%s format%s), %s stored, %s\n" % (
             record["label"], record["dump_format"], ", with globals" if record["globals"] else "",
-            record["stored_size"], record["duration_seconds"]))
+            format_size(record["stored_size"]), format_elapsed(record["duration_seconds"])))
     return EXIT_OK
 
 
@@ -695,6 +716,7 @@ def build_parser() -> "argparse.ArgumentParser":
     _add_progress_option(backup)
     verify = command("verify", cmd_verify, "re-read a stored backup and check every file against its manifest", reads_copies=True)
     verify.add_argument("label", help="backup label (see restorekeeper info)")
+    _add_progress_option(verify)
     restore_cmd = command("restore", cmd_restore, "restore a backup into a data directory, to a recovery target", reads_copies=True)
     restore_cmd.add_argument("--pgdata", required=True, help="data directory to restore into (empty or new)")
     for option, help_text in (("--target-time", "timestamp WITH time zone, e.g. '2026-06-14 14:31:59+00'"),
@@ -762,11 +784,13 @@ def build_parser() -> "argparse.ArgumentParser":
                        help="with --verify sample: tables up to this size are counted exactly (default 16MiB)")
     drill.add_argument("--report-dir", help="write JSON, JUnit XML and HTML reports and the history here")
     drill.add_argument("--json", action="store_true", help="print the report data as JSON")
+    _add_progress_option(drill)
     ship = command("ship", cmd_ship, "copy new WAL and backups to every declared copy, verified (a service)")
     ship.add_argument("--once", action="store_true", help="one pass, then exit (non-zero if anything failed)")
     ship.add_argument("--copy", help="with --once: only this copy")
     ship.add_argument("--interval", type=float, default=10.0, help="seconds between passes (default 10)")
     ship.add_argument("--json", action="store_true", help="with --once: print the results as JSON")
+    _add_progress_option(ship)
     ship.add_argument("--full", action="store_true",
                       help="list the whole repository and every copy (a full reconciliation; with the service: its "
                            "first pass); otherwise a pass lists only what can be new since the copy's last pass")
@@ -798,6 +822,7 @@ def build_parser() -> "argparse.ArgumentParser":
     dump.add_argument("--jobs", "-j", type=int, default=1, help="parallel pg_dump jobs (directory format)")
     dump.add_argument("--no-globals", action="store_true", help="skip pg_dumpall --globals-only")
     dump.add_argument("--json", action="store_true", help="print the dump record as JSON")
+    _add_progress_option(dump)
     restore = command("dump-restore", cmd_dump_restore,
                       "restore a database, schema or table of a dump into a fresh database, verified by row counts")
     restore.add_argument("--label", help="dump label (default: the newest dump holding the database)")

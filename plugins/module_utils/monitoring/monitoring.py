@@ -180,6 +180,7 @@ def _server_source(config: Config, open_catalog: Callable[[], Any],
     client = client_factory() if client_factory else PgClient(config.postgres)
     try:
         status = archive_status(client, repository)
+        basebackup = basebackup_progress(client)
     finally:
         close = getattr(client, "close", None)
         if close:
@@ -189,7 +190,29 @@ def _server_source(config: Config, open_catalog: Callable[[], Any],
     last_failed = parse_utc(status.get("last_failed_time"))
     # The archiver is failing now when its newest attempt failed.
     status["failing"] = last_failed is not None and (last_ok is None or last_failed > last_ok)
-    return {"archive": status}
+    return {"archive": status, "basebackup": basebackup}
+
+
+# pg_stat_progress_basebackup exists from PostgreSQL 13; one row per running
+# base backup (any tool's, pg_basebackup's included). backup_total is NULL
+# until estimated (or when pg_basebackup runs with --no-estimate-size).
+_BASEBACKUP_VIEW_SQL = "SELECT to_regclass('pg_catalog.pg_stat_progress_basebackup') IS NOT NULL"
+_BASEBACKUP_PROGRESS_SQL = ("SELECT count(*), coalesce(sum(backup_streamed), 0), "
+                            "CASE WHEN count(*) > 0 AND count(backup_total) = count(*) THEN sum(backup_total) END "
+                            "FROM pg_stat_progress_basebackup")
+
+
+def basebackup_progress(client: Any) -> Optional[Dict[str, Any]]:
+    """Running base backups as {"running": n, "streamed_bytes": ..., "total_bytes": ... or None};
+    None when the server has no such view (before PostgreSQL 13) or it cannot be read
+    (a missing grant must not fail the server source)."""
+    try:
+        if client.scalar(_BASEBACKUP_VIEW_SQL) != "t":
+            return None
+        running, streamed, total = client.query(_BASEBACKUP_PROGRESS_SQL)[0]
+    except RestorekeeperError:
+        return None
+    return {"running": int(running), "streamed_bytes": int(streamed or 0), "total_bytes": int(total) if total else None}
 
 
 def _copies_source(config: Config) -> Dict[str, Any]:
@@ -291,6 +314,11 @@ METRICS: Dict[str, Metric] = {m.name: m for m in (
     Metric("restorekeeper_archive_failures_total", "counter", "pg_stat_archiver.failed_count"),
     Metric("restorekeeper_archive_failing", "gauge", "1 when the archiver's last attempt failed (newer than its last success)"),
     Metric("restorekeeper_archive_ready_files", "gauge", "WAL segments waiting for the archiver (.ready files)"),
+    Metric("restorekeeper_backup_in_progress", "gauge",
+           "Base backups the server is streaming now (pg_stat_progress_basebackup, PostgreSQL 13+)"),
+    Metric("restorekeeper_backup_progress_bytes", "gauge", "Bytes the running base backups have streamed so far"),
+    Metric("restorekeeper_backup_progress_total_bytes", "gauge",
+           "Estimated size of the running base backups (absent until estimated)"),
     Metric("restorekeeper_copy_up", "gauge", "1 when the copy could be read"),
     Metric("restorekeeper_copy_lag_seconds", "gauge", "Age of the oldest WAL file the copy does not hold yet; 0 in sync"),
     Metric("restorekeeper_copy_missing_wal_files", "gauge", "WAL files of the repository the copy does not hold"),
@@ -383,6 +411,12 @@ def _server_samples(server: Dict[str, Any], add: Callable[..., None]) -> None:
     add("restorekeeper_archive_failures_total", archive["failed_count"])
     add("restorekeeper_archive_failing", 1 if archive["failing"] else 0)
     add("restorekeeper_archive_ready_files", archive["ready_backlog"])
+    basebackup = server.get("basebackup")
+    if basebackup is not None:
+        add("restorekeeper_backup_in_progress", basebackup["running"])
+        if basebackup["running"]:
+            add("restorekeeper_backup_progress_bytes", basebackup["streamed_bytes"])
+            add("restorekeeper_backup_progress_total_bytes", basebackup["total_bytes"])
 
 
 def _copy_samples(copies: Dict[str, Any], add: Callable[..., None]) -> None:

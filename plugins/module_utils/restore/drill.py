@@ -39,6 +39,7 @@ from . import drillrecord
 from ..pg import wal
 from ..common import sqlquote
 from ..common.timefmt import format_size, utc_iso
+from ..common.progress import ProgressCallback
 from ..common.waiting import wait_until
 from ..repo.catalog import Catalog
 from ..config.config import Config
@@ -75,7 +76,7 @@ _RELATIONS_SQL = (
     "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
     "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1, 2"
 )
-_DATABASES_SQL = (
+DATABASES_SQL = (
     "SELECT datname, pg_database_size(datname) FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
 )
 
@@ -403,7 +404,7 @@ def _light_contents(client: PgClient, databases: Dict[str, int], options: DrillO
 def take_snapshot(client: PgClient, options: DrillOptions) -> Snapshot:
     taken_at = utc_iso(time.time())
     last_commit, method = source_last_commit(client)
-    databases = {name: int(size) for name, size in client.query(_DATABASES_SQL)}
+    databases = {name: int(size) for name, size in client.query(DATABASES_SQL)}
     verify_mode, reason = resolve_verify(options, sum(databases.values()))
     load = SourceLoad()
     watch_activity = options.row_counts or verify_mode in ("sample", "catalog")
@@ -639,7 +640,7 @@ def verify(restored: PgClient, snapshot: Snapshot, options: DrillOptions) -> Lis
         return checks
     # Restored to an earlier target, the data cannot be compared with the source as it is now.
     comparable = options.mode != "target"
-    databases = {name: int(size) for name, size in restored.query(_DATABASES_SQL)}
+    databases = {name: int(size) for name, size in restored.query(DATABASES_SQL)}
     tables_by_db = _checksums_by_db(options.checksum_tables)
     light = snapshot.verify in ("sample", "catalog")
     counts: Dict[str, int] = {}
@@ -697,8 +698,10 @@ def _target_check(name: str, measured: Optional[float], target: Optional[float],
     return Check(name, PASS, "%.1f s within the target of %.1f s (%.1f s to spare)" % (measured, target, target - measured))
 
 
-def run_drill(config: Config, client: PgClient, options: DrillOptions) -> Dict[str, Any]:
-    """Run one drill against the cluster config names; return the report data."""
+def run_drill(config: Config, client: PgClient, options: DrillOptions,
+              progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
+    """Run one drill against the cluster config names; return the report data (progress, when given,
+    hears the bytes of its restore, as restore() reports them)."""
     if options.mode not in MODES:
         raise RestorekeeperError("unknown drill mode %r" % options.mode, "use restore-point, latest or target")
     if (options.mode == "target") != (options.target is not None):
@@ -737,7 +740,7 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions) -> Dict[s
         try:
             restore_result = restore(config, client, RestoreRequest(
                 pgdata=pgdata, target=target, tool_path=options.tool_path, backup_label=options.backup_label,
-                start=True, port=port, socket_dir=socket_dir, wait_timeout=options.wait_timeout))
+                start=True, port=port, socket_dir=socket_dir, wait_timeout=options.wait_timeout), progress)
             phases.update({k: v for k, v in restore_result["phases"].items() if k != "total"})
             restored = restored.using_bindir(restore_result["bindir"])  # the binaries the restore chose
             checks.append(Check("restore and recovery to the target", PASS, "backup %s, %s, timeline %s" % (

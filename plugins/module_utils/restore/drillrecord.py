@@ -8,6 +8,12 @@ result from whichever host scrapes it.
 
 Layout: ``<cluster>/drills/<finished stamp>.json``, one object per drill,
 never rewritten; names sort by time.
+
+A record names the verification that ran (``verify``: exact, sample, catalog,
+or none for a drill to a chosen target) and the one asked for
+(``verify_requested``). Records written before drills could sample lack both;
+load_records fills them in as those drills ran: every table counted exactly
+(none for a drill to a chosen target).
 """
 
 from __future__ import annotations
@@ -29,12 +35,16 @@ def summarise(report: Dict[str, Any], replayed_bytes: Optional[int], restored_by
     phases = {name: float(seconds) for name, seconds in (report.get("phases") or {}).items()}
     replay_seconds = phases.get("start", 0.0) + phases.get("replay", 0.0)
     unpack_seconds = sum(seconds for name, seconds in phases.items() if name not in ("start", "replay", "verify", "stage"))
+    verification = report.get("verification") or {}
     return {
         "format": RECORD_FORMAT,
         "cluster": report.get("cluster"),
         "finished_at": report.get("finished_at"),
         "started_at": report.get("started_at"),
         "mode": report.get("mode"),
+        "verify": verification.get("mode") or _older_verify(report),
+        "verify_requested": verification.get("requested") or "exact",
+        "sample_percent": verification.get("sample_percent"),
         "result": report.get("result"),
         "failure_reasons": list(report.get("failure_reasons") or []),
         "backup": report.get("backup"),
@@ -49,6 +59,21 @@ def summarise(report: Dict[str, Any], replayed_bytes: Optional[int], restored_by
         "restored_bytes": restored_bytes,
         "unpack_seconds": round(unpack_seconds, 3),
     }
+
+
+def _older_verify(record: Dict[str, Any]) -> str:
+    """The verification of a drill that did not record one: before sampling, every table was counted exactly,
+    except in a drill to a chosen target, which compares nothing with the source."""
+    return "none" if record.get("mode") == "target" else "exact"
+
+
+def with_verify(record: Dict[str, Any]) -> Dict[str, Any]:
+    """The record with verify and verify_requested, filled in for a record written before they existed."""
+    if record.get("verify") and record.get("verify_requested"):
+        return record
+    return dict(record, verify=record.get("verify") or _older_verify(record),
+                verify_requested=record.get("verify_requested") or "exact",
+                sample_percent=record.get("sample_percent"))
 
 
 def record_key(cluster: str, finished_at: str) -> str:
@@ -77,7 +102,7 @@ def load_records(storage: Storage, cluster: str) -> List[Dict[str, Any]]:
         except (UnicodeDecodeError, ValueError) as exc:
             raise CorruptObject("drill record %s is unreadable: %s" % (info.key, exc)) from None
         if isinstance(value, dict):
-            records.append(value)
+            records.append(with_verify(value))
     return records
 
 

@@ -149,3 +149,28 @@ def test_describe_caps_the_percentage():
     event = {"operation": "restore", "phase": "extract", "state": "running", "done_bytes": 120, "total_bytes": 100,
              "rate_bytes_per_second": None, "eta_seconds": 0.0}
     assert describe(event) == "restore extract: 120 B of 100 B (100%), ETA 0s"
+
+
+def test_ship_once_reports_bytes_per_copy_on_stderr_and_keeps_stdout_json(tmp_path, capsys):
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.cli import main
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.layout import wal_key
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import Repository
+
+    path = tmp_path / "rk.conf"
+    path.write_text("[cluster]\nname = main\n[repository]\npath = %s\n[copy second]\npath = %s\n"
+                    % (tmp_path / "repo", tmp_path / "copy"))
+    repository = Repository.from_config(Config.load(str(path)))
+    repository.create()
+    repository.claim_identity("main", 7, 16 * MIB, "test")
+    repository.storage.put_bytes(wal_key("main", "000000010000000000000001"), b"w" * 3000)
+    assert main(["ship", "--config", str(path), "--once", "--json", "--progress", "json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)[0]["copy"] == "second"  # stdout: the result only
+    events = [json.loads(line) for line in captured.err.splitlines()]
+    assert [e["state"] for e in events] == ["start", "end"]
+    assert events[0]["operation"] == "ship" and events[0]["phase"].startswith("copy second, ")
+    assert events[0]["done_bytes"] == 0 and events[1]["done_bytes"] == events[1]["total_bytes"] >= 3000
+    # Nothing left to ship: no progress at all.
+    assert main(["ship", "--config", str(path), "--once", "--progress", "lines"]) == 0
+    assert capsys.readouterr().err == ""

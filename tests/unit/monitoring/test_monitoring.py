@@ -348,3 +348,43 @@ def test_command_unknown_on_bad_configuration_and_usage(tmp_path, capsys):
 def test_help_lists_both_commands():
     text = cli.build_parser().format_help()
     assert "metrics" in text and "check" in text
+
+
+def test_running_base_backup_gauges():
+    def families_with(basebackup):
+        server = dict(status()["server"], basebackup=basebackup)
+        return parse_exposition(monitoring.render_textfile(monitoring.samples(status(server=server))))
+
+    running = families_with({"running": 1, "streamed_bytes": 3 * 1024 ** 3, "total_bytes": 10 * 1024 ** 3})
+    assert value(running, "restorekeeper_backup_in_progress") == 1
+    assert value(running, "restorekeeper_backup_progress_bytes") == 3 * 1024 ** 3
+    assert value(running, "restorekeeper_backup_progress_total_bytes") == 10 * 1024 ** 3
+    # Not estimated yet: no total rather than a fake 0.
+    unestimated = families_with({"running": 1, "streamed_bytes": 512, "total_bytes": None})
+    assert value(unestimated, "restorekeeper_backup_progress_bytes") == 512
+    assert "restorekeeper_backup_progress_total_bytes" not in unestimated
+    idle = families_with({"running": 0, "streamed_bytes": 0, "total_bytes": None})
+    assert value(idle, "restorekeeper_backup_in_progress") == 0
+    assert "restorekeeper_backup_progress_bytes" not in idle
+    # A server without the view (before PostgreSQL 13), or an unreachable one: no gauge at all.
+    assert "restorekeeper_backup_in_progress" not in families_with(None)
+    down = parse_exposition(monitoring.render_textfile(monitoring.samples(status(server={"up": False, "error": "x"}))))
+    assert "restorekeeper_backup_in_progress" not in down
+
+
+def test_basebackup_progress_is_none_when_the_view_cannot_be_read():
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import PostgresError
+
+    class Refusing:
+        def scalar(self, sql: str) -> str:
+            raise PostgresError("permission denied for view pg_stat_progress_basebackup")
+
+    class Old:
+        def scalar(self, sql: str) -> str:
+            return "f"
+
+        def query(self, sql: str):
+            raise AssertionError("the view is not asked for on a server without it")
+
+    assert monitoring.basebackup_progress(Refusing()) is None
+    assert monitoring.basebackup_progress(Old()) is None

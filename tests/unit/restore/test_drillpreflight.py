@@ -95,9 +95,10 @@ def test_an_unopenable_lock_file_is_refused(tmp_path):
 
 def test_check_mode_lists_the_steps_of_a_restore_point_drill():
     options = DrillOptions(tool_path="/t", checksum_tables=("a:b.c",), queries=(DrillQuery("q", "d", "s", ()),))
-    actions = planned_actions(options, "B2", ["B1", "B2"], "/reports")
+    actions = planned_actions(options, "B2", ["B1", "B2"], "/reports", ("exact", "auto: the source's 1.0 GiB is below 10.0 GiB"))
     assert actions == [
-        "take a snapshot of the source (row counts, checksums of 1 tables) in one transaction per database",
+        "read the source for verification exact (auto: the source's 1.0 GiB is below 10.0 GiB): row counts of every "
+        "table, checksums of 1 tables in one REPEATABLE READ transaction per database",
         "create restore point restorekeeper-drill-<time> on the source, switch WAL and wait until it is archived",
         "restore backup B2 (chain B1, B2) into a scratch cluster under the temporary directory on a free port, "
         "recovered to the restore point",
@@ -107,12 +108,49 @@ def test_check_mode_lists_the_steps_of_a_restore_point_drill():
     ]
 
 
-def test_check_mode_of_a_latest_drill_leaves_the_source_alone():
+def test_check_mode_of_a_latest_drill_leaves_the_source_wal_alone():
     options = DrillOptions(tool_path="/t", mode="latest", scratch_root="/scratch", keep=True, amcheck=False,
-                           row_counts=False)
+                           row_counts=False, verify="exact")
     assert planned_actions(options, "B1", ["B1"], "/r") == [
+        "read the source for verification exact (verify exact chosen): database sizes in one REPEATABLE READ "
+        "transaction per database",
         "restore backup B1 into a scratch cluster under /scratch on a free port, recovered to the end of the archive",
         "verify: connections, databases and sizes",
         "keep the scratch cluster running",
         "write JSON, JUnit XML and HTML reports to /r",
     ]
+
+
+def test_check_mode_names_a_sampled_verification_instead_of_row_counts():
+    options = DrillOptions(tool_path="/t", mode="latest", verify="sample", sample_percent=0.5,
+                           count_tables=("app:public.orders",), exact_count_max_bytes=16 * 1024 ** 2)
+    actions = planned_actions(options, "B1", ["B1"], "/r", ("sample", "verify sample chosen"))
+    assert actions[0] == ("read the source for verification sample (verify sample chosen): the catalog and table "
+                          "sizes; tables up to 16.0 MiB and 1 named tables counted exactly, larger ones by a 0.5% "
+                          "TABLESAMPLE SYSTEM sample, one statement at a time")
+    assert actions[2] == "verify: connections, pg_amcheck, databases and sizes, catalog and table sizes, " \
+                         "row counts (sampled above 16.0 MiB)"
+    assert not any("every table" in action for action in actions)
+
+
+def test_check_mode_of_a_catalog_verification_counts_nothing():
+    options = DrillOptions(tool_path="/t", mode="latest", verify="catalog", amcheck=False)
+    actions = planned_actions(options, "B1", ["B1"], "/r", ("catalog", "verify catalog chosen"))
+    assert actions[0] == ("read the source for verification catalog (verify catalog chosen): the catalog and table "
+                          "sizes, one statement at a time")
+    assert actions[2] == "verify: connections, databases and sizes, catalog and table sizes"
+
+
+def test_check_mode_without_a_resolved_verification_describes_auto():
+    options = DrillOptions(tool_path="/t", mode="latest")
+    first = planned_actions(options, "B1", ["B1"], "/r")[0]
+    assert first.startswith("read the source for verification auto (auto: decided by the source's size): below "
+                            "10.0 GiB every table counted exactly (exact), from 10.0 GiB the catalog, table sizes")
+
+
+def test_check_mode_of_a_target_drill_compares_nothing_with_the_source():
+    options = DrillOptions(tool_path="/t", mode="target", checksum_tables=("a:b.c",), amcheck=False)
+    actions = planned_actions(options, "B1", ["B1"], "/r", ("none", "restored to a chosen target"))
+    assert actions[0] == "read the source for verification none (restored to a chosen target): database sizes only"
+    assert "recovered to the chosen target" in actions[1]
+    assert actions[2] == "verify: connections, databases and sizes"

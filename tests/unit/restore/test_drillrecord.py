@@ -42,3 +42,31 @@ def test_rates_take_the_slowest_passed_drill():
     assert rates["unpack_bytes_per_second"] == 2000.0      # 3000 bytes over 0.5 + 1.0 s
     assert rates["drills"] == 2.0
     assert drillrecord.measured_rates([failed])["replay_bytes_per_second"] is None
+
+
+def test_the_record_names_the_verification_that_ran():
+    sampled = dict(report("2026-11-21T10:00:00Z"), verification={"requested": "auto", "mode": "sample",
+                                                                 "sample_percent": 0.5, "tables_sampled": 3})
+    record = drillrecord.summarise(sampled, 10, 10)
+    assert (record["verify"], record["verify_requested"], record["sample_percent"]) == ("sample", "auto", 0.5)
+    exact = dict(report("2026-11-21T11:00:00Z"), verification={"requested": "exact", "mode": "exact",
+                                                               "sample_percent": None})
+    assert drillrecord.summarise(exact, 10, 10)["verify"] == "exact"
+
+
+def test_older_records_without_a_verification_read_as_counted_exactly(tmp_path):
+    storage = PosixStorage(str(tmp_path))
+    storage.ensure_root()
+    older = drillrecord.summarise(report("2026-11-20T12:00:00Z"), 10, 10)
+    for key in ("verify", "verify_requested", "sample_percent"):
+        del older[key]            # as written before drills could sample
+    older_target = dict(older, finished_at="2026-11-20T13:00:00Z", mode="target")
+    newer = drillrecord.summarise(dict(report("2026-11-21T12:00:00Z"), verification={
+        "requested": "catalog", "mode": "catalog"}), 10, 10)
+    for record in (older, older_target, newer):
+        drillrecord.store_record(storage, record)
+    loaded = drillrecord.load_records(storage, "main")
+    assert [(r["verify"], r["verify_requested"]) for r in loaded] == [
+        ("exact", "exact"), ("none", "exact"), ("catalog", "catalog")]
+    assert loaded[0]["sample_percent"] is None
+    assert drillrecord.measured_rates(loaded)["drills"] == 3.0   # still counted for the rates
