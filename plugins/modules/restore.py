@@ -39,8 +39,8 @@ options:
     default: /etc/restorekeeper/restorekeeper.conf
   pgdata:
     description:
-      - Data directory to restore into. Must be absent or empty, unless O(force=true); never the directory
-        of a running server.
+      - Data directory to restore into. Must be absent or empty, unless O(force=true) or O(delta=true); never
+        the directory of a running server.
     type: path
     required: true
   tool_path:
@@ -122,6 +122,22 @@ options:
         its server started again; the failure reports C(rolled_back=true) and C(original_running).
       - A data directory that does not exist (a lost disk) is rebuilt in place.
       - Implies O(start=true).
+    type: bool
+    default: false
+  delta:
+    description:
+      - Delta restore. Restore over O(pgdata), an existing stopped data directory of the same cluster (the
+        cluster itself, or a lagging or broken standby of it), rewriting only the files that differ from the
+        backup and removing the files the backup does not have, instead of moving the directory aside (twice the
+        disk) or requiring an empty one. An absent or empty O(pgdata) gets a normal restore.
+      - Every file of the backup's manifest whose size is equal is read and checked against the manifest's
+        checksum (modification times are never trusted); a file of another size is rewritten without reading.
+      - Refused, with nothing changed, on a running server, on a directory whose database system identifier
+        (in C(global/pg_control)) is not the backup's, on a non-empty directory without C(global/pg_control),
+        for an incremental chain and for a backup with user tablespaces (restore those into an empty directory).
+      - "Crash safe: C(global/pg_control) is renamed aside first and the backup's is written last, so a half-done
+        delta cannot start; running it again completes it."
+      - Not with O(in_place=true) or O(force=true). The result reports C(delta).
     type: bool
     default: false
   aside_path:
@@ -376,12 +392,26 @@ wal_staged:
   returned: success and not check mode
   type: dict
   sample: {enabled: true, planned: 42, segments: 42, bytes: 704643072, consumed: 41, seconds: 3.1, error: null}
+process_max:
+  description:
+    - The writer threads each archive was extracted with (C([restore] process_max) of the configuration; 1 is one
+      thread). A value above the host's CPU count is refused before anything changes.
+  returned: success and not check mode
+  type: int
+  sample: 2
+combine:
+  description:
+    - For an incremental chain, how pg_combinebackup made the full backup - C(mode) V(link) (hard links to the
+      extracted chain, PostgreSQL 18 and one filesystem, no second copy) or V(copy) - and C(why).
+  returned: success with an incremental chain, not in check mode
+  type: dict
+  sample: {mode: link, why: "the output hard-links the inputs' unchanged files (no second copy)"}
 preflight:
   description:
     - What was checked before anything changed - C(configuration) (where the restored server's configuration comes
       from - V(backup), V(derived) or V(live)), C(binaries) (each program used), C(space) (free and needed bytes),
       and with O(in_place=true) the C(cluster) discovered.
-  returned: success, and in check mode with O(in_place=true)
+  returned: success, and in check mode with O(in_place=true) or O(delta=true)
   type: dict
   sample: {configuration: {source: derived, detail: derived from /etc/postgresql/15/main/postgresql.conf},
            space: {available_bytes: 53687091200, needed_bytes: 538968064}}
@@ -390,6 +420,14 @@ configuration:
   returned: success and not check mode
   type: dict
   sample: {source: derived, detail: "derived from /etc/postgresql/15/main/postgresql.conf", written: [postgresql.conf, pg_hba.conf]}
+delta:
+  description:
+    - With O(delta=true) over an existing data directory, the files of the backup kept (equal) and rewritten,
+      the files and directories removed (not in the backup), the bytes read to checksum the kept and compared
+      files and the bytes written from the backup.
+  returned: success with O(delta=true), when the directory was not empty
+  type: dict
+  sample: {kept: 1620, rewritten: 14, removed: 3, bytes_read: 520093696, bytes_written: 9437184}
 stopped_live_cluster:
   description: With O(in_place=true), whether the live cluster was running and stopped by the module.
   returned: success and not check mode
@@ -488,6 +526,7 @@ def argument_spec() -> Dict[str, Any]:
         "stage_wal": {"type": "bool", "default": True},
         "in_place": {"type": "bool", "default": False},
         "aside_path": {"type": "path"},
+        "delta": {"type": "bool", "default": False},
         "bindir": {"type": "path"},
         "source": {"type": "str"},
     }
@@ -541,7 +580,7 @@ def plan_only(config: Config, params: Dict[str, Any], target: RecoveryTarget, st
     with PgClient(config.postgres) as client:
         plan = plan_restore(config, client, target, params["backup_label"] or "")
         checks = None
-        if params["in_place"]:
+        if params["in_place"] or params["delta"]:
             request = request_from(params, target)
             checks = preflight(config, client, request, plan, Repository.from_config(config)).checks
     check_creatable(os.path.abspath(params["pgdata"]), "data directory")
@@ -570,6 +609,7 @@ def request_from(params: Dict[str, Any], target: RecoveryTarget) -> RestoreReque
         primary_conninfo=params["primary_conninfo"] or "", tablespace_map=params["tablespace_map"] or {},
         keep_archiving=params["keep_archiving"], wait_timeout=params["wait_timeout"],
         stage_wal=params["stage_wal"], in_place=params["in_place"], aside_path=params["aside_path"] or "",
+        delta=params["delta"],
     )
 
 

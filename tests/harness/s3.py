@@ -129,3 +129,18 @@ class CuttableProxy:
                     end.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+def point_repository_at_s3(config_path: Path, endpoint: S3Endpoint, endpoint_url: str = "", path: str = "wal") -> str:
+    """Replace the [repository] section of a configuration file by a new bucket
+    of endpoint (reached at endpoint_url, e.g. a proxy, when given); returns the bucket."""
+    bucket = make_bucket(endpoint)
+    text = config_path.read_text()
+    start = text.index("[repository]\n")
+    end = text.index("\n\n", start)
+    section = "\n".join(["[repository]", "type = s3", "path = %s" % path, "bucket = %s" % bucket,
+                         "endpoint_url = %s" % (endpoint_url or endpoint.url), "region = us-east-1", "path_style = true",
+                         "access_key_id = %s" % endpoint.access_key_id,
+                         "secret_access_key = %s" % endpoint.secret_access_key])
+    config_path.write_text(text[:start] + section + text[end:])
+    return bucket

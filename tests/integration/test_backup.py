@@ -20,7 +20,7 @@ from typing import List
 import pytest
 
 from harness import make_user_dir, wait_until
-from harness.archived import Archived, pgbench_init
+from harness.archived import Archived, pgbench_init, restored
 
 pytestmark = pytest.mark.slow
 
@@ -258,3 +258,57 @@ def test_crc32c_manifests_are_verified_in_stream_and_by_postgresql(archived, rk_
     verified = extract_and_verify(arch, record["label"], rk_session_dir / "restored-crc32c")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert arch.rk("verify", record["label"]).returncode == 0
+
+
+def test_chunked_archives_restore_verify_name_damage_and_ship_resumes(archived, cluster_factory, rk_session_dir):
+    """[backup] chunk_size = 1MiB: the base archive is stored as many chunks;
+    a restore reads them back, verify names a damaged or missing chunk, and a
+    copy that already holds some chunks (an interrupted ship) gets only the rest."""
+    arch = archived(18, compression="none")
+    config = arch.setup.config_path
+    assert "[backup]\n" in config.read_text()
+    config.write_text(config.read_text().replace("[backup]\n", "[backup]\nchunk_size = 1MiB\n"))
+    pgbench_init(arch.cluster)
+    record = arch.backup()
+    base = next(item for item in record["archives"] if item["tablespace_oid"] is None)
+    chunks = base["chunks"]
+    assert len(chunks) >= 3 and all(chunk["size"] == 1 << 20 for chunk in chunks[:-1]), chunks
+    assert sum(chunk["size"] for chunk in chunks) == base["stored_size"]
+    directory = arch.backup_dir(record["label"])
+    names = sorted(p.name for p in directory.iterdir())
+    assert names == sorted(["backup.json", "backup_manifest", "base.tar"]
+                           + ["base.tar.%05d" % n for n in range(2, len(chunks) + 1)])
+    assert arch.rk("verify", record["label"]).returncode == 0
+    slot = cluster_factory(version=18, initdb=False)
+    result = restored(arch, slot, "--target-immediate", "--target-action", "promote", "--start")
+    assert result["state"] == "promoted", result
+    assert slot.scalar("SELECT count(*) FROM pgbench_accounts") == arch.cluster.scalar("SELECT count(*) FROM pgbench_accounts")
+    slot.destroy()
+
+    # An interrupted copy: the copy holds the first two chunks; ship sends the rest, and the record last.
+    second = make_user_dir(rk_session_dir / ("chunk-copy-%d" % arch.cluster.port), arch.cluster.os_user, 0o700)
+    config.write_text(config.read_text() + "\n[copy second]\ntype = posix\npath = %s\nfailure_domain = disk2\n" % second)
+    held = second / "main" / "backup" / record["label"]
+    shipped = json.loads(arch.rk("ship", "--once", "--json").stdout)
+    keys = [key.rsplit("/", 1)[1] for copy in shipped for key in copy["shipped"] if record["label"] in key]
+    assert keys[-1] == "backup.json" and len([k for k in keys if k.startswith("base.tar")]) == len(chunks)
+    for name in ["base.tar.%05d" % n for n in range(3, len(chunks) + 1)] + ["backup.json"]:
+        (held / name).unlink()
+    shipped = json.loads(arch.rk("ship", "--once", "--full", "--json").stdout)
+    keys = sorted(key.rsplit("/", 1)[1] for copy in shipped for key in copy["shipped"] if record["label"] in key)
+    assert keys == sorted(["backup.json"] + ["base.tar.%05d" % n for n in range(3, len(chunks) + 1)]), keys
+
+    # Damage: a chunk with one byte flipped, then a chunk missing, each named by verify.
+    victim = directory / "base.tar.00002"
+    data = bytearray(victim.read_bytes())
+    data[1000] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    result = arch.rk("verify", record["label"], check=False)
+    assert result.returncode == 1 and "chunk 2 of %d" % len(chunks) in result.stderr and "damaged" in result.stderr, \
+        result.stderr
+    (directory / "base.tar.00003").unlink()
+    data[1000] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    result = arch.rk("verify", record["label"], check=False)
+    assert result.returncode == 1 and "chunk 3 of %d" % len(chunks) in result.stderr and "missing" in result.stderr, \
+        result.stderr

@@ -304,3 +304,30 @@ def test_modules_dump_and_restore_with_check_mode(logical, ansible_env):
     assert again.failed and again["changed"] is False and "is not empty" in again["msg"]
     both = restore(dict(args, schema="billing"), check=True, become_user=owner)
     assert both.failed and "mutually exclusive" in both["msg"]
+
+
+def test_a_dump_larger_than_chunk_size_is_stored_in_chunks_and_restored(logical):
+    env = logical(18)
+    config = env.setup.config_path
+    text = config.read_text()
+    assert "[backup]\ncompression = zstd" in text
+    config.write_text(text.replace("[backup]\ncompression = zstd", "[backup]\ncompression = none\nchunk_size = 1MiB"))
+    result = env.cluster.run_as_owner([env.cluster.bin("pgbench"), "-i", "-q", "-s", "1", "shop"])
+    assert result.returncode == 0, result.stderr
+    live = env.counts("shop")
+    record = env.dump("--database", "shop", "--no-globals")
+    entry = record["databases"][0]
+    chunks = entry["chunks"]
+    assert len(chunks) >= 3 and sum(chunk["size"] for chunk in chunks) == entry["stored_size"], entry
+    names = sorted(p.name for p in env.dump_dir(record["label"]).iterdir())
+    assert ["shop.dump.%05d" % n for n in range(2, len(chunks) + 1)] == [n for n in names if n.startswith("shop.dump.")]
+    assert env.restore("--database", "shop", "--target-database", "shop_chunked", "--create")["verified"] is True
+    assert env.counts("shop_chunked") == live
+    victim = env.dump_dir(record["label"]) / "shop.dump.00002"
+    data = bytearray(victim.read_bytes())
+    data[100] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    before = env.databases()
+    failed = env.rk("dump-restore", "--database", "shop", "--target-database", "from_damaged", "--create", check=False)
+    assert failed.returncode == 1 and "chunk 2 of %d" % len(chunks) in failed.stderr, failed.stderr
+    assert env.databases() == before

@@ -14,6 +14,11 @@ import pytest
 
 from harness.archived import archive_everything, commit_time, corrupt_wal_segment, pgbench_init, restore, restored
 
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import PostgresConfig
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.monitoring.monitoring import recovery_progress
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.pgclient import PgClient
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.wal import parse_lsn
+
 pytestmark = pytest.mark.slow
 
 
@@ -91,7 +96,15 @@ def test_targets_by_xid_lsn_name_and_immediate(archived, cluster_factory):
         result = restored(arch, slot, *args, "--start")
         assert result["state"].startswith("paused at target"), (args, result)
         assert [r[0] for r in slot.query("SELECT n FROM steps ORDER BY n")] == expected, args
+        if args[0] == "--target-lsn":  # the metrics' replay gauges see the paused server and its target
+            progress = recovery_progress(PgClient(PostgresConfig(bindir=str(slot.bindir), host=str(slot.socket_dir),
+                                                                 port=slot.port, user=slot.superuser,
+                                                                 database="postgres")))
+            assert progress is not None and progress["target_position_bytes"] == parse_lsn(str(lsn)), progress
+            assert progress["replay_position_bytes"] >= progress["target_position_bytes"] - 8192, progress
         slot.destroy()
+    assert recovery_progress(PgClient(PostgresConfig(bindir=str(db.bindir), host=str(db.socket_dir), port=db.port,
+                                                     user=db.superuser, database="postgres"))) is None  # a primary
 
 
 def test_incremental_chain_is_combined_and_recovered_on_18(archived, cluster_factory):

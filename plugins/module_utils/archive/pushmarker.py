@@ -13,9 +13,26 @@ nothing but os and a few system calls. A marker is believed only when:
   since the batch read it, so the repository it pushed to is still the one
   configured;
 * the repository object is the very file the batch published (posix
-  repositories; published objects are never rewritten). For other
-  repositories the quick path steps aside and the full engine reads the
-  object's header.
+  repositories; published objects are never rewritten); or, for any other
+  repository (S3, ssh), the marker says ``confirmed``: the resident pusher
+  (walpusher.py) wrote it only after the upload returned AND a read of the
+  stored object's header, after the upload, found this name, size and
+  SHA-256. A marker of the async batch without that line makes the quick
+  path step aside, and the full engine reads the object's header.
+
+Why a confirmed marker is as safe as the posix check: both prove, at the
+time the marker is written, that the repository holds exactly these bytes
+under this name; what the posix check adds is that the file was not
+replaced or deleted between then and the archive_command call (usually
+milliseconds to seconds). Nothing in restorekeeper replaces a WAL object
+(wal-push refuses to overwrite one with different content); retention may
+delete a pushed-ahead segment before its archive_command ran, but only one
+older than the start of every kept base backup, which no restore from the
+repository can use either way. The configuration identity proves the repository is
+still the one the pusher wrote to. What remains is a hand deletion or an
+outside actor removing a just-pushed object within that window: the same
+exposure as a posix repository deleted right after the quick path answered,
+which no archive_command check can close.
 
 Anything else, including a marker it cannot parse, leaves the decision to
 the full engine, which reports and deletes a marker that does not hold.
@@ -47,7 +64,7 @@ class Marker:
 
     def __init__(self, name: str, size: int, sha256: str, key: str, segment: list[int],
                  config: list[list[int]] | None = None, object_path: str = "",
-                 object_identity: list[int] | None = None) -> None:
+                 object_identity: list[int] | None = None, confirmed: bool = False) -> None:
         self.name = name
         self.size = size
         self.sha256 = sha256
@@ -56,6 +73,9 @@ class Marker:
         self.config = config or []
         self.object_path = object_path
         self.object_identity = object_identity or []
+        # Set only by the resident pusher, after reading the stored object
+        # back (see the module docstring): trusted for any repository type.
+        self.confirmed = confirmed
 
     def render(self) -> bytes:
         lines = [_FORMAT, "name " + self.name, "size %d" % self.size, "sha256 " + self.sha256, "key " + self.key,
@@ -63,6 +83,8 @@ class Marker:
         lines.extend("config " + _numbers(identity) for identity in self.config)
         if self.object_path and self.object_identity:
             lines.append("object " + _numbers(self.object_identity) + " " + self.object_path)
+        if self.confirmed:
+            lines.append("confirmed stored")
         return ("\n".join(lines) + "\n").encode("utf-8")
 
     def describes_segment(self, name: str, segment_path: str) -> bool:
@@ -76,11 +98,11 @@ class Marker:
     def proves_quickly(self, name: str, segment_path: str, config_path: str) -> bool:
         """True when the checks in the module docstring all hold (raises
         OSError when a file cannot be examined)."""
-        if not self.config or not self.object_path:
+        if not self.config or not (self.object_path or self.confirmed):
             return False
         return (self.describes_segment(name, segment_path)
                 and sources_identity(config_path) == self.config
-                and file_identity(self.object_path) == self.object_identity)
+                and (not self.object_path or file_identity(self.object_path) == self.object_identity))
 
 
 def parse_marker(data: bytes) -> Marker | None:
@@ -92,18 +114,20 @@ def parse_marker(data: bytes) -> Marker | None:
             return None
         fields: dict[str, str] = {}
         config: list[list[int]] = []
-        object_path, object_identity = "", []
+        object_path, object_identity, confirmed = "", [], False
         for line in lines[1:-1]:
             word, _space, rest = line.partition(" ")
             if word == "config":
                 config.append(_parse_numbers(rest))
+            elif word == "confirmed":
+                confirmed = rest == "stored"
             elif word == "object":
                 parts = rest.split(" ", 5)
                 object_identity, object_path = _parse_numbers(" ".join(parts[:5])), parts[5]
             else:
                 fields[word] = rest
         return Marker(fields["name"], int(fields["size"]), fields["sha256"], fields["key"],
-                      _parse_numbers(fields["segment"]), config, object_path, object_identity)
+                      _parse_numbers(fields["segment"]), config, object_path, object_identity, confirmed)
     except (UnicodeDecodeError, ValueError, KeyError, IndexError):
         return None
 

@@ -22,6 +22,8 @@ checks), so both commands can do the work of several calls at once:
   size and SHA-256; then it exits 0 without writing anything. A marker that
   fails any check is deleted and the segment pushed as usual, so a stale
   marker can never make a segment count as archived when it is not.
+  The resident pusher (walpusher.py) pushes ahead through the same
+  _push_batch, and also confirms the markers of a remote repository.
 
 * **Prefetch** (``[archive] prefetch = N``). After wal-fetch restored X, a
   detached child process fetches the next N segments in parallel, verifies
@@ -186,9 +188,11 @@ def _push_rounds(archive: "WalArchive", spool: str, source_path: str, name: str,
 
 
 def _push_batch(archive: "WalArchive", spool: str, batch: List[Tuple[str, str]],
-                config_identity: Optional[List[List[int]]] = None) -> None:
+                config_identity: Optional[List[List[int]]] = None, confirm_remote: bool = False) -> List[str]:
     """Push every file of the batch on process_max threads, oldest first, and
-    leave a marker for each one that is durable and was not changed meanwhile."""
+    leave a marker for each one that is durable and was not changed meanwhile;
+    return the names pushed. confirm_remote (the resident pusher): read each
+    object of a non-local repository back and mark the marker confirmed."""
     from concurrent.futures import ThreadPoolExecutor
 
     workers = archive.config.archive.process_max
@@ -197,25 +201,30 @@ def _push_batch(archive: "WalArchive", spool: str, batch: List[Tuple[str, str]],
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pushes = [(item, _file_identity_or_none(item[0]), pool.submit(archive.push, *item, compress_threads))
                   for item in batch]
+        pushed = []
         for (path, name), before, future in pushes:
             try:
                 outcome = future.result()
             except Exception as exc:  # its own call will push it again, and report
                 _report("WARNING", "%s was not pushed ahead: %s" % (name, exc))
                 continue
+            pushed.append(name)
             if before is not None and before == _file_identity_or_none(path) and before[2] == outcome.size:
-                _write_marker(archive, spool, outcome, before, config_identity)
+                _write_marker(archive, spool, outcome, before, config_identity, confirm_remote)
+    return pushed
 
 
 def _write_marker(archive: "WalArchive", spool: str, outcome: "PushOutcome", identity: List[int],
-                  config_identity: Optional[List[List[int]]]) -> None:
+                  config_identity: Optional[List[List[int]]], confirm_remote: bool = False) -> None:
     marker = Marker(outcome.name, outcome.size, outcome.sha256, outcome.key, identity, config_identity)
     object_path = archive.storage.local_path(outcome.key)
     try:
         if object_path and config_identity:  # what lets the quick path trust the marker
             marker.object_path, marker.object_identity = object_path, file_identity(object_path)
+        elif confirm_remote and config_identity:  # read back after the upload (pushmarker.py)
+            marker.confirmed = _archived_as(archive, outcome.key, outcome.name, outcome.sha256, outcome.size)
         replace_file_atomically(marker_path(spool, outcome.name), marker.render(), mode=0o600)
-    except OSError as exc:  # only a lost shortcut: the segment's own call pushes it (already archived)
+    except (OSError, RestorekeeperError) as exc:  # only a lost shortcut: its own call pushes it (already archived)
         _report("WARNING", "cannot write the marker of %s: %s" % (outcome.name, exc))
 
 

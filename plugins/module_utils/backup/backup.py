@@ -30,6 +30,7 @@ from ..pg import serverconfig, wal
 from ..common.timefmt import utc_iso
 from ..common.waiting import wait_until
 from ..repo.catalog import Catalog, BackupInfo
+from ..repo.chunks import ChunkedInfo, ChunkedWriter, open_archive
 from ..repo.layout import BACKUP_RECORD_NAME, backup_lock_key, backup_prefix, key_basename
 from ..config.config import Config
 from ..common.errors import CorruptObject, PostgresError, RestorekeeperError
@@ -317,7 +318,7 @@ class BaseBackup:
 
     def _store_tar(self, source, key: str, options: BackupOptions, finish, meter: Optional[Meter] = None):
         backup = self.config.backup
-        with self.storage.writer(key) as writer:
+        with ChunkedWriter(self.storage, key, backup.chunk_size) as writer:
             compressor = compression.StreamCompressor(writer.write, backup.compression, backup.compression_level,
                                                       options.compression_threads)
             if meter is not None and meter.callback is not None:
@@ -380,17 +381,22 @@ class BaseBackup:
             "duration_seconds": round(stopped - started, 3),
             "compression": self.config.backup.compression,
             "compression_level": self.config.backup.compression_level,
-            "archives": [
-                {"name": name, "key": key_basename(info.key), "tablespace_oid": oid or None,
-                 "tar_size": tar_bytes, "stored_size": info.size, "sha256": info.sha256}
-                for name, oid, info, tar_bytes in stored
-            ],
+            "archives": [_archive_entry(name, oid, info, tar_bytes) for name, oid, info, tar_bytes in stored],
             "manifest": {"key": MANIFEST_NAME, "sha256": manifest_info.sha256, "files": len(manifest.files)},
             "tablespaces": [{"oid": oid, "name": name, "location": location} for oid, name, location in facts.tablespaces],
             "verification": {"method": "manifest checksums (%s), verified while streaming"
                                        % self.manifest_checksums, "files": len(manifest.files),
                              "verified_at": utc_iso(stopped)},
         }
+
+
+def _archive_entry(name: str, oid: str, info: ChunkedInfo, tar_bytes: int) -> Dict[str, Any]:
+    entry = {"name": name, "key": key_basename(info.key), "tablespace_oid": oid or None,
+             "tar_size": tar_bytes, "stored_size": info.size, "sha256": info.sha256}
+    chunks = info.record_chunks()
+    if chunks:
+        entry["chunks"] = chunks
+    return entry
 
 
 class _TarResult(NamedTuple):
@@ -492,16 +498,16 @@ def verify_backup(config: Config, label: str, progress: Optional[ProgressCallbac
     for item in record["archives"]:
         hasher = hashlib.sha256()
         path_prefix = "pg_tblspc/%s/" % item["tablespace_oid"] if item["tablespace_oid"] else ""
-        with storage.open(prefix + item["key"]) as raw:
+        with open_archive(storage, prefix, item, "archive %s of backup %s" % (item["key"], label)) as raw:
             tee = TeeReader(raw, lambda data: (hasher.update(data), meter.add(len(data))))
             try:
                 tar = digest_tar(compression.open_decompressed(tee, record["compression"]),
                                  keep=() if path_prefix else ("tablespace_map",), algorithm=manifest_algorithm(manifest))
+                tee.drain()  # a chunk is checked as it ends, maybe after the tar's end
             except CorruptObject as exc:
-                problems.append("%s: %s" % (item["key"], exc))
+                problems.append("%s: %s" % (item["key"], _stored_damage(tee) or exc))
                 undecodable = True
                 continue
-            tee.drain()
         if hasher.hexdigest() != item["sha256"]:
             problems.append("%s: stored bytes' SHA-256 differs from the record" % item["key"])
         problems += _member_problems(item["key"], tar, path_prefix, oids)
@@ -511,6 +517,17 @@ def verify_backup(config: Config, label: str, progress: Optional[ProgressCallbac
     if not undecodable:  # else every file of the damaged archive would also read as "missing"
         problems += verify_against_manifest(manifest, digests)
     return VerifyResult(label, len(manifest.files), problems)
+
+
+def _stored_damage(stream: TeeReader) -> Optional[CorruptObject]:
+    """After an archive failed to decode: the damaged or missing chunk that
+    caused it, found by reading the stored bytes to their end (None when the
+    chunks are intact or the archive is one plain object)."""
+    try:
+        stream.drain()
+    except CorruptObject as exc:
+        return exc
+    return None
 
 
 def _member_problems(key: str, tar: TarDigest, path_prefix: str, oids: FrozenSet[str]) -> List[str]:

@@ -34,6 +34,7 @@ from urllib.parse import quote, unquote
 from ..common import compression
 from ..common.progress import Meter, ProgressCallback
 from ..common.timefmt import utc_iso
+from ..repo.chunks import ChunkedWriter, open_chunked
 from ..repo.layout import DUMP_RECORD_NAME as RECORD_NAME, dump_lock_key, dump_prefix, key_basename
 from ..config.config import Config
 from ..common.errors import CorruptObject, ObjectNotFound, PostgresError, RestoreFailed, RestorekeeperError
@@ -360,9 +361,13 @@ class StoredObject(NamedTuple):
     raw_sha256: str
     stored_size: int
     sha256: str  # of the stored bytes
+    chunks: Optional[List[Dict[str, Any]]] = None  # repo/chunks.py, when stored in more than one
 
     def as_dict(self) -> Dict[str, Any]:
-        return self._asdict()
+        entry = self._asdict()
+        if not self.chunks:
+            del entry["chunks"]
+        return entry
 
 
 class LogicalDump:
@@ -512,6 +517,8 @@ class LogicalDump:
             counter = self._count_custom(prefix, obj, db)
             entry.update(key=obj.key, dump_size=obj.size, raw_sha256=obj.raw_sha256, stored_size=obj.stored_size,
                          sha256=obj.sha256, files=None)
+            if obj.chunks:
+                entry["chunks"] = obj.chunks
         else:
             files = self._dump_directory(prefix, name + ".dir/", db, target, options.jobs)
             counter = self._count_directory(prefix, files, db)
@@ -528,7 +535,7 @@ class LogicalDump:
         """Program stdout -> (digest) -> compressor -> repository object, which is
         committed only after the program exited 0."""
         raw = hashlib.sha256()
-        with self.storage.writer(prefix + key) as writer:
+        with ChunkedWriter(self.storage, prefix + key, self.config.backup.chunk_size) as writer:
             compressor = compression.StreamCompressor(writer.write, self.codec, self.level)
 
             sizes: List[int] = []
@@ -546,7 +553,7 @@ class LogicalDump:
                                  program_hint(result.stderr))
             compressor.finish()
             info = writer.commit()
-        return StoredObject(key, sizes[0], raw.hexdigest(), info.size, info.sha256 or "")
+        return StoredObject(key, sizes[0], raw.hexdigest(), info.size, info.sha256, info.record_chunks())
 
     def _read_back(self, prefix: str, obj: StoredObject) -> None:
         source = VerifiedSource(self.storage, prefix, obj, self.codec)
@@ -597,14 +604,14 @@ class LogicalDump:
 
     def _store_file(self, path: str, prefix: str, key: str, meter: Meter) -> StoredObject:
         raw = hashlib.sha256()
-        with open(path, "rb") as source, self.storage.writer(prefix + key) as writer:
+        with open(path, "rb") as source, ChunkedWriter(self.storage, prefix + key, self.config.backup.chunk_size) as writer:
             compressor = compression.StreamCompressor(writer.write, self.codec, self.level)
             tee = TeeReader(source, lambda data: (raw.update(data), compressor.write(data), meter.add(len(data))))
             while tee.read(CHUNK):
                 pass
             compressor.finish()
             info = writer.commit()
-        return StoredObject(key, tee.bytes_read, raw.hexdigest(), info.size, info.sha256 or "")
+        return StoredObject(key, tee.bytes_read, raw.hexdigest(), info.size, info.sha256, info.record_chunks())
 
     def _count_directory(self, prefix: str, files: List[StoredObject], db: DatabaseFacts) -> CopyCounter:
         staging = staging_dir(self.storage)
@@ -654,7 +661,7 @@ class VerifiedSource:
         self._handle: Optional[BinaryIO] = None
 
     def open(self) -> "VerifiedSource":
-        self._handle = self.storage.open(self.key)
+        self._handle = open_chunked(self.storage, self.key, self.obj.chunks, "stored object %s" % self.key)
         self._stored_tee = TeeReader(self._handle, self._stored.update)
         self._raw_tee = TeeReader(compression.open_decompressed(self._stored_tee, self.codec), self._raw.update)
         return self
@@ -693,7 +700,7 @@ def check_stored(storage, prefix: str, obj: StoredObject) -> None:
     digest = hashlib.sha256()
     size = 0
     try:
-        with storage.open(key) as handle:
+        with open_chunked(storage, key, obj.chunks, "stored object %s" % key) as handle:
             while True:
                 chunk = handle.read(CHUNK)
                 if not chunk:
@@ -736,5 +743,7 @@ def fetch_directory(storage, prefix: str, files: Sequence[StoredObject], codec: 
 def stored_objects(entry: Dict[str, Any]) -> List[StoredObject]:
     """The objects of one database in a record."""
     if entry.get("files"):
-        return [StoredObject(f["key"], f["size"], f["raw_sha256"], f["stored_size"], f["sha256"]) for f in entry["files"]]
-    return [StoredObject(entry["key"], entry["dump_size"], entry["raw_sha256"], entry["stored_size"], entry["sha256"])]
+        return [StoredObject(f["key"], f["size"], f["raw_sha256"], f["stored_size"], f["sha256"], f.get("chunks"))
+                for f in entry["files"]]
+    return [StoredObject(entry["key"], entry["dump_size"], entry["raw_sha256"], entry["stored_size"], entry["sha256"],
+                         entry.get("chunks"))]

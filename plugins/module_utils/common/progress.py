@@ -11,7 +11,7 @@ callback that reports
   while it runs, and when it ends (logs, systemd's journal, pipes);
 * ``json``: the same moments as JSON events, one object per line:
   ``{"event": "progress", "operation": ..., "phase": ..., "state": "start" |
-  "running" | "end", "done_bytes": ..., "total_bytes": ..., "rate_bytes_per_second":
+  "running" | "end" | "stopped", "done_bytes": ..., "total_bytes": ..., "rate_bytes_per_second":
   ..., "eta_seconds": ..., "elapsed_seconds": ...}``;
 * ``none``: nothing.
 
@@ -111,10 +111,19 @@ class Progress:
         if now - self._last_written >= self.interval:
             self._write(now, "running")
 
-    def finish(self) -> None:
-        """End the current phase (its last line or event); nothing when none ran."""
+    def finish(self, failed: bool = False) -> None:
+        """End the current phase (its last line or event, "stopped" when the
+        operation failed); nothing when none ran."""
         if self.mode != NONE:
-            self._end(self.clock())
+            self._end(self.clock(), "stopped" if failed else "end")
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, exc_type: Any, *_exc: Any) -> None:
+        # The last phase ends whether the operation succeeded or failed: the
+        # live line is closed before an error message is printed below it.
+        self.finish(failed=exc_type is not None)
 
     def event(self, now: float, state: str = "running") -> Dict[str, Any]:
         """The state of the current phase at now, as a JSON event."""
@@ -133,10 +142,10 @@ class Progress:
                 "eta_seconds": round(eta, 1) if eta is not None else None,
                 "elapsed_seconds": round(elapsed, 3)}
 
-    def _end(self, now: float) -> None:
+    def _end(self, now: float, state: str = "end") -> None:
         if self._phase is None:
             return
-        self._write(now, "end")
+        self._write(now, state)
         if self.mode == LIVE:
             self.stream.write("\n")
             self.stream.flush()
@@ -165,11 +174,11 @@ def describe(event: Dict[str, Any]) -> str:
     if total:
         amount += " of %s (%d%%)" % (format_size(total), min(100, done * 100 // total))
     parts = [amount]
-    if event["state"] == "end":
+    if event["state"] in ("end", "stopped"):
         parts = [amount + " in " + format_elapsed(event["elapsed_seconds"])]
         if rate:
             parts.append(format_rate(rate))
-        return head + "done, " + ", ".join(parts)
+        return head + ("done, " if event["state"] == "end" else "stopped after ") + ", ".join(parts)
     if rate:
         parts.append(format_rate(rate))
     if event["eta_seconds"] is not None and event["state"] != "start":

@@ -18,6 +18,8 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     batch_max = 16             # segments one round of an async batch takes (rounds go on while more are ready)
     prefetch = 0               # wal-fetch: segments fetched ahead into the spool (0: off)
     remote_timeout = 30        # seconds one wal-push/wal-fetch may spend on repository and synchronous-copy I/O
+    queue_max =                # bytes of .ready WAL at most, e.g. 4GiB (empty: no limit; see queue_full)
+    queue_full = wait          # over queue_max: wait (keep failing; the disk may fill) or drop (breaks PITR!)
 
     [postgres]                 # how backups reach the server (all optional)
     bindir = /usr/lib/postgresql/17/bin
@@ -32,6 +34,7 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     compression_level = 3
     max_chain_length = 6       # incremental backups on top of one full
     manifest_checksums = auto  # crc32c where the crc32c module is installed, else sha256
+    chunk_size = 1GiB          # archives are stored as chunks of at most this size (repo/chunks.py)
 
     [retention]                # what `restorekeeper expire` keeps (see retention.py); all optional
     full = 4                   # the newest 4 full backups and their incrementals
@@ -77,7 +80,7 @@ _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # Keys of an s3 repository (see storage_s3.S3Settings); path is the prefix in the bucket.
 S3_KEYS = ("bucket", "endpoint_url", "region", "path_style", "access_key_id", "secret_access_key", "session_token",
            "profile", "ca_bundle", "sse", "kms_key_id", "storage_class", "object_lock_mode", "object_lock_days",
-           "max_attempts")
+           "max_attempts", "part_size", "upload_concurrency", "download_concurrency")
 # Keys of an ssh repository (see storage_ssh.SshSettings); path is the directory on that host.
 SSH_KEYS = ("host", "user", "port", "identity_file", "known_hosts_file", "remote_tool")
 SECRET_KEYS = ("secret_access_key", "session_token")
@@ -85,9 +88,9 @@ _KNOWN = {
     "cluster": {"name"},
     "repository": {"type", "path", "encryption_key_file"} | set(S3_KEYS) | set(SSH_KEYS),
     "archive": {"compression", "compression_level", "async", "spool_path", "process_max", "batch_max", "prefetch",
-                "remote_timeout"},
+                "remote_timeout", "queue_max", "queue_full"},
     "postgres": {"bindir", "host", "port", "user", "database", "password_file", "pgdata", "debian_cluster"},
-    "backup": {"compression", "compression_level", "max_chain_length", "manifest_checksums"},
+    "backup": {"compression", "compression_level", "max_chain_length", "manifest_checksums", "chunk_size"},
     "retention": set(POLICY_KEYS),
     "restore": {"stage_wal", "stage_max_bytes", "process_max"},
     "stream": {"spool_path", "slot", "application_name", "synchronous", "status_interval",
@@ -98,6 +101,10 @@ _SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
 # Application names that synchronous_standby_names can list inside double quotes.
 _APPLICATION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 DEFAULT_MAX_CHAIN_LENGTH = 6
+# Archives are stored in chunks of at most this many bytes (repo/chunks.py).
+DEFAULT_CHUNK_SIZE = 1 << 30
+MIN_CHUNK_SIZE = 1 << 20
+MAX_CHUNK_SIZE = 64 << 30
 MANIFEST_CHECKSUMS = ("auto", "sha256", "crc32c")
 _DEFAULT_CODEC = compression.DEFAULT_CODEC
 _DEFAULT_LEVEL = compression.DEFAULT_LEVEL
@@ -144,6 +151,7 @@ class BackupConfig(NamedTuple):
     compression_level: int = _DEFAULT_LEVEL
     max_chain_length: int = DEFAULT_MAX_CHAIN_LENGTH
     manifest_checksums: str = "auto"
+    chunk_size: int = DEFAULT_CHUNK_SIZE
 
 
 class ArchiveConfig(NamedTuple):
@@ -158,8 +166,15 @@ class ArchiveConfig(NamedTuple):
     # The deadline of one wal-push or wal-fetch for all its remote I/O (see
     # deadline.py): past it the call fails and PostgreSQL retries it.
     remote_timeout: int = 30
+    # The queue limit (walpusher.py): bytes of WAL marked .ready at most (0:
+    # no limit), and what wal-push does past it: "wait" (keep failing, as
+    # without a limit) or "drop" (report the oldest segment archived without
+    # archiving it, journalled in the spool: breaks point-in-time recovery).
+    queue_max: int = 0
+    queue_full: str = "wait"
 
 
+QUEUE_FULL_CHOICES = ("wait", "drop")
 DEFAULT_STAGE_MAX_BYTES = 4 << 30
 
 
@@ -270,6 +285,7 @@ class Config(NamedTuple):
             integer("backup", "compression_level", compression.DEFAULT_LEVEL, minimum=-1000),
             integer("backup", "max_chain_length", DEFAULT_MAX_CHAIN_LENGTH),
             get("backup", "manifest_checksums", "auto").lower(),
+            _chunk_size(path, optional("backup", "chunk_size")),
         )
         if backup.manifest_checksums not in MANIFEST_CHECKSUMS:
             raise ConfigError("%s: [backup] manifest_checksums %r is not one of %s"
@@ -348,7 +364,19 @@ def _archive(path: str, values: Dict[str, str], integer) -> ArchiveConfig:
         integer("archive", "batch_max", 16, minimum=1),
         integer("archive", "prefetch", 0),
         integer("archive", "remote_timeout", 30, minimum=1),
+        _queue_max(path, values.get("queue_max", "")),
+        values.get("queue_full", "").strip().lower() or "wait",
     )
+    if settings.queue_full not in QUEUE_FULL_CHOICES:
+        raise ConfigError("%s: [archive] queue_full %r is not one of %s"
+                          % (path, settings.queue_full, ", ".join(QUEUE_FULL_CHOICES)),
+                          "wait keeps the WAL (the disk may fill); drop gives up WAL past queue_max (breaks PITR)")
+    if settings.queue_full == "drop" and not settings.queue_max:
+        raise ConfigError("%s: [archive] queue_full = drop needs queue_max" % path,
+                          "set queue_max to the WAL backlog the primary's disk can hold, e.g. 4GiB")
+    if settings.queue_max and not spool:
+        raise ConfigError("%s: [archive] queue_max needs spool_path" % path,
+                          "set spool_path: the queue state and the journal of dropped segments live there")
     if spool and not os.path.isabs(spool):
         raise ConfigError("%s: [archive] spool_path %r is not an absolute path" % (path, spool),
                           "use a local directory owned by the PostgreSQL OS user, e.g. /var/spool/restorekeeper")
@@ -368,12 +396,38 @@ _SIZE = re.compile(r"^(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)$")
 _SIZE_SHIFT = {"": 0, "b": 0, "k": 10, "m": 20, "g": 30, "t": 40}
 
 
+def _chunk_size(path: str, text: str) -> int:
+    if not text:
+        return DEFAULT_CHUNK_SIZE
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        raise ConfigError("%s: [backup] chunk_size %s" % (path, exc)) from None
+    if not MIN_CHUNK_SIZE <= value <= MAX_CHUNK_SIZE:
+        raise ConfigError("%s: [backup] chunk_size %s is out of range" % (path, text),
+                          "use between 1MiB and 64GiB (default 1GiB): each chunk is one object in the store")
+    return value
+
+
 def parse_size(text: str) -> int:
     """Bytes from '4GiB', '512MiB', '1048576' (k, m, g, t are powers of 1024)."""
     match = _SIZE.match(text.strip().lower())
     if not match:
         raise ValueError("%r is not a size such as 4GiB, 512MiB or a number of bytes" % text)
     return int(match.group(1)) << _SIZE_SHIFT[match.group(2)[:1]]
+
+
+def _queue_max(path: str, text: str) -> int:
+    if not text.strip():
+        return 0
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        raise ConfigError("%s: [archive] queue_max %s" % (path, exc)) from None
+    if value < 1 << 20:
+        raise ConfigError("%s: [archive] queue_max %s is below one WAL segment's worth" % (path, text.strip()),
+                          "use at least 1MiB (the smallest wal_segment_size); a useful limit holds many segments, e.g. 4GiB")
+    return value
 
 
 def _restore(path: str, values: Dict[str, str], integer) -> RestoreConfig:
@@ -601,6 +655,8 @@ def render_config(cluster: str, repository_path: str, repository_type: str = "po
         "max_chain_length = %d" % backup.max_chain_length,
         "manifest_checksums = %s" % backup.manifest_checksums,
     ]
+    if backup.chunk_size != DEFAULT_CHUNK_SIZE:
+        lines.append("chunk_size = %d" % backup.chunk_size)
     server = [(key, getattr(postgres, key)) for key in PostgresConfig._fields if getattr(postgres, key)]
     if server:
         lines += ["", "[postgres]"] + ["%s = %s" % (key, value) for key, value in server]

@@ -127,6 +127,11 @@ def cmd_wal_push(args: argparse.Namespace) -> int:
         config_identity = None  # loading reports why
     config = _load(args)
     # The archiver waits for this call: all repository and copy I/O has one deadline.
+    if config.archive.queue_max:
+        from ..archive.walpusher import drop_if_over_limit
+
+        if drop_if_over_limit(config, args.path, args.name):  # journalled and reported loudly
+            return EXIT_OK
     with deadline.limit(config.archive.remote_timeout, "wal-push of %s" % args.name, EXIT_FAILED):
         archive = WalArchive(config)
         if archive.config.archive.asynchronous:
@@ -137,6 +142,41 @@ def cmd_wal_push(args: argparse.Namespace) -> int:
             outcome = archive.push(args.path, args.name)
     if args.verbose:
         report("wal-push", "INFO", "%s %s (%d bytes stored)" % (outcome.name, outcome.status, outcome.stored_size))
+    return EXIT_OK
+
+
+def cmd_wal_pusher(args: argparse.Namespace) -> int:
+    import os
+    import signal
+    import threading
+
+    from ..archive.walarchive import WalArchive
+    from ..archive.walpusher import Pusher
+    from ..common.errors import ConfigError
+    from ..config.configfiles import sources_identity
+
+    config_identity = sources_identity(args.config)  # before reading: a later change shows as a difference
+    config = _load(args)
+    if args.cluster and args.cluster != config.cluster:
+        raise ConfigError("--cluster %s does not match [cluster] name %s in %s" % (args.cluster, config.cluster, args.config),
+                          "pass the configuration file of that cluster with --config")
+    if not config.archive.spool_path:
+        raise ConfigError("%s: wal-pusher needs [archive] spool_path" % args.config,
+                          "set spool_path (and async = true) so wal-push finds the pusher's markers")
+    pgdata = args.pgdata or config.postgres.pgdata
+    if not pgdata:
+        raise ConfigError("wal-pusher needs the data directory", "set [postgres] pgdata or pass --pgdata")
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda _signum, _frame: stop.set()) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:  # SIGTERM ends the pusher after the pass under way
+        pusher = Pusher(WalArchive(config), os.path.join(pgdata, "pg_wal"), config_identity,
+                        log=lambda line: report("wal-pusher", "INFO", line) if args.verbose else None)
+        result = pusher.run(once=args.once, stop=stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if args.verbose or args.once:
+        report("wal-pusher", "INFO", "%d WAL files pushed; %s" % (result["pushed"], result["stopped"]))
     return EXIT_OK
 
 
@@ -210,12 +250,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     config = _load(args)
     options = BackupOptions(type=args.type, checkpoint=args.checkpoint, max_rate=args.max_rate or "",
                             from_standby=args.from_standby, parent_label=args.parent or "")
-    progress = _progress(args, "backup")
-    with PgClient(config.postgres) as client:
-        try:
-            record = BaseBackup(config, client).run(options, progress)
-        finally:
-            progress.finish()
+    with PgClient(config.postgres) as client, _progress(args, "backup") as progress:
+        record = BaseBackup(config, client).run(options, progress)
     if args.json:
         _print_json(record)
     else:
@@ -332,12 +368,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 socket_dir=args.socket_dir or "", standby=args.standby, primary_conninfo=args.primary_conninfo or "",
                 tablespace_map=mapping, keep_archiving=args.keep_archiving, wait_timeout=args.wait_timeout,
                 stage_wal=not args.no_stage_wal, in_place=args.in_place, aside_path=args.aside or "",
+                delta=args.delta,
             )
-            progress = _progress(args, "restore")
-            try:
+            with _progress(args, "restore") as progress:
                 result = restore(config, client, request, progress)
-            finally:
-                progress.finish()
     if args.json:
         _print_json(result)
     else:
@@ -348,6 +382,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
             result.get("state", "planned" if args.dry_run else "laid down, not started")))
         for phase, seconds in sorted(result.get("phases", {}).items()):
             sys.stdout.write("  %-8s %8s\n" % (phase, format_elapsed(seconds)))
+        if result.get("delta"):
+            from ..common.timefmt import format_size
+
+            delta = result["delta"]
+            sys.stdout.write("  delta: %d files kept, %d rewritten, %d removed; %s read, %s written\n" % (
+                delta["kept"], delta["rewritten"], delta["removed"], format_size(delta["bytes_read"]),
+                format_size(delta["bytes_written"])))
         if result.get("locked_while_paused"):
             sys.stdout.write("  note: recovery keeps %s locked while paused (the target lies inside the transaction "
                              "that locked them); promote to read them\n" % ", ".join(result["locked_while_paused"]))
@@ -378,12 +419,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
                 "queries": "--queries %s" % args.queries, "sample_percent": "--sample-percent",
                 "count_tables": "--count-table", "exact_verify_max_size": "--exact-verify-max-size",
                 "exact_count_max_size": "--exact-count-max-size"})
-    progress = _progress(args, "drill restore")
-    with PgClient(config.postgres) as client:
-        try:
-            report_data = run_drill(config, client, options, progress)
-        finally:
-            progress.finish()
+    with PgClient(config.postgres) as client, _progress(args, "drill restore") as progress:
+        report_data = run_drill(config, client, options, progress)
     if args.report_dir:
         report_data["report_files"] = write_reports(report_data, args.report_dir)
     if args.json:
@@ -423,11 +460,8 @@ def cmd_ship(args: argparse.Namespace) -> int:
     if not args.once:
         shipper.run(interval=args.interval, full=args.full)
         return EXIT_OK
-    progress = _progress(args, "ship")
-    try:
+    with _progress(args, "ship") as progress:
         results = shipper.ship_once(args.copy or "", full=args.full, progress=progress)
-    finally:
-        progress.finish()
     if args.json:
         _print_json([r._asdict() for r in results])
     else:
@@ -482,11 +516,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..backup.backup import verify_backup
 
-    progress = _progress(args, "verify")
-    try:
+    with _progress(args, "verify") as progress:
         result = verify_backup(_load(args), args.label, progress)
-    finally:
-        progress.finish()
     if result.problems:
         for problem in result.problems:
             report("verify", "ERROR", "backup %s: %s" % (result.label, problem))
@@ -503,11 +534,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
     options = DumpOptions(databases=tuple(args.database or ()), format=args.format, jobs=args.jobs,
                           globals=not args.no_globals)
     with PgClient(config.postgres) as client:
-        progress = _progress(args, "dump")
-        try:
+        with _progress(args, "dump") as progress:
             record = LogicalDump(config, client).run(options, progress)
-        finally:
-            progress.finish()
     if args.json:
         _print_json(record)
     else:
@@ -700,6 +728,11 @@ def build_parser() -> "argparse.ArgumentParser":
     push = command("wal-push", cmd_wal_push, "archive one WAL file durably (archive_command)")
     push.add_argument("path", help="path of the WAL file, %%p")
     push.add_argument("name", help="file name of the WAL file, %%f")
+    pusher = command("wal-pusher", cmd_wal_pusher, "resident WAL pusher of one cluster (a service): pushes the "
+                     "segments PostgreSQL marks .ready ahead of archive_command, which then only finds the marker")
+    pusher.add_argument("--cluster", metavar="NAME", help="refuse to start unless [cluster] name is NAME")
+    pusher.add_argument("--pgdata", help="the cluster's data directory (default: [postgres] pgdata)")
+    pusher.add_argument("--once", action="store_true", help="one pass over the ready segments, then exit")
     fetch = command("wal-fetch", cmd_wal_fetch, "restore one WAL file from the archive (restore_command)", reads_copies=True)
     fetch.add_argument("name", help="file name wanted, %%f")
     fetch.add_argument("path", help="where to write it, %%p")
@@ -737,6 +770,11 @@ def build_parser() -> "argparse.ArgumentParser":
                                   "directory aside, restore, start it as it normally starts; on failure put it back "
                                   "and start it again (implies --start)")
     restore_cmd.add_argument("--aside", help="with --in-place: where the live data directory is moved (kept)")
+    restore_cmd.add_argument("--delta", action="store_true",
+                             help="restore over --pgdata, an existing stopped data directory of the same cluster (or "
+                                  "an empty one), rewriting only the files that differ from the backup and removing "
+                                  "those it does not have; refused on a running server, another cluster's directory, "
+                                  "an incremental chain or a backup with tablespaces")
     restore_cmd.add_argument("--port", type=int, help="port of the restored server")
     restore_cmd.add_argument("--socket-dir", help="unix_socket_directories of the restored server")
     restore_cmd.add_argument("--standby", action="store_true", help="restore as a warm standby (standby.signal)")

@@ -145,6 +145,7 @@ def collect(config: Config, now: Optional[float] = None, client_factory: Optiona
     status["drill"] = _source(lambda: _drill_source(config, now))
     status["policy"] = _source(lambda: _policy_source(config, host or socket.gethostname()))
     status["stream"] = _source(lambda: _stream_source(config, now))
+    status["queue"] = _source(lambda: _queue_source(config, status["repository"]))
     status["duration_seconds"] = round(time.time() - started, 3)
     return status
 
@@ -158,7 +159,8 @@ def _repository_source(catalog, cluster: str, now: float) -> Dict[str, Any]:
     counts = {kind: 0 for kind in BACKUP_TYPES}
     for backup in catalog.backups():
         counts[backup.type] = counts.get(backup.type, 0) + 1
-        last[backup.type] = {"label": backup.label, "stop_time": backup.record.get("stop_time")}
+        last[backup.type] = {"label": backup.label, "stop_time": backup.record.get("stop_time"),
+                             "start_time": backup.record.get("start_time")}
     for dump in DumpCatalog(repository, cluster).dumps():
         counts["logical"] += 1
         last["logical"] = {"label": dump.label, "stop_time": dump.record.get("stop_time")}
@@ -181,6 +183,7 @@ def _server_source(config: Config, open_catalog: Callable[[], Any],
     try:
         status = archive_status(client, repository)
         basebackup = basebackup_progress(client)
+        recovery = recovery_progress(client)
     finally:
         close = getattr(client, "close", None)
         if close:
@@ -190,7 +193,7 @@ def _server_source(config: Config, open_catalog: Callable[[], Any],
     last_failed = parse_utc(status.get("last_failed_time"))
     # The archiver is failing now when its newest attempt failed.
     status["failing"] = last_failed is not None and (last_ok is None or last_failed > last_ok)
-    return {"archive": status, "basebackup": basebackup}
+    return {"archive": status, "basebackup": basebackup, "recovery": recovery}
 
 
 # pg_stat_progress_basebackup exists from PostgreSQL 13; one row per running
@@ -213,6 +216,39 @@ def basebackup_progress(client: Any) -> Optional[Dict[str, Any]]:
     except RestorekeeperError:
         return None
     return {"running": int(running), "streamed_bytes": int(streamed or 0), "total_bytes": int(total) if total else None}
+
+
+# A server in recovery (a standby, or a restore replaying WAL): where replay
+# is, what has been received, and the recovery target when one is set, all as
+# byte positions (LSN - 0/0) and Unix times, so a dashboard can draw replay
+# against its target. PostgreSQL 10+ has every function used.
+_RECOVERY_PROGRESS_SQL = (
+    "SELECT pg_is_in_recovery(), pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0'), "
+    "pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0'), extract(epoch FROM pg_last_xact_replay_timestamp()), "
+    "CASE WHEN current_setting('recovery_target_lsn') <> '' "
+    "THEN pg_wal_lsn_diff(current_setting('recovery_target_lsn')::pg_lsn, '0/0') END, "
+    "CASE WHEN current_setting('recovery_target_time') <> '' "
+    "THEN extract(epoch FROM current_setting('recovery_target_time')::timestamptz) END"
+)
+
+
+def recovery_progress(client: Any) -> Optional[Dict[str, Any]]:
+    """Replay against its target as {"replay_position_bytes", "receive_position_bytes",
+    "replay_timestamp", "target_position_bytes", "target_timestamp"} (each None when
+    unknown) for a server in recovery; None for a primary, or when it cannot be read."""
+    try:
+        row = client.query(_RECOVERY_PROGRESS_SQL)[0]
+    except RestorekeeperError:
+        return None
+    if row[0] != "t":
+        return None
+
+    def number(text: Optional[str]) -> Optional[float]:
+        return float(text) if text not in (None, "") else None
+
+    replay, receive, stamp, target, target_time = (number(value) for value in row[1:6])
+    return {"replay_position_bytes": replay, "receive_position_bytes": receive, "replay_timestamp": stamp,
+            "target_position_bytes": target, "target_timestamp": target_time}
 
 
 def _copies_source(config: Config) -> Dict[str, Any]:
@@ -275,6 +311,15 @@ def _stream_source(config: Config, now: float) -> Dict[str, Any]:
             "state": str(value.get("state") or "")}
 
 
+def _queue_source(config: Config, repository: Dict[str, Any]) -> Dict[str, Any]:
+    """The WAL queue and the journal of dropped segments (walpusher.py)."""
+    from ..archive.walpusher import queue_status
+
+    full = repository.get("last", {}).get("full") if repository["up"] else None
+    wal_dir = os.path.join(config.postgres.pgdata, "pg_wal") if config.postgres.pgdata else ""
+    return queue_status(config, parse_utc(full.get("start_time")) if full else None, wal_dir)
+
+
 def _float(value: Any) -> Optional[float]:
     try:
         return float(value) if value is not None and value != "" else None
@@ -319,6 +364,16 @@ METRICS: Dict[str, Metric] = {m.name: m for m in (
     Metric("restorekeeper_backup_progress_bytes", "gauge", "Bytes the running base backups have streamed so far"),
     Metric("restorekeeper_backup_progress_total_bytes", "gauge",
            "Estimated size of the running base backups (absent until estimated)"),
+    Metric("restorekeeper_recovery_replay_position_bytes", "gauge",
+           "A server in recovery: WAL position replayed so far (pg_last_wal_replay_lsn, in bytes from 0/0)"),
+    Metric("restorekeeper_recovery_receive_position_bytes", "gauge",
+           "A standby: WAL position received from its primary (pg_last_wal_receive_lsn, in bytes from 0/0)"),
+    Metric("restorekeeper_recovery_replay_timestamp_seconds", "gauge",
+           "A server in recovery: commit time of the last transaction replayed (Unix time)"),
+    Metric("restorekeeper_recovery_target_position_bytes", "gauge",
+           "A server in recovery with recovery_target_lsn: the target, in bytes from 0/0"),
+    Metric("restorekeeper_recovery_target_timestamp_seconds", "gauge",
+           "A server in recovery with recovery_target_time: the target (Unix time)"),
     Metric("restorekeeper_copy_up", "gauge", "1 when the copy could be read"),
     Metric("restorekeeper_copy_lag_seconds", "gauge", "Age of the oldest WAL file the copy does not hold yet; 0 in sync"),
     Metric("restorekeeper_copy_missing_wal_files", "gauge", "WAL files of the repository the copy does not hold"),
@@ -337,6 +392,13 @@ METRICS: Dict[str, Metric] = {m.name: m for m in (
     Metric("restorekeeper_policy_offsite", "gauge", "Offsite copies among the counted copies"),
     Metric("restorekeeper_policy_immutable", "gauge", "Copies under Object Lock"),
     Metric("restorekeeper_policy_problems", "gauge", "Rules of 3-2-1 the layout breaks"),
+    Metric("restorekeeper_archive_queue_bytes", "gauge", "Bytes of WAL marked .ready and not yet archived"),
+    Metric("restorekeeper_archive_queue_segments", "gauge", "WAL files marked .ready and not yet archived"),
+    Metric("restorekeeper_archive_queue_max_bytes", "gauge", "[archive] queue_max (absent: no limit)"),
+    Metric("restorekeeper_archive_dropped_segments", "gauge",
+           "WAL segments wal-push dropped unarchived over queue_max (queue_full = drop), from the spool's journal"),
+    Metric("restorekeeper_archive_dropped_gap_open", "gauge",
+           "1 while WAL was dropped after the start of the newest full backup: point-in-time recovery is broken"),
     Metric("restorekeeper_stream_present", "gauge", "1 when a WAL stream status is recorded in the repository"),
     Metric("restorekeeper_stream_status_age_seconds", "gauge", "Seconds since the stream status was updated"),
     Metric("restorekeeper_stream_synchronous", "gauge", "1 when the WAL stream is synchronous"),
@@ -375,7 +437,19 @@ def samples(status: Dict[str, Any]) -> List[Sample]:
             add("restorekeeper_policy_" + key, policy["counted"] if key == "copies" else policy[key])
         add("restorekeeper_policy_problems", len(policy["problems"]))
     _stream_samples(status["stream"], add)
+    _queue_samples(status.get("queue"), add)
     return out
+
+
+def _queue_samples(queue: Optional[Dict[str, Any]], add: Callable[..., None]) -> None:
+    if not queue or not queue["up"]:
+        return
+    add("restorekeeper_archive_queue_bytes", queue["bytes"])
+    add("restorekeeper_archive_queue_segments", queue["segments"])
+    add("restorekeeper_archive_queue_max_bytes", queue["queue_max"] or None)
+    add("restorekeeper_archive_dropped_segments", queue["dropped"])
+    if queue["gap_open"] is not None:
+        add("restorekeeper_archive_dropped_gap_open", 1 if queue["gap_open"] else 0)
 
 
 def repository_readable(status: Dict[str, Any]) -> bool:
@@ -417,6 +491,13 @@ def _server_samples(server: Dict[str, Any], add: Callable[..., None]) -> None:
         if basebackup["running"]:
             add("restorekeeper_backup_progress_bytes", basebackup["streamed_bytes"])
             add("restorekeeper_backup_progress_total_bytes", basebackup["total_bytes"])
+    recovery = server.get("recovery")
+    if recovery is not None:
+        add("restorekeeper_recovery_replay_position_bytes", recovery["replay_position_bytes"])
+        add("restorekeeper_recovery_receive_position_bytes", recovery["receive_position_bytes"])
+        add("restorekeeper_recovery_replay_timestamp_seconds", recovery["replay_timestamp"])
+        add("restorekeeper_recovery_target_position_bytes", recovery["target_position_bytes"])
+        add("restorekeeper_recovery_target_timestamp_seconds", recovery["target_timestamp"])
 
 
 def _copy_samples(copies: Dict[str, Any], add: Callable[..., None]) -> None:
@@ -648,6 +729,7 @@ def evaluate_check(status: Dict[str, Any], limits: Thresholds) -> Tuple[int, Lis
     _check_drill(status["drill"], limits, findings, perf, summary)
     _check_policy(status["policy"], limits, findings, perf)
     _check_stream(status["stream"], limits, findings, perf, summary)
+    _check_queue(status.get("queue"), findings, perf)
     state = OK
     for finding in findings:
         if _SEVERITY[finding.state] > _SEVERITY[state]:
@@ -806,6 +888,21 @@ def _check_stream(stream: Dict[str, Any], limits: Thresholds, findings: List[Fin
     if stream["lag_seconds"] is not None:
         _judge(findings, limits.stream_lag, stream["lag_seconds"], "WAL stream lags %s" % _age(stream["lag_seconds"]))
     summary.append("stream %s" % (stream["state"] or "present"))
+
+
+def _check_queue(queue: Optional[Dict[str, Any]], findings: List[Finding], perf: List[str]) -> None:
+    """Dropped WAL (queue_full = drop) is CRITICAL until a full backup started after the last drop."""
+    if not queue:
+        return
+    if not queue["up"]:
+        findings.append(Finding(UNKNOWN, "WAL queue unknown: %s" % queue["error"]))
+        return
+    if queue["bytes"] is not None:
+        perf.append(_perf("queue_bytes", queue["bytes"], "B", Threshold(None, queue["queue_max"] or None)))
+    if queue["gap_open"]:
+        findings.append(Finding(CRITICAL, "%d WAL segments were dropped unarchived over queue_max, the last %s at %s: "
+                                          "point-in-time recovery across the gap is impossible until a new full backup"
+                                % (queue["dropped"], queue["last_dropped"], queue["last_dropped_at"])))
 
 
 def check_line(state: int, findings: List[Finding], perf: List[str], summary: str) -> str:

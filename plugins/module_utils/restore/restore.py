@@ -11,11 +11,14 @@ is reached, reporting the time of each phase: the components of RTO.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
+import functools
 import os
 import shutil
 import subprocess
+import threading
 import time
 from typing import AbstractSet, Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple, Union
 
@@ -25,6 +28,7 @@ from ..pg import serverconfig, wal
 from ..common.timefmt import utc_iso
 from ..common.waiting import poll_until
 from ..repo.catalog import BackupInfo, Catalog
+from ..repo.chunks import open_chunked
 from ..repo.layout import backup_prefix
 from ..config.config import Config
 from ..pg.discovery import ClusterLayout, postmaster_pid
@@ -43,6 +47,7 @@ from ..pg.manifest import (
 from ..pg.pgclient import PgClient
 from ..pg.recovery import RecoveryTarget, TargetError, recovery_settings, write_recovery_config
 from ..repo.repository import Repository
+from .delta import DeltaLayDown, check_delta_target, lay_down_delta
 from .restoreprep import (ClusterControl, ConfigurationPlan, check_binaries, check_free_space, check_python_packages,
                           configuration_plan, live_cluster, server_bindir)
 from ..pg.services import ServiceError
@@ -65,6 +70,7 @@ from ..archive.walarchive import WalArchive, restore_command
 from ..archive.walinspect import WalInspector
 from ..archive.walstage import WalStager, stage_directory, stage_limit, staged_restore_command, wal_to_stage
 from ..common.errors import RestoreFailed
+from .parallel import WriterPool, check_workers
 
 
 class RestoreRequest(NamedTuple):
@@ -90,6 +96,9 @@ class RestoreRequest(NamedTuple):
     # start it again.
     in_place: bool = False
     aside_path: str = ""
+    # Restore over an existing data directory of the same cluster, rewriting
+    # only the files that differ from the backup (delta.py).
+    delta: bool = False
 
 
 class RestorePlan(NamedTuple):
@@ -330,7 +339,10 @@ def _prepare_directory(pgdata: str, aside: Optional[str]) -> None:
 
 # ---------------------------------------------------------------- extraction
 class _TimedReader:
-    """Counts the time spent waiting on the repository (the fetch phase)."""
+    """Counts the time spent waiting on the repository (the fetch phase).
+    Returns immutable bytes: the writer threads of a parallel extraction
+    hold slices of what was read while the reader reads on, so a storage
+    stream that reuses its buffer must not reach them."""
 
     def __init__(self, stream, timer: Timer) -> None:
         self._stream = stream
@@ -340,7 +352,7 @@ class _TimedReader:
         started = time.monotonic()
         data = self._stream.read(size)
         self._timer.add("fetch", time.monotonic() - started)
-        return data
+        return data if isinstance(data, bytes) else bytes(data)
 
 
 class _MeteredReader:
@@ -360,8 +372,9 @@ class _MeteredReader:
 def extract_archive(storage, key: str, codec: str, destination: str, timer: Timer,
                     algorithm: str = SHA256, manifest: Optional[Manifest] = None, prefix: str = "",
                     tablespace_oids: Optional[AbstractSet[str]] = None,
-                    meter: Optional[Meter] = None) -> Dict[str, FileDigest]:
-    """Unpack one stored tar into destination, checksumming every file as it
+                    meter: Optional[Meter] = None, workers: int = 1,
+                    chunks: Optional[List[Dict[str, Any]]] = None) -> Dict[str, FileDigest]:
+    """Unpack one stored tar (in chunks when the record lists them: repo/chunks.py) into destination, checksumming every file as it
     is written. Returns the digests for comparison with the manifest.
 
     Each member is judged (safetree.member_problem: plain path, listed in the
@@ -369,9 +382,14 @@ def extract_archive(storage, key: str, codec: str, destination: str, timer: Time
     its bytes are written, and written through SafeTree, which never follows
     a symlink. Symlink members are never created (lay_down_backup links each
     tablespace to the location the restore decided), nor is the tar's copy
-    of backup_manifest (the restore writes the repository's verified one)."""
+    of backup_manifest (the restore writes the repository's verified one).
+
+    With workers > 1 this thread reads, judges and creates each file, and a
+    WriterPool (parallel.py) of that many threads writes and checksums the
+    bytes; any failure stops them all and is reported as on one thread."""
     digests: Dict[str, FileDigest] = {}
-    with storage.open(key) as raw, SafeTree(destination) as tree:
+    with open_chunked(storage, key, chunks, "archive %s" % key) as raw, SafeTree(destination) as tree, \
+            (WriterPool(workers, algorithm) if workers > 1 else contextlib.nullcontext()) as pool:
         stream = compression.open_decompressed(_TimedReader(raw, timer), codec)
         if meter is not None and meter.callback is not None:
             stream = _MeteredReader(stream, meter)
@@ -384,7 +402,13 @@ def extract_archive(storage, key: str, codec: str, destination: str, timer: Time
                 if member.kind == DIRECTORY:
                     tree.make_directory(member.name)
                 elif member.kind == FILE and (prefix or member.name != MANIFEST_NAME):
-                    digests[member.name] = _write_member(reader, member, tree, algorithm)
+                    if pool is None:
+                        digests[member.name] = _write_member(reader, member, tree, algorithm)
+                    else:
+                        pool.write(member.name, tree.create_file(member.name), member.size,
+                                   functools.partial(reader.payload, member))
+            if pool is not None:
+                digests.update(pool.finish())
         except Exception as exc:  # decompression and tar format errors surface here
             if isinstance(exc, UnsafeBackup):
                 raise UnsafeBackup("stored backup %s is refused: %s" % (key, exc.message)) from None
@@ -421,11 +445,18 @@ def _refuse_unsafe_record(backup: BackupInfo) -> None:
 
 
 def lay_down_backup(storage, cluster: str, backup: BackupInfo, pgdata: str, locations: Dict[str, str],
-                    timer: Timer, meter: Optional[Meter] = None) -> None:
+                    timer: Timer, meter: Optional[Meter] = None, workers: int = 1) -> None:
     """Extract one backup set (base + tablespaces) into pgdata, verifying every
     file against its manifest; tablespaces go to locations[oid] and are linked
     from pg_tblspc. The record and the manifest are checked before anything
-    is written, the backup's own tablespace_map before a tablespace is."""
+    is written, the backup's own tablespace_map before a tablespace is.
+
+    The archives are extracted one after another, each with workers writer
+    threads: no byte of a tablespace archive may be written before the base
+    archive's tablespace_map has been compared with the record, and nothing
+    fixes where that file lies in the base tar (pg_basebackup sends it
+    early, a rewritten copy may put it last), so the tablespace archives
+    wait for the whole base archive."""
     record = backup.record
     _refuse_unsafe_record(backup)
     prefix = backup_prefix(cluster, backup.label)
@@ -447,7 +478,7 @@ def lay_down_backup(storage, cluster: str, backup: BackupInfo, pgdata: str, loca
             os.makedirs(destination, mode=0o700, exist_ok=True)
         path_prefix = "pg_tblspc/%s/" % oid if oid else ""
         found = extract_archive(storage, prefix + item["key"], record["compression"], destination, timer, algorithm,
-                                manifest, path_prefix, oids, meter)
+                                manifest, path_prefix, oids, meter, workers, item.get("chunks"))
         digests.update({path_prefix + name: digest for name, digest in found.items()})
         if oid is None:
             with SafeTree(pgdata) as tree:
@@ -519,10 +550,19 @@ def tablespace_locations(backup: BackupInfo, mapping: Dict[str, str], trust_reco
 
 
 def combine_chain(storage, cluster: str, chain: List[BackupInfo], pgdata: str, final: Dict[str, str],
-                  client: PgClient, timer: Timer, meter: Optional[Meter] = None) -> None:
+                  client: PgClient, timer: Timer, meter: Optional[Meter] = None, workers: int = 1) -> Dict[str, Any]:
     """Extract every backup of an incremental chain next to pgdata, then let
     pg_combinebackup write the synthetic full backup into pgdata, with each
-    tablespace at final[oid] (tablespace_locations)."""
+    tablespace at final[oid] (tablespace_locations).
+
+    When pg_combinebackup has --link (PostgreSQL 18) and every output lies on
+    the scratch directory's filesystem, the output hard-links the unchanged
+    files of the inputs instead of copying them, so the combine needs hardly
+    any space beyond the extracted chain (the scratch directory is removed
+    afterwards, which leaves the links as the only names). While it runs,
+    the bytes in its output directories are reported as phase "combine"
+    every COMBINE_SAMPLE seconds. Returns how the combine went
+    ({"mode": "link" | "copy", "why": ...})."""
     scratch = pgdata.rstrip("/") + ".restorekeeper-chain"
     shutil.rmtree(scratch, ignore_errors=True)
     os.makedirs(scratch, mode=0o700)
@@ -534,17 +574,20 @@ def combine_chain(storage, cluster: str, chain: List[BackupInfo], pgdata: str, f
             os.makedirs(directory, mode=0o700)
             locations = {t["oid"]: os.path.join(scratch, "%s-tablespace-%s" % (backup.label, t["oid"]))
                          for t in backup.record.get("tablespaces", [])}
-            lay_down_backup(storage, cluster, backup, directory, locations, timer, meter)
+            lay_down_backup(storage, cluster, backup, directory, locations, timer, meter, workers)
             inputs.append(directory)
         remaps = []
         for tablespace in chain[-1].record.get("tablespaces", []):
             remaps += ["-T", "%s=%s" % (os.path.join(scratch, "%s-tablespace-%s" % (chain[-1].label, tablespace["oid"])),
                                         final[tablespace["oid"]])]
+        outputs = [pgdata] + [final[t["oid"]] for t in chain[-1].record.get("tablespaces", [])]
+        mode, why = _combine_mode(client, scratch, outputs)
+        argv = ["-o", pgdata] + (["--link"] if mode == "link" else []) + remaps + inputs
         started = time.monotonic()
-        if meter is not None and meter.callback is not None:
-            meter.callback("combine", 0, None)  # pg_combinebackup reports nothing while it runs
         os.rmdir(pgdata)  # pg_combinebackup creates its output directory itself
-        result = client.run("pg_combinebackup", ["-o", pgdata] + remaps + inputs, capture_output=True, text=True)
+        total = int(chain[-1].record.get("database_size") or 0) or None
+        result = _run_sampling(lambda: client.run("pg_combinebackup", argv, capture_output=True, text=True),
+                               outputs, Meter(meter.callback if meter else None, "combine", total))
         timer.add("combine", time.monotonic() - started)
         if result.returncode != 0:
             raise RestoreFailed("pg_combinebackup failed: %s" % " ".join(result.stderr.split())[:800])
@@ -553,6 +596,66 @@ def combine_chain(storage, cluster: str, chain: List[BackupInfo], pgdata: str, f
             raise RestoreFailed("the combined backup fails pg_verifybackup: %s" % " ".join(verify.stderr.split())[:800])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    return {"mode": mode, "why": why}
+
+
+COMBINE_SAMPLE = 3.0  # seconds between reports of the combine's output size
+
+
+def _combine_mode(client: PgClient, scratch: str, outputs: List[str]) -> Tuple[str, str]:
+    """("link", why) when pg_combinebackup can hard-link its inputs into every
+    output, else ("copy", why not)."""
+    helped = client.run("pg_combinebackup", ["--help"], capture_output=True, text=True)
+    if "--link" not in (helped.stdout or ""):
+        return "copy", "this pg_combinebackup has no --link (PostgreSQL 18 added it)"
+    device = os.stat(scratch).st_dev
+    for output in outputs:
+        probe = output
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe) or "/"
+        if os.stat(probe).st_dev != device:
+            return "copy", "%s is not on the filesystem of the scratch directory %s, so it cannot hold hard links " \
+                "to the inputs" % (output, scratch)
+    return "link", "the output hard-links the inputs' unchanged files (no second copy)"
+
+
+def _run_sampling(run: Callable[[], Any], outputs: List[str], meter: Meter) -> Any:
+    """run() on a thread while meter hears the bytes in outputs every COMBINE_SAMPLE seconds."""
+    outcome: List[Any] = []
+    failure: List[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(run())
+        except BaseException as exc:  # pylint: disable=broad-except  # re-raised below
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, name="restorekeeper-combine", daemon=True)
+    meter.set(0)
+    worker.start()
+    while True:
+        worker.join(COMBINE_SAMPLE)
+        if not worker.is_alive():
+            break
+        meter.set(_bytes_below(outputs))
+    if failure:
+        raise failure[0]
+    meter.set(_bytes_below(outputs))
+    return outcome[0]
+
+
+def _bytes_below(paths: List[str]) -> int:
+    """The size of the regular files below paths (0 for what does not exist yet; files may vanish meanwhile)."""
+    total = 0
+    for path in paths:
+        for directory, _dirs, files in os.walk(path):
+            for name in files:
+                try:
+                    status = os.lstat(os.path.join(directory, name))
+                except OSError:
+                    continue
+                total += status.st_size
+    return total
 
 
 # --------------------------------------------------------------- the restore
@@ -564,24 +667,30 @@ class Preflight(NamedTuple):
     aside: Optional[str]                # where pgdata's old contents go
     configuration: ConfigurationPlan
     checks: Dict[str, Any]
+    delta: bool = False                 # pgdata is delta-restored (delta.py) rather than laid down anew
 
 
 def preflight(config: Config, client: PgClient, request: RestoreRequest, plan: RestorePlan,
               repository: Repository) -> Preflight:
     """Everything a restore will need, checked before the server is stopped or
     a file is written (restoreprep.py)."""
+    if request.delta and (request.in_place or request.force):
+        raise RestoreFailed("delta restores over the data directory itself; %s moves it aside"
+                            % ("in_place" if request.in_place else "force"),
+                            "choose delta or %s; nothing was changed" % ("in_place" if request.in_place else "force"))
     live = live_cluster(request.pgdata, "an in-place restore") if request.in_place else None
+    record = plan.chain[-1].record
+    manifest = parse_manifest(repository.storage.get_bytes(backup_prefix(config.cluster, plan.chain[-1].label)
+                                                           + MANIFEST_NAME))
+    delta = request.delta and check_delta_target(request.pgdata, record, manifest, len(plan.chain))
     if request.in_place:
         aside = _aside_path(request) if os.path.exists(request.pgdata) else None
     else:
-        aside = check_target_directory(request.pgdata, request.force)
+        aside = None if delta else check_target_directory(request.pgdata, request.force)
     check_creatable(request.pgdata, "data directory")
     if aside and os.path.lexists(aside):
         raise RestoreFailed("%s already exists" % aside,
                             "remove it or choose another moved-aside path; nothing was stopped or moved")
-    record = plan.chain[-1].record
-    manifest = parse_manifest(repository.storage.get_bytes(backup_prefix(config.cluster, plan.chain[-1].label)
-                                                           + MANIFEST_NAME))
     configuration = configuration_plan(record, manifest.files, live)
     checks: Dict[str, Any] = {"configuration": configuration._asdict()}
     check_python_packages(record, manifest_algorithm(manifest), config)
@@ -590,7 +699,9 @@ def preflight(config: Config, client: PgClient, request: RestoreRequest, plan: R
     server = client.using_bindir(bindir)
     if request.start or request.in_place or len(plan.chain) > 1:
         checks["binaries"] = check_binaries(server, major, len(plan.chain))
-    checks["space"] = check_free_space(request.pgdata, int(record.get("database_size") or manifest.total_size), aside)
+    # A delta restore replaces files in place: each rewritten file is removed before it is written again.
+    needed = 0 if delta else int(record.get("database_size") or manifest.total_size)
+    checks["space"] = check_free_space(request.pgdata, needed, aside)
     if live is not None:
         if live.major_version != major:
             raise RestoreFailed("the backup is of PostgreSQL %d but the cluster at %s is PostgreSQL %d"
@@ -599,7 +710,7 @@ def preflight(config: Config, client: PgClient, request: RestoreRequest, plan: R
                                 "of this cluster; nothing was stopped")
         ClusterControl(live, server).check_control()
         checks["cluster"] = live.as_dict()
-    return Preflight(bindir, live, aside, configuration, checks)
+    return Preflight(bindir, live, aside, configuration, checks, delta)
 
 
 def _aside_path(request: RestoreRequest) -> str:
@@ -686,7 +797,10 @@ def roll_back(exc: BaseException, request: RestoreRequest, aside: Optional[str],
 
 def _stager_for(config: Config, repository: Repository, request: RestoreRequest,
                 plan: RestorePlan) -> Tuple[Optional[WalStager], str]:
-    """The stager of this restore, or None and why not."""
+    """The stager of this restore, or None and why not. First of all, before
+    anything changes, refuses a [restore] process_max (the WAL fetchers here,
+    the extraction's writers later) above the host's CPUs."""
+    check_workers(config.restore.process_max, config.path)
     if not request.stage_wal or not config.restore.stage_wal:
         return None, "turned off"
     if not request.start or request.standby:
@@ -716,19 +830,33 @@ def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, p
     meter = Meter(progress, "extract", archive_bytes or None)
     if progress is not None:
         meter.set(0)
+    workers = config.restore.process_max
+    combined: Optional[Dict[str, Any]] = None
+    delta: Optional[DeltaLayDown] = None
     try:
-        if len(plan.chain) == 1:
-            lay_down_backup(repository.storage, config.cluster, plan.backup, request.pgdata, locations, timer, meter)
+        if checked.delta:
+            delta = lay_down_delta(repository.storage, config.cluster, plan.backup, request.pgdata, timer.add, meter)
+        elif len(plan.chain) == 1:
+            lay_down_backup(repository.storage, config.cluster, plan.backup, request.pgdata, locations, timer, meter,
+                            workers)
         else:
-            combine_chain(repository.storage, config.cluster, plan.chain, request.pgdata, locations, client, timer,
-                          meter)
+            combined = combine_chain(repository.storage, config.cluster, plan.chain, request.pgdata, locations, client,
+                                     timer, meter, workers)
         os.makedirs(os.path.join(request.pgdata, "pg_wal", "archive_status"), mode=0o700, exist_ok=True)
         configured = (serverconfig.lay_down(request.pgdata, plan.chain[-1].record["configuration"])
                       if checked.configuration.source == "derived" else [])
         write_recovery_config(request.pgdata, settings, request.standby, extra)
+        if delta:
+            delta.complete()  # pg_control last: only now can the directory start
         if stager:
             stager.extracting.clear()
     except BaseException as exc:
+        if checked.delta:  # never remove the cluster's files: a rerun completes the delta
+            if isinstance(exc, OSError):
+                raise RestoreFailed("delta restore into %s failed: %s" % (request.pgdata, exc),
+                                    "%s has no global/pg_control and cannot start; rerun the delta restore to "
+                                    "complete it" % request.pgdata) from None
+            raise
         _undo_lay_down(request.pgdata, created, aside)
         if isinstance(exc, OSError):
             raise RestoreFailed("restoring into %s failed: %s; nothing was left behind" % (request.pgdata, exc)) from None
@@ -747,7 +875,12 @@ def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, p
         "started": False,
         "wal_staged": {"enabled": False, "reason": not_staged},
         "configuration": dict(checked.configuration._asdict(), written=configured),
+        "process_max": workers,
     }
+    if combined is not None:
+        result["combine"] = combined
+    if delta:
+        result["delta"] = delta.report.as_dict()
     if request.start or request.in_place:
         try:
             result.update(_start_and_watch(config, client, request, plan, timer, control, progress))

@@ -47,6 +47,28 @@ def test_lines_start_every_ten_seconds_and_end():
     assert lines[3] == "backup stream: done, 2.4 GiB of 10.0 GiB (24%) in 25s, 100 MiB/s"
 
 
+def test_a_with_block_ends_the_last_phase_on_success_and_on_failure():
+    progress, clock, stream = make(LINES)
+    with progress as same:
+        assert same is progress
+        progress("stream", 0, 10 * MIB)
+        clock.now += 2
+        progress("stream", 10 * MIB, 10 * MIB)
+    assert stream.getvalue().splitlines()[-1].startswith("backup stream: done, 10.0 MiB")
+    progress, clock, stream = make(LINES)
+    with pytest.raises(RuntimeError):
+        with progress:
+            progress("store", 0, None)
+            raise RuntimeError("the store went away")
+    assert stream.getvalue().splitlines()[-1] == "backup store: stopped after 0 B in 0.0s"  # not "done"
+    progress, clock, stream = make(JSON)
+    with pytest.raises(RuntimeError):
+        with progress:
+            progress("store", 0, 5 * MIB)
+            raise RuntimeError("the store went away")
+    assert json.loads(stream.getvalue().splitlines()[-1])["state"] == "stopped"
+
+
 def test_nothing_between_two_lines_when_updates_come_faster():
     progress, clock, stream = make(LINES)
     progress("stream", 0, None)

@@ -115,6 +115,17 @@ def test_backup_manifest_checksums_is_validated(tmp_path):
         Config.load(str(path))
 
 
+def test_backup_chunk_size_is_a_bounded_size(tmp_path):
+    assert load(tmp_path, VALID).backup.chunk_size == 1 << 30
+    assert load(tmp_path, VALID + "[backup]\nchunk_size = 256MiB\n").backup.chunk_size == 256 << 20
+    for text, message in (("1KiB", "out of range"), ("65GiB", "out of range"), ("lots", "is not a size")):
+        with pytest.raises(ConfigError, match=r"\[backup\] chunk_size .*" + message):
+            load(tmp_path, VALID + "[backup]\nchunk_size = %s\n" % text)
+    rendered = load(tmp_path, render_config("main", "/srv/r", backup=load(tmp_path, VALID + "[backup]\nchunk_size = 2MiB\n")
+                                            .backup))
+    assert rendered.backup.chunk_size == 2 << 20
+
+
 S3_COPY = "[copy off]\ntype = s3\nbucket = b\nallow_plaintext = true\n"
 
 

@@ -372,6 +372,45 @@ def test_running_base_backup_gauges():
     assert "restorekeeper_backup_in_progress" not in down
 
 
+def test_recovery_gauges_show_replay_against_its_target():
+    def families_with(recovery):
+        server = dict(status()["server"], recovery=recovery)
+        return parse_exposition(monitoring.render_textfile(monitoring.samples(status(server=server))))
+
+    replaying = families_with({"replay_position_bytes": 5 * 2 ** 30, "receive_position_bytes": None,
+                               "replay_timestamp": 1764795600.5, "target_position_bytes": 6 * 2 ** 30,
+                               "target_timestamp": None})
+    assert value(replaying, "restorekeeper_recovery_replay_position_bytes") == 5 * 2 ** 30
+    assert value(replaying, "restorekeeper_recovery_target_position_bytes") == 6 * 2 ** 30
+    assert value(replaying, "restorekeeper_recovery_replay_timestamp_seconds") == 1764795600.5
+    # Unknown values are left out rather than shown as 0.
+    assert "restorekeeper_recovery_receive_position_bytes" not in replaying
+    assert "restorekeeper_recovery_target_timestamp_seconds" not in replaying
+    assert "restorekeeper_recovery_replay_position_bytes" not in families_with(None)  # a primary
+
+
+def test_recovery_progress_reads_one_row_and_is_none_for_a_primary():
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import PostgresError
+
+    class Server:
+        def __init__(self, row):
+            self.row = row
+
+        def query(self, sql: str):
+            assert "pg_last_wal_replay_lsn" in sql and "recovery_target_lsn" in sql
+            return [self.row]
+
+    class Refusing:
+        def query(self, sql: str):
+            raise PostgresError("server closed the connection")
+
+    standby = monitoring.recovery_progress(Server(["t", "50331648", "", "1764795600.25", "", "1764799200"]))
+    assert standby == {"replay_position_bytes": 50331648.0, "receive_position_bytes": None,
+                       "replay_timestamp": 1764795600.25, "target_position_bytes": None, "target_timestamp": 1764799200.0}
+    assert monitoring.recovery_progress(Server(["f", "", "", "", "", ""])) is None
+    assert monitoring.recovery_progress(Refusing()) is None
+
+
 def test_basebackup_progress_is_none_when_the_view_cannot_be_read():
     from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import PostgresError
 

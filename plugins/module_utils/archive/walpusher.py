@@ -1,0 +1,272 @@
+"""The resident WAL pusher and the queue limit of wal-push.
+
+``restorekeeper wal-pusher`` runs per cluster as a service. It watches
+``pg_wal/archive_status/*.ready`` (polling every POLL_SECONDS when idle),
+pushes the ready WAL files oldest first on ``[archive] process_max`` threads
+through ONE WalArchive kept open (an S3 client and its connections are made
+once, not per segment) and leaves the same markers as the asynchronous batch
+(walasync._push_batch): ``<spool>/<cluster>/push/<name>.ok``. For a
+repository that is not a local directory it reads each object's header back
+after the upload and marks the marker ``confirmed`` (pushmarker.py explains
+why the quick path may then trust it for any repository type). archive_command
+stays ``wal-push``: it finds the marker and exits 0, or, when the pusher is
+behind or absent, pushes the segment itself. A lock ``<spool>/<cluster>/
+pusher.lock`` keeps a second pusher of the same cluster out; the pusher ends
+cleanly on SIGTERM and when the configuration changes (its service restarts
+it with the new one).
+
+The queue limit (``[archive] queue_max``, ``queue_full``) protects the
+primary's disk. The queue is the WAL PostgreSQL has marked ready and not yet
+seen archived; its size is recorded in ``<spool>/<cluster>/queue.json`` by
+every pusher pass and every wal-push that checks the limit (for metrics).
+``queue_full = wait`` (the default) changes nothing: wal-push keeps failing
+while it cannot push and PostgreSQL keeps the WAL, so the disk may fill.
+``queue_full = drop``: once the ready WAL exceeds queue_max, wal-push
+reports the OLDEST ready segment archived without archiving it, after
+recording it durably in ``<spool>/<cluster>/dropped.json``; point-in-time
+recovery across the gap is impossible, and metrics and ``check`` report it
+until a full backup started after the last drop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+from ..common.errors import RestorekeeperError
+from ..common.fsutil import LockHeld, exclusive_flock, makedirs_durable, replace_file_atomically, replace_file_durably
+from ..config.config import Config
+from .pushmarker import marker_path, spool_directory
+from .walasync import SPOOL_MODE, _drop_recycled_markers, _push_batch, _ready_names
+
+POLL_SECONDS = 0.5
+QUEUE_FILE = "queue.json"
+DROPPED_FILE = "dropped.json"
+LOCK_FILE = "pusher.lock"
+
+
+def cluster_spool(config: Config) -> str:
+    """<spool>/<cluster>: where the pusher's lock, the queue state and the drop journal live."""
+    return os.path.join(config.archive.spool_path, config.cluster)
+
+
+# -------------------------------------------------------------------- the queue
+
+
+class Queue(NamedTuple):
+    """The WAL files marked ready, oldest first, with their sizes."""
+
+    files: List[Tuple[str, int]]
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _name, size in self.files)
+
+    @property
+    def oldest(self) -> str:
+        return self.files[0][0] if self.files else ""
+
+
+def ready_queue(wal_dir: str) -> Queue:
+    """The queue of the cluster whose pg_wal is wal_dir (a file recycled
+    meanwhile is left out)."""
+    files = []
+    for name in _ready_names(wal_dir, exclude=""):
+        try:
+            files.append((name, os.stat(os.path.join(wal_dir, name)).st_size))
+        except OSError:
+            continue
+    return Queue(files)
+
+
+def write_queue_state(config: Config, queue: Queue, now: Optional[float] = None) -> None:
+    """Record the queue for metrics (a lost write only makes it older)."""
+    from ..common.timefmt import utc_iso
+
+    state = {"bytes": queue.bytes, "segments": len(queue.files), "oldest": queue.oldest,
+             "queue_max": config.archive.queue_max, "queue_full": config.archive.queue_full,
+             "updated_at": utc_iso(now)}
+    try:
+        makedirs_durable(cluster_spool(config), SPOOL_MODE)
+        replace_file_atomically(os.path.join(cluster_spool(config), QUEUE_FILE),
+                                (json.dumps(state, sort_keys=True) + "\n").encode("utf-8"), mode=0o644)
+    except OSError as exc:
+        _report("WARNING", "cannot record the WAL queue in %s: %s" % (cluster_spool(config), exc))
+
+
+def read_dropped(spool: str) -> List[Dict[str, Any]]:
+    """The journal of dropped segments in the cluster spool, oldest first;
+    an unreadable journal is an error (a gap must never go unreported)."""
+    path = os.path.join(spool, DROPPED_FILE)
+    try:
+        with open(path, "rb") as handle:
+            value = json.loads(handle.read().decode("utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RestorekeeperError("the journal of dropped WAL %s is unreadable: %s" % (path, exc),
+                                 "WAL may have been dropped: take a full backup, then move the file aside") from None
+    if not isinstance(value, dict) or not isinstance(value.get("dropped"), list):
+        raise RestorekeeperError("the journal of dropped WAL %s is not a restorekeeper journal" % path,
+                                 "WAL may have been dropped: take a full backup, then move the file aside")
+    return value["dropped"]
+
+
+def record_drop(config: Config, name: str, size: int, queue: Queue, now: Optional[float] = None) -> Dict[str, Any]:
+    """Append one dropped segment to the journal, durably (fsynced, before
+    wal-push reports it archived)."""
+    from ..common.timefmt import utc_iso
+
+    spool = cluster_spool(config)
+    makedirs_durable(spool, SPOOL_MODE)
+    now = time.time() if now is None else now
+    entry = {"name": name, "size": size, "dropped_at": utc_iso(now), "dropped_epoch": round(now, 6), "queue_bytes": queue.bytes,
+             "queue_max": config.archive.queue_max}
+    entries = read_dropped(spool) + [entry]
+    replace_file_durably(os.path.join(spool, DROPPED_FILE),
+                         (json.dumps({"cluster": config.cluster, "dropped": entries}, indent=1, sort_keys=True)
+                          + "\n").encode("utf-8"), mode=0o644)
+    return entry
+
+
+def drop_if_over_limit(config: Config, wal_path: str, name: str, now: Optional[float] = None) -> bool:
+    """wal-push's queue check: True when name was dropped (journalled; the
+    caller reports success without archiving it), False when it must be
+    pushed as usual. Only with queue_full = drop, only while the ready WAL
+    exceeds queue_max, only the oldest ready file, never a timeline history
+    file (tiny, and recovery cannot follow a timeline switch without it)."""
+    settings = config.archive
+    if not settings.queue_max:
+        return False
+    queue = ready_queue(os.path.dirname(os.path.abspath(wal_path)))
+    write_queue_state(config, queue, now)
+    if settings.queue_full != "drop" or queue.bytes <= settings.queue_max:
+        return False
+    if name != queue.oldest or name.endswith(".history"):
+        return False
+    if os.path.exists(marker_path(spool_directory(settings.spool_path, config.cluster, "push"), name)):
+        return False  # pushed ahead already: the marker proves it, no need to drop it
+    record_drop(config, name, queue.files[0][1], queue, now)
+    _report("ERROR", "DROPPED WAL %s WITHOUT ARCHIVING IT: %d bytes of WAL wait, over [archive] queue_max %d "
+                     "(queue_full = drop). Point-in-time recovery across this gap is impossible until a new full "
+                     "backup; the gap is journalled in %s"
+                     % (name, queue.bytes, settings.queue_max, os.path.join(cluster_spool(config), DROPPED_FILE)))
+    return True
+
+
+def queue_status(config: Config, last_full_start: Optional[float], wal_dir: str = "") -> Dict[str, Any]:
+    """What monitoring reports about the queue: its size (measured now when
+    wal_dir can be listed, else as last recorded), the dropped segments and
+    whether the gap is still open (no full backup started after the last drop)."""
+    spool = cluster_spool(config) if config.archive.spool_path else ""
+    result: Dict[str, Any] = {"queue_max": config.archive.queue_max, "queue_full": config.archive.queue_full,
+                              "bytes": None, "segments": None, "dropped": 0, "last_dropped": "",
+                              "last_dropped_at": None, "gap_open": False}
+    if wal_dir and os.path.isdir(os.path.join(wal_dir, "archive_status")):
+        queue = ready_queue(wal_dir)
+        result["bytes"], result["segments"] = queue.bytes, len(queue.files)
+    elif spool:
+        try:
+            with open(os.path.join(spool, QUEUE_FILE), "rb") as handle:
+                state = json.loads(handle.read().decode("utf-8"))
+            result["bytes"], result["segments"] = int(state["bytes"]), int(state["segments"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # never recorded (no limit, no pusher): unknown
+    if not spool:  # nothing can have been dropped: no drop gauges at all
+        result.update(dropped=None, gap_open=None)
+        return result
+    dropped = read_dropped(spool)
+    if dropped:
+        last = dropped[-1]
+        result.update(dropped=len(dropped), last_dropped=str(last.get("name", "")),
+                      last_dropped_at=last.get("dropped_at"))
+        dropped_at = last.get("dropped_epoch")
+        result["gap_open"] = (last_full_start is None or not isinstance(dropped_at, (int, float))
+                              or last_full_start <= dropped_at)
+    return result
+
+
+# ------------------------------------------------------------------- the pusher
+
+
+class Pusher:
+    """One cluster's resident pusher: one WalArchive (one repository client)
+    for its whole life."""
+
+    def __init__(self, archive: Any, wal_dir: str, config_identity: Optional[List[List[int]]],
+                 log: Callable[[str], None] = lambda line: None) -> None:
+        self.archive = archive
+        self.config = archive.config
+        self.wal_dir = wal_dir
+        self.config_identity = config_identity
+        self.log = log
+        self.spool = spool_directory(self.config.archive.spool_path, self.config.cluster, "push")
+        self.pushed = 0
+
+    def run(self, once: bool = False, stop: Optional[threading.Event] = None) -> Dict[str, Any]:
+        """Push passes until stop is set (or after one pass with once) while
+        holding the cluster's pusher lock; RestorekeeperError when another
+        pusher holds it."""
+        stop = stop or threading.Event()
+        if not os.path.isdir(os.path.join(self.wal_dir, "archive_status")):
+            raise RestorekeeperError("%s is not a pg_wal directory (no archive_status in it)" % self.wal_dir,
+                                     "set [postgres] pgdata to the cluster's data directory, or pass --pgdata")
+        makedirs_durable(self.spool, SPOOL_MODE)
+        lock = os.path.join(cluster_spool(self.config), LOCK_FILE)
+        try:
+            with exclusive_flock(lock, "wal-pusher of %s, pid %d" % (self.config.cluster, os.getpid()), 0o600):
+                self.archive.repository.require_initialised()
+                reason = self._loop(once, stop)
+        except LockHeld as held:
+            raise RestorekeeperError("another wal-pusher runs for cluster %s (%s)" % (self.config.cluster, held),
+                                     "one pusher per cluster: stop the other one (its lock is %s)" % lock) from None
+        return {"pushed": self.pushed, "stopped": reason}
+
+    def _loop(self, once: bool, stop: threading.Event) -> str:
+        while not stop.is_set():
+            if self._configuration_changed():
+                return "configuration changed"
+            try:
+                pushed, wanted = self.pass_once()
+            except (RestorekeeperError, OSError) as exc:
+                self.log("pass failed: %s" % exc)
+                pushed, wanted = 0, 1
+            if once:
+                return "one pass"
+            if pushed < wanted or not wanted:
+                stop.wait(POLL_SECONDS)  # idle, or a file failed: do not spin
+        return "stopped"
+
+    def _configuration_changed(self) -> bool:
+        from ..config.configfiles import sources_identity
+
+        try:
+            return sources_identity(self.config.path) != self.config_identity
+        except OSError:
+            return True
+
+    def pass_once(self) -> Tuple[int, int]:
+        """Push the ready files that have no marker yet, oldest first, at
+        most batch_max of them; (pushed, wanted)."""
+        queue = ready_queue(self.wal_dir)
+        if self.config.archive.queue_max:
+            write_queue_state(self.config, queue)
+        _drop_recycled_markers(self.spool, self.wal_dir)
+        wanted = [name for name, _size in queue.files if not os.path.exists(marker_path(self.spool, name))]
+        batch = [(os.path.join(self.wal_dir, name), name) for name in wanted[:self.config.archive.batch_max]]
+        if not batch:
+            return 0, 0
+        pushed = _push_batch(self.archive, self.spool, batch, self.config_identity, confirm_remote=True)
+        self.pushed += len(pushed)
+        if pushed:
+            self.log("pushed %d WAL files ahead (%s .. %s)" % (len(pushed), pushed[0], pushed[-1]))
+        return len(pushed), len(batch)
+
+
+def _report(level: str, message: str) -> None:
+    sys.stderr.write("restorekeeper wal: %s: %s\n" % (level, message))
+    sys.stderr.flush()

@@ -1,0 +1,93 @@
+"""Delta restore (restore --delta) against a real PostgreSQL cluster: in
+place over the cluster's own stopped directory, rewriting only what differs;
+refused over another cluster's directory and over a running server, with
+nothing changed."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Dict, Tuple
+
+import pytest
+
+from harness.archived import pgbench_init, restore, restored
+
+pytestmark = pytest.mark.slow
+
+CHECKSUM_SQL = "SELECT count(*), sum(abalance), md5(string_agg(aid::text || ':' || abalance, ',' ORDER BY aid)) " \
+               "FROM pgbench_accounts"
+
+
+def snapshot(directory: Path) -> Dict[str, Tuple[int, int]]:
+    """Every file below directory with its size and mtime."""
+    found = {}
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            info = os.lstat(os.path.join(root, name))
+            found[os.path.relpath(os.path.join(root, name), directory)] = (info.st_size, info.st_mtime_ns)
+    return found
+
+
+def test_delta_restore_in_place_rewrites_only_what_changed(archived, cluster_factory):
+    arch = archived(18)
+    db = arch.cluster
+    pgbench_init(db, scale=5)
+    db.execute("CHECKPOINT")
+    at_backup = db.query(CHECKSUM_SQL)[0]
+    arch.backup()
+    # About 1% of the rows (a contiguous range: about 1% of the table's pages) change after the backup.
+    db.execute("UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid <= 5000")
+    db.execute("CREATE TABLE after_backup AS SELECT 1 AS x")
+    assert db.query(CHECKSUM_SQL)[0] != at_backup
+    db.stop()
+    (db.datadir / "dropped-in.txt").write_text("not in the backup\n")
+
+    # Another cluster's directory is refused and left exactly as it was.
+    other = cluster_factory(version=18, start=False)
+    before = snapshot(other.datadir)
+    refused = restore(arch, other, "--delta", check=False)
+    assert refused.returncode == 1 and "belongs to another cluster" in refused.stderr, refused.stderr
+    assert "empty directory" in refused.stderr
+    assert snapshot(other.datadir) == before
+
+    started = time.monotonic()
+    result = restored(arch, db, "--delta", "--target-immediate", "--target-action", "promote", "--start")
+    delta_seconds = time.monotonic() - started
+    report = result["delta"]
+    assert result["state"] == "promoted", result
+    assert db.query(CHECKSUM_SQL)[0] == at_backup
+    assert db.scalar("SELECT count(*) FROM pg_class WHERE relname = 'after_backup'") == 0
+    assert not (db.datadir / "dropped-in.txt").exists()
+    assert not (db.datadir / "global" / "pg_control.restorekeeper-delta").exists()
+    assert report["kept"] > 5 * report["rewritten"], report
+    # Files are the unit: the updated table's file (grown by the updates) is rewritten whole, unread.
+    assert report["removed"] >= 2 and 0 < report["bytes_written"] and report["bytes_read"] > 0, report
+    assert {"compare", "extract"} <= set(result["phases"])
+
+    # A running server is refused, untouched.
+    running = restore(arch, db, "--delta", check=False)
+    assert running.returncode == 1 and "running PostgreSQL server" in running.stderr, running.stderr
+    assert db.query(CHECKSUM_SQL)[0] == at_backup
+
+    # Delta against a full restore of the same backup, the lay-down only (nothing started).
+    db.execute("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 5000")
+    db.stop()
+    delta_only = restored(arch, db, "--delta", "--target-immediate")
+    slot = cluster_factory(version=18, initdb=False)
+    full = restored(arch, slot, "--target-immediate")
+    delta_lay_down = delta_only["phases"]["compare"] + delta_only["phases"]["extract"]
+    print("\ndelta restore with start: %.2f s; lay-down: delta %.2f s (compare %.2f) vs full %.2f s; delta report %s"
+          % (delta_seconds, delta_lay_down, delta_only["phases"]["compare"], full["phases"]["extract"],
+             delta_only["delta"]))
+    assert delta_only["delta"]["rewritten"] < delta_only["delta"]["kept"]
+
+
+def test_text_output_reports_the_delta_in_human_units(archived):
+    arch = archived(18)
+    db = arch.cluster
+    arch.backup()
+    db.stop()
+    text = arch.rk("restore", "--pgdata", str(db.datadir), "--delta", "--target-immediate").stdout
+    assert "delta:" in text and "files kept" in text and ("KiB read" in text or "MiB read" in text), text

@@ -1,0 +1,317 @@
+"""The resident WAL pusher, its markers' trust rules and the queue limit, on a real posix repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import pytest
+
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive import walpusher
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.pushmarker import (
+    Marker,
+    parse_marker,
+    quick_push,
+    read_marker,
+    spool_directory,
+)
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walarchive import WalArchive
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import ConfigError, RestorekeeperError
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config, render_config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.configfiles import sources_identity
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.monitoring import monitoring
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import Repository
+
+from walfiles import segment_name, write_segment
+
+NAMES = [segment_name(1, n) for n in range(1, 6)]
+SEGMENT = 1 << 20  # walfiles' segments
+
+
+def write_config(tmp_path, **archive) -> str:
+    text = render_config("main", str(tmp_path / "repo"))
+    extra = "".join("%s = %s\n" % (key, value) for key, value in archive.items())
+    path = tmp_path / "pusher.conf"
+    path.write_text(text.replace("[archive]\n", "[archive]\n" + extra))
+    path.chmod(0o600)
+    return str(path)
+
+
+def make_archive(tmp_path, **archive) -> WalArchive:
+    settings = {"async": "true", "spool_path": str(tmp_path / "spool"), "process_max": 2, "batch_max": 16}
+    settings.update(archive)
+    config = Config.load(write_config(tmp_path, **settings))
+    Repository.from_config(config).create()
+    return WalArchive(config)
+
+
+def pg_wal(tmp_path, names) -> str:
+    directory = tmp_path / "pg_wal"
+    (directory / "archive_status").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        write_segment(directory, name)
+        (directory / "archive_status" / (name + ".ready")).touch()
+    return str(directory)
+
+
+def pusher(archive: WalArchive, wal_dir: str) -> walpusher.Pusher:
+    return walpusher.Pusher(archive, wal_dir, sources_identity(archive.config.path))
+
+
+def marker_file(archive: WalArchive, name: str) -> str:
+    return os.path.join(spool_directory(archive.config.archive.spool_path, "main", "push"), name + ".ok")
+
+
+def quick(archive: WalArchive, wal_dir: str, name: str) -> bool:
+    return quick_push(["wal-push", "--config", archive.config.path, os.path.join(wal_dir, name), name])
+
+
+def as_remote(archive: WalArchive) -> WalArchive:
+    """The same repository seen as a remote one (S3, ssh): no local path of an object."""
+    archive.storage.local_path = lambda key: ""
+    return archive
+
+
+# ------------------------------------------------------------------- the pusher
+
+
+def test_one_pass_pushes_every_ready_segment_oldest_first_and_leaves_markers(tmp_path):
+    archive = make_archive(tmp_path)
+    wal_dir = pg_wal(tmp_path, NAMES)
+    result = pusher(archive, wal_dir).run(once=True)
+    assert result == {"pushed": len(NAMES), "stopped": "one pass"}
+    assert archive.names() == NAMES
+    for name in NAMES:
+        marker = read_marker(marker_file(archive, name))
+        assert marker.object_path and not marker.confirmed  # posix: the object's identity is the proof
+        assert quick(archive, wal_dir, name) is True
+
+
+def test_a_pass_skips_segments_that_already_have_a_marker(tmp_path):
+    archive = make_archive(tmp_path)
+    wal_dir = pg_wal(tmp_path, NAMES[:2])
+    pusher(archive, wal_dir).run(once=True)
+    again = pusher(archive, wal_dir)
+    assert again.pass_once() == (0, 0)
+
+
+def test_remote_repository_markers_are_confirmed_and_trusted_by_the_quick_path(tmp_path):
+    archive = as_remote(make_archive(tmp_path))
+    wal_dir = pg_wal(tmp_path, NAMES[:2])
+    pusher(archive, wal_dir).run(once=True)
+    marker = read_marker(marker_file(archive, NAMES[0]))
+    assert marker.confirmed and not marker.object_path
+    assert quick(archive, wal_dir, NAMES[0]) is True
+    assert not os.path.exists(marker_file(archive, NAMES[0]))  # used once
+
+
+def test_remote_marker_without_confirmation_is_not_trusted(tmp_path):
+    """The asynchronous batch's markers for a remote repository say nothing
+    about the object: the quick path steps aside, as before."""
+    archive = as_remote(make_archive(tmp_path))
+    wal_dir = pg_wal(tmp_path, NAMES[:1])
+    pusher(archive, wal_dir).run(once=True)
+    path = marker_file(archive, NAMES[0])
+    marker = read_marker(path)
+    marker.confirmed = False
+    with open(path, "wb") as handle:
+        handle.write(marker.render())
+    assert quick(archive, wal_dir, NAMES[0]) is False
+    assert os.path.exists(path)
+
+
+def test_remote_marker_is_not_confirmed_when_the_object_does_not_read_back(tmp_path, monkeypatch):
+    archive = as_remote(make_archive(tmp_path))
+    wal_dir = pg_wal(tmp_path, NAMES[:1])
+    monkeypatch.setattr("ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walasync._archived_as",
+                        lambda *args: False)
+    pusher(archive, wal_dir).run(once=True)
+    assert read_marker(marker_file(archive, NAMES[0])).confirmed is False
+    assert quick(archive, wal_dir, NAMES[0]) is False
+
+
+def test_confirmed_marker_is_not_trusted_after_a_configuration_change(tmp_path):
+    archive = as_remote(make_archive(tmp_path))
+    wal_dir = pg_wal(tmp_path, NAMES[:1])
+    pusher(archive, wal_dir).run(once=True)
+    with open(archive.config.path, "a") as handle:
+        handle.write("# another repository, perhaps\n")
+    assert quick(archive, wal_dir, NAMES[0]) is False
+
+
+def test_confirmed_marker_is_not_trusted_for_a_recreated_segment(tmp_path):
+    archive = as_remote(make_archive(tmp_path))
+    wal_dir = pg_wal(tmp_path, NAMES[:1])
+    pusher(archive, wal_dir).run(once=True)
+    os.unlink(os.path.join(wal_dir, NAMES[0]))
+    write_segment(wal_dir, NAMES[0], seed=b"other")
+    assert quick(archive, wal_dir, NAMES[0]) is False
+
+
+def test_marker_confirmation_round_trips_and_unknown_words_do_not_confirm():
+    marker = Marker(NAMES[0], 1, "a" * 64, "k", [1, 2, 3, 4, 5], [[1, 2, 3, 4, 5]], confirmed=True)
+    assert parse_marker(marker.render()).confirmed is True
+    tampered = marker.render().replace(b"confirmed stored", b"confirmed maybe")
+    assert parse_marker(tampered).confirmed is False
+
+
+def test_a_second_pusher_is_refused_by_the_lock(tmp_path):
+    archive = make_archive(tmp_path)
+    wal_dir = pg_wal(tmp_path, NAMES[:1])
+    stop = threading.Event()
+    first = threading.Thread(target=pusher(archive, wal_dir).run, kwargs={"stop": stop})
+    first.start()
+    try:
+        lock = os.path.join(walpusher.cluster_spool(archive.config), walpusher.LOCK_FILE)
+        for _attempt in range(200):
+            if os.path.exists(lock) and archive.names():
+                break
+            stop.wait(0.02)
+        with pytest.raises(RestorekeeperError, match="another wal-pusher runs for cluster main"):
+            pusher(archive, wal_dir).run(once=True)
+    finally:
+        stop.set()
+        first.join(10)
+    assert not first.is_alive()  # stop (SIGTERM in the CLI) ends it
+    assert pusher(archive, wal_dir).run(once=True)["stopped"] == "one pass"  # the lock went with it
+
+
+def test_the_pusher_stops_when_the_configuration_changes(tmp_path):
+    archive = make_archive(tmp_path)
+    wal_dir = pg_wal(tmp_path, NAMES[:1])
+    running = pusher(archive, wal_dir)
+    with open(archive.config.path, "a") as handle:
+        handle.write("# edited\n")
+    assert running.run()["stopped"] == "configuration changed"
+
+
+def test_the_pusher_refuses_a_directory_that_is_not_pg_wal(tmp_path):
+    archive = make_archive(tmp_path)
+    with pytest.raises(RestorekeeperError, match="not a pg_wal directory"):
+        pusher(archive, str(tmp_path)).run(once=True)
+
+
+# ----------------------------------------------------------------- queue limit
+
+
+def test_queue_settings_are_validated(tmp_path):
+    spool = str(tmp_path / "spool")
+    with pytest.raises(ConfigError, match="queue_full 'sometimes'"):
+        Config.load(write_config(tmp_path, spool_path=spool, queue_max="4GiB", queue_full="sometimes"))
+    with pytest.raises(ConfigError, match="queue_full = drop needs queue_max"):
+        Config.load(write_config(tmp_path, spool_path=spool, queue_full="drop"))
+    with pytest.raises(ConfigError, match="queue_max needs spool_path"):
+        Config.load(write_config(tmp_path, queue_max="4GiB"))
+    with pytest.raises(ConfigError, match="below one WAL segment"):
+        Config.load(write_config(tmp_path, spool_path=spool, queue_max="512k"))
+    with pytest.raises(ConfigError, match="is not a size"):
+        Config.load(write_config(tmp_path, spool_path=spool, queue_max="lots"))
+    settings = Config.load(write_config(tmp_path, spool_path=spool, queue_max="4GiB")).archive
+    assert (settings.queue_max, settings.queue_full) == (4 << 30, "wait")
+    assert Config.load(write_config(tmp_path)).archive.queue_max == 0
+
+
+def test_queue_accounts_the_ready_segments_oldest_first(tmp_path):
+    wal_dir = pg_wal(tmp_path, list(reversed(NAMES[:3])))
+    os.unlink(os.path.join(wal_dir, NAMES[2]))  # recycled meanwhile: not counted
+    queue = walpusher.ready_queue(wal_dir)
+    assert [name for name, _size in queue.files] == NAMES[:2]
+    assert queue.bytes == 2 * SEGMENT and queue.oldest == NAMES[0]
+
+
+def drop_archive(tmp_path, mode="drop") -> WalArchive:
+    return make_archive(tmp_path, queue_max="2MiB", queue_full=mode)
+
+
+def test_drop_journals_the_oldest_segment_only_when_over_the_limit(tmp_path, capsys):
+    archive = drop_archive(tmp_path)
+    wal_dir = pg_wal(tmp_path, NAMES[:2])  # 2 MiB: at the limit, not over it
+    assert walpusher.drop_if_over_limit(archive.config, os.path.join(wal_dir, NAMES[0]), NAMES[0]) is False
+    wal_dir = pg_wal(tmp_path, NAMES[:3])  # 3 MiB
+    assert walpusher.drop_if_over_limit(archive.config, os.path.join(wal_dir, NAMES[1]), NAMES[1]) is False  # not the oldest
+    assert walpusher.drop_if_over_limit(archive.config, os.path.join(wal_dir, NAMES[0]), NAMES[0], now=1000.0) is True
+    assert "DROPPED WAL %s WITHOUT ARCHIVING IT" % NAMES[0] in capsys.readouterr().err
+    spool = walpusher.cluster_spool(archive.config)
+    journal = json.load(open(os.path.join(spool, walpusher.DROPPED_FILE)))
+    assert [(e["name"], e["size"], e["dropped_epoch"]) for e in journal["dropped"]] == [(NAMES[0], SEGMENT, 1000.0)]
+    state = json.load(open(os.path.join(spool, walpusher.QUEUE_FILE)))
+    assert (state["bytes"], state["segments"], state["oldest"]) == (3 * SEGMENT, 3, NAMES[0])
+    assert archive.names() == []  # nothing archived
+
+
+def test_wait_mode_never_drops(tmp_path):
+    archive = drop_archive(tmp_path, mode="wait")
+    wal_dir = pg_wal(tmp_path, NAMES)
+    assert walpusher.drop_if_over_limit(archive.config, os.path.join(wal_dir, NAMES[0]), NAMES[0]) is False
+    assert not os.path.exists(os.path.join(walpusher.cluster_spool(archive.config), walpusher.DROPPED_FILE))
+    assert walpusher.queue_status(archive.config, None)["bytes"] == 5 * SEGMENT  # recorded for metrics
+
+
+def test_a_segment_with_a_marker_is_not_dropped(tmp_path):
+    archive = drop_archive(tmp_path)
+    wal_dir = pg_wal(tmp_path, NAMES[:3])
+    pusher(archive, wal_dir).run(once=True)
+    assert walpusher.drop_if_over_limit(archive.config, os.path.join(wal_dir, NAMES[0]), NAMES[0]) is False
+
+
+def test_gap_stays_open_until_a_full_backup_started_after_the_last_drop(tmp_path):
+    archive = drop_archive(tmp_path)
+    wal_dir = pg_wal(tmp_path, NAMES[:3])
+    walpusher.drop_if_over_limit(archive.config, os.path.join(wal_dir, NAMES[0]), NAMES[0], now=1000.0)
+    status = walpusher.queue_status(archive.config, None, wal_dir)
+    assert (status["dropped"], status["last_dropped"], status["gap_open"]) == (1, NAMES[0], True)
+    assert walpusher.queue_status(archive.config, 999.0)["gap_open"] is True
+    assert walpusher.queue_status(archive.config, 1001.0)["gap_open"] is False
+
+
+def test_an_unreadable_journal_is_an_error_not_silence(tmp_path):
+    archive = drop_archive(tmp_path)
+    os.makedirs(walpusher.cluster_spool(archive.config))
+    with open(os.path.join(walpusher.cluster_spool(archive.config), walpusher.DROPPED_FILE), "w") as handle:
+        handle.write("{torn")
+    with pytest.raises(RestorekeeperError, match="journal of dropped WAL .* is unreadable"):
+        walpusher.queue_status(archive.config, None)
+
+
+def test_check_and_metrics_report_an_open_gap(tmp_path):
+    archive = drop_archive(tmp_path)
+    wal_dir = pg_wal(tmp_path, NAMES[:3])
+    walpusher.drop_if_over_limit(archive.config, os.path.join(wal_dir, NAMES[0]), NAMES[0], now=1000.0)
+    queue = dict(walpusher.queue_status(archive.config, None, wal_dir), up=True, error="")
+    findings: list = []
+    perf: list = []
+    monitoring._check_queue(queue, findings, perf)
+    assert findings[0].state == monitoring.CRITICAL and "dropped unarchived" in findings[0].reason
+    assert perf == ["queue_bytes=%dB;;%d" % (3 * SEGMENT, 2 << 20)]
+    got: dict = {}
+    monitoring._queue_samples(queue, lambda name, value, **labels: got.__setitem__(name, value))
+    assert (got["restorekeeper_archive_dropped_segments"], got["restorekeeper_archive_dropped_gap_open"]) == (1, 1)
+    assert got["restorekeeper_archive_queue_bytes"] == 3 * SEGMENT
+    closed = dict(queue, gap_open=False)
+    findings = []
+    monitoring._check_queue(closed, findings, [])
+    assert findings == []
+
+
+def test_without_a_spool_there_is_no_queue_state_and_no_drop_gauge(tmp_path):
+    config = Config.load(write_config(tmp_path))
+    status = walpusher.queue_status(config, None)
+    assert (status["bytes"], status["dropped"], status["gap_open"]) == (None, None, None)
+    got: dict = {}
+    monitoring._queue_samples(dict(status, up=True, error=""), lambda name, value, **labels: got.__setitem__(name, value))
+    assert "restorekeeper_archive_dropped_gap_open" not in got
+
+
+def test_cli_refuses_another_cluster_name_and_a_missing_data_directory(tmp_path, capsys):
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends import cli
+
+    archive = make_archive(tmp_path)
+    assert cli.main(["wal-pusher", "--config", archive.config.path, "--cluster", "other", "--once"]) == 1
+    assert "--cluster other does not match [cluster] name main" in capsys.readouterr().err
+    assert cli.main(["wal-pusher", "--config", archive.config.path, "--once"]) == 1
+    assert "wal-pusher needs the data directory" in capsys.readouterr().err
+    wal_dir = pg_wal(tmp_path, NAMES[:2])
+    assert cli.main(["wal-pusher", "--config", archive.config.path, "--pgdata", os.path.dirname(wal_dir), "--once"]) == 0
+    assert "2 WAL files pushed; one pass" in capsys.readouterr().err
+    assert archive.names() == NAMES[:2]
