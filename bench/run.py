@@ -2,6 +2,7 @@
 
     make bench [BENCH_ARGS="--scale 20 --repetitions 3"]
     .venv/bin/python bench/run.py [--only archive,backup,incremental,restore,drill] [--repetitions K] [--scale S]
+    make bench-large | .venv/bin/python bench/run.py --profile large [--large-scale N] [--large-wal-mib M]
 
 Five parts, each path timed in the same run (medians of K repetitions):
 
@@ -20,6 +21,9 @@ as the server's OS user with its own configuration file under the work
 directory. A benchmark, not a test: it never fails on a timing, only when it
 cannot measure. Writes bench/results.md (bench/results/<parts>.md when only
 some parts run), bench/results/ratios.png and bench/results/latest.json.
+The large profile (issue 16 item 8, bench/lib/large.py) replaces only the
+"## Large profile" section of bench/results.md and writes
+bench/results/large.json.
 See bench/README.md.
 """
 
@@ -42,7 +46,7 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]  # bench.lib and the t
 from harness import available_versions, install_tool, session_dir, test_root  # noqa: E402
 from harness.paths import ensure_public_dir  # noqa: E402
 
-from bench.lib import chart, measure, parts, pgbackrest, report, stats  # noqa: E402
+from bench.lib import chart, large, measure, parts, pgbackrest, report, stats  # noqa: E402
 from bench.lib.archived import BenchFailed  # noqa: E402
 from bench.lib.parts import Context, Row  # noqa: E402
 
@@ -59,7 +63,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--only", type=_parts, default=list(PARTS), metavar="PART[,PART]",
                         help="run only these parts: %s (default all)" % ",".join(PARTS))
-    parser.add_argument("--repetitions", type=int, default=3, help="timed runs per path; the median is reported")
+    parser.add_argument("--profile", choices=("small", "large"), default="small",
+                        help="small: the parts above (default); large: issue 16's benchmark at size (>= 4 GiB, "
+                             ">= 1 GiB of WAL replayed, S3 on moto over HTTPS, peak RSS and temp files); see README")
+    parser.add_argument("--large-scale", type=int, default=large.DEFAULT_SCALE,
+                        help="large: pgbench scale (default %d, about 4.2 GiB; e.g. 20 for a smoke run)"
+                             % large.DEFAULT_SCALE)
+    parser.add_argument("--large-wal-mib", type=int, default=large.DEFAULT_WAL_MIB,
+                        help="large: MiB of WAL written after the backups, replayed by the restores (default %d)"
+                             % large.DEFAULT_WAL_MIB)
+    parser.add_argument("--large-segments", type=int, default=large.DEFAULT_SEGMENTS,
+                        help="large: WAL segments per archiving pass (default %d)" % large.DEFAULT_SEGMENTS)
+    parser.add_argument("--repetitions", type=int, default=None,
+                        help="timed runs per path; the median is reported (default 3, large profile 1)")
     parser.add_argument("--scale", type=int, default=int(os.environ.get("RK_BENCH_SCALE", DEFAULT_SCALE)),
                         help="pgbench scale of the backup/restore database (default $RK_BENCH_SCALE or %d, "
                              "about 17 MiB per unit)" % DEFAULT_SCALE)
@@ -79,8 +95,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path,
                         help="results file (default bench/results.md, or bench/results/<parts>.md for some parts)")
     args = parser.parse_args(argv)
+    if args.repetitions is None:
+        args.repetitions = 1 if args.profile == "large" else 3
+    if min(args.large_scale, args.large_wal_mib, args.large_segments) < 1:
+        parser.error("--large-scale, --large-wal-mib and --large-segments must be at least 1")
     if min(args.segments, args.repetitions, args.scale, args.replay_seconds, args.drill_repetitions) < 1:
         parser.error("--segments, --repetitions, --scale, --replay-seconds and --drill-repetitions must be at least 1")
+    args.output_given = args.output is not None
     if args.output is None:
         partial = "+".join(args.only) + ".md"
         args.output = REPO_ROOT / "bench" / ("results.md" if len(args.only) == len(PARTS) else "results/" + partial)
@@ -159,6 +180,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
     tool = install()
     brest_version, reason = pgbackrest_available(args)
     ctx = Context(tool, work, say, args.repetitions, comparison_version(brest_version), brest_version, reason)
+    if args.profile == "large":
+        run_large(args, ctx, started)
+        return
     ctx.notes["load"] = "load average at the start (1, 5, 15 min): %.1f, %.1f, %.1f" % os.getloadavg()
     say("Tool under test: %s; pgBackRest %s; comparison on PostgreSQL %d; parts: %s" % (
         tool.launcher, brest_version or "n/a", ctx.version, ", ".join(args.only)))
@@ -174,6 +198,35 @@ def run(args: argparse.Namespace, work: Path) -> None:
     say(report.console(rows))
     say("")
     say("Total bench time: %.0f s (%.1f min)" % (elapsed, elapsed / 60))
+
+
+def run_large(args: argparse.Namespace, ctx: Context, started: float) -> None:
+    """The large profile: its section replaces the "## Large profile" of bench/results.md (the rest is kept)."""
+    pgbackrest = ctx.brest_version or "n/a (%s)" % ctx.brest_reason
+    say("Large profile: pgbench scale %d, %d MiB of WAL to replay, %d segments per archiving pass, PostgreSQL %d, "
+        "pgBackRest %s" % (args.large_scale, args.large_wal_mib, args.large_segments, ctx.version, pgbackrest))
+    options = large.Options(args.large_scale, args.large_wal_mib, args.large_segments, args.level)
+    rows, notes = large.run(ctx, options, say)
+    elapsed = time.monotonic() - started
+    info = report.machine(ctx.tool, [measure_bin(ctx.version)], ctx.work, ctx.brest_version or "n/a (%s)" % ctx.brest_reason)
+    info.update({"scale": str(args.large_scale), "repetitions": str(args.repetitions),
+                 "total bench time": "%.0f s (%.1f min)" % (elapsed, elapsed / 60)})
+    section = large.markdown(rows, notes, info, ["bench/run.py", *sys.argv[1:]])
+    output = args.output if args.output_given else REPO_ROOT / "bench" / "results.md"
+    existing = output.read_text(encoding="utf-8") if output.exists() else ""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(large.merge_results(existing, section), encoding="utf-8")
+    results = REPO_ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    raw = {"rows": [{"area": r.area, "path": r.path, "label": r.label, "runs": r.runs, "note": r.note, "rate": r.rate,
+                     "peaks": [vars(p) for p in r.peaks]} for r in rows],
+           "targets": [{"name": v.name, "ratio": v.ratio, "limit": v.limit, "verdict": v.text}
+                       for v in large.verdicts(rows)], "notes": notes, "machine": info}
+    raw_path = output.with_suffix(".json") if args.output_given else results / "large.json"
+    raw_path.write_text(json.dumps(raw, indent=1, default=str) + "\n", encoding="utf-8")
+    say("")
+    say(section)
+    say("Written: %s (its Large profile section), %s" % (output, raw_path))
 
 
 def breakdown(args: argparse.Namespace, tool: measure.Tool, work: Path) -> Optional[str]:

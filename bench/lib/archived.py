@@ -44,6 +44,7 @@ class ArchivedCluster:
         self.tool = tool
         self.config = config
         self.repository = repository
+        self.extra_env: Dict[str, str] = {}  # e.g. a private TMPDIR for the next timed run (large profile)
 
     @classmethod
     def create(cls, tool: Tool, work: Path, version: int = PG_VERSION, name: str = "pg-primary",
@@ -80,7 +81,8 @@ class ArchivedCluster:
     # ------------------------------------------------------------ the tool
     def rk(self, *args: str) -> subprocess.CompletedProcess:
         """`restorekeeper COMMAND --config C ARGS...` as the server's OS user; fails loudly."""
-        result = self.cluster.run_as_owner([self.tool.launcher, args[0], "--config", self.config, *args[1:]])
+        result = self.cluster.run_as_owner([self.tool.launcher, args[0], "--config", self.config, *args[1:]],
+                                           extra_env=self.extra_env)
         if result.returncode != 0:
             raise BenchFailed("restorekeeper %s failed (exit %d): %s"
                               % (" ".join(args), result.returncode, result.stderr.strip()[-800:]))

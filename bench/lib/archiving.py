@@ -115,14 +115,16 @@ class WalDir:
         os.rename(self.status / (segment.name + ".ready"), self.status / (segment.name + ".done"))
 
 
-def drive(wal: WalDir, segments: List[Path], commands: Callable[[Path], List[List[str]]]) -> float:
+def drive(wal: WalDir, segments: List[Path], commands: Callable[[Path], List[List[str]]],
+          extra_env: Optional[Dict[str, str]] = None) -> float:
     """The archiver's loop: one command per segment, in order; seconds from first start to last exit."""
     who = identity(wal.os_user)
+    env = {**CHILD_ENV, **(extra_env or {})}
     os.sync()
     started = time.perf_counter()
     for segment in segments:
         for argv in commands(segment):
-            result = subprocess.run(argv, env=CHILD_ENV, stdin=subprocess.DEVNULL, cwd="/",
+            result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, cwd="/",
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
                                     **who)  # type: ignore[arg-type]
             if result.returncode != 0:

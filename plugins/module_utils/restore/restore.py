@@ -374,7 +374,8 @@ def extract_archive(storage, key: str, codec: str, destination: str, timer: Time
                     tablespace_oids: Optional[AbstractSet[str]] = None,
                     meter: Optional[Meter] = None, workers: int = 1,
                     chunks: Optional[List[Dict[str, Any]]] = None) -> Dict[str, FileDigest]:
-    """Unpack one stored tar (in chunks when the record lists them: repo/chunks.py) into destination, checksumming every file as it
+    """Unpack one stored tar (its chunks when the record lists them:
+    repo/chunks.py) into destination, checksumming every file as it
     is written. Returns the digests for comparison with the manifest.
 
     Each member is judged (safetree.member_problem: plain path, listed in the
