@@ -134,7 +134,11 @@ options:
         checksum (modification times are never trusted); a file of another size is rewritten without reading.
       - Refused, with nothing changed, on a running server, on a directory whose database system identifier
         (in C(global/pg_control)) is not the backup's, on a non-empty directory without C(global/pg_control),
-        for an incremental chain and for a backup with user tablespaces (restore those into an empty directory).
+        and for an incremental chain (restore that into an empty directory).
+      - User tablespaces are delta-restored into their locations (O(tablespace_map), else the backup's); a
+        C(pg_tblspc/<oid>) link that points elsewhere is refused. Only the backup's C(PG_<major>_<catversion>)
+        directory in a location is touched; a tablespace created after the backup loses its link and this
+        cluster's C(PG_*) directory there.
       - "Crash safe: C(global/pg_control) is renamed aside first and the backup's is written last, so a half-done
         delta cannot start; running it again completes it."
       - Not with O(in_place=true) or O(force=true). The result reports C(delta).
@@ -469,6 +473,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.pgclient import PgClient
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.recovery import RecoveryTarget, build_target
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import Repository
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.delta import check_delta_tablespaces
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore.restore import (
     RestoreFailed,
     RestoreRequest,
@@ -580,11 +585,18 @@ def plan_only(config: Config, params: Dict[str, Any], target: RecoveryTarget, st
     with PgClient(config.postgres) as client:
         plan = plan_restore(config, client, target, params["backup_label"] or "")
         checks = None
+        delta = False
+        repository: Optional[Repository] = None
         if params["in_place"] or params["delta"]:
             request = request_from(params, target)
-            checks = preflight(config, client, request, plan, Repository.from_config(config)).checks
+            repository = Repository.from_config(config)
+            checked = preflight(config, client, request, plan, repository)
+            checks, delta = checked.checks, checked.delta
     check_creatable(os.path.abspath(params["pgdata"]), "data directory")
-    locations = tablespace_locations(plan.chain[-1], params["tablespace_map"] or {}, trust_record=params["in_place"])
+    locations = tablespace_locations(plan.chain[-1], params["tablespace_map"] or {},
+                                     trust_record=params["in_place"] or delta, delta=delta)
+    if delta and repository is not None:  # as restore() does: a tablespace link pointing elsewhere is refused in check mode too
+        check_delta_tablespaces(repository.storage, config.cluster, plan.backup, params["pgdata"], locations)
     result = {
         "changed": True,
         "backup": plan.backup.label,

@@ -20,7 +20,7 @@ from typing import List
 import pytest
 
 from harness import make_user_dir, wait_until
-from harness.archived import Archived, pgbench_init, restored
+from harness.archived import Archived, pgbench_init, restore, restored
 
 pytestmark = pytest.mark.slow
 
@@ -312,3 +312,8 @@ def test_chunked_archives_restore_verify_name_damage_and_ship_resumes(archived, 
     result = arch.rk("verify", record["label"], check=False)
     assert result.returncode == 1 and "chunk 3 of %d" % len(chunks) in result.stderr and "missing" in result.stderr, \
         result.stderr
+    # A restore from it fails naming the chunk, and leaves nothing that could start.
+    slot = cluster_factory(version=18, initdb=False)
+    failed = restore(arch, slot, "--target-immediate", check=False)
+    assert failed.returncode == 1 and "chunk 3 of %d" % len(chunks) in failed.stderr, failed.stderr
+    assert not (slot.datadir / "global" / "pg_control").exists()

@@ -91,3 +91,72 @@ def test_text_output_reports_the_delta_in_human_units(archived):
     db.stop()
     text = arch.rk("restore", "--pgdata", str(db.datadir), "--delta", "--target-immediate").stdout
     assert "delta:" in text and "files kept" in text and ("KiB read" in text or "MiB read" in text), text
+
+
+REMOTE_SQL = "SELECT count(*), md5(string_agg(n::text || h, ',' ORDER BY n)) FROM remote"
+
+
+def test_delta_restore_with_tablespaces_rewrites_only_what_changed(archived, rk_session_dir, ansible_env):
+    from harness import make_user_dir
+    from harness.ansible import run_module
+    arch = archived(18)
+    db = arch.cluster
+    pgbench_init(db, scale=2)
+    location = make_user_dir(rk_session_dir / "ts-delta", db.os_user, 0o700)
+    db.execute("CREATE TABLESPACE far LOCATION '%s'" % location)
+    db.execute("CREATE TABLE remote TABLESPACE far AS SELECT n, md5(n::text) AS h FROM generate_series(1, 20000) n")
+    db.execute("CREATE TABLE still TABLESPACE far AS SELECT n FROM generate_series(1, 5000) n")
+    db.execute("CHECKPOINT")
+    at_backup = (db.query(CHECKSUM_SQL)[0], db.query(REMOTE_SQL)[0])
+    arch.backup()
+    oid = str(db.scalar("SELECT oid FROM pg_tablespace WHERE spcname = 'far'"))
+    # Rows change in the tablespace and outside; a table and a whole tablespace are created after the backup.
+    db.execute("UPDATE remote SET h = 'changed' WHERE n <= 200")
+    db.execute("UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid <= 2000")
+    db.execute("CREATE TABLE remote_after TABLESPACE far AS SELECT 1 AS x")
+    newer = make_user_dir(rk_session_dir / "ts-delta-newer", db.os_user, 0o700)
+    db.execute("CREATE TABLESPACE newer LOCATION '%s'" % newer)
+    db.execute("CREATE TABLE in_newer TABLESPACE newer AS SELECT 1 AS x")
+    newer_oid = str(db.scalar("SELECT oid FROM pg_tablespace WHERE spcname = 'newer'"))
+    remote_after = db.scalar("SELECT pg_relation_filepath('remote_after')")
+    assert (db.query(CHECKSUM_SQL)[0], db.query(REMOTE_SQL)[0]) != at_backup
+    db.stop()
+    (own,) = [entry.name for entry in newer.iterdir()]  # PG_18_<catversion>, this cluster's directory there
+
+    # A tablespace link that points elsewhere than the backup's location is refused, nothing changed.
+    link = db.datadir / "pg_tblspc" / oid
+    elsewhere = make_user_dir(rk_session_dir / "ts-delta-elsewhere", db.os_user, 0o700)
+    link.unlink()
+    link.symlink_to(elsewhere)
+    before = (snapshot(db.datadir), snapshot(location), snapshot(newer))
+    refused = restore(arch, db, "--delta", "--target-immediate", check=False)
+    assert refused.returncode == 1 and "is at %s (where pg_tblspc/%s points)" % (elsewhere, oid) in refused.stderr, \
+        refused.stderr
+    assert "--tablespace-map far=%s" % elsewhere in refused.stderr and "nothing was changed" in refused.stderr
+    module_args = {"config_path": str(arch.setup.config_path), "tool_path": str(arch.tool.bin), "pgdata": str(db.datadir),
+                   "port": db.port, "socket_dir": str(db.socket_dir), "delta": True, "target_immediate": True}
+    checked = run_module(ansible_env, module_args, check=True, module="restorekeeper.postgresql.restore",
+                         become_user=db.os_user)
+    assert checked.failed and "where pg_tblspc/%s points" % oid in checked["msg"], checked.result
+    assert (snapshot(db.datadir), snapshot(location), snapshot(newer)) == before
+    link.unlink()
+    link.symlink_to(location)
+    checked = run_module(ansible_env, module_args, check=True, module="restorekeeper.postgresql.restore",
+                         become_user=db.os_user)
+    assert not checked.failed and checked["tablespaces"] == {oid: str(location)}, checked.result
+
+    result = restored(arch, db, "--delta", "--target-immediate", "--target-action", "promote", "--start")
+    report = result["delta"]
+    assert result["state"] == "promoted", result
+    assert result["tablespaces"] == {oid: str(location)}
+    assert (db.query(CHECKSUM_SQL)[0], db.query(REMOTE_SQL)[0]) == at_backup
+    assert db.scalar("SELECT count(*) FROM still") == 5000
+    assert db.scalar("SELECT count(*) FROM pg_class WHERE relname IN ('remote_after', 'in_newer')") == 0
+    assert db.scalar("SELECT count(*) FROM pg_tablespace WHERE spcname = 'newer'") == 0
+    assert db.scalar("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'far'") == str(location)
+    assert os.readlink(str(link)) == str(location)
+    assert not (db.datadir / remote_after).exists() and not (location / remote_after.split("/", 2)[2]).exists()
+    assert not os.path.lexists(str(db.datadir / "pg_tblspc" / newer_oid))
+    assert newer.is_dir() and not (newer / own).exists()  # its own PG_18 directory only; the location stays
+    assert report["kept"] > 5 * report["rewritten"], report
+    assert report["bytes_read"] > 0 and report["bytes_written"] > 0, report

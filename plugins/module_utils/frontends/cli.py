@@ -773,8 +773,9 @@ def build_parser() -> "argparse.ArgumentParser":
     restore_cmd.add_argument("--delta", action="store_true",
                              help="restore over --pgdata, an existing stopped data directory of the same cluster (or "
                                   "an empty one), rewriting only the files that differ from the backup and removing "
-                                  "those it does not have; refused on a running server, another cluster's directory, "
-                                  "an incremental chain or a backup with tablespaces")
+                                  "those it does not have (tablespaces included, in their locations); refused on a "
+                                  "running server, another cluster's directory, an incremental chain or a tablespace "
+                                  "link pointing elsewhere than the backup's (or --tablespace-map) location")
     restore_cmd.add_argument("--port", type=int, help="port of the restored server")
     restore_cmd.add_argument("--socket-dir", help="unix_socket_directories of the restored server")
     restore_cmd.add_argument("--standby", action="store_true", help="restore as a warm standby (standby.signal)")

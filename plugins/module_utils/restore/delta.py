@@ -29,10 +29,22 @@ empty one, a delta restore
    restore after the recovery settings are written) and only then drops the
    renamed-aside copy.
 
+User tablespaces (plan_tablespaces, before anything changes): each of the
+backup's tablespaces is delta-restored into the location the restore decided
+(restore.tablespace_locations), which must be where the directory's own
+pg_tblspc/<oid> link points, if it has one. Only the backup's
+PG_<major>_<catversion> directory in a location is touched: other entries
+(another major version's cluster sharing the location, as PostgreSQL allows)
+are left alone. A tablespace the directory links but the backup lacks loses
+its link and this cluster's PG_<major>_<catversion> directory at the link's
+target, nothing else of that location. The backup's tablespace_map is
+compared with its record before anything is written into a location.
+
 A crash anywhere before 6 leaves a directory without global/pg_control: it
 cannot start, and rerunning the same delta restore completes it. Incremental
-chains and backups with user tablespaces are refused (restore those into an
-empty directory); see docs/restore.md.
+chains are refused (a delta over a chain would need the combined backup, the
+scratch space a delta avoids): restore those into an empty directory; see
+docs/restore.md.
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ import shutil
 import stat
 import struct
 import time
-from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Set
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 from ..common import compression
 from ..common.errors import CorruptObject, RestoreFailed, RestorekeeperError
@@ -52,7 +64,8 @@ from ..common.progress import Meter
 from ..pg.discovery import postmaster_pid
 from ..pg.manifest import (CRC32C, MANIFEST_NAME, SHA256, FileDigest, Manifest, ManifestFile, digest_of,
                            manifest_algorithm, new_hasher, parse_manifest, verify_against_manifest)
-from ..pg.safetree import SafeTree, UnsafeBackup, canonical, manifest_problems, member_problem
+from ..pg.safetree import (TABLESPACE_VERSION_DIRECTORY, SafeTree, UnsafeBackup, canonical, manifest_problems,
+                           member_problem, tablespace_map_problems)
 from ..pg.tarstream import CHUNK, DIRECTORY, FILE, TarReader
 from ..repo.catalog import BackupInfo
 from ..repo.chunks import open_archive
@@ -62,6 +75,7 @@ PG_CONTROL = "global/pg_control"
 PG_CONTROL_ASIDE = "global/pg_control.restorekeeper-delta"
 _NOFOLLOW_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 WHY_NOT_DELTA = "restore into an empty directory (or without delta)"
+TABLESPACE_LINKS = "pg_tblspc"
 
 
 class Decision(NamedTuple):
@@ -114,12 +128,10 @@ def check_delta_target(pgdata: str, record: Dict[str, Any], manifest: Manifest, 
     if not os.path.isabs(pgdata):
         raise RestoreFailed("data directory %r is not an absolute path" % pgdata)
     if chain_length > 1:
-        raise RestoreFailed("backup %s is incremental (a chain of %d backups): a delta restore takes a full backup"
-                            % (label, chain_length),
+        raise RestoreFailed("backup %s is incremental (a chain of %d backups): a delta restore takes a full backup "
+                            "(comparing against a chain would need it combined first, in the scratch space a delta "
+                            "avoids)" % (label, chain_length),
                             "%s, or choose a full backup with --backup" % WHY_NOT_DELTA)
-    if record.get("tablespaces"):
-        raise RestoreFailed("backup %s has user tablespaces: a delta restore handles the data directory only" % label,
-                            WHY_NOT_DELTA)
     pid = postmaster_pid(pgdata)
     if pid is not None:
         raise RestoreFailed(
@@ -141,6 +153,221 @@ def check_delta_target(pgdata: str, record: Dict[str, Any], manifest: Manifest, 
             % (pgdata, found, label, expected),
             "%s; nothing was changed" % WHY_NOT_DELTA)
     return True
+
+
+# --------------------------------------------------------------- tablespaces
+class Tablespace(NamedTuple):
+    """A tablespace of the backup and where it is delta-restored."""
+
+    oid: str
+    name: str
+    location: str                       # restore.tablespace_locations decided it
+    files: Dict[str, ManifestFile]      # its manifest entries, relative to location
+    subdirectories: FrozenSet[str]      # the backup's PG_<major>_<catversion> directories in location
+
+
+class Dropped(NamedTuple):
+    """A tablespace the directory links but the backup does not have."""
+
+    oid: str
+    target: str                         # where pg_tblspc/<oid> points
+    subdirectory: str                   # this cluster's PG_<major>_<catversion> there (removed)
+
+
+class TablespacePlan(NamedTuple):
+    keep: List[Tablespace]
+    drop: List[Dropped]
+
+    @property
+    def links(self) -> FrozenSet[str]:
+        """The pg_tblspc/<oid> links the removal of extras leaves alone (each is kept or remade)."""
+        return frozenset("%s/%s" % (TABLESPACE_LINKS, tablespace.oid) for tablespace in self.keep)
+
+
+def _prefix(oid: str) -> str:
+    return "%s/%s/" % (TABLESPACE_LINKS, oid)
+
+
+def base_files(manifest: Manifest) -> Dict[str, ManifestFile]:
+    """The manifest's entries of the data directory itself (not below pg_tblspc)."""
+    return {path: entry for path, entry in manifest.files.items() if not path.startswith(TABLESPACE_LINKS + "/")}
+
+
+def tablespace_files(manifest: Manifest, oid: str) -> Dict[str, ManifestFile]:
+    """The manifest's entries of one tablespace, relative to its location."""
+    prefix = _prefix(oid)
+    return {path[len(prefix):]: entry for path, entry in manifest.files.items() if path.startswith(prefix)}
+
+
+def link_target(pgdata: str, oid: str) -> Optional[str]:
+    """Where pgdata/pg_tblspc/<oid> points (absolute, normalised), or None when it is no symlink."""
+    links = os.path.join(pgdata, TABLESPACE_LINKS)
+    path = os.path.join(links, oid)
+    if not os.path.islink(path):
+        return None
+    return os.path.normpath(os.path.join(links, os.readlink(path)))
+
+
+def version_directory(pgdata: str) -> Optional[str]:
+    """PG_<major>_<catversion>, the directory this cluster owns in each tablespace location, from
+    PG_VERSION and the catalog version in pg_control (bytes 12 to 16, after the system identifier
+    and pg_control_version), or None when either cannot be read."""
+    try:
+        with open(os.path.join(pgdata, "PG_VERSION"), "rb") as handle:
+            major = handle.read(16).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    for name in (PG_CONTROL, PG_CONTROL_ASIDE):
+        try:
+            with open(os.path.join(pgdata, name), "rb") as handle:
+                head = handle.read(16)
+        except OSError:
+            continue
+        if len(head) == 16 and major.isdigit():
+            return "PG_%s_%d" % (major, struct.unpack("=I", head[12:16])[0])
+    return None
+
+
+def _is_real_directory(path: str) -> bool:
+    return os.path.isdir(path) and not os.path.islink(path)
+
+
+def _refuse(message: str, hint: str) -> RestoreFailed:
+    return RestoreFailed(message, "%s; nothing was changed" % hint)
+
+
+def _kept_tablespace(pgdata: str, label: str, tablespace: Dict[str, Any], location: str,
+                     manifest: Manifest) -> Tablespace:
+    oid, name = str(tablespace["oid"]), tablespace["name"]
+    files = tablespace_files(manifest, oid)
+    subdirectories = frozenset(path.split("/", 1)[0] for path in files)
+    odd = sorted(path for path in files if "/" not in path or not TABLESPACE_VERSION_DIRECTORY.match(path.split("/", 1)[0]))
+    if odd:
+        raise UnsafeBackup("the manifest of backup %s lists %s%s outside PostgreSQL's PG_<version>_<catalog> "
+                           "directory of tablespace %s" % (label, _prefix(oid), odd[0], name))
+    link = os.path.join(pgdata, TABLESPACE_LINKS, oid)
+    target = link_target(pgdata, oid)
+    location = os.path.normpath(location)
+    if target is None and os.path.lexists(link):
+        raise _refuse("%s is not a symlink: tablespace %s (oid %s) of backup %s cannot be delta-restored through it"
+                      % (link, name, oid, label), WHY_NOT_DELTA)
+    if target is not None and target != location:
+        raise _refuse("tablespace %s (oid %s) of %s is at %s (where pg_tblspc/%s points), but this restore would "
+                      "put it at %s" % (name, oid, pgdata, target, oid, location),
+                      "a delta restore keeps a tablespace where its link points: map it there (--tablespace-map "
+                      "%s=%s) if that is where it belongs, or %s" % (name, target, WHY_NOT_DELTA))
+    if os.path.lexists(location) and not os.path.isdir(location):
+        raise _refuse("tablespace %s would be delta-restored into %s, which is not a directory" % (name, location),
+                      "map it elsewhere (--tablespace-map %s=DIR)" % name)
+    for subdirectory in sorted(subdirectories):
+        path = os.path.join(location, subdirectory)
+        if os.path.lexists(path) and not _is_real_directory(path):
+            raise _refuse("%s is a symlink or not a directory: tablespace %s is not delta-restored through it"
+                          % (path, name), WHY_NOT_DELTA)
+        if target is None and os.path.isdir(path) and os.listdir(path):
+            raise _refuse("tablespace %s would be delta-restored into %s, whose %s holds files but no link of %s "
+                          "points there (another cluster's?)" % (name, location, subdirectory, pgdata),
+                          "map it elsewhere (--tablespace-map %s=/new/empty/dir), or %s" % (name, WHY_NOT_DELTA))
+    return Tablespace(oid, name, location, files, subdirectories)
+
+
+def _overlaps(path: str, others: List[str]) -> bool:
+    """Whether path is, lies below or holds one of others (all resolved)."""
+    for other in map(os.path.realpath, others):
+        if path == other or other.startswith(path.rstrip("/") + "/") or path.startswith(other.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def _dropped_tablespace(pgdata: str, oid: str, own: Optional[str], keep: List[Tablespace]) -> Optional[Dropped]:
+    target = link_target(pgdata, oid)
+    if target is None:
+        return None  # a directory or file in pg_tblspc lies inside pgdata: removed as any extra
+    link = os.path.join(pgdata, TABLESPACE_LINKS, oid)
+    if own is None:
+        raise _refuse("%s links a tablespace the backup does not have (at %s), and which PG_<major>_<catversion> "
+                      "directory there is this cluster's cannot be told (PG_VERSION or pg_control unreadable)"
+                      % (link, target), "remove that tablespace's directory and the link by hand, or %s" % WHY_NOT_DELTA)
+    path = os.path.join(target, own)
+    if _overlaps(os.path.realpath(path), [pgdata] + [tablespace.location for tablespace in keep]):
+        raise _refuse("%s links a tablespace the backup does not have, at %s, and its %s there overlaps the data "
+                      "directory or a location the backup restores a tablespace into: it is not removed"
+                      % (link, target, own),
+                      "remove the link by hand if it is stale, or %s" % WHY_NOT_DELTA)
+    if os.path.lexists(path) and not _is_real_directory(path):
+        raise _refuse("%s links a tablespace the backup does not have, and %s is a symlink or not a directory: "
+                      "it is not removed" % (link, path),
+                      "remove the tablespace by hand (or the link if it is stale), or %s" % WHY_NOT_DELTA)
+    return Dropped(oid, target, own)
+
+
+def plan_tablespaces(pgdata: str, backup: BackupInfo, manifest: Manifest, locations: Mapping[str, str]) -> TablespacePlan:
+    """What a delta restore does with each tablespace, refusing (before
+    anything changes) a link that points elsewhere than locations[oid], a
+    location whose PG_* directory of the backup holds files that no link of
+    pgdata vouches for, and a tablespace to drop whose own directory cannot
+    be told apart safely. Idempotent: a rerun after a crash plans the same."""
+    label = backup.label
+    keep = [_kept_tablespace(pgdata, label, tablespace, locations[str(tablespace["oid"])], manifest)
+            for tablespace in backup.record.get("tablespaces") or []]
+    kept = {tablespace.oid for tablespace in keep}
+    links = os.path.join(pgdata, TABLESPACE_LINKS)
+    present = sorted(os.listdir(links)) if _is_real_directory(links) else []
+    own = version_directory(pgdata)
+    drop = [found for found in (_dropped_tablespace(pgdata, oid, own, keep) for oid in present if oid not in kept)
+            if found is not None]
+    return TablespacePlan(keep, drop)
+
+
+def check_delta_tablespaces(storage: Any, cluster: str, backup: BackupInfo, pgdata: str,
+                            locations: Mapping[str, str]) -> None:
+    """Refuse, before the restore changes anything, what plan_tablespaces refuses
+    (only read when the backup or the directory has a tablespace)."""
+    links = os.path.join(pgdata, TABLESPACE_LINKS)
+    if backup.record.get("tablespaces") or (_is_real_directory(links) and os.listdir(links)):
+        manifest = parse_manifest(storage.get_bytes(backup_prefix(cluster, backup.label) + MANIFEST_NAME))
+        plan_tablespaces(pgdata, backup, manifest, locations)
+
+
+def _drop(dropped: Dropped) -> None:
+    path = os.path.join(dropped.target, dropped.subdirectory)
+    if _is_real_directory(path):
+        shutil.rmtree(path)
+        fsync_directory(dropped.target)
+
+
+def _link(pgdata: str, tablespace: Tablespace) -> None:
+    """(Re)make pg_tblspc/<oid> -> location, as a normal restore does (atomically)."""
+    os.makedirs(tablespace.location, mode=0o700, exist_ok=True)
+    links = os.path.join(pgdata, TABLESPACE_LINKS)
+    os.makedirs(links, mode=0o700, exist_ok=True)
+    if link_target(pgdata, tablespace.oid) == tablespace.location:
+        return
+    temporary = os.path.join(links, ".%s.restorekeeper-delta" % tablespace.oid)
+    if os.path.lexists(temporary):
+        os.unlink(temporary)
+    os.symlink(tablespace.location, temporary)
+    os.replace(temporary, os.path.join(links, tablespace.oid))
+    fsync_directory(links)
+
+
+def tablespace_extras(location: str, tablespace: Tablespace) -> List[str]:
+    """Files, symlinks and other non-directories below the backup's PG_*
+    directories in location that the backup does not have (relative to
+    location), and directories standing where it has a file. Nothing else of
+    location is looked at."""
+    found: List[str] = []
+    for subdirectory in sorted(tablespace.subdirectories):
+        top = os.path.join(location, subdirectory)
+        for directory, dirnames, filenames in os.walk(top):
+            base = os.path.relpath(directory, location) + "/"
+            for name in list(dirnames):
+                relative = base + name
+                if os.path.islink(os.path.join(directory, name)) or relative in tablespace.files:
+                    found.append(relative)
+                    dirnames.remove(name)
+            found.extend(base + name for name in filenames if base + name not in tablespace.files)
+    return sorted(found)
 
 
 # ---------------------------------------------------------------- comparison
@@ -191,16 +418,22 @@ def _digest_file(fd: int, algorithm: str) -> FileDigest:
 def compare(pgdata: str, manifest: Manifest, always_rewrite: FrozenSet[str] = frozenset([PG_CONTROL])) -> Decision:
     """Keep or rewrite each file of the manifest: missing, not a regular file,
     reached through a symlink or of another size means rewrite (unread);
-    an equal size is read and checksummed against the manifest."""
+    an equal size is read and checksummed against the manifest. Only the
+    data directory's own files (tablespaces: compare_files)."""
+    return compare_files(pgdata, base_files(manifest), always_rewrite)
+
+
+def compare_files(root: str, files: Mapping[str, ManifestFile], always_rewrite: FrozenSet[str] = frozenset()) -> Decision:
+    """compare() for files relative to root."""
     keep: List[str] = []
     rewrite: List[str] = []
     read = 0
-    for path, entry in sorted(manifest.files.items()):
+    for path, entry in sorted(files.items()):
         if path in always_rewrite:
             rewrite.append(path)
             continue
         try:
-            fd = _open_below(pgdata, path)
+            fd = _open_below(root, path)
         except OSError:
             rewrite.append(path)
             continue
@@ -221,7 +454,8 @@ def extras(pgdata: str, manifest: Manifest, spare: FrozenSet[str] = frozenset([P
     """Files, symlinks and other non-directories below pgdata that the backup
     does not have (relative paths, sorted), and directories standing where the
     backup has a file. A pg_wal that is a symlink (initdb --waldir) is kept and
-    its contents are judged like the rest; no other symlink is followed."""
+    its contents are judged like the rest; no other symlink is followed. What
+    spare names (a tablespace's pg_tblspc/<oid> link, too) is left alone."""
     found: List[str] = []
     wal_link = os.path.islink(os.path.join(pgdata, "pg_wal"))
     tops = [(pgdata, "")] + ([(os.path.join(pgdata, "pg_wal"), "pg_wal/")] if wal_link else [])
@@ -231,7 +465,7 @@ def extras(pgdata: str, manifest: Manifest, spare: FrozenSet[str] = frozenset([P
             base = prefix + ("" if relative_dir == "." else relative_dir + "/")
             for name in list(dirnames):
                 relative = base + name
-                if relative == "pg_wal" and wal_link:
+                if (relative == "pg_wal" and wal_link) or relative in spare:
                     dirnames.remove(name)
                 elif os.path.islink(os.path.join(directory, name)) or relative in manifest.files:
                     found.append(relative)
@@ -243,10 +477,11 @@ def extras(pgdata: str, manifest: Manifest, spare: FrozenSet[str] = frozenset([P
     return sorted(found)
 
 
-def stray_directories(pgdata: str, wanted: Set[str]) -> List[str]:
-    """Directories below pgdata (not through symlinks) not in wanted, outermost only."""
+def stray_directories(pgdata: str, wanted: Set[str], top: str = "") -> List[str]:
+    """Directories below pgdata (below pgdata/top when given; not through
+    symlinks) not in wanted, outermost only, relative to pgdata."""
     found: List[str] = []
-    for directory, dirnames, _files in os.walk(pgdata):
+    for directory, dirnames, _files in os.walk(os.path.join(pgdata, top) if top else pgdata):
         relative_dir = os.path.relpath(directory, pgdata)
         base = "" if relative_dir == "." else relative_dir + "/"
         for name in list(dirnames):
@@ -285,15 +520,17 @@ class DeltaLayDown:
     """The state of a delta restore between laying the files down and
     writing pg_control, which makes the directory startable (complete)."""
 
-    def __init__(self, pgdata: str, control: bytes, report: DeltaReport) -> None:
+    def __init__(self, pgdata: str, control: bytes, report: DeltaReport, tablespace_roots: Optional[List[str]] = None) -> None:
         self.pgdata = pgdata
         self.control = control
         self.report = report
+        self.tablespace_roots = tablespace_roots or []  # the backup's PG_* directories in tablespace locations
 
     def complete(self) -> None:
         """Write the backup's pg_control, last of all, then drop the renamed-aside copy."""
-        for directory, _dirs, _files in os.walk(self.pgdata):
-            fsync_directory(directory)  # whatever was written or removed is on disk before pg_control
+        for root in [self.pgdata] + self.tablespace_roots:
+            for directory, _dirs, _files in os.walk(root):
+                fsync_directory(directory)  # whatever was written or removed is on disk before pg_control
         replace_file_durably(os.path.join(self.pgdata, PG_CONTROL), self.control, 0o600)
         try:
             os.unlink(os.path.join(self.pgdata, PG_CONTROL_ASIDE))
@@ -337,21 +574,34 @@ class _Stream(NamedTuple):
     written: int
 
 
-def _stream_needed(storage: Any, prefix: str, item: Dict[str, Any], codec: str, pgdata: str, manifest: Manifest,
+class _Archive(NamedTuple):
+    """One stored tar and where it goes: the base archive (path_prefix '') into the
+    data directory, a tablespace's (path_prefix pg_tblspc/<oid>/) into its location."""
+
+    item: Dict[str, Any]
+    root: str
+    path_prefix: str
+    oids: FrozenSet[str]
+
+
+def _stream_needed(storage: Any, prefix: str, archive: _Archive, codec: str, manifest: Manifest,
                    rewrite: Set[str], algorithm: str, meter: Optional[Meter]) -> _Stream:
-    """Read the base archive once; write the members in rewrite, keep pg_control in memory."""
+    """Read one archive once; write the members in rewrite (manifest paths),
+    keep pg_control in memory. Digests are keyed by manifest path, directories
+    relative to the archive's root."""
     digests: Dict[str, FileDigest] = {}
     directories: Set[str] = set()
     control: Optional[bytes] = None
     written = 0
-    wal_link = os.path.islink(os.path.join(pgdata, "pg_wal"))
-    key = prefix + item["key"]
-    with open_archive(storage, prefix, item, "archive %s" % key) as raw, SafeTree(pgdata) as tree:
+    pgdata, path_prefix = archive.root, archive.path_prefix
+    wal_link = not path_prefix and os.path.islink(os.path.join(pgdata, "pg_wal"))
+    key = prefix + archive.item["key"]
+    with open_archive(storage, prefix, archive.item, "archive %s" % key) as raw, SafeTree(pgdata) as tree:
         stream = compression.open_decompressed(raw, codec)
         try:
             reader = TarReader(stream)
             for member in map(canonical, reader.members()):
-                problem = member_problem(member, manifest, "", frozenset())
+                problem = member_problem(member, manifest, path_prefix, archive.oids)
                 if problem:
                     raise UnsafeBackup(problem)
                 if member.kind == DIRECTORY:
@@ -360,8 +610,8 @@ def _stream_needed(storage: Any, prefix: str, item: Dict[str, Any], codec: str, 
                         os.makedirs(os.path.join(pgdata, member.name), mode=0o700, exist_ok=True)
                     elif not (wal_link and member.name == "pg_wal"):
                         tree.make_directory(member.name)
-                elif member.kind == FILE and member.name in rewrite:
-                    if member.name == PG_CONTROL:
+                elif member.kind == FILE and path_prefix + member.name in rewrite:
+                    if member.name == PG_CONTROL and not path_prefix:
                         kept = bytearray()
                         hasher = new_hasher(algorithm)
 
@@ -373,7 +623,7 @@ def _stream_needed(storage: Any, prefix: str, item: Dict[str, Any], codec: str, 
                         control = bytes(kept)
                         digests[member.name] = digest_of(member.size, algorithm, hasher)
                     else:
-                        digests[member.name] = _write_file(tree, reader, member, algorithm)
+                        digests[path_prefix + member.name] = _write_file(tree, reader, member, algorithm)
                     written += member.size
                 if meter is not None and member.kind == FILE:
                     meter.add(member.size)
@@ -393,10 +643,78 @@ def _stream_needed(storage: Any, prefix: str, item: Dict[str, Any], codec: str, 
     return _Stream(digests, directories, control, written)
 
 
+class _Pass(NamedTuple):
+    """What one archive's delta did."""
+
+    decision: Decision
+    removed: int
+    stream: _Stream
+    compare_seconds: float              # removing extras and comparing, before the archive is read
+
+
+def _delta_base(storage: Any, prefix: str, archive: _Archive, codec: str, manifest: Manifest, spare: FrozenSet[str],
+                algorithm: str, meter: Optional[Meter]) -> _Pass:
+    pgdata = archive.root
+    started = time.monotonic()
+    removed = extras(pgdata, manifest, frozenset([PG_CONTROL_ASIDE, MANIFEST_NAME]) | spare)
+    for relative in removed:
+        _remove(pgdata, relative)
+    decision = compare(pgdata, manifest)
+    compared = time.monotonic() - started
+    streamed = _stream_needed(storage, prefix, archive, codec, manifest, set(decision.rewrite), algorithm, meter)
+    return _Pass(decision, len(removed), streamed, compared)
+
+
+def _delta_tablespace(storage: Any, prefix: str, archive: _Archive, codec: str, manifest: Manifest,
+                      tablespace: Tablespace, algorithm: str, meter: Optional[Meter]) -> _Pass:
+    location = tablespace.location
+    started = time.monotonic()
+    removed = tablespace_extras(location, tablespace)
+    for relative in removed:
+        _remove(location, relative)
+    found = compare_files(location, tablespace.files)
+    decision = Decision([archive.path_prefix + path for path in found.keep],
+                        [archive.path_prefix + path for path in found.rewrite], found.bytes_read)
+    compared = time.monotonic() - started
+    streamed = _stream_needed(storage, prefix, archive, codec, manifest, set(decision.rewrite), algorithm, meter)
+    wanted = streamed.directories | _parents(list(tablespace.files))
+    strays = [stray for subdirectory in sorted(tablespace.subdirectories) if os.path.isdir(os.path.join(location, subdirectory))
+              for stray in stray_directories(location, wanted, subdirectory)]
+    for relative in strays:
+        _remove(location, relative)
+    return _Pass(decision, len(removed) + len(strays), streamed, compared)
+
+
+def _check_tablespace_map(pgdata: str, backup: BackupInfo) -> None:
+    """The backup's own tablespace_map (just laid down with the base archive) against its record:
+    before any byte is written into a tablespace location, as lay_down_backup does."""
+    with SafeTree(pgdata) as tree:
+        problems = tablespace_map_problems(tree.read_file("tablespace_map"), backup.record)
+    if problems:
+        raise UnsafeBackup("backup %s is refused: %s" % (backup.label, "; ".join(problems)))
+
+
+def _drop_tablespace_map(pgdata: str) -> None:
+    """The links exist now; a tablespace_map would make PostgreSQL recreate them from the original locations."""
+    try:
+        os.unlink(os.path.join(pgdata, "tablespace_map"))
+    except FileNotFoundError:
+        pass
+
+
+def _totals(passes: List[_Pass]) -> Tuple[List[str], List[str], int, int, int]:
+    keep = [path for done in passes for path in done.decision.keep]
+    rewrite = [path for done in passes for path in done.decision.rewrite]
+    return (keep, rewrite, sum(done.decision.bytes_read for done in passes), sum(done.removed for done in passes),
+            sum(done.stream.written for done in passes))
+
+
 def lay_down_delta(storage: Any, cluster: str, backup: BackupInfo, pgdata: str,
-                   add_time: Callable[[str, float], None], meter: Optional[Meter] = None) -> DeltaLayDown:
-    """Bring pgdata (checked by check_delta_target) to the backup's files, all
-    but pg_control; DeltaLayDown.complete writes that one last."""
+                   add_time: Callable[[str, float], None], meter: Optional[Meter] = None,
+                   locations: Optional[Mapping[str, str]] = None) -> DeltaLayDown:
+    """Bring pgdata (checked by check_delta_target) and the backup's tablespaces
+    at locations (restore.tablespace_locations) to the backup's files, all but
+    pg_control; DeltaLayDown.complete writes that one last."""
     started = time.monotonic()
     record = backup.record
     prefix = backup_prefix(cluster, backup.label)
@@ -408,29 +726,41 @@ def lay_down_delta(storage: Any, cluster: str, backup: BackupInfo, pgdata: str,
     if PG_CONTROL not in manifest.files:
         raise UnsafeBackup("the manifest of backup %s has no %s" % (backup.label, PG_CONTROL))
     algorithm = manifest_algorithm(manifest)
+    tablespaces = plan_tablespaces(pgdata, backup, manifest, locations or {})  # refuses before any change
+    oids = frozenset(str(item["tablespace_oid"]) for item in record["archives"] if item["tablespace_oid"] is not None)
     _set_control_aside(pgdata)
-    removed = extras(pgdata, manifest)
-    for relative in removed:
-        _remove(pgdata, relative)
-    decision = compare(pgdata, manifest)
-    compared = time.monotonic()
-    add_time("compare", compared - started)
+    for dropped in tablespaces.drop:
+        _drop(dropped)
     base = next(item for item in record["archives"] if item["tablespace_oid"] is None)
-    streamed = _stream_needed(storage, prefix, base, record["compression"], pgdata, manifest,
-                              set(decision.rewrite), algorithm, meter)
-    seen = {path: _as_digest(manifest.files[path]) for path in decision.keep}
-    seen.update(streamed.digests)
+    passes = [_delta_base(storage, prefix, _Archive(base, pgdata, "", oids), record["compression"], manifest,
+                          tablespaces.links, algorithm, meter)]
+    _check_tablespace_map(pgdata, backup)
+    archives = {str(item["tablespace_oid"]): item for item in record["archives"] if item["tablespace_oid"] is not None}
+    for tablespace in tablespaces.keep:
+        _link(pgdata, tablespace)  # before its files: a rerun after a crash finds the link that vouches for them
+        archive = _Archive(archives[tablespace.oid], tablespace.location, _prefix(tablespace.oid), oids)
+        passes.append(_delta_tablespace(storage, prefix, archive, record["compression"], manifest, tablespace,
+                                        algorithm, meter))
+    keep, rewrite, bytes_read, removed, written = _totals(passes)
+    seen = {path: _as_digest(manifest.files[path]) for path in keep}
+    for done in passes:
+        seen.update(done.stream.digests)
+    control = passes[0].stream.control
     problems = verify_against_manifest(manifest, seen)
-    if problems or streamed.control is None:
+    if problems or control is None:
         raise RestoreFailed("backup %s does not match its manifest: %s"
                             % (backup.label, "; ".join(problems[:5]) or "no pg_control in the archive"),
                             "restore from another backup or another copy of the repository; %s has no "
                             "global/pg_control and cannot start" % pgdata)
-    strays = stray_directories(pgdata, streamed.directories | _parents(list(manifest.files)))
+    strays = stray_directories(pgdata, passes[0].stream.directories | _parents(list(base_files(manifest))))
     for relative in strays:
         _remove(pgdata, relative)
+    _drop_tablespace_map(pgdata)
     replace_file_durably(os.path.join(pgdata, MANIFEST_NAME), manifest_raw, 0o600)
-    add_time("extract", time.monotonic() - compared)
-    report = DeltaReport(len(decision.keep), len(decision.rewrite), len(removed) + len(strays),
-                         decision.bytes_read, streamed.written)
-    return DeltaLayDown(pgdata, streamed.control, report)
+    comparing = sum(done.compare_seconds for done in passes)
+    add_time("compare", comparing)
+    add_time("extract", time.monotonic() - started - comparing)
+    report = DeltaReport(len(keep), len(rewrite), removed + len(strays) + len(tablespaces.drop), bytes_read, written)
+    roots = [os.path.join(tablespace.location, subdirectory) for tablespace in tablespaces.keep
+             for subdirectory in sorted(tablespace.subdirectories)]
+    return DeltaLayDown(pgdata, control, report, roots)

@@ -47,7 +47,7 @@ from ..pg.manifest import (
 from ..pg.pgclient import PgClient
 from ..pg.recovery import RecoveryTarget, TargetError, recovery_settings, write_recovery_config
 from ..repo.repository import Repository
-from .delta import DeltaLayDown, check_delta_target, lay_down_delta
+from .delta import DeltaLayDown, check_delta_tablespaces, check_delta_target, lay_down_delta
 from .restoreprep import (ClusterControl, ConfigurationPlan, check_binaries, check_free_space, check_python_packages,
                           configuration_plan, live_cluster, server_bindir)
 from ..pg.services import ServiceError
@@ -513,14 +513,17 @@ def lay_down_backup(storage, cluster: str, backup: BackupInfo, pgdata: str, loca
     timer.add("extract", time.monotonic() - started)
 
 
-def tablespace_locations(backup: BackupInfo, mapping: Dict[str, str], trust_record: bool = False) -> Dict[str, str]:
+def tablespace_locations(backup: BackupInfo, mapping: Dict[str, str], trust_record: bool = False,
+                         delta: bool = False) -> Dict[str, str]:
     """Where each tablespace goes: mapped by oid or name, else its original
     place. The original place (from the backup's record) is used only when
     trust_record: an in-place restore, which replaces the cluster on the host
     its tablespaces belong to. Any other restore (a new directory, another
     host) needs an explicit map entry per tablespace, since the record is only
     as trustworthy as whoever can write the repository: mapping a tablespace to
-    its original location is how an operator accepts it."""
+    its original location is how an operator accepts it. A delta restore
+    (delta) writes into a location that is not empty: delta.plan_tablespaces
+    then requires it to be where the directory's own link points."""
     _refuse_unsafe_record(backup)
     locations = {}
     for tablespace in backup.record.get("tablespaces", []):
@@ -530,7 +533,7 @@ def tablespace_locations(backup: BackupInfo, mapping: Dict[str, str], trust_reco
         if not os.path.isabs(location):
             raise RestoreFailed("tablespace %s location %r is not absolute" % (name, location))
         check_creatable(location, "tablespace directory for %s" % name)
-        if os.path.isdir(location) and os.listdir(location):
+        if not delta and os.path.isdir(location) and os.listdir(location):
             raise RestoreFailed(
                 "tablespace %s would be restored into %s, which is not empty" % (name, location),
                 "map it elsewhere (tablespace_map: {%s: /new/empty/dir})" % name,
@@ -729,7 +732,11 @@ def restore(config: Config, client: PgClient, request: RestoreRequest,
     repository = Repository.from_config(config)
     checked = preflight(config, client, request, plan, repository)
     aside = checked.aside
-    locations = tablespace_locations(plan.chain[-1], request.tablespace_map, trust_record=request.in_place)
+    # A delta restore is over this cluster's own directory (check_delta_target): its tablespaces stay where its links point.
+    locations = tablespace_locations(plan.chain[-1], request.tablespace_map, trust_record=request.in_place or checked.delta,
+                                     delta=checked.delta)
+    if checked.delta:
+        check_delta_tablespaces(repository.storage, config.cluster, plan.backup, request.pgdata, locations)
     extra = _server_settings(request)
     stager, not_staged = _stager_for(config, repository, request, plan)
     command = (staged_restore_command(stager.directory, request.tool_path, config.path, config.source) if stager
@@ -836,7 +843,8 @@ def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, p
     delta: Optional[DeltaLayDown] = None
     try:
         if checked.delta:
-            delta = lay_down_delta(repository.storage, config.cluster, plan.backup, request.pgdata, timer.add, meter)
+            delta = lay_down_delta(repository.storage, config.cluster, plan.backup, request.pgdata, timer.add, meter,
+                                   locations)
         elif len(plan.chain) == 1:
             lay_down_backup(repository.storage, config.cluster, plan.backup, request.pgdata, locations, timer, meter,
                             workers)

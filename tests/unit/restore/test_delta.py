@@ -16,6 +16,7 @@ import pytest
 
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import RestoreFailed
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.manifest import parse_manifest
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.safetree import UnsafeBackup
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.catalog import BackupInfo
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.restore import delta
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.storage.posix import PosixStorage
@@ -116,10 +117,9 @@ def test_check_delta_target(tmp_path):
                                             "20261201T000000F is of 42" % SYSID) as caught:
         delta.check_delta_target(data, record(system_identifier="42"), manifest, 1)
     assert "empty directory" in caught.value.hint
-    with pytest.raises(RestoreFailed, match="incremental"):
+    with pytest.raises(RestoreFailed, match="incremental .* combined first"):
         delta.check_delta_target(data, record(), manifest, 2)
-    with pytest.raises(RestoreFailed, match="tablespaces"):
-        delta.check_delta_target(data, record(tablespaces=[{"oid": 16400}]), manifest, 1)
+    assert delta.check_delta_target(data, record(tablespaces=[{"oid": 16400}]), manifest, 1) is True  # plan_tablespaces
     os.unlink(os.path.join(data, "global", "pg_control"))
     with pytest.raises(RestoreFailed, match="no global/pg_control"):
         delta.check_delta_target(data, record(), manifest, 1)
@@ -184,3 +184,203 @@ def test_a_rerun_after_a_crash_completes_the_delta(tmp_path):
     assert laid.report.rewritten == 1 and laid.report.bytes_written == len(CONTROL)
     with open(os.path.join(data, "global", "pg_control"), "rb") as handle:
         assert handle.read() == CONTROL
+
+
+# --------------------------------------------------------------- tablespaces
+OID = "16400"
+OURS = "PG_18_202506291"  # the backup's (and the directory's) PG_<major>_<catversion>
+TS_CONTROL = struct.pack("=QII", SYSID, 1800, 202506291) + b"\x01" * 84
+TS_FILES = {OURS + "/5/16401": b"t" * 8192, OURS + "/5/16402": b"u" * 8192}
+
+
+def ts_backup_files(location: str) -> Dict[str, bytes]:
+    files = dict(BACKUP, **{"global/pg_control": TS_CONTROL, "tablespace_map": ("%s %s\n" % (OID, location)).encode()})
+    files.update({"pg_tblspc/%s/%s" % (OID, path): data for path, data in TS_FILES.items()})
+    return files
+
+
+def tar_of(directories, files: Dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for directory in directories:
+            member = tarfile.TarInfo(directory)
+            member.type = tarfile.DIRTYPE
+            archive.addfile(member)
+        for path, data in files.items():
+            member = tarfile.TarInfo(path)
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def ts_record(location: str, **extra):
+    return record(tablespaces=[{"oid": int(OID), "name": "far", "location": location}],
+                  archives=[{"key": "base.tar", "tablespace_oid": None}, {"key": "%s.tar" % OID, "tablespace_oid": OID}],
+                  **extra)
+
+
+def stored_with_tablespace(storage: PosixStorage, location: str, map_location: str = "") -> BackupInfo:
+    files = ts_backup_files(location)
+    base = {path: data for path, data in files.items() if not path.startswith("pg_tblspc/")}
+    if map_location:
+        base["tablespace_map"] = files["tablespace_map"] = ("%s %s\n" % (OID, map_location)).encode()
+    info = BackupInfo("20261201T000000F", "full", None, ts_record(location))
+    prefix = "main/backup/%s/" % info.label
+    storage.put_bytes(prefix + "base.tar", tar_of(("base", "base/1", "base/5", "global", "pg_wal", "pg_tblspc"), base))
+    storage.put_bytes(prefix + "%s.tar" % OID, tar_of((OURS, OURS + "/5"), TS_FILES))
+    storage.put_bytes(prefix + "backup_manifest", manifest_of(files))
+    return info
+
+
+def ts_cluster(tmp_path, location: str) -> str:
+    """A stopped directory of the cluster with its tablespace at location, linked from pg_tblspc."""
+    data = str(tmp_path / "data")
+    lay(data, dict(BACKUP, **{"global/pg_control": TS_CONTROL}))
+    os.makedirs(os.path.join(data, "pg_tblspc"))
+    os.symlink(location, os.path.join(data, "pg_tblspc", OID))
+    lay(location, TS_FILES)
+    return data
+
+
+def snapshot(root) -> Dict[str, bytes]:
+    found = {}
+    for directory, _dirs, files in os.walk(str(root)):
+        for name in files:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as handle:
+                found[os.path.relpath(path, str(root))] = handle.read()
+    links = os.path.join(str(root), "data", "pg_tblspc")
+    if os.path.isdir(links):
+        found.update({"link " + name: os.readlink(os.path.join(links, name)).encode() for name in os.listdir(links)})
+    return found
+
+
+def test_plan_keeps_a_tablespace_where_its_link_points_and_refuses_another_location(tmp_path):
+    location = str(tmp_path / "ts")
+    data = ts_cluster(tmp_path, location)
+    manifest = parse_manifest(manifest_of(ts_backup_files(location)))
+    backup = BackupInfo("20261201T000000F", "full", None, ts_record(location))
+    plan = delta.plan_tablespaces(data, backup, manifest, {OID: location})
+    assert [(t.oid, t.location, t.subdirectories) for t in plan.keep] == [(OID, location, frozenset([OURS]))]
+    assert plan.keep[0].files == {path: manifest.files["pg_tblspc/%s/%s" % (OID, path)] for path in TS_FILES}
+    assert plan.drop == [] and plan.links == frozenset(["pg_tblspc/" + OID])
+    before = snapshot(tmp_path)
+    with pytest.raises(RestoreFailed, match="tablespace far \\(oid 16400\\) of %s is at %s \\(where pg_tblspc/16400 "
+                                            "points\\), but this restore would put it at /elsewhere" % (data, location)) as caught:
+        delta.plan_tablespaces(data, backup, manifest, {OID: "/elsewhere"})
+    assert "--tablespace-map far=%s" % location in caught.value.hint and "nothing was changed" in caught.value.hint
+    os.unlink(os.path.join(data, "pg_tblspc", OID))
+    os.makedirs(os.path.join(data, "pg_tblspc", OID))  # an in-place tablespace directory, not a link
+    with pytest.raises(RestoreFailed, match="is not a symlink"):
+        delta.plan_tablespaces(data, backup, manifest, {OID: location})
+    os.rmdir(os.path.join(data, "pg_tblspc", OID))
+    # No link vouches for the files in the location's PG_18 directory: another cluster's, perhaps.
+    with pytest.raises(RestoreFailed, match="holds files but no link of"):
+        delta.plan_tablespaces(data, backup, manifest, {OID: location})
+    assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("link")} == \
+        {k: v for k, v in before.items() if not k.startswith("link")}
+
+
+def test_plan_takes_a_location_shared_with_another_major_version(tmp_path):
+    """PostgreSQL lets clusters of different major versions share a location, each in its own PG_* directory."""
+    location = str(tmp_path / "ts")
+    lay(location, {"PG_17_202406281/5/16401": b"the PostgreSQL 17 cluster's"})
+    data = str(tmp_path / "data")
+    lay(data, dict(BACKUP, **{"global/pg_control": TS_CONTROL}))  # its link is gone (dropped after the backup)
+    manifest = parse_manifest(manifest_of(ts_backup_files(location)))
+    backup = BackupInfo("20261201T000000F", "full", None, ts_record(location))
+    plan = delta.plan_tablespaces(data, backup, manifest, {OID: location})
+    assert [t.location for t in plan.keep] == [location]
+
+
+def test_plan_drops_only_this_clusters_directory_of_a_tablespace_the_backup_lacks(tmp_path):
+    location, newer = str(tmp_path / "ts"), str(tmp_path / "newer")
+    data = ts_cluster(tmp_path, location)
+    os.symlink(newer, os.path.join(data, "pg_tblspc", "16500"))
+    manifest = parse_manifest(manifest_of(ts_backup_files(location)))
+    backup = BackupInfo("20261201T000000F", "full", None, ts_record(location))
+    plan = delta.plan_tablespaces(data, backup, manifest, {OID: location})
+    assert plan.drop == [delta.Dropped("16500", newer, OURS)]
+    assert delta.version_directory(data) == OURS
+    # Pointing into a location the backup restores: its PG_18 directory is the kept tablespace's, never removed.
+    os.unlink(os.path.join(data, "pg_tblspc", "16500"))
+    os.symlink(location, os.path.join(data, "pg_tblspc", "16500"))
+    with pytest.raises(RestoreFailed, match="overlaps the data directory or a location the backup restores"):
+        delta.plan_tablespaces(data, backup, manifest, {OID: location})
+    os.unlink(os.path.join(data, "pg_tblspc", "16500"))
+    os.symlink(os.path.dirname(data), os.path.join(data, "pg_tblspc", "16500"))  # PG_18_... there would hold pgdata
+    os.rename(data, os.path.join(os.path.dirname(data), OURS))
+    data = os.path.join(os.path.dirname(data), OURS)
+    with pytest.raises(RestoreFailed, match="overlaps the data directory"):
+        delta.plan_tablespaces(data, backup, manifest, {OID: location})
+    # Which directory is this cluster's cannot be told: refused, not guessed.
+    os.unlink(os.path.join(data, "PG_VERSION"))
+    with pytest.raises(RestoreFailed, match="cannot be told"):
+        delta.plan_tablespaces(data, backup, manifest, {OID: location})
+
+
+def test_plan_refuses_a_manifest_entry_outside_the_version_directory(tmp_path):
+    location = str(tmp_path / "ts")
+    data = ts_cluster(tmp_path, location)
+    files = dict(ts_backup_files(location), **{"pg_tblspc/%s/elsewhere/x" % OID: b"x"})
+    backup = BackupInfo("20261201T000000F", "full", None, ts_record(location))
+    with pytest.raises(UnsafeBackup, match="outside PostgreSQL's PG_<version>_<catalog>"):
+        delta.plan_tablespaces(data, backup, parse_manifest(manifest_of(files)), {OID: location})
+
+
+def test_lay_down_delta_with_tablespaces(tmp_path):
+    storage = PosixStorage(str(tmp_path / "repo"))
+    location, newer = str(tmp_path / "ts"), str(tmp_path / "newer")
+    backup = stored_with_tablespace(storage, location)
+    data = ts_cluster(tmp_path, location)
+    lay(location, {OURS + "/5/16402": b"U" * 8192,                    # changed in the tablespace
+                   OURS + "/5/16999": b"created after the backup",     # not in the backup
+                   "PG_17_202406281/5/1": b"another major version's"})  # left alone
+    os.makedirs(os.path.join(location, OURS, "77"))                      # a database dropped later
+    lay(newer, {OURS + "/5/1": b"tablespace created after the backup", "PG_17_202406281/1": b"not ours"})
+    os.symlink(newer, os.path.join(data, "pg_tblspc", "16500"))
+    laid = delta.lay_down_delta(storage, "main", backup, data, lambda *_: None, locations={OID: location})
+    laid.complete()
+    for path, content in TS_FILES.items():
+        with open(os.path.join(location, path), "rb") as handle:
+            assert handle.read() == content, path
+    assert not os.path.exists(os.path.join(location, OURS, "5", "16999"))
+    assert not os.path.exists(os.path.join(location, OURS, "77"))
+    assert os.path.exists(os.path.join(location, "PG_17_202406281", "5", "1"))
+    assert os.readlink(os.path.join(data, "pg_tblspc", OID)) == location
+    assert not os.path.lexists(os.path.join(data, "pg_tblspc", "16500"))
+    assert not os.path.exists(os.path.join(newer, OURS)) and os.path.exists(os.path.join(newer, "PG_17_202406281", "1"))
+    assert not os.path.exists(os.path.join(data, "tablespace_map"))  # the links are made: no map to recreate them
+    # Kept: the 5 base files but pg_control, and 16401; rewritten: pg_control, the absent tablespace_map and 16402.
+    assert laid.report.kept == 6 and laid.report.rewritten == 3, laid.report
+    assert laid.report.removed == 4  # 16999, the directory 77, the link 16500 and the dropped tablespace's PG_18...
+    assert laid.report.bytes_written == 8192 + len(TS_CONTROL) + len(("%s %s\n" % (OID, location)).encode())
+
+
+def test_lay_down_delta_relinks_a_tablespace_dropped_after_the_backup(tmp_path):
+    storage = PosixStorage(str(tmp_path / "repo"))
+    location = str(tmp_path / "ts")
+    backup = stored_with_tablespace(storage, location)
+    data = str(tmp_path / "data")
+    lay(data, dict(BACKUP, **{"global/pg_control": TS_CONTROL}))
+    os.makedirs(location)  # DROP TABLESPACE leaves the location, empty
+    delta.lay_down_delta(storage, "main", backup, data, lambda *_: None, locations={OID: location})  # "crash"
+    # The rerun finds the link made before the files it vouches for, and completes the delta.
+    laid = delta.lay_down_delta(storage, "main", backup, data, lambda *_: None, locations={OID: location})
+    laid.complete()
+    assert laid.report.rewritten == 2 and laid.report.bytes_written == len(TS_CONTROL) + len(("%s %s\n" % (OID, location)))
+    assert os.readlink(os.path.join(data, "pg_tblspc", OID)) == location
+    with open(os.path.join(location, OURS, "5", "16401"), "rb") as handle:
+        assert handle.read() == TS_FILES[OURS + "/5/16401"]
+
+
+def test_a_tablespace_map_unlike_the_record_is_refused_before_the_location_is_touched(tmp_path):
+    storage = PosixStorage(str(tmp_path / "repo"))
+    location = str(tmp_path / "ts")
+    backup = stored_with_tablespace(storage, location, map_location="/somewhere/else")
+    data = ts_cluster(tmp_path, location)
+    lay(location, {OURS + "/5/16999": b"would be removed"})
+    before = snapshot(tmp_path / "ts")
+    with pytest.raises(UnsafeBackup, match="tablespace_map in the backup lists 16400 at /somewhere/else"):
+        delta.lay_down_delta(storage, "main", backup, data, lambda *_: None, locations={OID: location})
+    assert snapshot(tmp_path / "ts") == before
