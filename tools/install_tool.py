@@ -5,6 +5,8 @@
 Layout (see docs and notes):
     P/lib/restorekeeper_engine/     copy of plugins/module_utils/ (its packages) plus an empty __init__.py
     P/bin/restorekeeper             launcher run by archive_command / restore_command
+    P/bin/restorekeeper-archive     POSIX sh archive_command of a cluster with the resident WAL pusher
+                                    (roles/archiving/files/restorekeeper-archive, copied as it is)
 
 --packages distribution (the default): the launcher runs --python itself, the
 interpreter the Ansible modules use, with the packages of the host's
@@ -39,6 +41,7 @@ REQUIREMENTS = REPO_ROOT / "roles" / "archiving" / "files" / "requirements-onhos
 FALLBACK_PINS = ("zstandard==0.25.0", "crc32c==2.9.post0")
 ENGINE_PACKAGE = "restorekeeper_engine"
 LAUNCHER_NAME = "restorekeeper"
+ARCHIVE_SCRIPT = REPO_ROOT / "roles" / "archiving" / "files" / "restorekeeper-archive"
 
 DISTRIBUTION = "distribution"
 PIP = "pip"
@@ -246,6 +249,8 @@ def install_launcher(prefix: Path, interpreter: Path) -> Path:
     os.chmod(launcher.parent, 0o755)
     text = launcher_text(interpreter, prefix / "lib", site_directories(interpreter))
     atomic_write(launcher, text.encode("utf-8"), 0o755)
+    # The shell quick path of archive_command; it runs the launcher next to it.
+    atomic_write(launcher.parent / ARCHIVE_SCRIPT.name, ARCHIVE_SCRIPT.read_bytes(), 0o755)
     return launcher
 
 

@@ -57,6 +57,19 @@ options:
         above it included), otherwise every archive attempt would fail and WAL would pile up.
     type: path
     default: /opt/restorekeeper/bin/restorekeeper
+  pusher_markers:
+    description:
+      - Directory of the resident WAL pusher's markers, C(<spool_path>/<cluster name>/push) (role
+        C(restorekeeper.postgresql.archiving) with C(archiving_pusher=true) sets it).
+      - When set, C(archive_command) runs the POSIX sh script C(restorekeeper-archive) installed next to
+        O(tool_path), as C(restorekeeper-archive CONFIG %p %f MARKERS). It answers at the cost of one
+        C(stat) when the pusher's marker proves the segment durable in the repository (same segment,
+        same configuration files, the very object for a posix repository, an object read back for any
+        other), and otherwise runs C(restorekeeper wal-push), which proves or pushes the segment itself.
+      - Must be an absolute path; the script must exist and be executable by the server's OS user.
+      - Empty (the default) runs C(restorekeeper wal-push) directly.
+    type: path
+    default: ""
   archive_timeout:
     description:
       - Force a switch to a new WAL segment after this long, so a quiet server still archives recent changes.
@@ -172,6 +185,14 @@ author:
 """
 
 EXAMPLES = r"""
+- name: Archive WAL through the resident pusher's markers first (restorekeeper wal-pusher runs as a service)
+  become: true
+  become_user: postgres
+  restorekeeper.postgresql.wal_archiving:
+    config_path: /etc/restorekeeper/main.conf
+    tool_path: /opt/restorekeeper/bin/restorekeeper
+    pusher_markers: /var/spool/restorekeeper/main/push
+
 - name: Archive WAL through restorekeeper (connects as postgres over the local socket)
   become: true
   become_user: postgres
@@ -392,6 +413,7 @@ def argument_spec() -> Dict[str, Any]:
         state={"type": "str", "choices": ["enabled", "disabled"], "default": "enabled"},
         config_path={"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
         tool_path={"type": "path", "default": "/opt/restorekeeper/bin/restorekeeper"},
+        pusher_markers={"type": "path", "default": ""},
         archive_timeout={"type": "raw", "default": "60s"},
         wal_level={"type": "str", "choices": ["replica", "logical"], "default": "replica"},
         archive_mode={"type": "str", "choices": ["on", "always"], "default": "on"},

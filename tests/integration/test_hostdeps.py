@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -158,10 +159,15 @@ def test_role_installs_what_the_installer_installs(ansible_env, system_python, t
     by_role = launcher.read_text()
     assert by_role.startswith("#!%s -IS\n" % system_python) and not (prefix / "pyvenv.cfg").exists()
     assert subprocess.run([str(launcher), "--help"], capture_output=True, check=False).returncode == 0
-    # tools/install_tool.py writes the very same launcher for that prefix.
+    script = prefix / "bin" / "restorekeeper-archive"  # the shell archive_command, next to the launcher
+    shipped = (REPO_ROOT / "roles" / "archiving" / "files" / "restorekeeper-archive").read_bytes()
+    assert script.read_bytes() == shipped and os.access(script, os.X_OK)
+    script.unlink()
+    # tools/install_tool.py writes the very same launcher (and script) for that prefix.
     subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "install_tool.py"), "--prefix", str(prefix),
                     "--python", system_python], capture_output=True, check=True)
     assert launcher.read_text() == by_role  # so a second role run leaves it alone too
+    assert script.read_bytes() == shipped and os.access(script, os.X_OK)
 
 
 def test_role_names_the_missing_packages_before_writing_the_launcher(ansible_env, system_python, tmp_path) -> None:

@@ -25,6 +25,7 @@ import pytest
 from harness import InstalledTool, PgCluster, make_user_dir, wait_until
 from harness.ansible import host_python
 from harness.s3 import CuttableProxy, point_repository_at_s3
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walarchive import archive_command
 
 pytestmark = pytest.mark.slow
 
@@ -108,6 +109,58 @@ def test_pusher_pushes_ahead_and_wal_push_needs_only_the_marker(repository, clus
     fallback = run(cluster, tool, "wal-push", "--config", setup.config_path, cluster.pg_wal_dir / newer, newer)
     assert fallback.returncode == 0, fallback.stderr
     assert newer in run(cluster, tool, "wal-list", "--config", setup.config_path).stdout.split()
+
+
+@pytest.mark.parametrize("repository", ["posix", "s3"])
+def test_postgresql_archives_through_restorekeeper_archive(repository, cluster_factory, repo_config,
+                                                           tool: InstalledTool, request) -> None:
+    """archive_command = restorekeeper-archive (the role's with archiving_pusher): with the repository
+    unreachable (S3) or read-only (posix), PostgreSQL archives the segments the pusher pushed ahead,
+    so only the markers, proven by the script's one stat, can have answered; a later segment without
+    a marker goes through the script's fallback, wal-push."""
+    cluster = cluster_factory(version=18, conf=HOLDING_CONF)
+    setup = repo_config(cluster, initialise=repository == "posix")
+    proxy = None
+    if repository == "s3":
+        s3_endpoint = request.getfixturevalue("s3_endpoint")
+        proxy = CuttableProxy(int(s3_endpoint.url.rsplit(":", 1)[1]))
+        request.addfinalizer(proxy.close)
+        point_repository_at_s3(setup.config_path, s3_endpoint, proxy.url)
+    spool = enable_async(cluster, setup.config_path)
+    if repository == "s3":
+        created = run(cluster, tool, "repo-create", "--config", setup.config_path)
+        assert created.returncode == 0, created.stderr
+    names = ready_segments(cluster, 3)
+    pushed = run(cluster, tool, "wal-pusher", "--config", setup.config_path, "--cluster", setup.cluster_name, "--once")
+    assert pushed.returncode == 0, pushed.stderr
+    markers = spool / setup.cluster_name / "push"
+    assert all("end stat\n" in (markers / (name + ".ok")).read_text() for name in names)
+
+    if proxy is not None:
+        proxy.cut()
+    else:
+        os.chmod(setup.repo_path, 0o500)
+    try:
+        command = archive_command(str(tool.bin), str(setup.config_path), str(markers))
+        assert "restorekeeper-archive" in command
+        cluster.execute("ALTER SYSTEM SET archive_command = %s", [command])
+        cluster.reload()
+        wait_until(lambda: cluster.scalar("SELECT last_archived_wal FROM pg_stat_archiver") == names[-1], timeout=60,
+                   message="PostgreSQL archived the pushed-ahead segments through the script")
+        assert cluster.scalar("SELECT failed_count FROM pg_stat_archiver") == 0
+        assert all((markers / (name + ".ok")).stat().st_size == 0 for name in names)  # used up by the script
+    finally:
+        if proxy is not None:
+            proxy.restore()
+        else:
+            os.chmod(setup.repo_path, 0o700)
+
+    newer = cluster.switch_wal()  # no pusher pass: the script hands it to wal-push
+    wait_until(lambda: cluster.scalar("SELECT last_archived_wal FROM pg_stat_archiver") == newer, timeout=90,
+               message="PostgreSQL archived a segment without a marker through wal-push")
+    assert not (markers / (newer + ".ok")).exists()
+    listed = run(cluster, tool, "wal-list", "--config", setup.config_path).stdout.split()
+    assert set(names + [newer]) <= set(listed)
 
 
 def test_queue_full_drop_journals_the_gap_and_check_reports_it(cluster_factory, repo_config, tool: InstalledTool) -> None:
@@ -205,6 +258,9 @@ def test_role_writes_the_drop_in_and_unit_and_the_unit_command_pushes(cluster_fa
     assert "Restart=always" in unit and "User=%s" % user in unit
     exec_start = re.search(r"^ExecStart=(.*)$", unit, re.MULTILINE).group(1)
     assert "--pgdata %s" % cluster.datadir in exec_start
+    # With the pusher, archive_command is the shell script (and the proof above archived through it).
+    assert cluster.scalar("SHOW archive_command") == archive_command(str(tool.bin), str(setup.config_path),
+                                                                     "%s/main/push" % spool)
     again = converge()
     assert again.returncode == 0 and re.search(r"changed=0\b", again.stdout), again.stdout[-3000:]
 

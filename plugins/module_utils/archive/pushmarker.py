@@ -38,6 +38,17 @@ Anything else, including a marker it cannot parse, leaves the decision to
 the full engine, which reports and deletes a marker that does not hold.
 This module imports nothing beyond os and configfiles: each import would be
 paid once per WAL segment.
+
+A marker that the quick path would believe also carries the same proof for
+the shell script ``restorekeeper-archive`` (roles/archiving/files), which
+runs no Python at all: after the line STAT_HEADER, the exact output GNU
+``stat -L -c '%d %i %s %.9Y %.9Z %n'`` prints for the segment as PostgreSQL
+names it (``pg_wal/<name>``: archive_command runs in the data directory),
+the configuration's main file, drop-in directory and drop-ins (the files
+sources_identity examined, by the path the pusher was given) and, for a
+posix repository, the object; then the line ``end stat``. The script runs
+that one stat and compares; it needs no parser of the configuration because
+the configuration's identity is part of what it compares.
 """
 
 from __future__ import annotations
@@ -47,7 +58,14 @@ import os
 from ..config.configfiles import drop_in_paths, file_identity, sources_identity
 
 MARKER_SUFFIX = ".ok"
-_FORMAT = "restorekeeper push marker 2"
+_FORMAT = "restorekeeper push marker 3"
+#: Earlier formats this version still reads (the shell section is new in 3).
+_FORMATS = ("restorekeeper push marker 2", _FORMAT)
+#: The stat command restorekeeper-archive runs, as the line opening the shell section.
+STAT_HEADER = "stat -L -c '%d %i %s %.9Y %.9Z %n'"
+STAT_END = "end stat"
+#: How PostgreSQL names a WAL file to archive_command (%p, relative to the data directory).
+ARCHIVE_COMMAND_DIRECTORY = "pg_wal"
 
 
 def spool_directory(root: str, cluster: str, kind: str) -> str:
@@ -64,7 +82,8 @@ class Marker:
 
     def __init__(self, name: str, size: int, sha256: str, key: str, segment: list[int],
                  config: list[list[int]] | None = None, object_path: str = "",
-                 object_identity: list[int] | None = None, confirmed: bool = False) -> None:
+                 object_identity: list[int] | None = None, confirmed: bool = False,
+                 config_paths: list[str] | None = None) -> None:
         self.name = name
         self.size = size
         self.sha256 = sha256
@@ -76,6 +95,9 @@ class Marker:
         # Set only by the resident pusher, after reading the stored object
         # back (see the module docstring): trusted for any repository type.
         self.confirmed = confirmed
+        # The files the config identities are of, in their order (source_paths):
+        # what lets render() add the shell section.
+        self.config_paths = config_paths or []
 
     def render(self) -> bytes:
         lines = [_FORMAT, "name " + self.name, "size %d" % self.size, "sha256 " + self.sha256, "key " + self.key,
@@ -85,7 +107,24 @@ class Marker:
             lines.append("object " + _numbers(self.object_identity) + " " + self.object_path)
         if self.confirmed:
             lines.append("confirmed stored")
+        lines.extend(self.stat_section())
         return ("\n".join(lines) + "\n").encode("utf-8")
+
+    def stat_section(self) -> list[str]:
+        """The shell section (module docstring): STAT_HEADER, the expected
+        output of that stat, STAT_END. Empty unless the quick path itself
+        could believe this marker, and unless every line can be written
+        exactly (no newline in a path, no time before 1970)."""
+        if not self.config or not (self.object_path or self.confirmed) or len(self.config_paths) != len(self.config):
+            return []
+        files = [(self.segment, os.path.join(ARCHIVE_COMMAND_DIRECTORY, self.name))]
+        files.extend(zip(self.config, self.config_paths))
+        if self.object_path:
+            files.append((self.object_identity, self.object_path))
+        lines = [_stat_line(identity, path) for identity, path in files]
+        if any(line is None for line in lines):
+            return []
+        return [STAT_HEADER] + [line for line in lines if line is not None] + [STAT_END]
 
     def describes_segment(self, name: str, segment_path: str) -> bool:
         """True when this marker is about name and the file at segment_path is
@@ -110,8 +149,12 @@ def parse_marker(data: bytes) -> Marker | None:
     may leave one empty: markers are not fsynced)."""
     try:
         lines = data.decode("utf-8").split("\n")
-        if lines[0] != _FORMAT or lines[-1] != "":
+        if lines[0] not in _FORMATS or lines[-1] != "":
             return None
+        if STAT_HEADER in lines:  # the shell section: for restorekeeper-archive only, complete or none
+            if lines[-2] != STAT_END:
+                return None
+            lines = lines[:lines.index(STAT_HEADER)] + [""]
         fields: dict[str, str] = {}
         config: list[list[int]] = []
         object_path, object_identity, confirmed = "", [], False
@@ -139,6 +182,27 @@ def read_marker(path: str) -> Marker | None:
             return parse_marker(handle.read())
     except OSError:
         return None
+
+
+def source_paths(config_path: str, count: int) -> list[str]:
+    """The files sources_identity(config_path) examines, in its order, when
+    there are count of them now; else [] (a drop-in came or went since the
+    identity was taken: the marker then carries no shell section)."""
+    paths = [config_path]
+    if count > 1:
+        paths.append(config_path + ".d")
+        paths.extend(drop_in_paths(config_path))
+    return paths if len(paths) == count else []
+
+
+def _stat_line(identity: list[int], path: str) -> str | None:
+    """What ``stat -L -c '%d %i %s %.9Y %.9Z %n' -- path`` prints for a file
+    of this identity; None when it cannot be written as one line."""
+    if len(identity) != 5 or "\n" in path or min(identity) < 0:
+        return None
+    device, inode, size, mtime_ns, ctime_ns = identity
+    return "%d %d %d %d.%09d %d.%09d %s" % ((device, inode, size) + divmod(mtime_ns, 10 ** 9)
+                                            + divmod(ctime_ns, 10 ** 9) + (path,))
 
 
 def _numbers(values: list[int]) -> str:

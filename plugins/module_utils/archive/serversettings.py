@@ -37,7 +37,7 @@ from ..common.timefmt import parse_seconds
 from ..common.waiting import poll_until
 from ..common.useraccess import EXECUTE, READ, access_problem
 from ..pg.services import Service, cluster_service, restart_action, run_service_command, split_by_effect
-from .walarchive import archive_command, restore_command
+from .walarchive import archive_command, archive_script, restore_command
 
 # Settings this module may write, in the order they are applied. wal_level
 # comes first so that the auto.conf never holds archive_mode=on without it.
@@ -154,7 +154,7 @@ def desired_values(params: Dict[str, Any], configured: Dict[str, str], version: 
     desired = {
         "wal_level": wal_level,
         "archive_mode": params["archive_mode"],
-        "archive_command": archive_command(params["tool_path"], params["config_path"]),
+        "archive_command": archive_command(params["tool_path"], params["config_path"], params.get("pusher_markers") or ""),
         "archive_timeout": "%ds" % seconds,
     }
     if params["summarize_wal"] is not None:
@@ -206,6 +206,15 @@ def check_paths(params: Dict[str, Any], server_uid: Optional[int]) -> None:
         )
     if not os.stat(tool).st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
         raise Refusal("tool_path %s is not executable. HINT: chmod 0755 %s" % (tool, tool))
+    markers = params.get("pusher_markers") or ""
+    script = archive_script(tool)
+    if markers and not os.path.isabs(markers):
+        raise Refusal("pusher_markers %s is not an absolute path. HINT: give <spool_path>/<cluster name>/push" % markers)
+    if markers and not (os.path.isfile(script) and os.access(script, os.X_OK)):
+        raise Refusal(
+            "pusher_markers needs the script %s next to tool_path, and it is missing or not executable. HINT: "
+            "install the tool again (role restorekeeper.postgresql.archiving or tools/install_tool.py)" % script
+        )
     if not os.path.isfile(conf):
         raise Refusal(
             "config_path %s does not exist on this host; wal-push would fail on every segment and WAL would "
@@ -218,7 +227,8 @@ def check_paths(params: Dict[str, Any], server_uid: Optional[int]) -> None:
             raise Refusal("config_path %s is not a usable restorekeeper configuration: %s" % (conf, exc)) from None
     if server_uid is None:
         return
-    for path, want, what in ((tool, EXECUTE, "tool_path"), (conf, READ, "config_path")):
+    executables = ((tool, EXECUTE, "tool_path"),) + (((script, EXECUTE, "the archive script"),) if markers else ())
+    for path, want, what in executables + ((conf, READ, "config_path"),):
         problem = access_problem(path, server_uid, want)
         if problem:
             raise Refusal(

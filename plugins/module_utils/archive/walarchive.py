@@ -8,6 +8,7 @@ and must never hand PostgreSQL a partial or corrupt file.
 
 from __future__ import annotations
 
+import os
 from typing import List, NamedTuple, Optional, Tuple
 
 from ..pg import wal
@@ -44,8 +45,22 @@ def _quote_for_command(path: str) -> str:
     return shlex.quote(path).replace("%", "%%")
 
 
-def archive_command(tool_path: str, config_path: str) -> str:
-    """The archive_command setting that pushes WAL with this configuration."""
+#: The POSIX sh archive_command installed next to the launcher (roles/archiving/files).
+ARCHIVE_SCRIPT = "restorekeeper-archive"
+
+
+def archive_script(tool_path: str) -> str:
+    """Where restorekeeper-archive is: next to the launcher it runs."""
+    return os.path.join(os.path.dirname(tool_path), ARCHIVE_SCRIPT)
+
+
+def archive_command(tool_path: str, config_path: str, markers: str = "") -> str:
+    """The archive_command setting that pushes WAL with this configuration;
+    with markers (the resident pusher's <spool>/<cluster>/push), the script
+    that first looks for the segment's marker there (pushmarker.py)."""
+    if markers:
+        return "%s %s %%p %%f %s" % (_quote_for_command(archive_script(tool_path)), _quote_for_command(config_path),
+                                     _quote_for_command(markers))
     return "%s wal-push --config %s %%p %%f" % (_quote_for_command(tool_path), _quote_for_command(config_path))
 
 

@@ -50,7 +50,7 @@ from ..storage import objectformat
 from ..common.errors import CorruptObject, ObjectNotFound, RestorekeeperError
 from ..config.configfiles import file_identity
 from ..common.fsutil import LockHeld, exclusive_flock, is_temp_name, makedirs_durable, remove_quietly, replace_file_atomically
-from .pushmarker import MARKER_SUFFIX, Marker, marker_path, read_marker, spool_directory
+from .pushmarker import MARKER_SUFFIX, Marker, marker_path, read_marker, source_paths, spool_directory
 
 if TYPE_CHECKING:
     from .walarchive import PushOutcome, WalArchive
@@ -223,6 +223,8 @@ def _write_marker(archive: "WalArchive", spool: str, outcome: "PushOutcome", ide
             marker.object_path, marker.object_identity = object_path, file_identity(object_path)
         elif confirm_remote and config_identity:  # read back after the upload (pushmarker.py)
             marker.confirmed = _archived_as(archive, outcome.key, outcome.name, outcome.sha256, outcome.size)
+        if config_identity:  # the shell section for restorekeeper-archive (pushmarker.py)
+            marker.config_paths = source_paths(archive.config.path, len(config_identity))
         replace_file_atomically(marker_path(spool, outcome.name), marker.render(), mode=0o600)
     except (OSError, RestorekeeperError) as exc:  # only a lost shortcut: its own call pushes it (already archived)
         _report("WARNING", "cannot write the marker of %s: %s" % (outcome.name, exc))

@@ -8,9 +8,11 @@ once, not per segment) and leaves the same markers as the asynchronous batch
 (walasync._push_batch): ``<spool>/<cluster>/push/<name>.ok``. For a
 repository that is not a local directory it reads each object's header back
 after the upload and marks the marker ``confirmed`` (pushmarker.py explains
-why the quick path may then trust it for any repository type). archive_command
-stays ``wal-push``: it finds the marker and exits 0, or, when the pusher is
-behind or absent, pushes the segment itself. A lock ``<spool>/<cluster>/
+why the quick path may then trust it for any repository type). The
+archive_command, ``wal-push`` or (role archiving, ``archiving_pusher``) the
+shell script ``restorekeeper-archive`` that proves a marker with one ``stat``,
+finds the marker and exits 0, or, when the pusher is behind or absent,
+pushes the segment itself. A lock ``<spool>/<cluster>/
 pusher.lock`` keeps a second pusher of the same cluster out; the pusher ends
 cleanly on SIGTERM and when the configuration changes (its service restarts
 it with the new one).

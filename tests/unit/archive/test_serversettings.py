@@ -111,3 +111,20 @@ def test_check_paths_names_what_the_servers_user_cannot_reach(make_config, tmp_p
     with pytest.raises(Refusal, match="tool_path is unusable by the PostgreSQL server's OS user: directory .* is not "
                                       "searchable by uid 65534"):
         check_paths({"tool_path": str(tool), "config_path": config.path}, 65534)
+
+
+def test_check_paths_with_pusher_markers_needs_the_script_next_to_the_launcher(make_config, tmp_path):
+    config = make_config()
+    tool = tmp_path / "restorekeeper"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    params = {"tool_path": str(tool), "config_path": config.path, "pusher_markers": "spool/main/push"}
+    with pytest.raises(Refusal, match="pusher_markers spool/main/push is not an absolute path"):
+        check_paths(params, None)
+    params["pusher_markers"] = str(tmp_path / "spool" / "main" / "push")
+    with pytest.raises(Refusal, match="needs the script %s next to tool_path" % (tmp_path / "restorekeeper-archive")):
+        check_paths(params, None)
+    (tmp_path / "restorekeeper-archive").write_text("#!/bin/sh\n")
+    (tmp_path / "restorekeeper-archive").chmod(0o755)
+    check_paths(params, None)
+    check_paths(dict(params, pusher_markers=""), None)  # without markers the script is not needed

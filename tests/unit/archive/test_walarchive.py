@@ -212,3 +212,6 @@ def test_commands_quote_paths_and_escape_percent():
     assert restore_command("/opt/my tools/restorekeeper", "/etc/rk/100%.conf") == (
         "'/opt/my tools/restorekeeper' wal-fetch --config /etc/rk/100%%.conf %f %p"
     )
+    assert archive_command("/opt/my tools/restorekeeper", "/etc/rk/100%.conf", "/var/spool/rk/main/push") == (
+        "'/opt/my tools/restorekeeper-archive' /etc/rk/100%%.conf %p %f /var/spool/rk/main/push"
+    )
