@@ -16,6 +16,14 @@ Paths (each into a fresh target every repetition, order rotating):
 
 - ours: `restorekeeper wal-push --config C %p %f` (zstd 3), and with
   `[archive] async = true` when this checkout's engine accepts it;
+- ours with the resident pusher (`ours-pusher`, when the engine has
+  `wal-pusher` and `restorekeeper-archive` is installed next to the
+  launcher): the async configuration, `restorekeeper wal-pusher --config C
+  --pgdata D` started at the timer's start (its start-up is timed) and
+  stopped by SIGTERM after the last command, and as archive_command
+  `restorekeeper-archive C %p %f <spool>/<cluster>/push`, run in the data
+  directory with %p = `pg_wal/<name>` exactly as PostgreSQL runs it (the
+  pusher's markers name the segment that way);
 - pgBackRest: `pgbackrest archive-push %p`, synchronous and
   `archive-async=y` with `process-max=2` (zst 3);
 - floor: `cp %p DIR/%f` then `sync DIR/%f DIR` (durable copy, no compression).
@@ -25,10 +33,12 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
+import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -38,6 +48,8 @@ from . import pgbackrest
 from .measure import CHILD_ENV, Tool
 
 ASYNC_KEYS = {"async": "true", "process_max": "2"}  # plus spool_path
+CLUSTER = "bench"  # [cluster] name of ours' configurations
+ARCHIVE_SCRIPT = "restorekeeper-archive"  # installed next to the launcher (tools/install_tool.py)
 
 
 @dataclass
@@ -61,6 +73,62 @@ class Archiver:
     stored: Callable[[], int]
     check: Callable[[List[Path]], None]
     settle: Callable[[], None] = lambda: None
+    resident: Optional["Resident"] = None  # a long-running process of the path, running during the timed pass
+    in_data_dir: bool = False  # commands run in the data directory (%p relative), as PostgreSQL runs them
+
+
+@dataclass
+class Resident:
+    """A path's long-running process (the resident pusher): started at the timer's
+    start (its start-up is timed), ended by SIGTERM once the last command returned."""
+
+    argv: List[str]
+    log: Path
+    markers: Optional[Path] = None  # the pusher's marker directory (<spool>/<cluster>/push)
+    pushed: List[int] = field(default_factory=list)  # per timed pass: the files it pushed ahead
+    quick: List[int] = field(default_factory=list)  # per timed pass: commands answered by a marker (used up: empty)
+
+    def start(self, env: Dict[str, str], who: Dict[str, object]) -> "subprocess.Popen[bytes]":
+        with open(self.log, "wb") as handle:
+            return subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL, stdout=handle,  # pylint: disable=consider-using-with
+                                    stderr=subprocess.STDOUT, cwd="/", **who)  # type: ignore[call-overload]
+
+    def stop(self, process: "subprocess.Popen[bytes]", timeout: float = 120.0) -> None:
+        """SIGTERM, wait; a pusher that failed or died early makes the pass fail (its figure would be wal-push's)."""
+        early = process.poll()
+        if early is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise RuntimeError("%s did not end within %.0fs of SIGTERM" % (self.argv[1], timeout)) from None
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        if early is not None or process.returncode != 0:
+            how = "ended before SIGTERM" if early is not None else "failed"
+            raise RuntimeError("%s %s (exit %s): %s" % (self.argv[1], how, process.returncode, text.strip()[-600:]))
+        self.pushed.append(pushed_count(text))
+        self.quick.append(used_markers(self.markers) if self.markers is not None else -1)
+
+    @staticmethod
+    def abandon(process: "subprocess.Popen[bytes]") -> None:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def used_markers(directory: Path) -> int:
+    """Markers restorekeeper-archive used up (it truncates the marker that proved a segment): its quick answers."""
+    if not directory.is_dir():
+        return 0
+    return sum(1 for entry in directory.glob("*.ok") if entry.is_file() and entry.stat().st_size == 0)
+
+
+def pushed_count(log: str) -> int:
+    """The files a `wal-pusher --verbose` reported pushed ahead, from its last line (-1 when absent)."""
+    found = re.findall(r"wal-pusher: INFO: (\d+) WAL files pushed", log)
+    return int(found[-1]) if found else -1
 
 
 def identity(os_user: str) -> Dict[str, object]:
@@ -116,22 +184,36 @@ class WalDir:
 
 
 def drive(wal: WalDir, segments: List[Path], commands: Callable[[Path], List[List[str]]],
-          extra_env: Optional[Dict[str, str]] = None) -> float:
-    """The archiver's loop: one command per segment, in order; seconds from first start to last exit."""
+          extra_env: Optional[Dict[str, str]] = None, resident: Optional[Resident] = None,
+          in_data_dir: bool = False) -> float:
+    """The archiver's loop: one command per segment, in order; seconds from first start to last exit.
+
+    A resident process starts at the timer's start and is stopped after the last exit (not timed).
+    in_data_dir: the commands run in the data directory, as PostgreSQL runs archive_command."""
     who = identity(wal.os_user)
     env = {**CHILD_ENV, **(extra_env or {})}
+    cwd = str(wal.root) if in_data_dir else "/"
     os.sync()
     started = time.perf_counter()
-    for segment in segments:
-        for argv in commands(segment):
-            result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, cwd="/",
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
-                                    **who)  # type: ignore[arg-type]
-            if result.returncode != 0:
-                raise RuntimeError("archive command for %s failed (exit %d): %s"
-                                   % (segment.name, result.returncode, result.stderr.strip()[-600:]))
-        wal.mark_done(segment)
-    return time.perf_counter() - started
+    process = resident.start(env, who) if resident is not None else None
+    try:
+        for segment in segments:
+            for argv in commands(segment):
+                result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, cwd=cwd,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
+                                        **who)  # type: ignore[arg-type]
+                if result.returncode != 0:
+                    raise RuntimeError("archive command for %s failed (exit %d): %s"
+                                       % (segment.name, result.returncode, result.stderr.strip()[-600:]))
+            wal.mark_done(segment)
+        seconds = time.perf_counter() - started
+    except BaseException:
+        if process is not None:
+            Resident.abandon(process)
+        raise
+    if resident is not None and process is not None:
+        resident.stop(process)
+    return seconds
 
 
 def tree_bytes(root: Path) -> int:
@@ -186,15 +268,20 @@ def floor_path(work: Path, os_user: str) -> Archiver:
 def _ours_config_text(codec_level: int, repo: Path, spool: Optional[Path]) -> str:
     from restorekeeper_engine.config.config import render_config  # the installed engine's renderer
 
-    text = render_config("bench", str(repo), compression_codec="zstd", compression_level=codec_level)
+    text = render_config(CLUSTER, str(repo), compression_codec="zstd", compression_level=codec_level)
     if spool is None:
         return text
     extra = "".join("%s = %s\n" % item for item in {**ASYNC_KEYS, "spool_path": str(spool)}.items())
     return text.replace("[archive]\n", "[archive]\n" + extra, 1)
 
 
-def ours_path(tool: Tool, work: Path, os_user: str, level: int, asynchronous: bool) -> Archiver:
-    name = "ours-async" if asynchronous else "ours"
+def ours_path(tool: Tool, work: Path, os_user: str, level: int, asynchronous: bool,
+              pusher_pgdata: Optional[Path] = None) -> Archiver:
+    """ours: wal-push per segment; asynchronous: [archive] async; pusher_pgdata: the resident pusher of the
+    data directory holding the segments (async configuration) with restorekeeper-archive as the command."""
+    pusher = pusher_pgdata is not None
+    asynchronous = asynchronous or pusher
+    name = "ours-pusher" if pusher else "ours-async" if asynchronous else "ours"
     repo = work / ("repo-" + name)
     spool = work / ("spool-" + name)
     config = work / (name + ".conf")
@@ -211,6 +298,9 @@ def ours_path(tool: Tool, work: Path, os_user: str, level: int, asynchronous: bo
             raise RuntimeError("repo-create (%s) failed: %s" % (name, result.stderr.strip()[-400:]))
 
     def commands(segment: Path) -> List[List[str]]:
+        if pusher:  # %p as PostgreSQL passes it: relative to the data directory, the command's working directory
+            return [[str(archive_script(tool)), str(config), "pg_wal/" + segment.name, segment.name,
+                     str(spool / CLUSTER / "push")]]
         return [[str(tool.launcher), "wal-push", "--config", str(config), str(segment), segment.name]]
 
     def check(segments: List[Path]) -> None:
@@ -219,8 +309,26 @@ def ours_path(tool: Tool, work: Path, os_user: str, level: int, asynchronous: bo
         if missing:
             raise RuntimeError("%s reported success but %d segments are not listed" % (name, len(missing)))
 
-    return Archiver(name, reset, commands, lambda: tree_bytes(repo / "bench" / "wal"), check,
-                    settle=lambda: wait_quiet(str(config)))
+    resident = None if pusher_pgdata is None else Resident(
+        [str(tool.launcher), "wal-pusher", "--config", str(config), "--cluster", CLUSTER, "--pgdata", str(pusher_pgdata),
+         "--verbose"], work / (name + ".log"), spool / CLUSTER / "push")
+    return Archiver(name, reset, commands, lambda: tree_bytes(repo / CLUSTER / "wal"), check,
+                    settle=lambda: wait_quiet(str(config)), resident=resident, in_data_dir=pusher)
+
+
+def archive_script(tool: Tool) -> Path:
+    return tool.launcher.parent / ARCHIVE_SCRIPT
+
+
+def ours_pusher_supported(tool: Tool) -> Optional[str]:
+    """None when this installation has `wal-pusher` and `restorekeeper-archive`; otherwise why not (n/a)."""
+    if not os.access(archive_script(tool), os.X_OK):
+        return "no executable %s next to the launcher" % archive_script(tool)
+    result = subprocess.run([str(tool.launcher), "wal-pusher", "--help"], env=CHILD_ENV, capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0:
+        return "this engine has no wal-pusher (%s)" % result.stderr.strip()[-160:]
+    return None
 
 
 def ours_async_supported(tool: Tool, work: Path, os_user: str, level: int) -> Optional[str]:
@@ -281,7 +389,7 @@ def repetition(wal: WalDir, segments: List[Path], paths: List[Archiver], number:
     for path in paths[shift:] + paths[:shift]:
         path.reset()
         wal.mark_ready(segments)
-        seconds = drive(wal, segments, path.commands)
+        seconds = drive(wal, segments, path.commands, resident=path.resident, in_data_dir=path.in_data_dir)
         path.settle()
         path.check(segments)
         runs.append(ArchiveRun(path.name, number, seconds, len(segments), path.stored()))

@@ -73,6 +73,12 @@ def default_fetch_spool() -> str:
 #: most before pushing the file itself.
 WAIT_STEP = 0.002
 WAIT_LIMIT = 600.0
+#: With a resident pusher alive (walpusher.py), a wal-push forks no batch of
+#: its own (two pushers of the same segments would share the CPUs): it waits
+#: this long at most for the pusher's marker, then pushes its file itself.
+PUSHER_WAIT = 30.0
+#: The resident pusher's lock in <spool>/<cluster>; its first line names the holder's pid.
+PUSHER_LOCK_FILE = "pusher.lock"
 
 
 def push_async(archive: "WalArchive", source_path: str, name: str,
@@ -94,6 +100,7 @@ def push_async(archive: "WalArchive", source_path: str, name: str,
     makedirs_durable(spool, SPOOL_MODE)
     lock_path = os.path.join(spool, "push.lock")
     child = 0
+    resident = resident_pusher_alive(os.path.dirname(spool))
 
     def outcome_for_this_file() -> Optional["PushOutcome"]:
         """Its outcome once proven by a marker, or None while a batch may still push it."""
@@ -107,6 +114,8 @@ def push_async(archive: "WalArchive", source_path: str, name: str,
                 # failed or the child died): push it here, which reports why.
                 return _proven_marker(archive, spool, source_path, name) or archive.push(source_path, name)
             return None
+        if resident:
+            return None  # the resident pusher pushes it
         try:
             with exclusive_flock(lock_path, "wal-push batch from %s, pid %d" % (name, os.getpid()), 0o600):
                 child = _fork_batch(archive, spool, source_path, name, config_identity)
@@ -115,8 +124,22 @@ def push_async(archive: "WalArchive", source_path: str, name: str,
             pass  # a batch is running: it may hold this file
         return None
 
-    proven = poll_until(outcome_for_this_file, WAIT_LIMIT, WAIT_STEP)
+    proven = poll_until(outcome_for_this_file, PUSHER_WAIT if resident else WAIT_LIMIT, WAIT_STEP)
     return proven if proven is not None else archive.push(source_path, name)
+
+
+def resident_pusher_alive(cluster_spool: str) -> bool:
+    """Whether the pid named in the resident pusher's lock is a live wal-pusher.
+    Read without taking the lock, so a pusher starting now is never refused;
+    a dead holder (the kernel released its lock) or a reused pid is not one."""
+    try:
+        with open(os.path.join(cluster_spool, PUSHER_LOCK_FILE), "rb") as handle:
+            first = handle.readline(4096).decode("utf-8", "replace")
+        pid = int(first.rsplit("pid", 1)[1].split(",")[0].strip())
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return b"wal-pusher" in handle.read()
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _fork_batch(archive: "WalArchive", spool: str, source_path: str, name: str,

@@ -43,12 +43,12 @@ from ..common.errors import RestorekeeperError
 from ..common.fsutil import LockHeld, exclusive_flock, makedirs_durable, replace_file_atomically, replace_file_durably
 from ..config.config import Config
 from .pushmarker import marker_path, spool_directory
-from .walasync import SPOOL_MODE, _drop_recycled_markers, _push_batch, _ready_names
+from .walasync import PUSHER_LOCK_FILE, SPOOL_MODE, _drop_recycled_markers, _push_batch, _ready_names
 
 POLL_SECONDS = 0.5
 QUEUE_FILE = "queue.json"
 DROPPED_FILE = "dropped.json"
-LOCK_FILE = "pusher.lock"
+LOCK_FILE = PUSHER_LOCK_FILE
 
 
 def cluster_spool(config: Config) -> str:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,11 +21,15 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.p
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import Repository
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walarchive import ALREADY_ARCHIVED, ARCHIVED, WalArchive
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import WalNotFound
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive import walasync
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walasync import (
+    PUSHER_LOCK_FILE,
     fetch_prefetching,
     push_async,
+    resident_pusher_alive,
     spool_directory,
 )
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walpusher import Pusher
 
 from walfiles import segment_bytes, segment_name, write_segment
 
@@ -426,3 +431,59 @@ def test_prefetch_missing_segment_still_exits_one(tmp_path, capsys, prefetch_arc
                      str(tmp_path / "RECOVERYXLOG")]) == 0
     time.sleep(0.3)
     assert [e for e in os.listdir(fetch_spool(prefetch_archive)) if not e.endswith(".lock")] == []
+
+
+@pytest.fixture
+def resident_pusher(async_archive):
+    """A live process whose command line says wal-pusher, named in the pusher's lock file as the pusher does."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "wal-pusher"])
+    deadline = time.monotonic() + 10
+    while b"wal-pusher" not in Path("/proc/%d/cmdline" % process.pid).read_bytes():  # its exec under way
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    cluster_spool = os.path.join(async_archive.config.archive.spool_path, "main")
+    os.makedirs(cluster_spool, exist_ok=True)
+    Path(cluster_spool, PUSHER_LOCK_FILE).write_text("wal-pusher of main, pid %d\n" % process.pid)
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_the_resident_pusher_is_recognised_by_its_lock_and_process(async_archive, resident_pusher):
+    cluster_spool = os.path.join(async_archive.config.archive.spool_path, "main")
+    assert os.listdir(cluster_spool) == [PUSHER_LOCK_FILE], os.listdir(cluster_spool)
+    assert resident_pusher_alive(cluster_spool)
+    resident_pusher.kill()
+    resident_pusher.wait()
+    assert not resident_pusher_alive(cluster_spool)  # a dead holder
+    Path(cluster_spool, PUSHER_LOCK_FILE).write_text("wal-pusher of main, pid %d\n" % os.getpid())  # not a pusher
+    assert not resident_pusher_alive(cluster_spool)
+    Path(cluster_spool, PUSHER_LOCK_FILE).write_text("garbage\n")
+    assert not resident_pusher_alive(cluster_spool)
+    assert not resident_pusher_alive(os.path.join(cluster_spool, "nowhere"))
+
+
+def test_with_a_resident_pusher_a_call_forks_no_batch_and_pushes_itself_when_it_waited_enough(
+        tmp_path, async_archive, resident_pusher, monkeypatch):
+    monkeypatch.setattr(walasync, "PUSHER_WAIT", 0.3)
+    wal_dir = pg_wal(tmp_path, NAMES[:3])
+    started = time.monotonic()
+    outcome = push_async(async_archive, os.path.join(wal_dir, NAMES[0]), NAMES[0])
+    assert time.monotonic() - started >= 0.3
+    assert outcome.status == ARCHIVED and os.path.exists(stored(async_archive, NAMES[0]))
+    assert not os.path.exists(stored(async_archive, NAMES[1]))  # no batch pushed the neighbours
+    assert not os.path.exists(marker_path(async_archive, NAMES[1]))
+
+
+def test_with_a_resident_pusher_a_call_returns_on_the_pushers_marker(tmp_path, async_archive, resident_pusher):
+    import threading
+
+    wal_dir = pg_wal(tmp_path, NAMES[:3])
+    # The pusher's pass a moment later: it pushes every ready file and leaves their markers.
+    pusher = Pusher(async_archive, wal_dir, sources_identity(async_archive.config.path))
+    later = threading.Timer(0.2, pusher.pass_once)
+    later.start()
+    outcome = push_async(async_archive, os.path.join(wal_dir, NAMES[0]), NAMES[0])
+    later.join()
+    assert outcome.status == ALREADY_ARCHIVED  # proven by the pusher's marker, not pushed here
+    assert os.path.exists(stored(async_archive, NAMES[2]))

@@ -37,10 +37,39 @@ def test_archiving_targets_use_ours_best_mode_against_pgbackrest_async_and_the_f
                  archive_local__floor=1.0)
     got = _verdicts(rows)
     against_brest = got["archiving to a local repository: at least pgBackRest's asynchronous throughput"]
-    assert against_brest.ratio == pytest.approx(0.8) and against_brest.text == "met"
+    assert against_brest.ratio == pytest.approx(0.8) and against_brest.text == "met (ours: ours-async)"
     against_floor = got["archiving to a local repository: within 1.5x of the floor (cp + sync)"]
-    assert against_floor.ratio == pytest.approx(2.0) and against_floor.text == "not met"
+    assert against_floor.ratio == pytest.approx(2.0) and against_floor.text == "not met (ours: ours-async)"
     assert got["archiving to S3: at least pgBackRest's asynchronous throughput"].text == "n/a"
+
+
+def test_the_pusher_counts_against_pgbackrest_async_but_the_floor_target_keeps_the_per_segment_paths():
+    rows = _rows(archive_local__ours=4.0, archive_local__ours_async=2.0, archive_local__ours_pusher=1.5,
+                 archive_local__pgbackrest_async=2.5, archive_local__floor=1.0,
+                 archive_s3__ours=90.0, archive_s3__ours_async=80.0, archive_s3__ours_pusher=10.0,
+                 archive_s3__pgbackrest_async=12.5)
+    got = _verdicts(rows)
+    local = got["archiving to a local repository: at least pgBackRest's asynchronous throughput"]
+    assert local.ratio == pytest.approx(0.6) and local.text == "met (ours: ours-pusher)"
+    floor = got["archiving to a local repository: within 1.5x of the floor (cp + sync)"]
+    assert floor.ratio == pytest.approx(2.0) and floor.text == "not met (ours: ours-async)"
+    s3 = got["archiving to S3: at least pgBackRest's asynchronous throughput"]
+    assert s3.ratio == pytest.approx(0.8) and s3.text == "met (ours: ours-pusher)"
+    slower = _rows(archive_s3__ours=9.0, archive_s3__ours_pusher=10.0, archive_s3__pgbackrest_async=5.0)
+    assert _verdicts(slower)["archiving to S3: at least pgBackRest's asynchronous throughput"].text == "not met (ours: ours)"
+    assert "| not met (ours: ours) |" in large.markdown(slower, {}, {}, ["bench/run.py"])
+
+
+def test_the_pusher_path_has_its_label():
+    assert large.archiving_label("archive-s3", "ours-pusher") == "restorekeeper wal-pusher + restorekeeper-archive (S3)"
+    assert large.archiving_label("archive-local", "ours-pusher") == \
+        "restorekeeper wal-pusher + restorekeeper-archive (local)"
+    assert large.LOCAL_MARKERS["ours-pusher"](Path("/w")) == Path("/w/ours-pusher.conf")
+
+
+def test_the_pusher_row_says_what_the_pusher_did():
+    resident = large.archiving.Resident(["x"], Path("/nonexistent"), pushed=[9, 8, -1], quick=[1, 5, 6])
+    assert large.pusher_detail(resident, 2) == "; pushed ahead by the pusher: 8 / ?; answered by its marker: 5 / 6"
 
 
 def test_delta_target_is_na_without_ours_delta_and_judged_with_it():
