@@ -54,9 +54,9 @@ def run(cluster: PgCluster, tool: InstalledTool, *argv):
     return cluster.run_as_owner([tool.bin] + [str(arg) for arg in argv])
 
 
-@pytest.mark.parametrize("repository", ["posix", "s3"])
-def test_pusher_pushes_ahead_and_wal_push_needs_only_the_marker(repository, cluster_factory, repo_config,
-                                                                tool: InstalledTool, request) -> None:
+def holding_cluster(repository: str, cluster_factory, repo_config, tool: InstalledTool, request):
+    """A PostgreSQL 18 cluster that keeps its .ready segments, archiving asynchronously into a posix
+    repository or an S3 one reached through a CuttableProxy: (cluster, setup, spool, proxy or None)."""
     cluster = cluster_factory(version=18, conf=HOLDING_CONF)
     setup = repo_config(cluster, initialise=repository == "posix")
     proxy = None
@@ -69,6 +69,13 @@ def test_pusher_pushes_ahead_and_wal_push_needs_only_the_marker(repository, clus
     if repository == "s3":
         created = run(cluster, tool, "repo-create", "--config", setup.config_path)
         assert created.returncode == 0, created.stderr
+    return cluster, setup, spool, proxy
+
+
+@pytest.mark.parametrize("repository", ["posix", "s3"])
+def test_pusher_pushes_ahead_and_wal_push_needs_only_the_marker(repository, cluster_factory, repo_config,
+                                                                tool: InstalledTool, request) -> None:
+    cluster, setup, spool, proxy = holding_cluster(repository, cluster_factory, repo_config, tool, request)
     names = ready_segments(cluster, 3)
 
     pushed = run(cluster, tool, "wal-pusher", "--config", setup.config_path, "--cluster", setup.cluster_name, "--once")
@@ -118,18 +125,7 @@ def test_postgresql_archives_through_restorekeeper_archive(repository, cluster_f
     unreachable (S3) or read-only (posix), PostgreSQL archives the segments the pusher pushed ahead,
     so only the markers, proven by the script's one stat, can have answered; a later segment without
     a marker goes through the script's fallback, wal-push."""
-    cluster = cluster_factory(version=18, conf=HOLDING_CONF)
-    setup = repo_config(cluster, initialise=repository == "posix")
-    proxy = None
-    if repository == "s3":
-        s3_endpoint = request.getfixturevalue("s3_endpoint")
-        proxy = CuttableProxy(int(s3_endpoint.url.rsplit(":", 1)[1]))
-        request.addfinalizer(proxy.close)
-        point_repository_at_s3(setup.config_path, s3_endpoint, proxy.url)
-    spool = enable_async(cluster, setup.config_path)
-    if repository == "s3":
-        created = run(cluster, tool, "repo-create", "--config", setup.config_path)
-        assert created.returncode == 0, created.stderr
+    cluster, setup, spool, proxy = holding_cluster(repository, cluster_factory, repo_config, tool, request)
     names = ready_segments(cluster, 3)
     pushed = run(cluster, tool, "wal-pusher", "--config", setup.config_path, "--cluster", setup.cluster_name, "--once")
     assert pushed.returncode == 0, pushed.stderr

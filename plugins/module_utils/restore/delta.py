@@ -98,18 +98,25 @@ class DeltaReport(NamedTuple):
 
 
 # ------------------------------------------------------------------ identity
-def system_identifier_of(pgdata: str) -> Optional[int]:
-    """The database system identifier of a data directory, from global/pg_control
-    (or the copy a half-done delta restore renamed aside), or None."""
+def _control_head(pgdata: str) -> Optional[bytes]:
+    """The first 16 bytes of global/pg_control (or of the copy a half-done
+    delta restore renamed aside): system identifier, pg_control_version and
+    catalog version, in the machine's byte order; None when neither is whole."""
     for name in (PG_CONTROL, PG_CONTROL_ASIDE):
         try:
             with open(os.path.join(pgdata, name), "rb") as handle:
-                head = handle.read(8)
+                head = handle.read(16)
         except OSError:
             continue
-        if len(head) == 8:
-            return struct.unpack("=Q", head)[0]
+        if len(head) == 16:
+            return head
     return None
+
+
+def system_identifier_of(pgdata: str) -> Optional[int]:
+    """The database system identifier of a data directory, or None."""
+    head = _control_head(pgdata)
+    return struct.unpack("=Q", head[:8])[0] if head else None
 
 
 def backup_system_identifier(record: Dict[str, Any], manifest: Manifest) -> Optional[int]:
@@ -217,15 +224,10 @@ def version_directory(pgdata: str) -> Optional[str]:
             major = handle.read(16).decode("ascii", "replace").strip()
     except OSError:
         return None
-    for name in (PG_CONTROL, PG_CONTROL_ASIDE):
-        try:
-            with open(os.path.join(pgdata, name), "rb") as handle:
-                head = handle.read(16)
-        except OSError:
-            continue
-        if len(head) == 16 and major.isdigit():
-            return "PG_%s_%d" % (major, struct.unpack("=I", head[12:16])[0])
-    return None
+    head = _control_head(pgdata)
+    if head is None or not major.isdigit():
+        return None
+    return "PG_%s_%d" % (major, struct.unpack("=I", head[12:16])[0])
 
 
 def _is_real_directory(path: str) -> bool:

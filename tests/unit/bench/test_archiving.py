@@ -79,8 +79,12 @@ def test_a_relative_path_fails_outside_the_data_directory(tmp_path):
 
 def test_a_resident_failing_or_gone_before_sigterm_fails_the_pass(tmp_path):
     wal, segments = _wal(tmp_path, 1)
+
+    def after_start(_segment: Path):
+        _wait_started(tmp_path)  # its SIGTERM handler is set: the exit code is its own
+        return [[sys.executable, "-c", "pass"]]
     with pytest.raises(RuntimeError, match="failed \\(exit 4\\).*3 WAL files pushed"):
-        archiving.drive(wal, segments, lambda s: [[sys.executable, "-c", "pass"]], resident=_resident(tmp_path, 4))
+        archiving.drive(wal, segments, after_start, resident=_resident(tmp_path, 4))
     wal.mark_ready(segments)
     gone = archiving.Resident([sys.executable, "-c", "pass"], tmp_path / "log2")
 
