@@ -58,7 +58,8 @@ help:
 prerequisites:
 	@$(PYTHON) tools/prerequisites.py
 
-## venv: .venv with the pinned toolchain; reinstalls only when requirements.txt changes.
+## venv: .venv with the pinned development toolchain (requirements-dev.txt, which includes the
+## runtime requirements.txt); reinstalls only when either file changes.
 ## In a private checkout as root, .venv is a link to $(VENV_HOME) (see above).
 venv: $(STAMP)
 	@if [ "$(VENV_HOME)" != "$(CURDIR)/$(VENV)" ] && [ "$$(readlink $(VENV) 2>/dev/null)" != "$(VENV_HOME)" ]; then \
@@ -67,7 +68,7 @@ venv: $(STAMP)
 	  rm -rf $(VENV); ln -s $(VENV_HOME) $(VENV); \
 	fi
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	@umask 022; \
 	if [ "$(VENV_HOME)" = "$(CURDIR)/$(VENV)" ] && [ -L $(VENV) ]; then rm -f $(VENV); fi; \
 	if [ ! -x $(VENV_BIN)/python ] || [ ! -x $(VENV_BIN)/pip ]; then \
@@ -81,7 +82,7 @@ $(STAMP): requirements.txt
 	    $(PYTHON) -m venv $(VENV_HOME); \
 	  fi; \
 	fi
-	umask 022; $(VENV_BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	umask 022; $(VENV_BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt -r requirements-dev.txt
 	@touch $(STAMP)
 
 ## collection: .build/collections/ansible_collections/restorekeeper/postgresql -> repository root.

@@ -31,7 +31,9 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-# Debian package -> why make test needs it (the message says so).
+# Debian package -> why make test needs it (the message says so). bindep.txt's
+# [test] profile lists the same on Debian (`bindep -l newline test`), besides
+# git, make and python3, which come before make does.
 PACKAGES: Dict[str, str] = {
     "openssh-server": "sshd of the ssh storage tests' and molecule fleet's hosts",
     "openssh-client": "ssh and ssh-keygen for the same",

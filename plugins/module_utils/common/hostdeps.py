@@ -7,6 +7,11 @@ only for the work that needs them. This module names what is missing, with
 the distribution package that provides it, before any work starts: a host
 that lacks a package learns it from a preflight, never halfway through a
 restore from an error blaming a damaged file.
+
+The collection's dependency files list the same packages: requirements.txt
+(pip names, ranges, for execution environments and controllers) and the
+`host` profile of bindep.txt (the distribution packages below);
+tests/unit/packaging/test_requirements_files.py keeps them in step.
 """
 
 from __future__ import annotations
