@@ -48,9 +48,10 @@ def keep(config: Config, label: str, until: Optional[float] = None, forever: boo
                       "e.g. `restorekeeper keep %s --until 2027-01-31`" % label)
     now = time.time() if now is None else now
     current = _current(config, label)
-    if current.unreadable and release:
+    repair = bool(current.unreadable)
+    if repair and release:
         current = Marks(label)  # a release rewrites an unreadable object with no pin and no annotations
-    elif current.unreadable:
+    elif repair:
         raise unreadable_error(current)
     stamp = utc_iso(now, digits=0)
     if release:
@@ -58,7 +59,7 @@ def keep(config: Config, label: str, until: Optional[float] = None, forever: boo
     else:
         wanted = current._replace(keep_until=None if forever else float(int(until or 0)), keep_forever=forever,
                                   keep_set_at=stamp)
-    same = (wanted.keep_until, wanted.keep_forever) == (current.keep_until, current.keep_forever)
+    same = (wanted.keep_until, wanted.keep_forever) == (current.keep_until, current.keep_forever) and not repair
     result = _apply(config, current if same else wanted._replace(updated_at=stamp), not same, check_mode, now)
     if until is not None and until <= now:
         result["warnings"].append("%s is in the past: the backup is not kept (retention treats it as released)"
