@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import (CorruptObject, Refusal,
-                                                                                           RestorekeeperError)
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import (
+    CorruptObject, Refusal, RestorekeeperError)
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.timefmt import parse_instant
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.copies.ship import Shipper
