@@ -352,6 +352,35 @@ backups:
     reason:
       description: Why the backup is not restorable; null when it is.
       type: str
+    keep:
+      description:
+        - Whether the backup is kept (pinned) beyond the retention policy, set with C(restorekeeper keep).
+          A backup never kept has RV(backups[].keep.kept=false) and nulls.
+      type: dict
+      contains:
+        kept:
+          description: Retention keeps it whatever the policy says (also when its marks are unreadable).
+          type: bool
+        forever:
+          description: Kept until released (C(restorekeeper keep LABEL --release)).
+          type: bool
+        until:
+          description: Kept until this instant (UTC ISO 8601); null when forever or not kept.
+          type: str
+        expired:
+          description: A keep date was set and has passed (retention decides again).
+          type: bool
+        set_at:
+          description: When the keep was set (UTC ISO 8601).
+          type: str
+        reason:
+          description: Why retention keeps it, as expire reports it; null when not kept.
+          type: str
+    annotations:
+      description:
+        - KEY=VALUE annotations set at backup time (C(backup --annotate), the O(restorekeeper.postgresql.base_backup#module:annotations)
+          option) or later (C(restorekeeper annotate)); empty when none.
+      type: dict
     held_by:
       description:
         - Copies (C([copy NAME]) of the configuration) that hold this backup. The repository holds every backup
@@ -384,6 +413,9 @@ backups:
       server_version_num: 180001
       restorable: true
       reason: null
+      keep: {kept: true, forever: false, until: "2027-01-31T00:00:00Z", expired: false,
+             set_at: "2026-05-11T09:12:00Z", reason: "kept until 2027-01-31T00:00:00Z (restorekeeper keep)"}
+      annotations: {ticket: CHG-1234}
     - label: 20260510-140000I
       type: incremental
       parent: 20260510-020000F

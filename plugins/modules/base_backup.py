@@ -71,6 +71,13 @@ options:
         V(/usr/lib/postgresql/18/bin). Their major version should match the server's.
       - Default is C(bindir) of the configuration file's C([postgres]) section, then E(PATH).
     type: path
+  annotations:
+    description:
+      - Annotations (KEY=VALUE pairs) stored in the backup's record, shown by C(restorekeeper info) and
+        M(restorekeeper.postgresql.backup_info), changed later with C(restorekeeper annotate).
+      - Keys are 1 to 63 letters, digits, V(_), V(.) or V(-), starting with a letter or V(_); values are one
+        line of at most 1024 characters; at most 64 annotations. Anything else fails before the backup starts.
+    type: dict
   max_age:
     description:
       - Take no backup when a complete backup finished less than this long ago (of type V(full) when
@@ -264,6 +271,10 @@ backup:
     verification:
       description: How and when the copy was verified against the manifest.
       type: dict
+    annotations:
+      description: The annotations given with O(annotations), as stored in the record.
+      type: dict
+      returned: when O(annotations) is given
   sample:
     label: 20260510-020000F
     type: full
@@ -303,6 +314,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends
     run_module,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.timefmt import parse_seconds
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.marks import check_annotations
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import Repository
 
 
@@ -317,6 +329,7 @@ def argument_spec() -> Dict[str, Any]:
         wal_wait_timeout={"type": "int", "default": 120},
         bindir={"type": "path"},
         max_age={"type": "str"},
+        annotations={"type": "dict"},
     )
     return spec
 
@@ -378,6 +391,7 @@ def backup_options(params: Dict[str, Any]) -> BackupOptions:
         max_rate=params["max_rate"] or "",
         from_standby=params["from_standby"],
         wal_wait_seconds=params["wal_wait_timeout"],
+        annotations=check_annotations(params.get("annotations") or {}),
     )
 
 

@@ -29,6 +29,7 @@ from ..common.progress import Meter, ProgressCallback
 from ..pg import serverconfig, wal
 from ..common.timefmt import utc_iso
 from ..common.waiting import wait_until
+from ..repo.marks import check_annotations
 from ..repo.catalog import Catalog, BackupInfo
 from ..repo.chunks import ChunkedInfo, ChunkedWriter, open_archive
 from ..repo.layout import BACKUP_RECORD_NAME, backup_lock_key, backup_prefix, key_basename
@@ -63,6 +64,7 @@ class BackupOptions(NamedTuple):
     wal_wait_seconds: int = 120
     compression_threads: int = -1
     parent_label: str = ""
+    annotations: Optional[Dict[str, str]] = None  # checked with repo/marks.py check_annotations; kept in the record
 
 
 class ServerFacts(NamedTuple):
@@ -119,6 +121,7 @@ class BaseBackup:
             raise BackupFailed("unknown backup type %r" % options.type, "use full, incremental or auto")
         if options.checkpoint not in ("fast", "spread"):
             raise BackupFailed("unknown checkpoint mode %r" % options.checkpoint, "use fast or spread")
+        check_annotations(options.annotations or {})
         self.repository.require_initialised()
         self.manifest_checksums = resolve_manifest_checksums(self.config.backup.manifest_checksums)
         facts = server_facts(self.client)
@@ -250,6 +253,8 @@ class BaseBackup:
                               manifest_info, wal_needed, started, stopped)
         # A restore into a new directory derives the copy's configuration from this (serverconfig.py).
         record["configuration"] = configuration
+        if options.annotations:
+            record["annotations"] = dict(sorted(options.annotations.items()))
         self.storage.put_bytes(prefix + BACKUP_RECORD_NAME, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
         return record
 

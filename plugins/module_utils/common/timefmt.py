@@ -6,6 +6,7 @@ instants as UTC ISO 8601 with a Z, sizes in binary units (512 B, 1.4 GiB).
 
 from __future__ import annotations
 
+import datetime
 import re
 import time
 from typing import Any, Optional
@@ -19,6 +20,7 @@ _TIME_UNITS_US = {
     "h": 60 * 60 * 1000 * 1000,
     "d": 24 * 60 * 60 * 1000 * 1000,
 }
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
 # The largest duration accepted: PostgreSQL's limit for archive_timeout and its other
 # second-valued settings (INT_MAX / 2 seconds).
@@ -101,6 +103,26 @@ def format_size(size: float) -> str:
 def format_rate(bytes_per_second: float) -> str:
     """A transfer rate: 85.3 MiB/s."""
     return format_size(bytes_per_second) + "/s"
+
+
+def parse_instant(text: str) -> float:
+    """An ISO 8601 date, or date and time WITH a time zone, as seconds since the epoch.
+
+    '2027-01-31' (00:00 UTC that day), '2027-01-31T12:00:00Z', '2027-01-31 12:00+02:00'.
+    A time without a zone is refused: the same words mean another instant on each host."""
+    cleaned = str(text).strip()
+    if _DATE_RE.match(cleaned):
+        cleaned += "T00:00:00+00:00"
+    elif cleaned[-1:] in ("Z", "z"):
+        cleaned = cleaned[:-1] + "+00:00"
+    try:
+        moment = datetime.datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise ValueError("%r is not an ISO 8601 date or date and time, e.g. 2027-01-31 or 2027-01-31T12:00:00Z"
+                         % (text,)) from None
+    if moment.tzinfo is None:
+        raise ValueError("%r has no time zone; add one, e.g. %sZ or %s+02:00" % (text, cleaned, cleaned))
+    return moment.timestamp()
 
 
 def utc_iso(timestamp: Optional[float] = None, digits: int = 6) -> str:

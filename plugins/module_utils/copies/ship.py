@@ -26,11 +26,11 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 from ..config.config import Config, CopyConfig
 from ..common.errors import RestorekeeperError
 from ..common.progress import Meter, ProgressCallback
-from ..repo.layout import (BACKUP_RECORD_NAME, backup_prefix, backup_record_key, is_identity_key, is_record_key,
-                           is_ship_state_key, is_wal_key, key_basename, set_label, wal_prefix)
+from ..repo.layout import (BACKUP_RECORD_NAME, backup_prefix, backup_record_key, is_identity_key, is_marks_key,
+                           is_record_key, is_ship_state_key, is_wal_key, key_basename, set_label, wal_prefix)
 from ..repo.repository import MARKER_KEY, Repository, open_repository_storage
 from ..storage.base import ObjectInfo, Storage
-from ..storage.transfer import copy_object
+from ..storage.transfer import copy_object, replace_small_object
 from .shipstate import ShipState, backup_start_prefixes, load_state, next_state, save_state, scan_incremental, segment_size_of
 
 DEFAULT_FULL_INTERVAL = 86400.0  # a full reconciliation at least once a day
@@ -56,6 +56,8 @@ def _order(key: str) -> Tuple[int, str]:
         return (1, key)
     if is_record_key(key):
         return (3, key)
+    if is_marks_key(key):
+        return (4, key)
     return (2, key)
 
 
@@ -110,7 +112,7 @@ class Shipper:
         held = {info.key for info in target.list(prefix)}
         if target.exists(MARKER_KEY):
             held.add(MARKER_KEY)
-        return Plan(self._wanted(seen, held, copy), seen, len(seen))
+        return Plan(self._wanted(seen, held, copy, target), seen, len(seen))
 
     def _incremental_plan(self, target: Storage, copy: Optional[CopyConfig], state: ShipState,
                           segment_size: int, now: float) -> Plan:
@@ -123,14 +125,31 @@ class Shipper:
             listing.list(prefix)
             held.update(info.key for info in target.list(prefix))
         seen = [info for info in listing.objects.values() if _shippable(info.key)]
-        return Plan(self._wanted(seen, held, copy), seen, len(listing.objects) + len(new_records))
+        return Plan(self._wanted(seen, held, copy, target), seen, len(listing.objects) + len(new_records))
 
-    def _wanted(self, seen: List[ObjectInfo], held: Set[str], copy: Optional[CopyConfig]) -> List[ObjectInfo]:
+    def _wanted(self, seen: List[ObjectInfo], held: Set[str], copy: Optional[CopyConfig],
+                target: Storage) -> List[ObjectInfo]:
         missing = [info for info in seen if info.key not in held]
         if missing:  # the copy's retention reads the repository's catalog: only when there is something to send
             unwanted = _unwanted_by(copy, self.repository.storage, self.config.cluster)
             missing = [info for info in missing if not unwanted(info.key)]
+        missing += self._changed_marks(seen, held, target)
         return sorted(missing, key=lambda i: _order(i.key))
+
+    def _changed_marks(self, seen: List[ObjectInfo], held: Set[str], target: Storage) -> List[ObjectInfo]:
+        """Marks objects (keep, annotations: repo/marks.py) are the only objects replaced in
+        place: one the copy holds with other content is sent again, so a copy's retention
+        honours a pin or a release made after its backup was shipped. Compared as read
+        (decrypted), since an encrypted copy holds other bytes."""
+        changed = []
+        for info in seen:
+            if is_marks_key(info.key) and info.key in held:
+                try:
+                    if self.repository.storage.get_bytes(info.key) != target.get_bytes(info.key):
+                        changed.append(info)
+                except RestorekeeperError:
+                    changed.append(info)  # unreadable in the copy: replace it
+        return changed
 
     def _plan(self, copy: CopyConfig, target: Storage, full: bool,
               now: float) -> Tuple[Plan, Optional[ShipState], Optional[int]]:
@@ -180,7 +199,10 @@ class Shipper:
                     failed[info.key] = "not shipped: other objects of its set failed"
                     continue
                 try:
-                    copy_object(self.repository.storage, target, info.key)
+                    if is_marks_key(info.key):
+                        replace_small_object(self.repository.storage, target, info.key)
+                    else:
+                        copy_object(self.repository.storage, target, info.key)
                     shipped.append(info.key)
                     meter.add(info.size)
                 except RestorekeeperError as exc:

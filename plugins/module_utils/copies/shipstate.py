@@ -18,7 +18,8 @@ Writers of the repository do not change: "new" is derived from the keys.
 * Backup and dump sets, drill records: labels start with the UTC time
   (YYYYMMDD-HHMMSS), so a pass lists the months from `sets_from` on:
   the month of the oldest set seen without its record, else two days ago.
-* Always listed or looked up: the marker, cluster.json, wal-partial/, stream/.
+* Always listed or looked up: the marker, cluster.json, wal-partial/, stream/, marks/
+  (a backup's keep and annotations, replaced in place: compared by content).
 
 Anything else (a key no pass knows how to find, or an object a writer put far
 below a watermark) is found by the full reconciliation: a pass that lists the
@@ -41,8 +42,8 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 from ..common.errors import RestorekeeperError
 from ..pg import wal
 from ..repo.layout import (BACKUP_RECORD_NAME, backup_prefix, drills_prefix, dump_prefix, identity_key, is_record_key,
-                           key_basename, set_label, ship_state_key, stream_status_key, wal_key, wal_partial_prefix,
-                           wal_prefix)
+                           key_basename, marks_prefix, set_label, ship_state_key, stream_status_key, wal_key,
+                           wal_partial_prefix, wal_prefix)
 from ..storage.base import ObjectInfo, Storage
 
 STATE_FORMAT = 1
@@ -179,7 +180,8 @@ def scan_incremental(source: Storage, cluster: str, state: ShipState, segment_si
     """List what can be new since the state was saved (see the module's docstring)."""
     listing = Listing(source)
     listing.stat(identity_key(cluster))
-    for prefix in (wal_partial_prefix(cluster), stream_status_key(cluster).rsplit("/", 1)[0] + "/"):
+    for prefix in (wal_partial_prefix(cluster), stream_status_key(cluster).rsplit("/", 1)[0] + "/",
+                   marks_prefix(cluster)):
         listing.list(prefix)
     for month in _months(min(state.sets_from, _month(now)), _month(now + 31 * 86400)):
         for prefix in (backup_prefix(cluster), dump_prefix(cluster), drills_prefix(cluster)):

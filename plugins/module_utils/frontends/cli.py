@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from ..common.errors import RestorekeeperError
+from ..common.errors import Refusal, RestorekeeperError
 
 # Importing typing, argparse or the configuration parser costs milliseconds
 # that every archive_command pays (see main): they are imported where used.
@@ -248,8 +248,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from ..pg.pgclient import PgClient
 
     config = _load(args)
+    from ..repo.marks import annotations_from_arguments
+
     options = BackupOptions(type=args.type, checkpoint=args.checkpoint, max_rate=args.max_rate or "",
-                            from_standby=args.from_standby, parent_label=args.parent or "")
+                            from_standby=args.from_standby, parent_label=args.parent or "",
+                            annotations=annotations_from_arguments(args.annotate or []))
     with PgClient(config.postgres) as client, _progress(args, "backup") as progress:
         record = BaseBackup(config, client).run(options, progress)
     if args.json:
@@ -288,6 +291,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             format_size(backup["database_size"]), format_size(backup["stored_size"]),
             format_elapsed(backup["duration_seconds"]),
             "restorable" if backup["restorable"] else "NOT restorable: " + backup["reason"]))
+        for line in _marks_lines(backup):
+            sys.stdout.write("%-18s %s\n" % ("", line))
     for label in description["incomplete_backups"]:
         sys.stdout.write("%-18s incomplete (interrupted or running; never restorable)\n" % label)
     for dump in description["dumps"]:
@@ -322,6 +327,24 @@ def cmd_info(args: argparse.Namespace) -> int:
             key: tuple(value) if key == "includes" else value
             for key, value in layout.items() if key in ClusterLayout._fields})))
     return EXIT_OK
+
+
+def _marks_lines(backup) -> List[str]:
+    """info's lines for a backup's keep and annotations (none when it has neither)."""
+    lines = []
+    keep = backup.get("keep") or {}
+    if keep.get("forever"):
+        lines.append("kept forever (set %s)" % keep["set_at"])
+    elif keep.get("kept") and keep.get("until"):
+        lines.append("kept until %s" % keep["until"])
+    elif keep.get("kept"):
+        lines.append("KEPT: %s" % keep.get("reason"))
+    elif keep.get("expired"):
+        lines.append("was kept until %s (passed: retention decides)" % keep["until"])
+    notes = backup.get("annotations") or {}
+    if notes:
+        lines.append("annotations: %s" % ", ".join("%s=%s" % item for item in sorted(notes.items())))
+    return lines
 
 
 def _discovered_layout(args: argparse.Namespace, config: Config):
@@ -621,6 +644,10 @@ def cmd_expire(args: argparse.Namespace) -> int:
 
     config = Config.load(args.config)
     overrides = {"full": args.full, "window": args.window, "min_restorable": args.min_restorable, "dumps": args.dumps}
+    if args.label:
+        return _expire_label(args, config, overrides)
+    if args.force:
+        raise Refusal("--force goes with --label only", "pass --label LABEL, or leave out --force")
     result = expire(config, copy=args.copy or "", every=args.all, dry_run=args.dry_run, overrides=overrides)
     if args.json:
         _print_json(result)
@@ -630,6 +657,82 @@ def cmd_expire(args: argparse.Namespace) -> int:
         if target.get("error"):
             report("expire", "ERROR", "%s: %s" % (target["target"], target["error"]))
     return EXIT_FAILED if result["failed"] else EXIT_OK
+
+
+def _expire_label(args: argparse.Namespace, config: Config, overrides) -> int:
+    """expire --label LABEL: exactly that backup, whatever the policy says."""
+    from ..retention.expire import expire_label, label_summary_lines
+
+    given = sorted("--" + name.replace("_", "-") for name, value in overrides.items() if value is not None)
+    if given:
+        raise Refusal("--label removes one backup and takes no policy (%s)" % ", ".join(given),
+                      "leave out the policy options, or --label")
+    result = expire_label(config, args.label, copy=args.copy or "", every=args.all, dry_run=args.dry_run,
+                          force=args.force)
+    if args.json:
+        _print_json(result)
+    else:
+        sys.stdout.write("\n".join(label_summary_lines(result)) + "\n")
+    for target in result["targets"]:
+        if target.get("error"):
+            report("expire", "ERROR", "%s: %s" % (target["target"], target["error"]))
+    return EXIT_FAILED if result["failed"] else EXIT_OK
+
+
+# ------------------------------------------------------------ keep, annotate
+def cmd_keep(args: argparse.Namespace) -> int:
+    from ..retention.keep import keep, parse_keep_until
+
+    until = parse_keep_until(args.until) if args.until else None
+    result = keep(_load(args), args.label, until=until, forever=args.forever, release=args.release,
+                  check_mode=args.dry_run)
+    return _keep_result(args, result, "released" if args.release else "kept")
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from ..repo.marks import annotations_from_arguments
+    from ..retention.keep import annotate
+
+    if not args.pairs and not args.remove:
+        raise Refusal("annotate needs KEY=VALUE pairs and/or --remove KEY",
+                      "e.g. `restorekeeper annotate %s ticket=CHG-1234`" % args.label)
+    result = annotate(_load(args), args.label, annotations_from_arguments(args.pairs), args.remove or [],
+                      check_mode=args.dry_run)
+    return _keep_result(args, result, "annotated")
+
+
+def _keep_result(args: argparse.Namespace, result, verb: str) -> int:
+    from ..retention.keep import summary_line
+
+    if args.json:
+        _print_json(result)
+    else:
+        sys.stdout.write(summary_line(("would be " if args.dry_run else "") + verb, result) + "\n")
+    for warning in result["warnings"]:
+        report(args.command, "WARNING", warning)
+    return EXIT_OK
+
+
+def _add_keep_commands(command) -> None:
+    """restorekeeper keep LABEL --until DATE|--forever|--release, annotate LABEL K=V... (retention/keep.py)."""
+    keep_cmd = command("keep", cmd_keep, "keep (pin) a backup beyond the retention policy, on the repository and "
+                       "every copy, or release it")
+    keep_cmd.add_argument("label", help="backup label (see restorekeeper info)")
+    how = keep_cmd.add_mutually_exclusive_group(required=True)
+    how.add_argument("--until", metavar="DATE", help="keep until this ISO 8601 date or date and time with a zone, "
+                     "e.g. 2027-01-31 (00:00 UTC) or 2027-01-31T12:00:00+02:00")
+    how.add_argument("--forever", action="store_true", help="keep until released")
+    how.add_argument("--release", "--none", action="store_true", dest="release",
+                     help="release the pin: retention decides again")
+    keep_cmd.add_argument("--dry-run", action="store_true", help="only tell what would change")
+    keep_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    note = command("annotate", cmd_annotate, "set or remove a backup's annotations (KEY=VALUE), on the repository "
+                   "and every copy")
+    note.add_argument("label", help="backup label (see restorekeeper info)")
+    note.add_argument("pairs", nargs="*", metavar="KEY=VALUE", help="annotations to set")
+    note.add_argument("--remove", action="append", metavar="KEY", help="remove this annotation (repeatable)")
+    note.add_argument("--dry-run", action="store_true", help="only tell what would change")
+    note.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def cmd_storage_agent(args: argparse.Namespace) -> int:
@@ -746,6 +849,8 @@ def build_parser() -> "argparse.ArgumentParser":
     backup.add_argument("--from-standby", action="store_true", help="allow backing up a server in recovery")
     backup.add_argument("--parent", help="with --type incremental: build on this backup instead of the newest")
     backup.add_argument("--json", action="store_true", help="print the backup record as JSON")
+    backup.add_argument("--annotate", action="append", metavar="KEY=VALUE",
+                        help="annotate the backup (repeatable); shown by info, changed later with annotate")
     _add_progress_option(backup)
     verify = command("verify", cmd_verify, "re-read a stored backup and check every file against its manifest", reads_copies=True)
     verify.add_argument("label", help="backup label (see restorekeeper info)")
@@ -903,6 +1008,10 @@ def build_parser() -> "argparse.ArgumentParser":
     expire_cmd.add_argument("--dumps", type=int, help="override: keep the newest N dumps of each database")
     expire_cmd.add_argument("--dry-run", action="store_true", help="only list what would go and why the rest stays")
     expire_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    expire_cmd.add_argument("--label", help="remove exactly this backup (refused when it is kept, when an "
+                            "incremental depends on it, or when it is the only backup)")
+    expire_cmd.add_argument("--force", action="store_true", help="with --label: remove it even if it is the only backup")
+    _add_keep_commands(command)
     _add_stream_commands(commands)
     agent = commands.add_parser("storage-agent", help="serve a repository directory on stdin/stdout to a remote "
                                 "restorekeeper (started by ssh for ssh repositories and copies)")

@@ -7,6 +7,7 @@ never drift from the repository.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Set, Tuple
 
 from ..pg import timelines, wal
@@ -15,6 +16,7 @@ from .repository import Repository
 from .archived import read_archived
 from .dumps import DumpCatalog
 from .layout import BACKUP_RECORD_NAME, backup_prefix, key_basename, wal_key, wal_prefix
+from .marks import Marks, annotations_of, load_marks
 from .records import load_record_sets
 from ..common.timefmt import utc_iso
 
@@ -53,6 +55,7 @@ class Catalog:
         self._misplaced: Dict[str, Any] = {}  # label -> the label its backup.json claims
         self._histories: Optional[Dict[int, List[timelines.Switch]]] = None
         self._history_errors: List[CorruptObject] = []
+        self._marks: Optional[Dict[str, Marks]] = None
 
     # -- backups
     def _load(self) -> None:
@@ -177,8 +180,15 @@ class Catalog:
             "recoverable_windows": self._windows(backups, runs, size, names),
         }
 
+    def marks(self) -> Dict[str, Marks]:
+        """Each backup's keep and annotations (repo/marks.py), read once per catalog."""
+        if self._marks is None:
+            self._marks = load_marks(self.storage, self.cluster)
+        return dict(self._marks)
+
     def _describe_backup(self, backup: BackupInfo, runs: List[WalRun], size: int) -> Dict[str, Any]:
         rec = backup.record
+        marks, now = self.marks().get(backup.label), time.time()
         chain = [b.label for b in self.chain(backup.label)]
         run = _run_covering(runs, rec["wal_start"], rec["wal_stop"], size)
         return {
@@ -199,6 +209,8 @@ class Catalog:
             "server_version_num": rec["server_version_num"],
             "restorable": run is not None,
             "reason": None if run is not None else "WAL from %s to %s is not all archived" % (rec["wal_start"], rec["wal_stop"]),
+            "keep": (marks or Marks(backup.label)).describe(now),
+            "annotations": annotations_of(rec, marks),
         }
 
     def _windows(self, backups: List[BackupInfo], runs: List[WalRun], size: int, names: List[str]) -> List[Dict[str, Any]]:

@@ -11,6 +11,7 @@
     <cluster>/stream/status.json            the WAL stream's status
     <cluster>/drills/<stamp>.json           the record of one restore drill
     <cluster>/ship/<copy>.json              what ship already settled for a copy (never shipped itself)
+    <cluster>/marks/<label>.json            a backup's keep (pin) and annotations, replaced whole when changed
 
 docs/repository-format.md describes the same layout for people.
 """
@@ -93,6 +94,20 @@ def ship_state_prefix(cluster: str) -> str:
 def ship_state_key(cluster: str, copy: str) -> str:
     """Where ship keeps, in the repository, the watermarks of one copy (copies/shipstate.py)."""
     return "%s%s.json" % (ship_state_prefix(cluster), copy)
+
+
+def marks_prefix(cluster: str) -> str:
+    return "%s/marks/" % cluster
+
+
+def marks_key(cluster: str, label: str) -> str:
+    """Where a backup's keep (pin) and annotations live (repo/marks.py): the one object that is replaced."""
+    return "%s%s.json" % (marks_prefix(cluster), label)
+
+
+def is_marks_key(key: str) -> bool:
+    parts = key.split("/")
+    return len(parts) == 3 and parts[1] == "marks" and parts[2].endswith(".json")
 
 
 def key_basename(key: str) -> str:

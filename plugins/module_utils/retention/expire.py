@@ -27,12 +27,15 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import retention
 from ..pg import wal
-from ..repo.layout import BACKUP_RECORD_NAME, DUMP_RECORD_NAME, backup_prefix, dump_prefix, key_basename, wal_prefix
+from ..repo import marks
+from ..repo.layout import (BACKUP_RECORD_NAME, DUMP_RECORD_NAME, backup_prefix, dump_prefix, key_basename, marks_key,
+                           wal_prefix)
 from ..repo.records import load_record_sets
 from ..config.config import Config, RepositoryConfig
 from ..config.retentionpolicy import Policy, override
 from ..common.errors import ConfigError, LockBusy, RestorekeeperError
 from ..repo.repository import Repository, open_repository_storage
+from ..common.timefmt import format_size
 from ..storage.base import Storage
 
 REPOSITORY = "repository"
@@ -160,14 +163,29 @@ def _locks_if_free(storage: Storage, cluster: str):
         yield busy
 
 
+def kept_by_marks(storage: Storage, cluster: str, now: float, also: Optional[Storage] = None) -> Dict[str, str]:
+    """Backups pinned by `restorekeeper keep` (repo/marks.py): label -> reason. With also
+    (the repository, when a copy is expired), a pin in either counts: a copy keeps
+    what was pinned even before ship brought it the marks."""
+    pinned = marks.pins(marks.load_marks(storage, cluster), now)
+    if also is not None:
+        try:
+            for label, why in marks.pins(marks.load_marks(also, cluster), now).items():
+                pinned.setdefault(label, why + " in the repository")
+        except RestorekeeperError:
+            pass  # the repository unreachable: the copy's own marks decide
+    return pinned
+
+
 def plan_target(storage: Storage, cluster: str, policy: Policy, now: float,
-                backup_running: str = "") -> Tuple[Holdings, retention.Plan, Optional[str]]:
+                backup_running: str = "", also: Optional[Storage] = None) -> Tuple[Holdings, retention.Plan, Optional[str]]:
     """Read, plan, find locks, plan again with locked sets kept. Changes nothing."""
     holdings = read_holdings(storage, cluster, now)
+    kept = kept_by_marks(storage, cluster, now, also)
 
     def make(pinned: Dict[str, str]) -> retention.Plan:
-        return retention.plan(holdings.backups, holdings.wal, policy, now, pinned=pinned, dumps=holdings.dumps,
-                              incomplete=holdings.incomplete, backup_running=backup_running)
+        return retention.plan(holdings.backups, holdings.wal, policy, now, pinned=dict(kept, **pinned),
+                              dumps=holdings.dumps, incomplete=holdings.incomplete, backup_running=backup_running)
 
     draft = make({})
     pinned, wal_locked = _find_locks(storage, holdings, draft)
@@ -196,12 +214,23 @@ def expire_target(config: Config, target: Target, dry_run: bool, now: Optional[f
                       dumps={"removed": [], "kept": []}, incomplete={"removed": [], "kept": []})
         return result
     with _locks_if_free(storage, config.cluster) as busy:
-        holdings, plan, wal_locked = plan_target(storage, config.cluster, target.policy, now, busy)
+        holdings, plan, wal_locked = plan_target(storage, config.cluster, target.policy, now, busy,
+                                                 _repository_of(config, target))
         result.update(_describe(holdings, plan, wal_locked))
         if not dry_run and plan.changes_anything():
             _apply(storage, config.cluster, holdings, plan)
             result["changed"] = True
     return result
+
+
+def _repository_of(config: Config, target: Target) -> Optional[Storage]:
+    """For a copy: the repository, whose pins the copy honours too."""
+    if target.name == REPOSITORY:
+        return None
+    try:
+        return open_repository_storage(config.repository)
+    except RestorekeeperError:
+        return None
 
 
 def _describe(holdings: Holdings, plan: retention.Plan, wal_locked: Optional[str]) -> Dict[str, Any]:
@@ -245,6 +274,7 @@ def _apply(storage: Storage, cluster: str, holdings: Holdings, plan: retention.P
     # Children before parents: an incremental is always newer than its parent.
     for decision in reversed(plan.deleted_backups()):
         _delete_set(storage, holdings.objects.get("backup/" + decision.label, []), BACKUP_RECORD_NAME)
+        _delete_marks(storage, cluster, decision.label)
     for decision in plan.dumps:
         if decision.action == retention.DELETE:
             _delete_set(storage, holdings.objects.get("dump/" + decision.label, []), DUMP_RECORD_NAME)
@@ -266,6 +296,12 @@ def _delete_set(storage: Storage, objects: List[Tuple[str, int]], record: str) -
         storage.delete(key)
     if keys:
         _prune_directory(storage, keys[0].rsplit("/", 1)[0])
+
+
+def _delete_marks(storage: Storage, cluster: str, label: str) -> None:
+    """After its set: a backup's marks (a left-over one, under Object Lock say, keeps nothing)."""
+    with contextlib.suppress(RestorekeeperError):
+        storage.delete(marks_key(cluster, label))
 
 
 def _prune_directory(storage: Storage, key_prefix: str) -> None:
@@ -304,6 +340,93 @@ def expire(config: Config, copy: str = "", every: bool = False, dry_run: bool = 
             "changed": any(r["changed"] for r in results), "failed": [r["target"] for r in results if r.get("error")]}
 
 
+# ------------------------------------------------------- expire --label
+def expire_label(config: Config, label: str, copy: str = "", every: bool = False, dry_run: bool = False,
+                 force: bool = False, now: Optional[float] = None) -> Dict[str, Any]:
+    """Remove exactly one backup (its set and its marks) from the chosen targets,
+    whatever the policy says. Refused on a target where it is kept (pinned), where
+    an incremental backup depends on it, where it is under Object Lock, or (unless
+    force) where it is the only backup. WAL is left to the policy's next expire."""
+    now = time.time() if now is None else now
+    chosen = targets(config, copy, every)
+    results = []
+    for target in chosen:
+        try:
+            results.append(_expire_label_on(config, target, label, dry_run, force, now, len(chosen) == 1))
+        except RestorekeeperError as exc:
+            if len(chosen) == 1:
+                raise
+            results.append({"target": target.name, "label": label, "error": str(exc), "changed": False,
+                            "dry_run": dry_run})
+    return {"cluster": config.cluster, "label": label, "dry_run": dry_run, "targets": results,
+            "changed": any(r["changed"] for r in results), "failed": [r["target"] for r in results if r.get("error")]}
+
+
+def _expire_label_on(config: Config, target: Target, label: str, dry_run: bool, force: bool,
+                     now: float, must_hold: bool) -> Dict[str, Any]:
+    storage = open_repository_storage(target.repository)
+    Repository(storage).require_initialised()
+    result: Dict[str, Any] = {"target": target.name, "location": storage.location, "label": label,
+                              "dry_run": dry_run, "changed": False}
+    with _locks_if_free(storage, config.cluster):
+        holdings = read_holdings(storage, config.cluster, now)
+        by_label = {b.label: b for b in holdings.backups}
+        if label not in by_label and not must_hold:
+            result["held"] = False  # with --all: a copy that never held it (or already let it go)
+            return result
+        if label not in by_label:
+            raise RestorekeeperError("%s holds no complete backup labelled %r" % (target.name, label),
+                                     "list backups with `restorekeeper info`%s" % (
+                                         " --source %s" % target.name if target.name != REPOSITORY else ""))
+        _refuse_label(config, target, storage, holdings, label, force, now)
+        objects = holdings.objects.get("backup/" + label, [])
+        result.update(held=True, bytes=_size(objects), objects=len(objects), type=by_label[label].type)
+        if not dry_run:
+            _delete_set(storage, objects, BACKUP_RECORD_NAME)
+            _delete_marks(storage, config.cluster, label)
+            result["changed"] = True
+    return result
+
+
+def _refuse_label(config: Config, target: Target, storage: Storage, holdings: Holdings, label: str, force: bool,
+                  now: float) -> None:
+    where = "" if target.name == REPOSITORY else " in copy %s" % target.name
+    pinned = kept_by_marks(storage, config.cluster, now, _repository_of(config, target))
+    if label in pinned:
+        raise retention.RetentionRefused("backup %s%s is %s; nothing was deleted" % (label, where, pinned[label]),
+                                         "release it first: `restorekeeper keep %s --release`" % label)
+    children = sorted(b.label for b in holdings.backups if b.parent == label)
+    if children:
+        raise retention.RetentionRefused(
+            "incremental backup(s) %s depend on backup %s%s; nothing was deleted" % (", ".join(children), label, where),
+            "expire the incrementals first (newest first), e.g. `restorekeeper expire --label %s`" % children[-1])
+    if len(holdings.backups) == 1 and not force:
+        raise retention.RetentionRefused("backup %s is the only backup%s; nothing was deleted" % (label, where),
+                                         "take another backup first, or pass --force to leave no backup at all")
+    reader = _retention_reader(storage)
+    if reader is not None:
+        until = _locked_until(reader, [key for key, _size in holdings.objects.get("backup/" + label, [])])
+        if until is not None:
+            raise retention.RetentionRefused("backup %s%s is under S3 Object Lock until %s; nothing was deleted"
+                                             % (label, where, until.isoformat()),
+                                             "it can be deleted after that date")
+
+
+def label_summary_lines(result: Dict[str, Any]) -> List[str]:
+    verb = "would remove" if result["dry_run"] else "removed"
+    lines = []
+    for item in result["targets"]:
+        if item.get("error"):
+            lines.append("%s: FAILED: %s" % (item["target"], item["error"]))
+        elif not item.get("held"):
+            lines.append("%s (%s): does not hold backup %s" % (item["target"], item["location"], item["label"]))
+        else:
+            lines.append("%s (%s): %s backup %s (%s, %d object(s), %s)" % (
+                item["target"], item["location"], verb, item["label"], item["type"], item["objects"],
+                format_size(item["bytes"])))
+    return lines
+
+
 # ------------------------------------------------------------------- ship
 def unwanted_by_copy(source: Storage, cluster: str, policy: Policy,
                      now: Optional[float] = None) -> Callable[[str], bool]:
@@ -324,7 +447,8 @@ def unwanted_by_copy(source: Storage, cluster: str, policy: Policy,
 
 def plan_target_readonly(storage: Storage, cluster: str, policy: Policy, now: float):
     holdings = read_holdings(storage, cluster, now)
-    plan = retention.plan(holdings.backups, holdings.wal, policy, now, dumps=holdings.dumps)
+    plan = retention.plan(holdings.backups, holdings.wal, policy, now, pinned=kept_by_marks(storage, cluster, now),
+                          dumps=holdings.dumps)
     return holdings, plan, None
 
 
