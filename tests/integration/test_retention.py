@@ -134,8 +134,8 @@ def test_locked_backups_on_an_s3_copy_are_skipped_with_the_date(archived, s3_end
     assert "no retention policy" in every["targets"][0]["skipped"][0]["reason"]
 
 
-def test_archive_retention_of_one_backup_keeps_older_backups_consistent_and_the_newest_pitr(archived,
-                                                                                              cluster_factory):
+def test_archive_retention_of_one_backup_keeps_older_backups_consistent_and_the_newest_pitr(
+        archived, cluster_factory):
     arch = archived(16)
     db = arch.cluster
     db.execute("CREATE TABLE t (n int, phase text)")
@@ -143,8 +143,8 @@ def test_archive_retention_of_one_backup_keeps_older_backups_consistent_and_the_
     for phase in ("one", "two", "three"):
         db.execute("INSERT INTO t SELECT g, '%s' FROM generate_series(1, 10) g" % phase)
         labels.append(arch.backup())
-        for _ in range(2):  # WAL between this backup and the next
-            db.execute("INSERT INTO t SELECT g, '%s-after' FROM generate_series(1, 10) g" % phase)
+        for round_ in range(2):  # WAL between this backup and the next
+            db.execute("INSERT INTO t SELECT g, '%s-after' FROM generate_series(1, %d) g" % (phase, 10 + round_))
             db.wait_archived(db.switch_wal())
     f1, f2, f3 = labels
     db.execute("INSERT INTO t SELECT g, 'pitr' FROM generate_series(1, 5) g")

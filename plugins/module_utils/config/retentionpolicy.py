@@ -107,8 +107,8 @@ def parse_policy(where: str, values: Dict[str, str], prefix: str = "") -> Policy
         if text("archive_window") else None
     archive_type = text("archive_type") or "full"
     if archive_type not in ARCHIVE_TYPES:
-        raise ConfigError("%s: %sarchive_type %r is not one of %s" % (where, prefix, archive_type,
-                                                                       ", ".join(ARCHIVE_TYPES)),
+        choices = ", ".join(ARCHIVE_TYPES)
+        raise ConfigError("%s: %sarchive_type %r is not one of %s" % (where, prefix, archive_type, choices),
                           "write %sarchive_type = full (count full backups) or any (count every backup)" % prefix)
     return Policy(full, window, minimum, dumps, age, archive, archive_type, archive_window)
 

@@ -294,8 +294,8 @@ def wal_decisions(names: Iterable[str], kept: List[Backup], selection: ArchiveSe
             continue
         order = _segno(name[:24])
         if order < _segno(oldest.wal_start):
-            going.append((name, "before %s, the start of the oldest kept backup %s" % (oldest.wal_start,
-                                                                                      oldest.label)))
+            going.append((name, "before %s, the start of the oldest kept backup %s"
+                          % (oldest.wal_start, oldest.label)))
         elif order < pitr_start and _needed_for_consistency(name, kept) is None:
             going.append((name, "needed by no kept backup's consistency, and before %s where point-in-time "
                           "recovery starts (%s)" % (selection.pitr_start, selection.reason)))
