@@ -349,6 +349,12 @@ backups:
     restorable:
       description: Whether every WAL segment from RV(backups[].wal_start) to RV(backups[].wal_stop) is archived.
       type: bool
+    recovery:
+      description:
+        - V(point in time) when a restore from this backup can stop at any moment after it (the WAL after it is
+          archived), V(consistency point) when only its own WAL is (what archive retention leaves older backups, see
+          RV(wal.retention_gaps)); null when it is not restorable.
+      type: str
     reason:
       description: Why the backup is not restorable; null when it is.
       type: str
@@ -412,6 +418,7 @@ backups:
       duration_seconds: 4.879
       server_version_num: 180001
       restorable: true
+      recovery: point in time
       reason: null
       keep: {kept: true, forever: false, until: "2027-01-31T00:00:00Z", expired: false,
              set_at: "2026-05-11T09:12:00Z", reason: "kept until 2027-01-31T00:00:00Z (restorekeeper keep)"}
@@ -432,6 +439,7 @@ backups:
       duration_seconds: 1.679
       server_version_num: 180001
       restorable: true
+      recovery: point in time
       reason: null
 incomplete_backups:
   description: Labels of backup sets without their record (interrupted, or running now). Never restorable.
@@ -474,8 +482,10 @@ wal:
           type: dict
           returned: when the configuration declares copies
     gaps:
-      description: Runs of segments missing between archived ones on the same timeline. A restore cannot
-        cross a gap.
+      description:
+        - Runs of segments missing between archived ones on the same timeline. A restore cannot cross a gap.
+        - Gaps that archive retention made (see RV(wal.retention_gaps)) are not listed here, so an empty list
+          still means no WAL is damaged or lost.
       type: list
       elements: dict
       contains:
@@ -497,6 +507,19 @@ wal:
         last_missing:
           description: Last missing segment.
           type: str
+    retention_gaps:
+      description:
+        - Gaps that archive retention (C(archive), C(archive_window) of C([retention])) made on purpose, with the
+          keys of RV(wal.gaps) and a C(reason). Such a gap lies before the start of the backup point-in-time
+          recovery starts from (RV(wal.pitr_from)) and touches no backup's own WAL from start to stop, so every
+          backup stays restorable; the older ones to their consistency point only.
+        - A gap the policy cannot explain (after RV(wal.pitr_from), or inside a backup's WAL) stays in RV(wal.gaps).
+      type: list
+      elements: dict
+    pitr_from:
+      description: The oldest backup archive retention keeps point-in-time recovery after; null without archive
+        retention.
+      type: str
     history_files:
       description: Archived timeline history files.
       type: list
@@ -552,6 +575,14 @@ recoverable_windows:
     earliest_time:
       description: Earliest reachable moment (the backup's stop time, UTC).
       type: str
+    kind:
+      description:
+        - V(point in time) when replay can go on past the backup's stop segment, V(consistency point) when the
+          archived WAL ends in it and resumes only after a gap (what archive retention leaves older backups);
+          the backup restores to its consistency point only, and RV(recoverable_windows[].latest_lsn) and
+          RV(recoverable_windows[].latest_time) are its stop LSN and time.
+      type: str
+      choices: [point in time, consistency point]
     latest_segment:
       description: Last archived segment replay can reach without a gap.
       type: str
@@ -565,6 +596,7 @@ recoverable_windows:
     - from_backup: 20260510-020000F
       timeline: 1
       timeline_path: timeline 1
+      kind: point in time
       earliest_lsn: 0/5000158
       earliest_time: "2026-05-10T02:00:04.981200Z"
       latest_segment: "000000010000000000000006"
@@ -830,6 +862,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objective
     measured_for_schedule,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.copies.ship import copy_status
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.retention.expire import pitr_from
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.targets import ObjectiveError, parse_target
 
 # pg_isready: 2 = no response (server down or address wrong), as opposed to
@@ -910,7 +943,8 @@ def run(module: AnsibleModule) -> Dict[str, Any]:
     repository = Repository.from_config(config)
     repository.require_initialised()
     catalog = Catalog(repository, config.cluster)
-    result: Dict[str, Any] = dict(catalog.describe())
+    pitr_start = pitr_from(config.retention, {b.label: b.record for b in catalog.backups()})
+    result: Dict[str, Any] = dict(catalog.describe(pitr_from=pitr_start))
     result.update(changed=False, archive=None, copies=[], recovery_plan=None,
                   cluster_layout=cluster_layout(module, config),
                   measured=measured_for_schedule(repository.storage, config.cluster, catalog.segment_size()))

@@ -23,6 +23,11 @@ description:
   - Never deletes what a kept backup needs. Its incremental parents stay, and so does every WAL file at or
     after the start segment of the oldest kept backup, on every timeline. Timeline history files are never
     deleted.
+  - Archive retention (C(archive), C(archive_type), C(archive_window); pgBackRest's C(repo-retention-archive))
+    keeps WAL for point-in-time recovery only from the newest N backups (C(archive_type=full) counts full backups,
+    C(any) every backup) and/or over a window. Older kept backups stay restorable to their consistency point
+    only; the WAL from each one's start to its stop stays, the rest before the point-in-time range goes. Without
+    these keys all WAL from the oldest kept backup on is kept.
   - Refuses, and deletes nothing, when the result would leave fewer restorable backups than C(min_restorable).
   - Deletes a set's record (C(backup.json)) first and children before parents, then WAL oldest first, so a crash
     at any point leaves a consistent repository. Sets left incomplete by killed runs are removed once older than
@@ -60,6 +65,20 @@ options:
   dumps:
     description: Override of C(dumps), keep the newest N logical dumps of each database (at least 1).
     type: int
+  archive:
+    description:
+      - Override of C(archive) for every target acted on; keep WAL for point-in-time recovery only from the newest
+        N backups of O(archive_type) on (at least 1). Older kept backups keep the WAL of their own consistency.
+    type: int
+  archive_type:
+    description: Override of C(archive_type), which backups O(archive) counts.
+    type: str
+    choices: [full, any]
+  archive_window:
+    description:
+      - Override of C(archive_window) for every target acted on; keep WAL for point-in-time recovery to any moment
+        of this window (from the newest backup completed before it on), a duration such as V(14d).
+    type: str
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -100,6 +119,15 @@ EXAMPLES = r"""
   check_mode: true
   register: plan
 
+- name: Keep 4 full backups, point-in-time recovery only over the newest one (a dry run)
+  become: true
+  become_user: postgres
+  restorekeeper.postgresql.backup_retention:
+    config_path: /etc/restorekeeper/main.conf
+    full: 4
+    archive: 1
+  check_mode: true
+
 - name: Show the plan
   ansible.builtin.debug:
     msg: "{{ plan.removed | map(attribute='item') | list }}"
@@ -124,8 +152,15 @@ removed:
       description: V(backup), V(wal), V(dump) or V(incomplete).
       type: str
     item:
-      description: The backup or dump label, the WAL range (C(first..last)), or the incomplete set.
+      description:
+        - The backup or dump label, the WAL range (C(first..last)), or the incomplete set. A WAL range holds
+          archived neighbours that go for one reason; every file of it is in RV(removed[].names).
       type: str
+    names:
+      description: The WAL files of the range, oldest first (only for V(wal)).
+      type: list
+      elements: str
+      returned: for WAL
     bytes:
       description: Stored bytes freed.
       type: int
@@ -140,7 +175,8 @@ removed:
     - {target: repository, kind: backup, item: 20261101-010000F, bytes: 31457280, count: 1,
        reasons: ["older than the newest 2 full backups"]}
     - {target: repository, kind: wal, item: "000000010000000000000002..00000001000000000000001F", bytes: 8388608,
-       count: 30, reasons: ["before 000000010000000000000020, the start of the oldest kept backup"]}
+       count: 30, names: ["000000010000000000000002", "...", "00000001000000000000001F"],
+       reasons: ["before 000000010000000000000020, the start of the oldest kept backup 20261115-010000F"]}
 kept:
   description: The backups that stay, per target, with why and whether each is restorable.
   returned: always
@@ -159,12 +195,16 @@ kept:
     restorable:
       description: Whether the backup stays restorable (its chain and WAL are all there).
       type: bool
+    recovery:
+      description: V(point in time), or V(consistency point) for a backup older than the point-in-time range of
+        archive retention (it keeps only its own WAL).
+      type: str
     reasons:
       description: Why it is kept.
       type: list
       elements: str
   sample:
-    - {target: repository, label: 20261115-010000F, type: full, restorable: true,
+    - {target: repository, label: 20261115-010000F, type: full, restorable: true, recovery: point in time,
        reasons: ["one of the newest 2 full backups (#1)"]}
 skipped:
   description: What the policy would delete but was kept, and why (Object Lock, a running backup, too young).
@@ -209,6 +249,9 @@ def argument_spec() -> Dict[str, Any]:
         "window": {"type": "str"},
         "min_restorable": {"type": "int"},
         "dumps": {"type": "int"},
+        "archive": {"type": "int"},
+        "archive_type": {"type": "str", "choices": ["full", "any"]},
+        "archive_window": {"type": "str"},
     }
 
 
@@ -223,11 +266,12 @@ def flatten(result: Dict[str, Any]) -> Dict[str, List[Dict[str, Any]]]:
         for entry in target["backups"]["removed"]:
             removed.append({"target": name, "kind": "backup", "item": entry["label"], "bytes": entry["bytes"],
                             "count": 1, "reasons": entry["reasons"]})
-        wal = target["wal"]
-        if wal["removed"]:
-            removed.append({"target": name, "kind": "wal", "item": "%s..%s" % (wal["first"], wal["last"]),
-                            "bytes": wal["bytes"], "count": wal["removed"],
-                            "reasons": ["before %s, the start of the oldest kept backup" % wal["kept_from"]]})
+        names = [entry["name"] for entry in target["wal"]["files"]]
+        for entry in target["wal"]["ranges"]:
+            first = names.index(entry["first"])
+            removed.append({"target": name, "kind": "wal", "item": "%s..%s" % (entry["first"], entry["last"]),
+                            "bytes": entry["bytes"], "count": entry["count"],
+                            "names": names[first:first + entry["count"]], "reasons": [entry["reason"]]})
         for entry in target["dumps"]["removed"]:
             removed.append({"target": name, "kind": "dump", "item": entry["label"], "bytes": entry["bytes"],
                             "count": 1, "reasons": entry["reasons"]})
@@ -253,7 +297,8 @@ def diff(result: Dict[str, Any]) -> Dict[str, str]:
 def run(module: AnsibleModule) -> Dict[str, Any]:
     params = module.params
     config = Config.load(params["config_path"])
-    overrides = {key: params[key] for key in ("full", "window", "min_restorable", "dumps")}
+    overrides = {key: params[key] for key in ("full", "window", "min_restorable", "dumps", "archive", "archive_type",
+                                              "archive_window")}
     result = expire(config, copy=params["copy"] or "", every=params["all_copies"], dry_run=module.check_mode,
                     overrides=overrides)
     output = flatten(result)

@@ -132,3 +132,73 @@ def test_locked_backups_on_an_s3_copy_are_skipped_with_the_date(archived, s3_end
     every = expire(arch, "--all")
     assert {t["target"] for t in every["targets"]} == {"repository", "offsite"}
     assert "no retention policy" in every["targets"][0]["skipped"][0]["reason"]
+
+
+def test_archive_retention_of_one_backup_keeps_older_backups_consistent_and_the_newest_pitr(
+        archived, cluster_factory):
+    arch = archived(16)
+    db = arch.cluster
+    db.execute("CREATE TABLE t (n int, phase text)")
+    labels = []
+    for phase in ("one", "two", "three"):
+        db.execute("INSERT INTO t SELECT g, '%s' FROM generate_series(1, 10) g" % phase)
+        labels.append(arch.backup())
+        for round_ in range(2):  # WAL between this backup and the next
+            db.execute("INSERT INTO t SELECT g, '%s-after' FROM generate_series(1, %d) g" % (phase, 10 + round_))
+            db.wait_archived(db.switch_wal())
+    f1, f2, f3 = labels
+    db.execute("INSERT INTO t SELECT g, 'pitr' FROM generate_series(1, 5) g")
+    target = commit_time(db)
+    db.execute("INSERT INTO t SELECT g, 'late' FROM generate_series(1, 5) g")
+    db.wait_archived(db.switch_wal())
+    before = wal_held(arch)
+
+    def between(stop: str, start: str) -> list:
+        return [n for n in before if len(n) == 24 and stop < n < start]
+
+    expected = [n for n in before if len(n) == 24 and n < f1["wal_start"]] \
+        + between(f1["wal_stop"], f2["wal_start"]) + between(f2["wal_stop"], f3["wal_start"])
+    assert between(f1["wal_stop"], f2["wal_start"]) and between(f2["wal_stop"], f3["wal_start"])
+
+    dry = expire(arch, "--archive", "1", "--dry-run")["targets"][0]
+    assert [f["name"] for f in dry["wal"]["files"]] == expected and dry["wal"]["removed"] == len(expected)
+    assert dry["wal"]["pitr_from"] == f3["label"] and dry["wal"]["consistency_only"] == [f1["label"], f2["label"]]
+    assert dry["wal"]["bytes"] == sum(f["bytes"] for f in dry["wal"]["files"]) > 0
+    assert wal_held(arch) == before  # a dry run deletes nothing
+    text = arch.rk("expire", "--archive", "1", "--dry-run").stdout
+    assert "would remove %d WAL file(s) in all" % len(expected) in text and "restorable to its consistency point only" in text
+
+    done = expire(arch, "--archive", "1")
+    assert done["changed"] and [f["name"] for f in done["targets"][0]["wal"]["files"]] == expected
+    assert wal_held(arch) == [n for n in before if n not in expected]  # exactly those, nothing else
+    assert not expire(arch, "--archive", "1")["changed"]  # idempotent
+
+    # info, with the policy in the configuration: the gaps are expected, the windows honest.
+    config = arch.setup.config_path
+    config.write_text(config.read_text() + "\n[retention]\narchive = 1\n")
+    info = arch.info()
+    assert info["wal"]["gaps"] == [] and len(info["wal"]["retention_gaps"]) == 2
+    assert info["wal"]["pitr_from"] == f3["label"]
+    assert {b["label"]: b["recovery"] for b in info["backups"]} == {
+        f1["label"]: "consistency point", f2["label"]: "consistency point", f3["label"]: "point in time"}
+    kinds = {w["from_backup"]: w["kind"] for w in info["recoverable_windows"]}
+    assert kinds == {f1["label"]: "consistency point", f2["label"]: "consistency point",
+                     f3["label"]: "point in time"}
+    text = arch.rk("info").stdout
+    assert "WAL removed by archive retention on timeline 1 (expected)" in text and "WAL gap" not in text
+    assert "the consistency point of backup %s" % f1["label"] in text
+
+    # The oldest backup restores to its consistency point, for real.
+    slot = cluster_factory(version=16, initdb=False)
+    old = restored(arch, slot, "--backup", f1["label"], "--target-immediate", "--target-action", "promote",
+                   "--start")
+    assert old["backup"] == f1["label"] and old["state"] == "promoted"
+    assert slot.scalar("SELECT count(*) FROM t WHERE phase = 'one'") == 10
+    assert slot.scalar("SELECT count(*) FROM t WHERE phase = 'one-after'") == 0
+    slot.stop()
+    # The newest still recovers to a moment after it.
+    slot2 = cluster_factory(version=16, initdb=False)
+    new = restored(arch, slot2, "--target-time", target, "--target-action", "promote", "--start")
+    assert new["backup"] == f3["label"] and new["state"] == "promoted"
+    assert slot2.scalar("SELECT count(*) FROM t WHERE phase = 'pitr'") == 5
+    assert slot2.scalar("SELECT count(*) FROM t WHERE phase = 'late'") == 0

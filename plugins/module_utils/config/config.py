@@ -41,6 +41,9 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     window = 14d               # and whatever recovery to any moment of the last 14 days needs
     min_restorable = 1         # refuse to leave fewer restorable backups
     dumps = 7                  # the newest 7 dumps of each database
+    archive = 1                # WAL for point-in-time recovery only from the newest 1 full backup on
+    archive_type = full        # what archive counts: full or any backups
+    archive_window = 7d        # and/or over 7 days; older backups keep the WAL of their consistency point
 
     [restore]                  # restore and drill with --start (all optional)
     stage_wal = true           # fetch the WAL recovery needs ahead, in parallel (see walstage.py)

@@ -13,7 +13,11 @@ from ..common.errors import ConfigError
 DEFAULT_MIN_RESTORABLE = 1
 DEFAULT_INCOMPLETE_AGE = 86400  # a day: no backup or ship of one set should write nothing for that long
 # Keys of [retention]; a [copy NAME] section takes them as retention_<key>.
-POLICY_KEYS = ("full", "window", "min_restorable", "dumps", "incomplete_age")
+POLICY_KEYS = ("full", "window", "min_restorable", "dumps", "incomplete_age", "archive", "archive_type",
+               "archive_window")
+# archive_type: which backups `archive = N` counts (pgBackRest's repo-retention-archive-type;
+# its diff and incr are both "any" here, where there are no differential backups).
+ARCHIVE_TYPES = ("full", "any")
 COPY_POLICY_KEYS = tuple("retention_" + key for key in POLICY_KEYS)
 
 
@@ -23,9 +27,20 @@ class Policy(NamedTuple):
     min_restorable: int = DEFAULT_MIN_RESTORABLE
     dumps: Optional[int] = None           # keep the newest N dumps of each database
     incomplete_age: int = DEFAULT_INCOMPLETE_AGE
+    # Archive retention: WAL for point-in-time recovery only from the newest N backups
+    # (of archive_type) and/or over archive_window seconds; older kept backups keep
+    # only the WAL of their own consistency (start to stop). None and None: all WAL
+    # from the oldest kept backup on, as without these keys.
+    archive: Optional[int] = None
+    archive_type: str = "full"
+    archive_window: Optional[int] = None
 
     def is_set(self) -> bool:
-        return self.full is not None or self.window is not None or self.dumps is not None
+        return self.full is not None or self.window is not None or self.dumps is not None \
+            or self.archive_is_set()
+
+    def archive_is_set(self) -> bool:
+        return self.archive is not None or self.archive_window is not None
 
     def describe(self) -> str:
         parts = []
@@ -37,6 +52,12 @@ class Policy(NamedTuple):
             parts.append("window=%s" % format_duration(self.window))
         if self.dumps is not None:
             parts.append("dumps=%d" % self.dumps)
+        if self.archive is not None:
+            parts.append("archive=%d (%s)" % (self.archive, self.archive_type))
+        if self.archive_window is not None:
+            from ..common.timefmt import format_duration
+
+            parts.append("archive_window=%s" % format_duration(self.archive_window))
         parts.append("min_restorable=%d" % self.min_restorable)
         return ", ".join(parts) if self.is_set() else "none (keep everything)"
 
@@ -81,12 +102,22 @@ def parse_policy(where: str, values: Dict[str, str], prefix: str = "") -> Policy
         else DEFAULT_MIN_RESTORABLE
     age = _duration(where, prefix + "incomplete_age", text("incomplete_age")) if text("incomplete_age") \
         else DEFAULT_INCOMPLETE_AGE
-    return Policy(full, window, minimum, dumps, age)
+    archive = _count(where, prefix + "archive", text("archive")) if text("archive") else None
+    archive_window = _duration(where, prefix + "archive_window", text("archive_window")) \
+        if text("archive_window") else None
+    archive_type = text("archive_type") or "full"
+    if archive_type not in ARCHIVE_TYPES:
+        choices = ", ".join(ARCHIVE_TYPES)
+        raise ConfigError("%s: %sarchive_type %r is not one of %s" % (where, prefix, archive_type, choices),
+                          "write %sarchive_type = full (count full backups) or any (count every backup)" % prefix)
+    return Policy(full, window, minimum, dumps, age, archive, archive_type, archive_window)
 
 
-def override(policy: Policy, where: str, full=None, window=None, min_restorable=None, dumps=None) -> Policy:
+def override(policy: Policy, where: str, full=None, window=None, min_restorable=None, dumps=None,
+             archive=None, archive_type=None, archive_window=None) -> Policy:
     """policy with the values a caller passed (None: keep the configured one)."""
-    given_values = (("full", full), ("window", window), ("dumps", dumps), ("min_restorable", min_restorable))
+    given_values = (("full", full), ("window", window), ("dumps", dumps), ("min_restorable", min_restorable),
+                    ("archive", archive), ("archive_type", archive_type), ("archive_window", archive_window))
     values = {key: str(value) for key, value in given_values if value is not None}
     given = parse_policy(where, values)
     return policy._replace(**{key: getattr(given, key) for key in values})

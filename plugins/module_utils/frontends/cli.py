@@ -270,11 +270,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from ..repo.catalog import Catalog
     from ..repo.repository import Repository
+    from ..retention.expire import pitr_from, policy_of
 
     config = _load(args)
     repository = Repository.from_config(config)
     repository.require_initialised()
-    description = Catalog(repository, config.cluster).describe()
+    catalog = Catalog(repository, config.cluster)
+    description = catalog.describe(pitr_from=pitr_from(policy_of(config), {b.label: b.record for b in catalog.backups()}))
     if config.copies and not config.source:
         from ..copies.ship import copy_status
 
@@ -290,7 +292,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             backup["label"], backup["type"], backup["parent"] or "-", backup["stop_time"],
             format_size(backup["database_size"]), format_size(backup["stored_size"]),
             format_elapsed(backup["duration_seconds"]),
-            "restorable" if backup["restorable"] else "NOT restorable: " + backup["reason"]))
+            ("restorable" + (" (to its consistency point only)" if backup["recovery"] == "consistency point" else ""))
+            if backup["restorable"] else "NOT restorable: " + backup["reason"]))
         for line in _marks_lines(backup):
             sys.stdout.write("%-18s %s\n" % ("", line))
     for label in description["incomplete_backups"]:
@@ -301,9 +304,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     for gap in description["wal"]["gaps"]:
         sys.stdout.write("WAL gap on timeline %d: %d segment(s) missing, %s to %s\n" % (
             gap["timeline"], gap["missing"], gap["first_missing"], gap["last_missing"]))
+    for gap in description["wal"]["retention_gaps"]:
+        sys.stdout.write("WAL removed by archive retention on timeline %d (expected): %d segment(s), %s to %s\n" % (
+            gap["timeline"], gap["missing"], gap["first_missing"], gap["last_missing"]))
     for error in description["wal"]["unreadable_history_files"]:
         sys.stdout.write("UNREADABLE timeline history: %s\n" % error)
     for window in description["recoverable_windows"]:
+        if window["kind"] == "consistency point":
+            sys.stdout.write("recoverable: %s (%s) only, the consistency point of backup %s (archive retention keeps "
+                             "no WAL after it)\n" % (window["earliest_time"], window["earliest_lsn"],
+                                                     window["from_backup"]))
+            continue
         sys.stdout.write("recoverable: %s (%s) to %s (archived %s), from backup %s along %s\n" % (
             window["earliest_time"], window["earliest_lsn"], window["latest_lsn"], window["latest_time"],
             window["from_backup"], window["timeline_path"]))
@@ -643,7 +654,8 @@ def cmd_expire(args: argparse.Namespace) -> int:
     from ..retention.expire import expire, summary_lines
 
     config = Config.load(args.config)
-    overrides = {"full": args.full, "window": args.window, "min_restorable": args.min_restorable, "dumps": args.dumps}
+    overrides = {"full": args.full, "window": args.window, "min_restorable": args.min_restorable, "dumps": args.dumps,
+                 "archive": args.archive, "archive_type": args.archive_type, "archive_window": args.archive_window}
     if args.label:
         return _expire_label(args, config, overrides)
     if args.force:
@@ -1006,6 +1018,13 @@ def build_parser() -> "argparse.ArgumentParser":
     expire_cmd.add_argument("--window", help="override: keep what recovery to any moment of this window needs, e.g. 14d")
     expire_cmd.add_argument("--min-restorable", type=int, help="override: refuse to leave fewer restorable backups")
     expire_cmd.add_argument("--dumps", type=int, help="override: keep the newest N dumps of each database")
+    expire_cmd.add_argument("--archive", type=int, metavar="N",
+                            help="override: keep WAL for point-in-time recovery only from the newest N backups "
+                            "(of --archive-type) on; older kept backups keep the WAL of their consistency")
+    expire_cmd.add_argument("--archive-type", choices=("full", "any"),
+                            help="override: which backups --archive counts (default full)")
+    expire_cmd.add_argument("--archive-window", metavar="DURATION",
+                            help="override: keep WAL for point-in-time recovery over this window, e.g. 14d")
     expire_cmd.add_argument("--dry-run", action="store_true", help="only list what would go and why the rest stays")
     expire_cmd.add_argument("--json", action="store_true", help="print the result as JSON")
     expire_cmd.add_argument("--label", help="remove exactly this backup (refused when it is kept, when an "

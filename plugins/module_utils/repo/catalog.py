@@ -36,6 +36,11 @@ class BackupInfo(NamedTuple):
         return wal.parse_lsn(self.record["stop_lsn"])
 
 
+# How far a restorable backup recovers: any moment after it, or its consistency point only.
+POINT_IN_TIME = "point in time"
+CONSISTENCY_POINT = "consistency point"
+
+
 class WalRun(NamedTuple):
     """A run of consecutive archived segments on one timeline."""
 
@@ -152,32 +157,42 @@ class Catalog:
         identity = self.repository.identity(self.cluster) or {}
         return int(identity.get("wal_segment_size") or 16 * 1024 * 1024)
 
-    def describe(self) -> Dict[str, Any]:
-        """Everything backup_info reports, as plain data."""
+    def describe(self, pitr_from: Optional[str] = None) -> Dict[str, Any]:
+        """Everything backup_info reports, as plain data.
+
+        pitr_from: the oldest backup that archive retention keeps point-in-time
+        recovery after (retention.expire.pitr_from); a gap below its start that
+        no backup's own WAL touches is what archive retention removed, reported
+        under wal.retention_gaps, not as damage under wal.gaps."""
         size = self.segment_size()
         names = self.wal_names()
         runs = self.wal_runs(size, names)
         backups = self.backups()
         dumps = DumpCatalog(self.repository, self.cluster)
         self._read_histories(names)  # before "wal" below lists the unreadable ones
+        windows = self._windows(backups, runs, size, names)
+        consistency_only = {w["from_backup"] for w in windows if w["kind"] == CONSISTENCY_POINT}
+        gaps, retention_gaps = _split_gaps(_gaps(runs, size), backups, pitr_from, size)
         return {
             "cluster": self.cluster,
             "repository": self.storage.location,
             "system_identifier": (self.repository.identity(self.cluster) or {}).get("system_identifier"),
-            "backups": [self._describe_backup(b, runs, size) for b in backups],
+            "backups": [self._describe_backup(b, runs, size, consistency_only) for b in backups],
             "incomplete_backups": self.incomplete(),
             "dumps": dumps.describe(),
             "incomplete_dumps": dumps.incomplete(),
             "wal": {
                 "segment_size": size,
                 "timelines": _timelines(runs),
-                "gaps": _gaps(runs, size),
+                "gaps": gaps,
+                "retention_gaps": retention_gaps,
+                "pitr_from": pitr_from,
                 "history_files": [n for n in names if wal.classify(n) == wal.TIMELINE_HISTORY],
                 "unreadable_history_files": [str(exc) for exc in self._history_errors],
                 "partial_files": [n for n in names if wal.classify(n) == wal.PARTIAL],
                 "last_archived": runs[-1].last if runs else None,
             },
-            "recoverable_windows": self._windows(backups, runs, size, names),
+            "recoverable_windows": windows,
         }
 
     def marks(self) -> Dict[str, Marks]:
@@ -186,7 +201,8 @@ class Catalog:
             self._marks = load_marks(self.storage, self.cluster)
         return dict(self._marks)
 
-    def _describe_backup(self, backup: BackupInfo, runs: List[WalRun], size: int) -> Dict[str, Any]:
+    def _describe_backup(self, backup: BackupInfo, runs: List[WalRun], size: int,
+                         consistency_only: Set[str]) -> Dict[str, Any]:
         rec = backup.record
         marks, now = self.marks().get(backup.label), time.time()
         chain = [b.label for b in self.chain(backup.label)]
@@ -208,6 +224,8 @@ class Catalog:
             "duration_seconds": rec["duration_seconds"],
             "server_version_num": rec["server_version_num"],
             "restorable": run is not None,
+            "recovery": None if run is None else CONSISTENCY_POINT if backup.label in consistency_only
+            else POINT_IN_TIME,
             "reason": None if run is not None else "WAL from %s to %s is not all archived" % (rec["wal_start"], rec["wal_stop"]),
             "keep": (marks or Marks(backup.label)).describe(now),
             "annotations": annotations_of(rec, marks),
@@ -247,17 +265,24 @@ class Catalog:
         if not found.segments or wal.timeline_of(found.segments[-1]) != timeline:
             return None
         last = found.segments[-1]
-        last_info = self.storage.stat(wal_key(self.cluster, last))
-        return {
+        window = {
             "from_backup": backup.label,
             "timeline": timeline,
             "timeline_path": timelines.describe_path(legs),
+            "kind": POINT_IN_TIME,
             "earliest_lsn": backup.record["stop_lsn"],
             "earliest_time": backup.record["stop_time"],
             "latest_segment": last,
-            "latest_lsn": wal.format_lsn(found.end_lsn),
-            "latest_time": utc_iso(last_info.mtime) if last_info else None,
         }
+        if found.missing is not None and last == backup.record["wal_stop"]:
+            # Replay ends in the backup's stop segment and later WAL resumes after a gap
+            # (archive retention leaves older backups this): its consistency point only.
+            window.update(kind=CONSISTENCY_POINT, latest_lsn=backup.record["stop_lsn"],
+                          latest_time=backup.record["stop_time"])
+            return window
+        last_info = self.storage.stat(wal_key(self.cluster, last))
+        window.update(latest_lsn=wal.format_lsn(found.end_lsn), latest_time=utc_iso(last_info.mtime) if last_info else None)
+        return window
 
 
 def _run_covering(runs: List[WalRun], first: str, last: str, size: int) -> Optional[WalRun]:
@@ -290,3 +315,27 @@ def _gaps(runs: List[WalRun], size: int) -> List[Dict[str, Any]]:
         gaps.append({"timeline": before.timeline, "after": before.last, "before": after.first,
                      "missing": missing, "first_missing": first_missing, "last_missing": last_missing})
     return gaps
+
+
+def _split_gaps(gaps: List[Dict[str, Any]], backups: List[BackupInfo], pitr_from: Optional[str],
+                size: int) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """(damage, removed by archive retention): a gap is archive retention's
+    when it lies wholly before the start of pitr_from and touches no backup's
+    own start..stop WAL; every other gap is reported as damage."""
+    start = next((b.record["wal_start"] for b in backups if b.label == pitr_from), None)
+    if start is None:
+        return gaps, []
+    damage, expected = [], []
+    for gap in gaps:
+        first = wal.segment_number(gap["first_missing"], size)
+        last = wal.segment_number(gap["last_missing"], size)
+        touches = any(wal.timeline_of(b.record["wal_start"]) == gap["timeline"]
+                      and wal.segment_number(b.record["wal_start"], size) <= last
+                      and first <= wal.segment_number(b.record["wal_stop"], size) for b in backups)
+        if not touches and last < wal.segment_number(start, size):
+            expected.append(dict(gap, reason="removed by archive retention: before %s, where point-in-time "
+                                 "recovery starts (backup %s), and needed by no backup's consistency"
+                                 % (start, pitr_from)))
+        else:
+            damage.append(gap)
+    return damage, expected

@@ -10,7 +10,9 @@ any point:
   restorable-looking one), then its objects; children before their parents,
   so no remaining record ever names a deleted parent;
 * backups before WAL, and WAL oldest first, so the archive never has a hole
-  below WAL that stays.
+  below WAL that stays; under archive retention the WAL between older
+  backups goes oldest first too, and never a kept backup's own start..stop,
+  so a run killed midway leaves every kept backup as restorable as before.
 
 The backup and dump locks are held while it works when they are free, so no
 backup starts on a parent being deleted; when a backup runs, expire still
@@ -238,7 +240,9 @@ def _describe(holdings: Holdings, plan: retention.Plan, wal_locked: Optional[str
     removed = [{"label": d.label, "type": types[d.label], "bytes": d.size, "reasons": list(d.reasons)}
                for d in plan.deleted_backups()]
     kept = [{"label": d.label, "type": types[d.label], "reasons": list(d.reasons),
-             "restorable": d.label in plan.restorable_after} for d in plan.backups if d.action == retention.KEEP]
+             "restorable": d.label in plan.restorable_after,
+             "recovery": "consistency point" if d.label in plan.consistency_only else "point in time"}
+            for d in plan.backups if d.action == retention.KEEP]
     skipped = [{"item": "backup " + d.label, "reason": r} for d in plan.backups for r in d.reasons
                if r.startswith("locked until")]
     skipped += [{"item": "dump " + d.label, "reason": r} for d in plan.dumps for r in d.reasons
@@ -250,7 +254,7 @@ def _describe(holdings: Holdings, plan: retention.Plan, wal_locked: Optional[str
     return {
         "backups": {"removed": removed, "kept": kept, "before": [b.label for b in sorted(
             holdings.backups, key=lambda b: (b.stop_time, b.label))], "after": [k["label"] for k in kept]},
-        "wal": _wal_summary(plan.wal_delete, holdings.wal, plan.wal_floor),
+        "wal": _wal_summary(plan.wal_delete, holdings.wal, plan.wal_floor, plan),
         "dumps": {"removed": [{"label": d.label, "bytes": d.size, "reasons": list(d.reasons)}
                               for d in plan.dumps if d.action == retention.DELETE],
                   "kept": [{"label": d.label, "reasons": list(d.reasons)}
@@ -264,10 +268,35 @@ def _describe(holdings: Holdings, plan: retention.Plan, wal_locked: Optional[str
     }
 
 
-def _wal_summary(names: List[str], archived: Dict[str, Tuple[str, int]], floor: Optional[str]) -> Dict[str, Any]:
+def _wal_summary(names: List[str], archived: Dict[str, Tuple[str, int]], floor: Optional[str],
+                 plan: Optional[retention.Plan] = None) -> Dict[str, Any]:
+    """What goes of the WAL: every file (name, stored bytes, why), and the
+    same as ranges of neighbours in the archive's order that go for one reason."""
+    reasons = dict(plan.wal_reasons) if plan is not None else {}
+    files = [{"name": n, "bytes": archived[n][1], "reason": reasons.get(n, "")} for n in names]
     return {"removed": len(names), "first": names[0] if names else None, "last": names[-1] if names else None,
             "bytes": sum(archived[n][1] for n in names), "kept_from": floor,
-            "timelines": sorted({wal.timeline_of(n) for n in names})}
+            "timelines": sorted({wal.timeline_of(n) for n in names}), "files": files,
+            "ranges": _wal_ranges(files, sorted((n for n in archived if wal.classify(n) != wal.TIMELINE_HISTORY),
+                                                key=lambda n: (wal.segment_order(n[:24]), n))),
+            "pitr_from": plan.pitr_from if plan is not None else None,
+            "consistency_only": list(plan.consistency_only) if plan is not None else []}
+
+
+def _wal_ranges(files: List[Dict[str, Any]], archive_order: List[str]) -> List[Dict[str, Any]]:
+    """Runs of files that go, neighbours in the archive (nothing kept between
+    them) and for the same reason: first..last is exactly the files counted."""
+    position = {name: index for index, name in enumerate(archive_order)}
+    ranges: List[Dict[str, Any]] = []
+    for item in files:
+        last = ranges[-1] if ranges else None
+        if last is not None and last["reason"] == item["reason"] \
+                and position[item["name"]] == position[last["last"]] + 1:
+            last.update(last=item["name"], count=last["count"] + 1, bytes=last["bytes"] + item["bytes"])
+        else:
+            ranges.append({"first": item["name"], "last": item["name"], "count": 1, "bytes": item["bytes"],
+                           "reason": item["reason"]})
+    return ranges
 
 
 def _apply(storage: Storage, cluster: str, holdings: Holdings, plan: retention.Plan) -> None:
@@ -317,7 +346,8 @@ def _prune_directory(storage: Storage, key_prefix: str) -> None:
 def expire(config: Config, copy: str = "", every: bool = False, dry_run: bool = False,
            overrides: Optional[Dict[str, Any]] = None, now: Optional[float] = None) -> Dict[str, Any]:
     """Apply retention to the chosen targets. overrides (full, window,
-    min_restorable, dumps) replace the configured values of every target.
+    min_restorable, dumps, archive, archive_type, archive_window) replace the
+    configured values of every target.
     A target that is refused or unreachable is reported and the others still run;
     with one target, its error is raised."""
     chosen = targets(config, copy, every)
@@ -328,8 +358,8 @@ def expire(config: Config, copy: str = "", every: bool = False, dry_run: bool = 
             target = target._replace(policy=override(target.policy, where, **overrides))
         if not target.policy.is_set() and len(chosen) == 1:
             raise ConfigError("no retention policy for %s" % target.name,
-                              "set full and/or window in [retention] (or retention_full / retention_window in "
-                              "[copy NAME]), or pass a policy")
+                              "set full, window, archive or archive_window in [retention] (or retention_full, "
+                              "retention_window, ... in [copy NAME]), or pass a policy")
         try:
             results.append(expire_target(config, target, dry_run, now))
         except RestorekeeperError as exc:
@@ -425,6 +455,21 @@ def label_summary_lines(result: Dict[str, Any]) -> List[str]:
                 item["target"], item["location"], verb, item["label"], item["type"], item["objects"],
                 format_size(item["bytes"])))
     return lines
+# ------------------------------------------------------------------- info
+def policy_of(config: Config) -> Policy:
+    """The retention policy of what config reads: the repository's, or the copy's it reads from."""
+    return config.copy(config.source).retention if config.source else config.retention
+
+
+def pitr_from(policy: Policy, records: Dict[str, Dict[str, Any]], now: Optional[float] = None) -> Optional[str]:
+    """For info: the oldest backup that archive retention keeps point-in-time
+    recovery after, among the backups a repository holds (records: label ->
+    backup.json); None without archive retention."""
+    if not policy.archive_is_set() or not records:
+        return None
+    backups = [retention.Backup(label, rec["type"], rec.get("parent"), rec["wal_start"], rec["wal_stop"],
+                                _epoch(rec["stop_time"])) for label, rec in records.items()]
+    return retention.select_archive(backups, policy, time.time() if now is None else now).pitr_from
 
 
 # ------------------------------------------------------------------- ship
@@ -455,6 +500,8 @@ def plan_target_readonly(storage: Storage, cluster: str, policy: Policy, now: fl
 # ------------------------------------------------------------------ text
 def summary_lines(result: Dict[str, Any]) -> List[str]:
     """The human summary of an expire result."""
+    from ..common.timefmt import format_size
+
     verb = "would remove" if result["dry_run"] else "removed"
     lines = []
     for item in result["targets"]:
@@ -464,22 +511,29 @@ def summary_lines(result: Dict[str, Any]) -> List[str]:
         lines.append("%s (%s), policy %s:" % (item["target"], item.get("location", ""), item.get("policy_text", "")))
         backups = item["backups"]
         for entry in backups["removed"]:
-            lines.append("  %s backup %s (%s, %d bytes): %s" % (verb, entry["label"], entry["type"], entry["bytes"],
-                                                                "; ".join(entry["reasons"])))
+            lines.append("  %s backup %s (%s, %s): %s" % (verb, entry["label"], entry["type"],
+                                                          format_size(entry["bytes"]), "; ".join(entry["reasons"])))
         for entry in backups["kept"]:
-            lines.append("  keep backup %s (%s%s): %s" % (entry["label"], entry["type"],
-                                                          "" if entry["restorable"] else ", NOT restorable",
-                                                          "; ".join(entry["reasons"])))
+            recovery = "" if entry.get("recovery", "point in time") == "point in time" \
+                else ", restorable to its consistency point only"
+            lines.append("  keep backup %s (%s%s%s): %s" % (entry["label"], entry["type"],
+                                                            "" if entry["restorable"] else ", NOT restorable",
+                                                            recovery, "; ".join(entry["reasons"])))
         wal_info = item["wal"]
+        for entry in wal_info.get("ranges", []):
+            lines.append("  %s WAL %s .. %s (%d file(s), %s): %s" % (
+                verb, entry["first"], entry["last"], entry["count"], format_size(entry["bytes"]), entry["reason"]))
         if wal_info["removed"]:
-            lines.append("  %s %d WAL file(s) %s .. %s (%d bytes); WAL from %s on is kept" % (
-                verb, wal_info["removed"], wal_info["first"], wal_info["last"], wal_info["bytes"],
-                wal_info["kept_from"]))
+            lines.append("  %s %d WAL file(s) in all (%s)%s" % (
+                verb, wal_info["removed"], format_size(wal_info["bytes"]),
+                "; point-in-time recovery from backup %s on" % wal_info["pitr_from"]
+                if wal_info.get("consistency_only") else ""))
         for entry in item["dumps"]["removed"]:
-            lines.append("  %s dump %s (%d bytes): %s" % (verb, entry["label"], entry["bytes"],
-                                                          "; ".join(entry["reasons"])))
+            lines.append("  %s dump %s (%s): %s" % (verb, entry["label"], format_size(entry["bytes"]),
+                                                    "; ".join(entry["reasons"])))
         for entry in item["incomplete"]["removed"]:
-            lines.append("  %s %s (%d bytes): %s" % (verb, entry["set"], entry["bytes"], "; ".join(entry["reasons"])))
+            lines.append("  %s %s (%s): %s" % (verb, entry["set"], format_size(entry["bytes"]),
+                                               "; ".join(entry["reasons"])))
         for entry in item.get("skipped", []):
             lines.append("  skipped %s: %s" % (entry["item"], entry["reason"]))
         removed = len(backups["removed"]) + wal_info["removed"] + len(item["dumps"]["removed"]) \
@@ -488,7 +542,7 @@ def summary_lines(result: Dict[str, Any]) -> List[str]:
             lines.append("  nothing to remove")
         else:
             freed = sum(e["bytes"] for e in backups["removed"] + item["dumps"]["removed"] + item["incomplete"]["removed"])
-            lines.append("  total: %d backup(s), %d WAL file(s), %d dump(s), %d incomplete set(s), %d bytes" % (
+            lines.append("  total: %d backup(s), %d WAL file(s), %d dump(s), %d incomplete set(s), %s" % (
                 len(backups["removed"]), wal_info["removed"], len(item["dumps"]["removed"]),
-                len(item["incomplete"]["removed"]), freed + wal_info["bytes"]))
+                len(item["incomplete"]["removed"]), format_size(freed + wal_info["bytes"])))
     return lines

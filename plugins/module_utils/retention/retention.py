@@ -12,10 +12,19 @@ Policies (both may be set; a backup is kept when either keeps it):
   14 days: the newest restorable backup that completed at or before
   now - 14d (the window's anchor), and everything newer.
 
-WAL is deleted only below one floor: the start segment of the oldest backup
+WAL is deleted below one floor: the start segment of the oldest backup
 kept. Recovery from a backup never reads WAL before its start, on any
 timeline, so everything at or above the floor stays, every timeline's
 included, and timeline history files are never deleted.
+
+Archive retention (``archive = N`` with ``archive_type``, and/or
+``archive_window = 14d``) raises the floor of point-in-time recovery: WAL is
+kept for every moment only from the oldest backup of the PITR set on (the
+newest N full, or any, backups; the newest backup completed at or before
+now - archive_window and everything newer; with both, the larger set). A
+kept backup older than that stays restorable to its consistency point: the
+segments from its start to its stop (on its timeline) stay, and the others
+between it and the PITR set go (select_archive, wal_decisions).
 """
 
 from __future__ import annotations
@@ -67,6 +76,9 @@ class Plan(NamedTuple):
     restorable_after: List[str]        # labels that stay restorable
     dumps: List[Decision]
     incomplete: List[Decision]
+    wal_reasons: Tuple[Tuple[str, str], ...] = ()   # (name, why it goes) for each of wal_delete
+    pitr_from: Optional[str] = None    # oldest kept backup with point-in-time recovery after it
+    consistency_only: Tuple[str, ...] = ()  # kept backups restorable to their consistency point only
 
     def deleted_backups(self) -> List[Decision]:
         return [d for d in self.backups if d.action == DELETE]
@@ -179,16 +191,21 @@ def plan(backups: Iterable[Backup], wal_names: Iterable[str], policy: Policy, no
         else:
             decisions.append(Decision(backup.label, DELETE, tuple(_why_delete(backup, by_label, policy, now)),
                                       backup.size))
-    restorable = [b.label for b in ordered if b.label in keep and _restorable(b, by_label, segments, keep)]
-    kept_backups = [by_label[label] for label in keep]
+    kept_backups = [b for b in ordered if b.label in keep]
     floor = min((b.wal_start for b in kept_backups), key=_segno) if kept_backups else None
-    wal_delete = []
-    if floor is not None and (policy.full is not None or policy.window is not None):
-        wal_delete = [n for n in names if wal.classify(n) != wal.TIMELINE_HISTORY and _segno(n[:24]) < _segno(floor)]
-        wal_delete.sort(key=lambda n: (_segno(n[:24]), n))
+    selection = select_archive(kept_backups, policy, now)
+    wal_reasons: List[Tuple[str, str]] = []
+    if floor is not None and (policy.full is not None or policy.window is not None or policy.archive_is_set()):
+        wal_reasons = wal_decisions(names, kept_backups, selection)
+    wal_delete = [name for name, _why in wal_reasons]
+    going = set(wal_delete)
+    segments_after = {(wal.timeline_of(n), _segno(n)) for n in names
+                      if wal.classify(n) == wal.SEGMENT and n not in going}
+    restorable = [b.label for b in ordered if b.label in keep and _restorable(b, by_label, segments_after, keep)]
     result = Plan(decisions, floor if wal_delete else None, wal_delete, restorable,
                   plan_dumps(list(dumps), policy, {k[5:]: v for k, v in pinned.items() if k.startswith("dump/")}),
-                  _plan_incomplete(incomplete or {}, policy, pinned, backup_running))
+                  _plan_incomplete(incomplete or {}, policy, pinned, backup_running),
+                  tuple(wal_reasons), selection.pitr_from, tuple(selection.consistency_only))
     deletes_backups = bool(result.deleted_backups() or wal_delete)
     if deletes_backups and len(restorable) < policy.min_restorable:
         raise RetentionRefused(
@@ -199,6 +216,91 @@ def plan(backups: Iterable[Backup], wal_names: Iterable[str], policy: Policy, no
             "or keep more with a larger full or window",
         )
     return result
+
+
+# ------------------------------------------------------- archive retention
+class ArchiveSelection(NamedTuple):
+    """Which kept backups keep point-in-time recovery after them."""
+
+    pitr_from: Optional[str]              # the oldest of them; None when no backup is kept
+    pitr_start: Optional[str]             # its start segment: from here on every WAL file stays
+    consistency_only: List[str]           # older kept backups: their own start..stop WAL only
+    reason: str                           # why the PITR set begins where it does
+
+
+def select_archive(kept: Iterable[Backup], policy: Policy, now: float) -> ArchiveSelection:
+    """The PITR set of the kept backups under the policy's archive retention:
+    archive = N counts the newest N backups of archive_type (fewer than N: all
+    of them); archive_window anchors at the newest backup completed at or
+    before now - archive_window (none: all of them); both: the larger set.
+    Without archive retention every kept backup is in it."""
+    ordered = sorted(kept, key=lambda b: (b.stop_time, b.label))
+    if not ordered:
+        return ArchiveSelection(None, None, [], "no backup is kept")
+    if not policy.archive_is_set():
+        return ArchiveSelection(ordered[0].label, ordered[0].wal_start, [],
+                                "no archive retention: WAL is kept from the oldest kept backup on")
+    starts: List[Tuple[int, str]] = []
+    if policy.archive is not None:
+        pool = [i for i, b in enumerate(ordered) if policy.archive_type == "any" or b.type == "full"]
+        kind = "full backups" if policy.archive_type == "full" else "backups"
+        if len(pool) <= policy.archive:
+            starts.append((0, "archive=%d: only %d %s are kept, so all have point-in-time recovery"
+                           % (policy.archive, len(pool), kind)))
+        else:
+            first = pool[-policy.archive]
+            starts.append((first, "archive=%d: point-in-time recovery from the newest %d %s on (from %s)"
+                           % (policy.archive, policy.archive, kind, ordered[first].label)))
+    if policy.archive_window is not None:
+        from ..common.timefmt import utc_iso
+
+        cutoff = now - policy.archive_window
+        before = [i for i, b in enumerate(ordered) if b.stop_time <= cutoff]
+        window = format_duration(policy.archive_window)
+        if not before:
+            starts.append((0, "archive_window=%s: no kept backup completed before %s, so all have point-in-time "
+                           "recovery" % (window, utc_iso(cutoff))))
+        else:
+            starts.append((before[-1], "archive_window=%s: point-in-time recovery from %s, the newest backup "
+                           "completed at or before %s, on" % (window, ordered[before[-1]].label, utc_iso(cutoff))))
+    first, reason = min(starts)
+    pitr_start = min((b.wal_start for b in ordered[first:]), key=_segno)
+    return ArchiveSelection(ordered[first].label, pitr_start, [b.label for b in ordered[:first]], reason)
+
+
+def _needed_for_consistency(name: str, backups: List[Backup]) -> Optional[str]:
+    """The label of a backup whose own start..stop WAL holds name (a segment,
+    or a .backup/.partial file named after one), on that backup's timeline."""
+    timeline, order = wal.timeline_of(name), _segno(name[:24])
+    for backup in backups:
+        if timeline in (wal.timeline_of(backup.wal_start), wal.timeline_of(backup.wal_stop)) \
+                and _segno(backup.wal_start) <= order <= _segno(backup.wal_stop):
+            return backup.label
+    return None
+
+
+def wal_decisions(names: Iterable[str], kept: List[Backup], selection: ArchiveSelection) -> List[Tuple[str, str]]:
+    """The archived WAL files that go, oldest first, each with why: below the
+    oldest kept backup's start; or below the PITR set's start and outside
+    every kept backup's own start..stop. Timeline history files always stay:
+    recovery of any later timeline reads its ancestors' history."""
+    if not kept or selection.pitr_start is None:
+        return []
+    oldest = min(kept, key=lambda b: _segno(b.wal_start))
+    pitr_start = _segno(selection.pitr_start)
+    going: List[Tuple[str, str]] = []
+    for name in names:
+        if wal.classify(name) == wal.TIMELINE_HISTORY:
+            continue
+        order = _segno(name[:24])
+        if order < _segno(oldest.wal_start):
+            going.append((name, "before %s, the start of the oldest kept backup %s"
+                          % (oldest.wal_start, oldest.label)))
+        elif order < pitr_start and _needed_for_consistency(name, kept) is None:
+            going.append((name, "needed by no kept backup's consistency, and before %s where point-in-time "
+                          "recovery starts (%s)" % (selection.pitr_start, selection.reason)))
+    going.sort(key=lambda item: (_segno(item[0][:24]), item[0]))
+    return going
 
 
 def _apply_window(ordered: List[Backup], by_label: Dict[str, Backup], segments: Set[Tuple[int, int]],

@@ -104,3 +104,38 @@ def test_a_corrupt_history_file_is_reported_and_refused_for_restores(tmp_path, a
     assert ["00000002.history" in error for error in description["wal"]["unreadable_history_files"]] == [True]
     with pytest.raises(CorruptObject, match="00000002.history"):
         catalog.histories()
+
+
+def test_gaps_archive_retention_made_are_expected_and_older_backups_restore_to_their_consistency_point(
+        tmp_path, archive):
+    # What `expire` with archive = 1 leaves: each older backup's own WAL, then everything from B3 on.
+    push_segments(archive, tmp_path, 1, [2, 3, 6, 7, 10, 11, 12])
+    put_backup(archive, "B1", 1, 2, 3)
+    put_backup(archive, "B2", 1, 6, 7)
+    put_backup(archive, "B3", 1, 10, 11)
+    catalog = Catalog(archive.repository, "main")
+    described = catalog.describe(pitr_from="B3")
+    assert described["wal"]["gaps"] == [] and described["wal"]["pitr_from"] == "B3"
+    expected = described["wal"]["retention_gaps"]
+    assert [(g["first_missing"], g["last_missing"]) for g in expected] == [
+        (segment_name(1, 4), segment_name(1, 5)), (segment_name(1, 8), segment_name(1, 9))]
+    assert "removed by archive retention" in expected[0]["reason"]
+    assert {b["label"]: b["recovery"] for b in described["backups"]} == {
+        "B1": "consistency point", "B2": "consistency point", "B3": "point in time"}
+    found = {w["from_backup"]: w for w in described["recoverable_windows"]}
+    assert found["B1"]["kind"] == "consistency point" and found["B1"]["latest_lsn"] == found["B1"]["earliest_lsn"]
+    assert found["B3"]["kind"] == "point in time" and found["B3"]["latest_segment"] == segment_name(1, 12)
+    # Without archive retention the same gaps are damage.
+    plain = Catalog(archive.repository, "main").describe()
+    assert len(plain["wal"]["gaps"]) == 2 and plain["wal"]["retention_gaps"] == []
+
+
+def test_a_gap_the_policy_cannot_explain_stays_damage(tmp_path, archive):
+    push_segments(archive, tmp_path, 1, [2, 4, 5, 8, 9, 10])   # B1 lost segment 3; 6-7 lost after B2's start
+    put_backup(archive, "B1", 1, 2, 4)
+    put_backup(archive, "B2", 1, 5, 5)
+    put_backup(archive, "B3", 1, 9, 9)
+    described = Catalog(archive.repository, "main").describe(pitr_from="B2")
+    assert [g["first_missing"] for g in described["wal"]["gaps"]] == [segment_name(1, 3), segment_name(1, 6)]
+    assert described["wal"]["retention_gaps"] == []
+    assert {b["label"]: b["restorable"] for b in described["backups"]} == {"B1": False, "B2": True, "B3": True}

@@ -383,7 +383,7 @@ def test_cli_expire_usage_and_missing_policy(tmp_path, capsys):
         handle.write(text.replace("[retention]\nfull = 1\n", ""))
     assert main(["expire", "--config", path]) == 1
     err = capsys.readouterr().err
-    assert "no retention policy for repository" in err and "HINT: set full and/or window" in err
+    assert "no retention policy for repository" in err and "HINT: set full, window, archive or archive_window" in err
     assert main(["expire", "--config", path, "--full", "0"]) == 1
     assert "full must be 1 or more" in capsys.readouterr().err
     _put_backup(storage, "F1", 2, time.time() - DAY)
