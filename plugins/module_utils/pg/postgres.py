@@ -164,6 +164,16 @@ def extra_connect_params(params: Mapping[str, Any]) -> dict[str, str]:
     return checked
 
 
+def connect_params_secrets(params: Mapping[str, Any]) -> list[str]:
+    """Values of connect_params keys that name a password (refused, see
+    extra_connect_params): the module front end hides them like no_log
+    options, so not even the refusal's echo of the arguments shows them."""
+    given = params.get("connect_params")
+    if not isinstance(given, Mapping):
+        return []
+    return [str(value) for key, value in given.items() if "password" in str(key).lower() and value not in (None, "")]
+
+
 def _keyword_value(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -303,7 +313,8 @@ def connection_error(params: dict[str, Any], detail: str) -> PostgresConnectionE
         )
     return PostgresConnectionError(
         "cannot connect to PostgreSQL at %s as user %s: %s" % (target, user, text),
-        hint="check the connection options (login_host, login_port, login_unix_socket, login_user, ssl_mode)",
+        hint="check the connection options (login_host, login_port, login_unix_socket, login_user, ssl_mode, "
+        "connect_params)",
     )
 
 
