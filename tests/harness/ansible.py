@@ -139,8 +139,8 @@ def run_module(
         )
         result_file = work / "result.json"
         playbook = work / "playbook.yml"
-        playbook.write_text(json.dumps(_playbook(module, args, result_file, check, diff, become_user,
-                                                        module_defaults), indent=1))
+        plays = _playbook(module, args, result_file, check, diff, become_user, module_defaults)
+        playbook.write_text(json.dumps(plays, indent=1))
         # -vvv: the secret checks of the tests see everything ansible can print.
         argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), "-vvv"]
         if secrets:
