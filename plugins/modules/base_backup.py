@@ -127,8 +127,9 @@ attributes:
 notes:
   - This module runs the PostgreSQL client programs (C(psql), C(pg_basebackup)) from O(bindir); it does not
     need psycopg2, whatever the shared connection options say.
-  - O(ssl_mode), O(ca_cert) and O(connect_timeout) reach libpq as E(PGSSLMODE), E(PGSSLROOTCERT) and
-    E(PGCONNECT_TIMEOUT).
+  - O(ssl_mode), O(ca_cert), O(ssl_cert), O(ssl_key) and O(connect_timeout) reach libpq as
+    E(PGSSLMODE), E(PGSSLROOTCERT), E(PGSSLCERT), E(PGSSLKEY) and E(PGCONNECT_TIMEOUT); O(connect_params)
+    in a temporary service file (E(PGSERVICEFILE)).
   - WAL archiving into the same repository must already work (role restorekeeper.postgresql.archiving or
     module restorekeeper.postgresql.wal_archiving); a base backup without its WAL cannot be restored, so it is
     refused.

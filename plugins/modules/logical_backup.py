@@ -99,8 +99,9 @@ attributes:
     platforms: posix
 notes:
   - This module runs the PostgreSQL client programs from O(bindir); it does not need psycopg2, whatever the
-    shared connection options say. O(ssl_mode), O(ca_cert) and O(connect_timeout) reach libpq as
-    E(PGSSLMODE), E(PGSSLROOTCERT) and E(PGCONNECT_TIMEOUT).
+    shared connection options say. O(ssl_mode), O(ca_cert), O(ssl_cert), O(ssl_key) and O(connect_timeout) reach libpq as
+    E(PGSSLMODE), E(PGSSLROOTCERT), E(PGSSLCERT), E(PGSSLKEY) and E(PGCONNECT_TIMEOUT); O(connect_params)
+    in a temporary service file (E(PGSERVICEFILE)).
   - Run it as the repository's owner (normally the PostgreSQL OS user, C(become_user=postgres)); as another
     user (root, typically) the module refuses, because objects written by it could not be managed by the
     scheduled dumps.

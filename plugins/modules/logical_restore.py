@@ -129,8 +129,9 @@ attributes:
     platforms: posix
 notes:
   - This module runs the PostgreSQL client programs from O(bindir); it does not need psycopg2, whatever the
-    shared connection options say. O(ssl_mode), O(ca_cert) and O(connect_timeout) reach libpq as
-    E(PGSSLMODE), E(PGSSLROOTCERT) and E(PGCONNECT_TIMEOUT).
+    shared connection options say. O(ssl_mode), O(ca_cert), O(ssl_cert), O(ssl_key) and O(connect_timeout) reach libpq as
+    E(PGSSLMODE), E(PGSSLROOTCERT), E(PGSSLCERT), E(PGSSLKEY) and E(PGCONNECT_TIMEOUT); O(connect_params)
+    in a temporary service file (E(PGSERVICEFILE)).
   - Running the task again with the same O(target_database) fails, because the target is then not empty
     (restores never overwrite). Drop the target or choose a new name.
   - The host's Python needs the C(zstandard) module for zstd-compressed dumps.

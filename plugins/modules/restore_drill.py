@@ -230,6 +230,33 @@ options:
         C(restorekeeper ship)) within O(archive_wait_timeout); O(mode=latest) drills the copy as it stands.
       - Not given, the repository is read.
     type: str
+  login_user:
+    description:
+      - PostgreSQL role the drill connects to the source as (snapshot, restore point, WAL switch); a superuser,
+        or a role allowed to run C(pg_create_restore_point) and C(pg_switch_wal) and to read every table counted.
+      - When not given, C(user) of the configuration file's C([postgres]) section, then libpq's default
+        (E(PGUSER), else the OS user name).
+      - The restored scratch cluster is always reached over its own Unix socket as the configuration's user.
+    default: null
+  login_port:
+    description:
+      - TCP port of the source server, which is also the number in the Unix socket file name.
+      - When not given, C(port) of the configuration file's C([postgres]) section, then E(PGPORT), then 5432.
+    default: null
+  login_db:
+    description:
+      - Database of the source for the drill's first queries (each database is then visited by name).
+      - When not given, C(database) of the configuration file's C([postgres]) section, then libpq's default.
+    default: null
+  login_host:
+    description:
+      - Host name or IP address of the source server. When set it wins over O(login_unix_socket).
+      - When both are empty, C(host) of the configuration file's C([postgres]) section, then libpq's default.
+  login_password:
+    description:
+      - Password of O(login_user). Handed to the PostgreSQL programs in a temporary pgpass file (mode 0600,
+        removed afterwards), never on a command line or in the environment.
+      - When empty, the configuration file's C(password_file) (if any), E(PGPASSFILE) or C(~/.pgpass) apply.
 attributes:
   check_mode:
     support: full
@@ -243,12 +270,14 @@ attributes:
   platform:
     platforms: posix
 extends_documentation_fragment:
+  - restorekeeper.postgresql.postgres
   - ansible.builtin.action_common_attributes
 notes:
   - A real drill always reports C(changed=true) - it creates a restore point and switches WAL on the
     source in O(mode=restore-point), and writes reports in either mode.
-  - The drill connects to the source as the configuration's C([postgres]) section says (peer
-    authentication over the socket by default; a C(password_file) there for password authentication).
+  - The drill connects to the source as the connection options say, each option not given as the
+    configuration's C([postgres]) section says (peer authentication over the socket by default). It runs the
+    PostgreSQL client programs; it does not need psycopg2, whatever the shared connection options say.
   - The scratch cluster needs disk space for a full restore in O(scratch_dir), and CPU and I/O while it
     runs. Role C(restorekeeper.postgresql.drill) schedules drills at low CPU and I/O priority and one at
     a time per host.
@@ -493,10 +522,12 @@ from typing import Any, Dict
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.drillrun import DrillRun
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import config_needs, run_module
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgres import connection_options_spec
 
 
 def argument_spec() -> Dict[str, Any]:
-    return {
+    spec = connection_options_spec()
+    spec.update({
         "config_path": {"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
         "tool_path": {"type": "path", "default": "/opt/restorekeeper/bin/restorekeeper"},
         "mode": {"type": "str", "choices": ["restore-point", "latest", "target"], "default": "restore-point"},
@@ -535,7 +566,8 @@ def argument_spec() -> Dict[str, Any]:
         "wait_timeout": {"type": "int", "default": 3600},
         "archive_wait_timeout": {"type": "int", "default": 120},
         "source": {"type": "str"},
-    }
+    })
+    return spec
 
 
 def main() -> None:

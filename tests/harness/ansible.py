@@ -86,7 +86,7 @@ class ModuleRun:
 
 
 def _playbook(module: str, args: dict[str, Any], result_file: Path, check: bool, diff: bool,
-              become_user: Optional[str]) -> list[dict[str, Any]]:
+              become_user: Optional[str], module_defaults: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
     task: dict[str, Any] = {
         "name": "run the module under test",
         module: args,
@@ -103,6 +103,7 @@ def _playbook(module: str, args: dict[str, Any], result_file: Path, check: bool,
         {
             "hosts": "localhost",
             "gather_facts": False,
+            "module_defaults": module_defaults or {},
             "tasks": [
                 task,
                 {
@@ -125,9 +126,11 @@ def run_module(
     *,
     module: str,
     become_user: Optional[str] = None,
+    module_defaults: Optional[dict[str, Any]] = None,
 ) -> ModuleRun:
     """Run `module` once on localhost; `secrets` become extra vars from a 0600 file,
-    `become_user` runs it as that OS user (for example the cluster's owner)."""
+    `become_user` runs it as that OS user (for example the cluster's owner),
+    `module_defaults` is the play's (for example {"group/restorekeeper.postgresql.postgresql": {...}})."""
     with tempfile.TemporaryDirectory(prefix="rk-module-") as scratch:
         work = Path(scratch)
         inventory = work / "inventory"
@@ -136,7 +139,8 @@ def run_module(
         )
         result_file = work / "result.json"
         playbook = work / "playbook.yml"
-        playbook.write_text(json.dumps(_playbook(module, args, result_file, check, diff, become_user), indent=1))
+        plays = _playbook(module, args, result_file, check, diff, become_user, module_defaults)
+        playbook.write_text(json.dumps(plays, indent=1))
         # -vvv: the secret checks of the tests see everything ansible can print.
         argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), "-vvv"]
         if secrets:

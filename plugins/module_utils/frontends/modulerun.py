@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple, Type, Un
 
 from ..common import hostdeps
 from ..common.errors import Refusal, RestorekeeperError
+from ..pg.postgres import connect_params_secrets
 
 # The Python modules a run imports (hostdeps import names), or a function
 # returning them (for example derived from the configuration file).
@@ -77,6 +78,11 @@ def run_module(
     before action() runs, naming the distribution packages to install.
     """
     with_message = (RestorekeeperError,) + expected
+    # connect_params refuses passwords, but the value given must not show in the refusal's result
+    # (its invocation echoes the module's arguments) either.
+    secrets = connect_params_secrets(getattr(module, "params", None) or {})
+    if secrets:
+        module.no_log_values.update(secrets)
     try:
         check_host_packages(name, needs)
         return action()

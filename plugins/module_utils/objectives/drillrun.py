@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Optional
 
 from ..common.errors import Refusal
 from ..config.config import Config
-from ..pg.pgclient import PgClient
+from ..pg.postgres import module_client
 from ..restore.drill import run_drill
 from ..restore.drillpreflight import check_directory, check_tool, check_user, drill_lock, plan_drill
 from ..restore.drillrequest import module_drill_options
@@ -62,12 +62,12 @@ class DrillRun:
             except Refusal as exc:
                 # Role drill makes the directory before a real run, which check mode skips.
                 self.warn(str(exc))
-            return plan_drill(config, options, report_dir)
+            return plan_drill(config, options, report_dir, module_client(params, config.postgres))
         # Checked before the drill: a drill whose report cannot be written is wasted.
         check_directory("report_dir", report_dir, must_exist=False)
         with drill_lock(params["lock_file"] or "", params["lock_timeout"]):
             self.started = True
-            with PgClient(config.postgres) as client:
+            with module_client(params, config.postgres) as client:
                 report = run_drill(config, client, options)
         report.update(changed=True, planned=False, report_dir=report_dir)
         try:

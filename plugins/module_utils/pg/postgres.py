@@ -7,20 +7,67 @@ and the missing-library error can name the fix.
 
 Connection options are described once, in ``connection_argument_spec()``; the
 module front end passes Ansible's ``env_fallback`` in so that ``login_port``
-falls back to ``PGPORT`` without this file importing Ansible.
+falls back to ``PGPORT`` without this file importing Ansible. They reach libpq
+through one mapping, ``connection_kwargs()``: as keyword arguments (psycopg2)
+or, for the client programs, as the environment and a private service file
+derived from it (``ModuleClient``).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 from ..config.config import PostgresConfig
-from ..common.errors import PostgresError
+from ..common.errors import PostgresError, Refusal
 from .pgclient import PgClient
 from ..common.timefmt import MAX_SECONDS, parse_seconds
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+# libpq keywords the named options set, and the option to use instead of
+# repeating one in connect_params.
+COVERED_KEYWORDS = {
+    "host": "login_host (alias host) or login_unix_socket (alias unix_socket)",
+    "port": "login_port (alias port)",
+    "user": "login_user (alias login)",
+    "password": "login_password",
+    "dbname": "login_db (alias db)",
+    "sslmode": "ssl_mode",
+    "sslrootcert": "ca_cert (alias ssl_rootcert)",
+    "sslcert": "ssl_cert",
+    "sslkey": "ssl_key",
+    "connect_timeout": "connect_timeout",
+}
+
+# libpq keywords connect_params refuses for another reason than a named option.
+REFUSED_KEYWORDS = {
+    "sslpassword": "a secret in connect_params would not be hidden in Ansible's output and logs; use a client "
+    "key without a passphrase, readable only by its owner (mode 0600), in ssl_key",
+    "passfile": "the password file is chosen by login_password (a temporary one) or by password_file in the "
+    "configuration's [postgres] section",
+    "service": "connect_params reach the PostgreSQL client programs as a service of their own; put the "
+    "service's settings in connect_params instead",
+}
+
+# Named options whose libpq keyword the client programs take from the
+# environment (host, port, user, dbname travel in PostgresConfig; the password
+# in a pgpass file; connect_params in a service file).
+_ENVIRONMENT_OF_KEYWORD = {
+    "sslmode": "PGSSLMODE",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+}
+
+_KEYWORD_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+# The service name of ModuleClient's private service file.
+SERVICE_NAME = "restorekeeper"
 
 # pg_settings columns read by read_settings(), in query order.
 _SETTING_COLUMNS = (
@@ -64,18 +111,21 @@ def connection_argument_spec(env_fallback: Callable[..., Any] | None = None) -> 
     module passes it, so the behaviour is the same everywhere. The doc fragment
     ``restorekeeper.postgresql.postgres`` documents exactly these options.
     """
-    port: dict[str, Any] = {"type": "int", "default": 5432}
+    port: dict[str, Any] = {"type": "int", "default": 5432, "aliases": ["port"]}
     if env_fallback is not None:
         port["fallback"] = (env_fallback, ["PGPORT"])
     return {
         "login_user": {"type": "str", "default": "postgres", "aliases": ["login"]},
         "login_password": {"type": "str", "default": "", "no_log": True},
-        "login_host": {"type": "str", "default": ""},
+        "login_host": {"type": "str", "default": "", "aliases": ["host"]},
         "login_port": port,
-        "login_unix_socket": {"type": "str", "default": ""},
+        "login_unix_socket": {"type": "str", "default": "", "aliases": ["unix_socket"]},
         "login_db": {"type": "str", "default": "postgres", "aliases": ["db"]},
         "ssl_mode": {"type": "str", "default": "prefer", "choices": list(SSL_MODES)},
         "ca_cert": {"type": "str", "aliases": ["ssl_rootcert"]},
+        "ssl_cert": {"type": "path"},
+        "ssl_key": {"type": "path"},
+        "connect_params": {"type": "dict", "default": {}},
         "connect_timeout": {"type": "int", "default": 10},
     }
 
@@ -85,12 +135,81 @@ def connection_argument_spec(env_fallback: Callable[..., Any] | None = None) -> 
 # ---------------------------------------------------------------------------
 
 
-def connection_kwargs(params: dict[str, Any]) -> dict[str, Any]:
-    """Map module parameters to libpq keyword arguments.
+def extra_connect_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """The libpq keywords of ``connect_params`` as text, checked.
+
+    A keyword a named option covers is refused, naming the option to use, so
+    one setting never has two places; so are keywords that would carry a
+    secret or fight the way the options reach libpq (REFUSED_KEYWORDS).
+    Messages name keys only, never values.
+    """
+    given = params.get("connect_params") or {}
+    if not isinstance(given, Mapping):
+        raise Refusal("connect_params must be a dictionary of libpq connection keywords",
+                      hint="write it as a mapping, for example connect_params: {application_name: nightly}")
+    checked: dict[str, str] = {}
+    for key, value in given.items():
+        name = str(key)
+        if name in COVERED_KEYWORDS:
+            raise Refusal("connect_params sets %s, which a connection option covers" % name,
+                          hint="use option %s instead, and remove %s from connect_params"
+                          % (COVERED_KEYWORDS[name], name))
+        if name in REFUSED_KEYWORDS:
+            raise Refusal("connect_params may not set %s" % name, hint=REFUSED_KEYWORDS[name])
+        if not _KEYWORD_RE.match(name):
+            raise Refusal("connect_params key %r is not a libpq connection keyword" % name,
+                          hint="use the lower-case keywords of "
+                          "https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS")
+        checked[name] = _keyword_value(name, value)
+    return checked
+
+
+def connect_params_secrets(params: Mapping[str, Any]) -> list[str]:
+    """Values of connect_params keys that name a password (refused, see
+    extra_connect_params): the module front end hides them like no_log
+    options, so not even the refusal's echo of the arguments shows them."""
+    given = params.get("connect_params")
+    if not isinstance(given, Mapping):
+        return []
+    return [str(value) for key, value in given.items() if "password" in str(key).lower() and value not in (None, "")]
+
+
+def _keyword_value(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if not isinstance(value, (str, int, float)):
+        raise Refusal("connect_params %s must be a string or a number, not a %s" % (name, type(value).__name__))
+    text = str(value)
+    if any(char in text for char in "\n\r\0"):
+        raise Refusal("connect_params %s holds a line break or NUL character, which libpq cannot take" % name)
+    return text
+
+
+def check_ssl_files(params: Mapping[str, Any]) -> None:
+    """Refuse TLS files that do not exist or cannot be read. libpq silently
+    goes on without a missing client certificate (and then its key), so a
+    typo would otherwise show up as a puzzling authentication failure."""
+    for option in ("ca_cert", "ssl_cert", "ssl_key"):
+        path = params.get(option) or ""
+        if not path or (option == "ca_cert" and path == "system"):  # libpq 16+: the system's CA store
+            continue
+        if not os.path.isfile(path):
+            raise Refusal("%s %s is not a file on the managed host" % (option, path),
+                          hint="give the path of the file there (the module reads it on the managed host)")
+        if not os.access(path, os.R_OK):
+            raise Refusal("%s %s cannot be read by this OS user" % (option, path),
+                          hint="run the task as the file's owner (become_user) or make it readable to that user")
+
+
+def connection_kwargs(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Map module parameters to libpq keyword arguments: the one mapping of
+    the connection options.
 
     ``login_host`` wins over ``login_unix_socket``; with neither, libpq's own
     default (its compiled-in socket directory, or PGHOST) applies. Empty
     values are left out so libpq defaults and environment variables work.
+    ``connect_params`` come last (checked by extra_connect_params), so their
+    ``application_name`` replaces ours.
     """
     host = params.get("login_host") or params.get("login_unix_socket") or ""
     kwargs: dict[str, Any] = {
@@ -106,8 +225,10 @@ def connection_kwargs(params: dict[str, Any]) -> dict[str, Any]:
         kwargs["host"] = host
     if params.get("login_password"):
         kwargs["password"] = params["login_password"]
-    if params.get("ca_cert"):
-        kwargs["sslrootcert"] = params["ca_cert"]
+    for option, keyword in (("ca_cert", "sslrootcert"), ("ssl_cert", "sslcert"), ("ssl_key", "sslkey")):
+        if params.get(option):
+            kwargs[keyword] = params[option]
+    kwargs.update(extra_connect_params(params))
     return kwargs
 
 
@@ -192,7 +313,8 @@ def connection_error(params: dict[str, Any], detail: str) -> PostgresConnectionE
         )
     return PostgresConnectionError(
         "cannot connect to PostgreSQL at %s as user %s: %s" % (target, user, text),
-        hint="check the connection options (login_host, login_port, login_unix_socket, login_user, ssl_mode)",
+        hint="check the connection options (login_host, login_port, login_unix_socket, login_user, ssl_mode, "
+        "connect_params)",
     )
 
 
@@ -202,9 +324,11 @@ def connect(params: dict[str, Any]) -> Any:
     The password travels only as a keyword argument to libpq: it is never put
     in a DSN string we build, log or return.
     """
+    kwargs = connection_kwargs(params)
+    check_ssl_files(params)
     psycopg2 = _import_psycopg2()
     try:
-        conn = psycopg2.connect(**connection_kwargs(params))
+        conn = psycopg2.connect(**kwargs)
     except psycopg2.Error as exc:
         raise connection_error(params, str(exc)) from None
     # ALTER SYSTEM cannot run inside a transaction block.
@@ -424,28 +548,64 @@ def libpq_environment(params: Mapping[str, Any]) -> Dict[str, str]:
     """TLS and timeout options as libpq environment variables (psql and
     pg_basebackup take them from there); mapped by the shared connection_kwargs."""
     kwargs = connection_kwargs(params)
-    env = {"PGSSLMODE": str(kwargs["sslmode"]), "PGCONNECT_TIMEOUT": str(kwargs["connect_timeout"])}
-    if kwargs.get("sslrootcert"):
-        env["PGSSLROOTCERT"] = str(kwargs["sslrootcert"])
-    return env
+    return {variable: str(kwargs[keyword]) for keyword, variable in _ENVIRONMENT_OF_KEYWORD.items()
+            if kwargs.get(keyword) not in (None, "")}
+
+
+def service_file_text(keywords: Mapping[str, str]) -> str:
+    """A pg_service.conf with one service, SERVICE_NAME, setting keywords.
+    libpq takes a service's settings before the environment's, so
+    connect_params win over PGAPPNAME and the like."""
+    lines = ["[%s]\n" % SERVICE_NAME] + ["%s=%s\n" % (key, value) for key, value in sorted(keywords.items())]
+    return "".join(lines)
 
 
 class ModuleClient(PgClient):
-    """A PgClient that also carries the module's TLS and timeout options."""
+    """A PgClient that also carries the module's TLS and timeout options
+    (environment) and its connect_params (a private service file, mode 0600,
+    removed on close: libpq has no environment variable for many keywords)."""
 
     def __init__(self, settings: PostgresConfig, password: str = "",
-                 extra_env: Optional[Mapping[str, str]] = None) -> None:
+                 extra_env: Optional[Mapping[str, str]] = None,
+                 service: Optional[Mapping[str, str]] = None) -> None:
         super().__init__(settings, password=password)
         self._extra_env = dict(extra_env or {})
+        self._service = dict(service or {})
+        self._service_dir: Optional[str] = None
+
+    def close(self) -> None:
+        super().close()
+        if self._service_dir:
+            shutil.rmtree(self._service_dir, ignore_errors=True)
+            self._service_dir = None
+
+    def _service_env(self) -> Dict[str, str]:
+        if not self._service:
+            return {}
+        if self._service_dir is None:
+            self._service_dir = tempfile.mkdtemp(prefix="restorekeeper-")
+            path = os.path.join(self._service_dir, "connect_params.conf")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(service_file_text(self._service))
+        return {"PGSERVICEFILE": os.path.join(self._service_dir, "connect_params.conf"), "PGSERVICE": SERVICE_NAME}
 
     def env(self) -> Dict[str, str]:
         env = super().env()
         env.update(self._extra_env)
+        env.update(self._service_env())
         return env
+
+    def using_bindir(self, bindir: str) -> PgClient:
+        """As PgClient.using_bindir, keeping the TLS options and connect_params
+        (the service file stays this client's, removed when this one closes)."""
+        plain = super().using_bindir(bindir)
+        return ModuleClient(plain.settings, extra_env=dict(self._extra_env, **self._service_env()))
 
 
 def module_client(params: Mapping[str, Any], configured: PostgresConfig) -> ModuleClient:
     """The client a module uses; the password reaches libpq only through a
     temporary 0600 pgpass file (use the client as a context manager)."""
+    check_ssl_files(params)
     return ModuleClient(postgres_settings(params, configured), password=params.get("login_password") or "",
-                        extra_env=libpq_environment(params))
+                        extra_env=libpq_environment(params), service=extra_connect_params(params))

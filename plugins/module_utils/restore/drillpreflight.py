@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ..common.errors import Refusal
 from ..common.fsutil import flock_waiting
@@ -80,9 +80,11 @@ def drill_lock(path: str, timeout: int) -> Iterator[None]:
         os.close(fd)
 
 
-def plan_drill(config: Config, options: DrillOptions, report_dir: str) -> Dict[str, Any]:
-    """Check mode: read the repository and ask the source what a drill would do, changing nothing."""
-    with PgClient(config.postgres) as client:
+def plan_drill(config: Config, options: DrillOptions, report_dir: str,
+               source: Optional[PgClient] = None) -> Dict[str, Any]:
+    """Check mode: read the repository and ask the source what a drill would do, changing nothing.
+    source: how to reach the source (module connection options); default the configuration's [postgres]."""
+    with source or PgClient(config.postgres) as client:
         in_recovery = client.scalar("SELECT pg_is_in_recovery()") == "t"
         # The same target a real drill recovers to: the source's own timeline, not the newest branch.
         target = options.target or build_target(latest=True, timeline=source_timeline(client))

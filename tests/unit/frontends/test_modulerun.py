@@ -170,3 +170,11 @@ def test_read_private_file_tells_content_and_whether_it_is_private(tmp_path) -> 
     path.chmod(0o600)
     assert read_private_file(str(path), os.getuid(), os.getgid()) == ("[cluster]\nname = main\n", True)
     assert read_private_file(str(path), os.getuid() + 1, os.getgid())[1] is False
+
+
+def test_a_password_given_in_connect_params_is_hidden_like_a_no_log_option():
+    module = RecordingModule()
+    module.params = {"connect_params": {"sslpassword": "s3cret", "password": "other", "application_name": "x"}}
+    module.no_log_values = set()
+    assert run_module(module, "some_module", lambda: {"changed": False}) == {"changed": False}
+    assert module.no_log_values == {"s3cret", "other"}

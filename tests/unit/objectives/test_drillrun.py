@@ -41,9 +41,9 @@ def stand_ins(monkeypatch):
     monkeypatch.setattr(drillrun, "check_user", lambda: None)
     monkeypatch.setattr(drillrun, "check_tool", lambda _path: None)
     monkeypatch.setattr(drillrun.Config, "load", staticmethod(lambda _path: FakeConfig()))
-    monkeypatch.setattr(drillrun, "PgClient", lambda _settings: contextlib.nullcontext())
+    monkeypatch.setattr(drillrun, "module_client", lambda _params, _settings: contextlib.nullcontext())
     monkeypatch.setattr(drillrun, "run_drill", lambda _config, _client, _options: dict(calls["report"]))
-    monkeypatch.setattr(drillrun, "plan_drill", lambda _config, _options, report_dir: {
+    monkeypatch.setattr(drillrun, "plan_drill", lambda _config, _options, report_dir, _source: {
         "result": "planned", "msg": "planned into %s" % report_dir})
 
     def write_reports(report, report_dir):

@@ -8,11 +8,14 @@ The behaviour against real servers is in tests/integration/test_module_wal_archi
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from ansible_collections.restorekeeper.postgresql.plugins.doc_fragments.postgres import ModuleDocFragment
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import Refusal
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import PostgresConfig
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg import postgres
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgres import (
     PostgresConnectionError,
@@ -73,12 +76,18 @@ def test_spec_options_and_secrets():
     spec = connection_argument_spec()
     assert set(spec) == {
         "login_user", "login_password", "login_host", "login_port", "login_unix_socket",
-        "login_db", "ssl_mode", "ca_cert", "connect_timeout",
+        "login_db", "ssl_mode", "ca_cert", "ssl_cert", "ssl_key", "connect_params", "connect_timeout",
     }
     assert spec["login_password"]["no_log"] is True
+    # community.postgresql's names, as canonical names or aliases.
     assert spec["login_user"]["aliases"] == ["login"]
+    assert spec["login_host"]["aliases"] == ["host"]
+    assert spec["login_port"]["aliases"] == ["port"]
+    assert spec["login_unix_socket"]["aliases"] == ["unix_socket"]
     assert spec["login_db"]["aliases"] == ["db"]
     assert spec["ca_cert"]["aliases"] == ["ssl_rootcert"]
+    assert spec["ssl_cert"]["type"] == spec["ssl_key"]["type"] == "path"
+    assert spec["connect_params"] == {"type": "dict", "default": {}}
     assert spec["ssl_mode"]["choices"] == ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
     assert "fallback" not in spec["login_port"]
 
@@ -119,6 +128,90 @@ def test_kwargs_pass_password_and_tls_options():
     assert kwargs["sslrootcert"] == "/ca.pem"
     assert kwargs["sslmode"] == "verify-full"
     assert kwargs["connect_timeout"] == 10
+
+
+def test_kwargs_pass_client_certificate_and_connect_params_last():
+    kwargs = connection_kwargs(_defaults(ssl_cert="/c.crt", ssl_key="/c.key",
+                                         connect_params={"application_name": "nightly", "keepalives": True,
+                                                         "keepalives_idle": 30, "sslcrl": "/crl.pem"}))
+    assert kwargs["sslcert"] == "/c.crt" and kwargs["sslkey"] == "/c.key"
+    # connect_params replace our application_name; values reach libpq as text.
+    assert kwargs["application_name"] == "nightly"
+    assert kwargs["keepalives"] == "1" and kwargs["keepalives_idle"] == "30" and kwargs["sslcrl"] == "/crl.pem"
+    assert "sslcert" not in connection_kwargs(_defaults())
+
+
+@pytest.mark.parametrize("key, option", sorted(postgres.COVERED_KEYWORDS.items()))
+def test_connect_params_refuse_what_an_option_covers_and_name_it(key, option):
+    with pytest.raises(Refusal) as caught:
+        connection_kwargs(_defaults(connect_params={key: "s3cret"}))
+    text = str(caught.value)
+    assert "connect_params sets %s" % key in text
+    assert "use option %s" % option in text
+    assert "s3cret" not in text  # messages name keys, never values
+
+
+@pytest.mark.parametrize("key", ["sslpassword", "passfile", "service"])
+def test_connect_params_refuse_secrets_and_what_fights_the_mapping(key):
+    with pytest.raises(Refusal) as caught:
+        connection_kwargs(_defaults(connect_params={key: "s3cret"}))
+    assert "may not set %s" % key in str(caught.value) and "HINT:" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("given, words", [
+    ({"Application-Name": "x"}, ["not a libpq connection keyword"]),
+    ({"options": ["-c", "x"]}, ["must be a string or a number, not a list"]),
+    ({"application_name": "a\nhost=evil"}, ["line break"]),
+    ("application_name=x", ["must be a dictionary"]),
+])
+def test_connect_params_bad_input(given, words):
+    with pytest.raises(Refusal) as caught:
+        connection_kwargs(_defaults(connect_params=given))
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_client_programs_get_tls_files_in_the_environment_and_connect_params_in_a_service_file(tmp_path):
+    params = _defaults(login_user=None, login_port=None, login_db=None, ssl_mode="verify-full",
+                       ca_cert=str(tmp_path / "ca.crt"), ssl_cert=str(tmp_path / "c.crt"), ssl_key=str(tmp_path / "c.key"),
+                       connect_params={"application_name": "nightly", "target_session_attrs": "read-write"})
+    for name in ("ca.crt", "c.crt", "c.key"):
+        (tmp_path / name).write_text("x")
+    with postgres.module_client(params, PostgresConfig(host="/run/pg", port=5433)) as client:
+        env = client.env()
+        assert env["PGSSLMODE"] == "verify-full"
+        assert env["PGSSLROOTCERT"] == str(tmp_path / "ca.crt")
+        assert env["PGSSLCERT"] == str(tmp_path / "c.crt") and env["PGSSLKEY"] == str(tmp_path / "c.key")
+        service_file = Path(env["PGSERVICEFILE"])
+        assert env["PGSERVICE"] == postgres.SERVICE_NAME
+        assert service_file.read_text() == (
+            "[restorekeeper]\napplication_name=nightly\ntarget_session_attrs=read-write\n")
+        assert service_file.stat().st_mode & 0o777 == 0o600
+        # Programs run with other binaries keep every option.
+        other = client.using_bindir("/usr/lib/postgresql/18/bin").env()
+        assert other["PGSERVICEFILE"] == env["PGSERVICEFILE"] and other["PGSSLCERT"] == env["PGSSLCERT"]
+        assert other["PGHOST"] == "/run/pg" and other["PGPORT"] == "5433"
+    assert not service_file.exists()
+
+
+def test_without_connect_params_no_service_is_named(tmp_path):
+    with postgres.module_client(_defaults(login_user=None, login_port=None, login_db=None), PostgresConfig()) as client:
+        assert "PGSERVICEFILE" not in client.env() and "PGSSLCERT" not in client.env()
+
+
+@pytest.mark.parametrize("option", ["ca_cert", "ssl_cert", "ssl_key"])
+def test_missing_tls_file_is_refused_before_connecting(tmp_path, option):
+    missing = str(tmp_path / "nope.pem")
+    with pytest.raises(Refusal) as caught:
+        postgres.module_client(_defaults(**{option: missing}), PostgresConfig())
+    assert "%s %s is not a file on the managed host" % (option, missing) in str(caught.value)
+    with pytest.raises(Refusal):
+        postgres.connect(_defaults(**{option: missing}))
+
+
+def test_ca_cert_system_is_libpqs_own_store():
+    postgres.check_ssl_files(_defaults(ca_cert="system"))
 
 
 @pytest.mark.parametrize(
