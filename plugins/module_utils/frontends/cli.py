@@ -158,7 +158,9 @@ def cmd_wal_push(args: argparse.Namespace) -> int:
         else:
             outcome = archive.push(args.path, args.name)
     if args.verbose:
-        report("wal-push", "INFO", "%s %s (%d bytes stored)" % (outcome.name, outcome.status, outcome.stored_size))
+        from ..common.timefmt import format_size
+
+        report("wal-push", "INFO", "%s %s (%s stored)" % (outcome.name, outcome.status, format_size(outcome.stored_size)))
     return EXIT_OK
 
 
@@ -321,15 +323,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     for dump in description["dumps"]:
         sys.stdout.write("%-18s logical    %-18s stop %s  databases: %s\n" % (
             dump["label"], dump["format"], dump["stop_time"], ", ".join(dump["databases"])))
+    for timeline in description["wal"]["timelines"]:
+        sys.stdout.write("WAL timeline %d: %s to %s, %d segments (%s)\n" % (
+            timeline["timeline"], timeline["first"], timeline["last"], timeline["segments"],
+            format_size(timeline["segments"] * description["wal"]["segment_size"])))
     for gap in description["wal"]["gaps"]:
         sys.stdout.write("WAL gap on timeline %d: %d segment(s) missing, %s to %s\n" % (
             gap["timeline"], gap["missing"], gap["first_missing"], gap["last_missing"]))
     for error in description["wal"]["unreadable_history_files"]:
         sys.stdout.write("UNREADABLE timeline history: %s\n" % error)
     for window in description["recoverable_windows"]:
-        sys.stdout.write("recoverable: %s (%s) to %s (archived %s), from backup %s along %s\n" % (
+        sys.stdout.write("recoverable: %s (%s) to %s (archived %s), %s, from backup %s along %s\n" % (
             window["earliest_time"], window["earliest_lsn"], window["latest_lsn"], window["latest_time"],
-            window["from_backup"], window["timeline_path"]))
+            window_span(window), window["from_backup"], window["timeline_path"]))
     for copy in description.get("copies", []):
         if copy.get("reachable"):
             sys.stdout.write("copy %-12s %-12s %s%s: %d WAL files behind (lag %s), backups missing: %s\n" % (
@@ -350,6 +356,16 @@ def cmd_info(args: argparse.Namespace) -> int:
             key: tuple(value) if key == "includes" else value
             for key, value in layout.items() if key in ClusterLayout._fields})))
     return EXIT_OK
+
+
+def window_span(window) -> str:
+    """How long a recoverable window lasts, from its backup's end to its last archived WAL, in words."""
+    from ..common.timefmt import format_duration, parse_utc_iso
+
+    if not window["latest_time"]:  # the store kept no time for its last segment
+        return "spanning an unknown time"
+    return "spanning " + format_duration(max(parse_utc_iso(window["latest_time"]) -
+                                             parse_utc_iso(window["earliest_time"]), 0.0))
 
 
 def _discovered_layout(args: argparse.Namespace, config: Config):
@@ -1157,7 +1173,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     name = _command_name(args)
     _logger.info("%s: started (%s)", name, version_line(PROG))
     code = _run(args)
-    _logger.info("%s: ended with exit code %d after %.3f s", name, code, time.monotonic() - started)
+    from ..common.timefmt import format_elapsed
+
+    _logger.info("%s: ended with exit code %d after %s", name, code, format_elapsed(time.monotonic() - started))
     from . import logsetup
 
     logsetup.close()

@@ -32,6 +32,7 @@ from ..repo.records import load_record_sets
 from ..config.config import Config, RepositoryConfig
 from ..config.retentionpolicy import Policy, override
 from ..common.errors import ConfigError, LockBusy, RestorekeeperError
+from ..common.timefmt import format_size
 from ..repo.repository import Repository, open_repository_storage
 from ..storage.base import Storage
 
@@ -340,22 +341,22 @@ def summary_lines(result: Dict[str, Any]) -> List[str]:
         lines.append("%s (%s), policy %s:" % (item["target"], item.get("location", ""), item.get("policy_text", "")))
         backups = item["backups"]
         for entry in backups["removed"]:
-            lines.append("  %s backup %s (%s, %d bytes): %s" % (verb, entry["label"], entry["type"], entry["bytes"],
-                                                                "; ".join(entry["reasons"])))
+            lines.append("  %s backup %s (%s, %s): %s" % (verb, entry["label"], entry["type"], format_size(entry["bytes"]),
+                                                          "; ".join(entry["reasons"])))
         for entry in backups["kept"]:
             lines.append("  keep backup %s (%s%s): %s" % (entry["label"], entry["type"],
                                                           "" if entry["restorable"] else ", NOT restorable",
                                                           "; ".join(entry["reasons"])))
         wal_info = item["wal"]
         if wal_info["removed"]:
-            lines.append("  %s %d WAL file(s) %s .. %s (%d bytes); WAL from %s on is kept" % (
-                verb, wal_info["removed"], wal_info["first"], wal_info["last"], wal_info["bytes"],
+            lines.append("  %s %d WAL file(s) %s .. %s (%s); WAL from %s on is kept" % (
+                verb, wal_info["removed"], wal_info["first"], wal_info["last"], format_size(wal_info["bytes"]),
                 wal_info["kept_from"]))
         for entry in item["dumps"]["removed"]:
-            lines.append("  %s dump %s (%d bytes): %s" % (verb, entry["label"], entry["bytes"],
-                                                          "; ".join(entry["reasons"])))
+            lines.append("  %s dump %s (%s): %s" % (verb, entry["label"], format_size(entry["bytes"]),
+                                                    "; ".join(entry["reasons"])))
         for entry in item["incomplete"]["removed"]:
-            lines.append("  %s %s (%d bytes): %s" % (verb, entry["set"], entry["bytes"], "; ".join(entry["reasons"])))
+            lines.append("  %s %s (%s): %s" % (verb, entry["set"], format_size(entry["bytes"]), "; ".join(entry["reasons"])))
         for entry in item.get("skipped", []):
             lines.append("  skipped %s: %s" % (entry["item"], entry["reason"]))
         removed = len(backups["removed"]) + wal_info["removed"] + len(item["dumps"]["removed"]) \
