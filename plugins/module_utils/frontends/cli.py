@@ -1128,11 +1128,12 @@ def _start_logging(args: argparse.Namespace) -> None:
     """Python logging for --log-file/--log-level (logsetup.py), once per run; nothing without them."""
     global _logger  # pylint: disable=global-statement
     _logger = None
-    if not (args.log_file or args.log_level) or (args.command == "stream" and getattr(args, "daemon", False)):
+    log_file, level = getattr(args, "log_file", ""), getattr(args, "log_level", None)  # storage-agent has neither
+    if not (log_file or level) or (args.command == "stream" and getattr(args, "daemon", False)):
         return  # the stream daemon opens its log itself, once detached (_stream_run)
     from . import logsetup
 
-    _logger = logsetup.configure(args.log_file, args.log_level or "", sys.stderr)
+    _logger = logsetup.configure(log_file, level or "", sys.stderr)
 
 
 def _resolve_config(args: argparse.Namespace) -> None:

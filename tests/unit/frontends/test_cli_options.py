@@ -188,3 +188,13 @@ def test_window_span_in_words():
     window = {"earliest_time": "2026-06-14T12:00:00.000000Z", "latest_time": "2026-06-14T14:05:00.000000Z"}
     assert cli.window_span(window) == "spanning 2h05min"
     assert cli.window_span(dict(window, latest_time=None)) == "spanning an unknown time"
+
+
+def test_the_storage_agent_runs_without_the_logging_options(tmp_path, capsys, monkeypatch):
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    code, _out, err = run(capsys, "storage-agent", "--root", str(tmp_path))
+    assert "AttributeError" not in err and "Traceback" not in err, err
+    assert code in (0, 1)
