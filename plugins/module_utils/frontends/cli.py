@@ -597,7 +597,7 @@ def verify_all_lines(result) -> "List[str]":
         wal_range = "WAL %s..%s (%d segments)" % (backup["wal"]["first"], backup["wal"]["last"], backup["wal"]["segments"])
         if backup["problems"]:
             lines.append("backup %s: %s, %s: %s" % (backup["label"], backup["status"].upper(), wal_range,
-                                                     "; ".join(backup["problems"])))
+                                                    "; ".join(backup["problems"])))
         else:
             lines.append("backup %s: ok, %d files match the manifest, %s archived and sound" % (
                 backup["label"], backup["files"], wal_range))

@@ -26,17 +26,20 @@ def run(capsys, *argv):
     return code, captured.out, captured.err
 
 
+def choices_of(parser, dest):
+    """The sub-parsers of parser's sub-command argument dest, by name."""
+    return [action for action in parser._actions if action.dest == dest][0].choices  # pylint: disable=protected-access
+
+
 def subcommands():
     """(name, parser) of every command, stream actions as "stream ACTION"."""
-    parser = cli.build_parser()
-    commands = next(action for action in parser._actions if action.dest == "command")  # pylint: disable=protected-access
-    for name, sub in commands.choices.items():
+    found = []
+    for name, sub in choices_of(cli.build_parser(), "command").items():
         if name == "stream":
-            actions = next(action for action in sub._actions if action.dest == "stream_command")  # pylint: disable=protected-access
-            for action_name, action_parser in actions.choices.items():
-                yield "stream " + action_name, action_parser
+            found += [("stream " + action, parser) for action, parser in choices_of(sub, "stream_command").items()]
         else:
-            yield name, sub
+            found.append((name, sub))
+    return found
 
 
 def options_of(parser):
