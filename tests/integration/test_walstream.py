@@ -272,6 +272,9 @@ def test_role_in_daemon_mode_converges_and_streams_synchronously(archived, ansib
     assert arch.cluster.scalar("SELECT sync_state FROM pg_stat_replication "
                                "WHERE application_name = 'restorekeeper_main'") == "sync"
     pid = int(pid_file.read_text())
+    # --log-file of the daemon: its output, and its timestamped log lines (written once).
+    log_text = (base / "log" / "stream.log").read_text()
+    assert log_text.count("INFO stream daemon started (restorekeeper ") == 1, log_text
     drop_in = base / "etc" / "main.conf.d" / "stream.conf"
     assert "synchronous = true" in drop_in.read_text() and (os.stat(drop_in).st_mode & 0o777) == 0o600
 

@@ -49,7 +49,7 @@ from ..common.fsutil import LockHeld, exclusive_flock, fsync_directory, makedirs
 from ..pg.pgclient import PgClient
 from ..storage.base import Storage
 from .walarchive import WalArchive, _write_restored
-from ..common.timefmt import utc_iso
+from ..common.timefmt import format_elapsed, format_size, utc_iso
 from ..common.waiting import wait_until
 
 STREAMING = "streaming"
@@ -105,13 +105,14 @@ def describe_status(status: Optional[Dict[str, Any]], now: Optional[float] = Non
     age = status_age_seconds(status, now)
     lag = status.get("lag_bytes")
     seconds = status.get("lag_seconds")
-    return "stream %s: %s, %s, slot %s, lag %s bytes / %s s, received %s, status %s" % (
+    return "stream %s: %s, %s, slot %s, lag %s / %s, received %s, status %s" % (
         status.get("application_name") or "?", status.get("state"),
         "synchronous" if status.get("synchronous") else
         ("asynchronous (synchronous configured, not effective)" if status.get("synchronous_configured")
          else "asynchronous"),
-        status.get("slot"), "?" if lag is None else lag, "?" if seconds is None else "%.1f" % seconds,
-        status.get("received_lsn") or "-", "?" if age is None else "%.0f s old" % age)
+        status.get("slot"), "?" if lag is None else format_size(float(lag)),
+        "?" if seconds is None else format_elapsed(float(seconds)),
+        status.get("received_lsn") or "-", "?" if age is None else format_elapsed(age) + " old")
 
 
 def fetch_streamed_partial(archive: WalArchive, name: str, dest_path: str) -> bool:

@@ -225,6 +225,24 @@ def _open_lock_file(path: str, mode: int) -> int:
     return fd
 
 
+def open_log_file(path: str, mode: int = 0o640) -> int:
+    """A descriptor appending to the log file path, created with mode when
+    missing; a symbolic link or anything but a regular file is refused (a log
+    written as root must not be redirected into another file)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RestorekeeperError("log file %s is a symbolic link: refusing to follow it" % path,
+                                     "name the real file with --log-file") from None
+        raise RestorekeeperError("cannot open log file %s: %s" % (path, exc.strerror or exc),
+                                 "create its directory, writable by this user, or name another --log-file") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RestorekeeperError("log file %s is not a regular file" % path, "name a regular file with --log-file")
+    return fd
+
+
 def private_directory() -> str:
     """A directory only this user can use, for its locks: $XDG_RUNTIME_DIR or
     /run/user/<uid> when they pass the checks, else <tmp>/restorekeeper-<uid>,

@@ -133,3 +133,13 @@ def utc_iso(timestamp: Optional[float] = None, digits: int = 6) -> str:
     if digits:
         text += ".%0*d" % (digits, int((timestamp % 1) * 10 ** digits))
     return text + "Z"
+
+
+def parse_utc_iso(text: str) -> float:
+    """The timestamp of an instant utc_iso wrote (any ISO 8601 with Z or an offset)."""
+    import datetime
+
+    moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("%r has no time zone" % text)
+    return moment.timestamp()

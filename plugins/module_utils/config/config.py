@@ -71,14 +71,19 @@ from __future__ import annotations
 
 import configparser
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from ..common import compression
 from .configfiles import drop_in_paths
 from ..common.errors import ConfigError
 from .retentionpolicy import COPY_POLICY_KEYS, POLICY_KEYS, Policy, parse_policy
 
-DEFAULT_PATH = "/etc/restorekeeper/restorekeeper.conf"
+# The configuration the roles write for the default cluster, "main": /etc/restorekeeper/<cluster>.conf.
+DEFAULT_PATH = "/etc/restorekeeper/main.conf"
+# The command's default before 0.2, still read when DEFAULT_PATH is absent (the modules' config_path default).
+LEGACY_DEFAULT_PATH = "/etc/restorekeeper/restorekeeper.conf"
+# Names the configuration of commands run without --config (and wins over DEFAULT_PATH).
+CONFIG_ENVIRONMENT_VARIABLE = "RESTOREKEEPER_CONFIG"
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # Keys of an s3 repository (see storage_s3.S3Settings); path is the prefix in the bucket.
 S3_KEYS = ("bucket", "endpoint_url", "region", "path_style", "access_key_id", "secret_access_key", "session_token",
@@ -203,6 +208,19 @@ class StreamConfig(NamedTuple):
     max_restart_delay: int = 30
     # wal-fetch serves a streamed partial segment when the full one is missing.
     serve_partial: bool = True
+
+
+def default_config_path(environ: Mapping[str, str], exists: Callable[[str], bool]) -> Tuple[str, str]:
+    """The configuration file of a command run without --config, and a notice
+    for stderr ("" when none): $RESTOREKEEPER_CONFIG when set, else
+    DEFAULT_PATH, else the older LEGACY_DEFAULT_PATH while only it exists."""
+    named = environ.get(CONFIG_ENVIRONMENT_VARIABLE, "")
+    if named:
+        return named, ""
+    if not exists(DEFAULT_PATH) and exists(LEGACY_DEFAULT_PATH):
+        return LEGACY_DEFAULT_PATH, ("%s is deprecated: move it to %s (or set %s)" % (
+            LEGACY_DEFAULT_PATH, DEFAULT_PATH, CONFIG_ENVIRONMENT_VARIABLE))
+    return DEFAULT_PATH, ""
 
 
 def default_stream_name(cluster: str) -> str:

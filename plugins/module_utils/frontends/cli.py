@@ -9,6 +9,10 @@ Exit codes matter to PostgreSQL:
   recovery on exit codes above 125, which is right for a corrupt file or an
   unreachable repository. Returning 1 there would silently end recovery early
   and start the server on a shorter history.
+
+Every other command exits 0 on success, 1 on failure and 2 on a usage error;
+``verify --all`` exits 3 when something it checked is damaged or missing, and
+``check`` follows the Nagios plugin codes (0 to 3).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
+EXIT_UNSOUND = 3  # verify --all: a backup or WAL file checked is damaged or missing
 EXIT_ABORT_RECOVERY = 255
 
 
@@ -51,13 +56,14 @@ def _parser_class():
 class _WalArgs:
     """The parsed arguments of wal-push/wal-fetch, built without argparse."""
 
-    def __init__(self, command: str, handler, config: str, verbose: bool, source: str, first: str,
+    def __init__(self, command: str, handler, config: Optional[str], verbose: bool, source: str, first: str,
                  second: str) -> None:
         self.command = command
         self.handler = handler
         self.config = config
         self.verbose = verbose
         self.source = source
+        self.log_file, self.log_level = "", None
         if command == "wal-push":
             self.path, self.name = first, second
         else:
@@ -71,10 +77,9 @@ def _fast_wal_args(argv: List[str]) -> Optional[_WalArgs]:
     count) returns None and goes through argparse, which reports it."""
     if not argv or argv[0] not in ("wal-push", "wal-fetch"):
         return None
-    from ..config.config import DEFAULT_PATH
-
     command = argv[0]
-    config, verbose, source = DEFAULT_PATH, False, ""
+    config: Optional[str] = None  # main() resolves the default
+    verbose, source = False, ""
     positional: List[str] = []
     index = 1
     while index < len(argv):
@@ -97,7 +102,7 @@ def _fast_wal_args(argv: List[str]) -> Optional[_WalArgs]:
         else:
             positional.append(arg)
         index += 1
-    if len(positional) != 2 or not config:
+    if len(positional) != 2 or config == "":
         return None
     handler = cmd_wal_push if command == "wal-push" else cmd_wal_fetch
     return _WalArgs(command, handler, config, verbose, source, positional[0], positional[1])
@@ -110,10 +115,22 @@ def _load(args: argparse.Namespace) -> Config:
     return Config.load(args.config).for_source(getattr(args, "source", "") or "")
 
 
+# The logger of --log-file/--log-level (logsetup.py) once main() configured it, else None.
+_logger = None
+# True in the stream daemon, whose stderr is its log file: report() then writes there once, timestamped.
+_stderr_is_log_file = False
+_LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}  # logging's numbers, without importing it
+
+
 def report(command: str, level: str, message: object) -> None:
-    """One line on stderr, which PostgreSQL copies into its server log."""
-    sys.stderr.write("%s %s: %s: %s\n" % (PROG, command, level, message))
-    sys.stderr.flush()
+    """One line on stderr, which PostgreSQL copies into its server log (and into the log file, if any)."""
+    if not _stderr_is_log_file:
+        sys.stderr.write("%s %s: %s: %s\n" % (PROG, command, level, message))
+        sys.stderr.flush()
+    if _logger is not None:
+        from .logsetup import ON_STDERR
+
+        _logger.log(_LOG_LEVELS.get(level, 20), "%s: %s", command, message, extra={ON_STDERR: True})
 
 
 def cmd_wal_push(args: argparse.Namespace) -> int:
@@ -141,7 +158,9 @@ def cmd_wal_push(args: argparse.Namespace) -> int:
         else:
             outcome = archive.push(args.path, args.name)
     if args.verbose:
-        report("wal-push", "INFO", "%s %s (%d bytes stored)" % (outcome.name, outcome.status, outcome.stored_size))
+        from ..common.timefmt import format_size
+
+        report("wal-push", "INFO", "%s %s (%s stored)" % (outcome.name, outcome.status, format_size(outcome.stored_size)))
     return EXIT_OK
 
 
@@ -175,7 +194,9 @@ def cmd_wal_pusher(args: argparse.Namespace) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if args.verbose or args.once:
+    if args.json:
+        _print_json({"pushed": result["pushed"], "stopped": result["stopped"]})
+    elif args.verbose or args.once:
         report("wal-pusher", "INFO", "%d WAL files pushed; %s" % (result["pushed"], result["stopped"]))
     return EXIT_OK
 
@@ -215,7 +236,12 @@ def _wal_fetch(args: argparse.Namespace, config: Config) -> int:
 def cmd_wal_list(args: argparse.Namespace) -> int:
     from ..archive.walarchive import WalArchive
 
-    for name in WalArchive(_load(args)).names():
+    archive = WalArchive(_load(args))
+    names = archive.names()
+    if args.json:
+        _print_json({"cluster": archive.config.cluster, "repository": archive.storage.location, "files": names})
+        return EXIT_OK
+    for name in names:
         sys.stdout.write(name + "\n")
     return EXIT_OK
 
@@ -225,7 +251,11 @@ def cmd_repo_create(args: argparse.Namespace) -> int:
 
     config = _load(args)
     created = Repository.from_config(config).create()
-    sys.stdout.write("%s repository %s\n" % ("created" if created else "already initialised:", config.repository.path))
+    if args.json:
+        _print_json({"created": created, "repository": config.repository.path})
+    else:
+        sys.stdout.write("%s repository %s\n" % ("created" if created else "already initialised:",
+                                                 config.repository.path))
     return EXIT_OK
 
 
@@ -301,6 +331,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     for dump in description["dumps"]:
         sys.stdout.write("%-18s logical    %-18s stop %s  databases: %s\n" % (
             dump["label"], dump["format"], dump["stop_time"], ", ".join(dump["databases"])))
+    for timeline in description["wal"]["timelines"]:
+        sys.stdout.write("WAL timeline %d: %s to %s, %d segments (%s)\n" % (
+            timeline["timeline"], timeline["first"], timeline["last"], timeline["segments"],
+            format_size(timeline["segments"] * description["wal"]["segment_size"])))
     for gap in description["wal"]["gaps"]:
         sys.stdout.write("WAL gap on timeline %d: %d segment(s) missing, %s to %s\n" % (
             gap["timeline"], gap["missing"], gap["first_missing"], gap["last_missing"]))
@@ -315,9 +349,9 @@ def cmd_info(args: argparse.Namespace) -> int:
                              "no WAL after it)\n" % (window["earliest_time"], window["earliest_lsn"],
                                                      window["from_backup"]))
             continue
-        sys.stdout.write("recoverable: %s (%s) to %s (archived %s), from backup %s along %s\n" % (
+        sys.stdout.write("recoverable: %s (%s) to %s (archived %s), %s, from backup %s along %s\n" % (
             window["earliest_time"], window["earliest_lsn"], window["latest_lsn"], window["latest_time"],
-            window["from_backup"], window["timeline_path"]))
+            window_span(window), window["from_backup"], window["timeline_path"]))
     for copy in description.get("copies", []):
         if copy.get("reachable"):
             sys.stdout.write("copy %-12s %-12s %s%s: %d WAL files behind (lag %s), backups missing: %s\n" % (
@@ -356,6 +390,16 @@ def _marks_lines(backup) -> List[str]:
     if notes:
         lines.append("annotations: %s" % ", ".join("%s=%s" % item for item in sorted(notes.items())))
     return lines
+
+
+def window_span(window) -> str:
+    """How long a recoverable window lasts, from its backup's end to its last archived WAL, in words."""
+    from ..common.timefmt import format_duration, parse_utc_iso
+
+    if not window["latest_time"]:  # the store kept no time for its last segment
+        return "spanning an unknown time"
+    return "spanning " + format_duration(max(parse_utc_iso(window["latest_time"]) -
+                                             parse_utc_iso(window["earliest_time"]), 0.0))
 
 
 def _discovered_layout(args: argparse.Namespace, config: Config):
@@ -548,16 +592,63 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.all == bool(args.label):
+        raise UsageError("verify needs either a backup label or --all")
+    if args.all:
+        return _verify_all(args)
     from ..backup.backup import verify_backup
 
     with _progress(args, "verify") as progress:
         result = verify_backup(_load(args), args.label, progress)
+    if args.json:
+        _print_json({"label": result.label, "files": result.files, "problems": result.problems,
+                     "verified": not result.problems})
+    for problem in result.problems:
+        report("verify", "ERROR", "backup %s: %s" % (result.label, problem))
     if result.problems:
-        for problem in result.problems:
-            report("verify", "ERROR", "backup %s: %s" % (result.label, problem))
         return EXIT_FAILED
-    sys.stdout.write("backup %s verified: %d files match the manifest\n" % (result.label, result.files))
+    if not args.json:
+        sys.stdout.write("backup %s verified: %d files match the manifest\n" % (result.label, result.files))
     return EXIT_OK
+
+
+def _verify_all(args: argparse.Namespace) -> int:
+    from ..backup.repoverify import verify_repository
+
+    with _progress(args, "verify") as progress:
+        result = verify_repository(_load(args), progress)
+    if args.json:
+        _print_json(result)
+    else:
+        sys.stdout.write("\n".join(verify_all_lines(result)) + "\n")
+    return EXIT_OK if result["summary"]["sound"] else EXIT_UNSOUND
+
+
+def verify_all_lines(result) -> "List[str]":
+    """verify --all in words: a line per backup, per damaged WAL file and gap, and the summary."""
+    lines = []
+    for backup in result["backups"]:
+        wal_range = "WAL %s..%s (%d segments)" % (backup["wal"]["first"], backup["wal"]["last"], backup["wal"]["segments"])
+        if backup["problems"]:
+            lines.append("backup %s: %s, %s: %s" % (backup["label"], backup["status"].upper(), wal_range,
+                                                    "; ".join(backup["problems"])))
+        else:
+            lines.append("backup %s: ok, %d files match the manifest, %s archived and sound" % (
+                backup["label"], backup["files"], wal_range))
+    for label in result["incomplete_backups"]:
+        lines.append("backup %s: incomplete (interrupted or running; never restorable), not verified" % label)
+    for item in result["wal"]["damaged"]:
+        lines.append("WAL %s: DAMAGED: %s" % (item["name"], item["error"]))
+    for gap in result["wal"]["gaps"]:
+        lines.append("WAL gap on timeline %d: %d segment(s) missing, %s to %s" % (
+            gap["timeline"], gap["missing"], gap["first_missing"], gap["last_missing"]))
+    summary = result["summary"]
+    lines.append("verify --all %s: %d backups (%d ok, %d damaged, %d missing WAL); %d WAL files checked, %d damaged; "
+                 "%d needed segments missing; %d gaps" % (
+                     "SOUND" if summary["sound"] else "FAILED", summary["backups"], summary["backups_ok"],
+                     summary["backups_damaged"], summary["backups_missing_wal"], summary["wal_checked"],
+                     summary["wal_damaged"], summary["wal_missing"], summary["gaps"]))
+    return lines
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
@@ -597,12 +688,14 @@ def cmd_dump_restore(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
+        from ..common.timefmt import format_elapsed
+
         sys.stdout.write("restored %s%s of database %s from dump %s into database %s: %d tables, %d rows, "
-                         "row counts equal to the dump, %.1f s\n" % (
+                         "row counts equal to the dump, %s\n" % (
                              result["scope"], " " + (result["table"] and "%s.%s" % (result["schema"], result["table"])
                                                      or result["schema"] or ""),
                              result["database"], result["label"], result["target_database"], len(result["tables"]),
-                             result["rows"], result["duration_seconds"]))
+                             result["rows"], format_elapsed(result["duration_seconds"])))
     return EXIT_OK
 
 
@@ -645,7 +738,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         line = check_line(state, findings, perf, summary)
     except Exception as exc:  # pylint: disable=broad-exception-caught
         state, line = UNKNOWN, "RESTOREKEEPER UNKNOWN - %s" % " ".join(str(exc).replace("|", "/").split())
-    sys.stdout.write(line + "\n")
+        findings, perf, summary = [], [], ""
+    if args.json:
+        from ..monitoring.monitoring import STATE_NAMES
+
+        _print_json({"state": state, "status": STATE_NAMES[state], "line": line, "summary": summary,
+                     "findings": [{"status": STATE_NAMES[item.state], "reason": item.reason} for item in findings],
+                     "perfdata": perf})
+    else:
+        sys.stdout.write(line + "\n")
     return state
 
 
@@ -761,7 +862,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
     action = args.stream_command
     if action == "stop":
         pid = walstream.stop_daemon(args.pid_file, args.timeout)
-        sys.stdout.write("stopped pid %d\n" % pid if pid else "not running\n")
+        if args.json:
+            _print_json({"stopped": bool(pid), "pid": pid})
+        else:
+            sys.stdout.write("stopped pid %d\n" % pid if pid else "not running\n")
         return EXIT_OK
     with PgClient(config.postgres) as client:
         if action == "run":
@@ -812,9 +916,26 @@ def _stream_run(args: argparse.Namespace, config: Config, client) -> int:
 
         raise ConfigError("stream run --daemon needs --pid-file", "name the pid file the daemon writes")
     supervisor.archive.repository.require_initialised()  # refuse before detaching
-    log_file = args.log_file or os.path.join(config.stream.spool_path + ".log")
-    outcome = start_daemon(supervisor.run, os.path.abspath(args.pid_file), os.path.abspath(log_file))
-    sys.stdout.write("%s pid %d\n" % ("started" if outcome["started"] else "already running", outcome["pid"]))
+    # One log file: the daemon's stdout and stderr go there (pg_receivewal's messages too), and so
+    # do its timestamped log lines, written once (report() stops writing them to stderr).
+    log_file = os.path.abspath(args.log_file or config.stream.spool_path + ".log")
+    level = args.log_level
+
+    def run_logged(ready) -> None:  # in the detached process, whose stderr is log_file
+        global _logger, _stderr_is_log_file  # pylint: disable=global-statement
+        from ..common.version import version_line
+        from . import logsetup
+
+        _logger, _stderr_is_log_file = logsetup.configure(log_file, level or "", sys.stderr), True
+        _logger.info("stream daemon started (%s)", version_line(PROG))
+        supervisor.run(ready)
+
+    outcome = start_daemon(run_logged, os.path.abspath(args.pid_file), log_file)
+    if args.json:
+        _print_json({"started": outcome["started"], "pid": outcome["pid"], "log_file": log_file})
+    else:
+        sys.stdout.write("%s pid %d (log %s)\n" % ("started" if outcome["started"] else "already running",
+                                                   outcome["pid"], log_file))
     return EXIT_OK
 
 
@@ -824,19 +945,43 @@ def _print_json(value) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def build_parser() -> "argparse.ArgumentParser":
-    from ..config.config import DEFAULT_PATH
+def _add_common_options(sub: argparse.ArgumentParser) -> None:
+    """--config, --verbose, --log-file and --log-level: every command has them."""
+    from ..config.config import CONFIG_ENVIRONMENT_VARIABLE, DEFAULT_PATH, LEGACY_DEFAULT_PATH
+    from .logsetup import LEVELS
 
-    parser = _parser_class()(prog=PROG, description="PostgreSQL backups proven by restores.")
+    sub.add_argument("--config", "-c", help="configuration file (default: $%s, else %s, else the deprecated %s)"
+                     % (CONFIG_ENVIRONMENT_VARIABLE, DEFAULT_PATH, LEGACY_DEFAULT_PATH))
+    sub.add_argument("--verbose", "-v", action="store_true", help="report success too, not only failures")
+    sub.add_argument("--log-file", metavar="PATH", default="",
+                     help="append timestamped lines to this file (created mode 0640): start, end and exit code, "
+                          "errors, and every message also written to stderr")
+    sub.add_argument("--log-level", choices=LEVELS,
+                     help="the lowest level logged (default info); without --log-file, records not already "
+                          "on stderr (start, end, debug details) go to stderr")
+
+
+def _add_json_option(sub: argparse.ArgumentParser, what: str) -> None:
+    sub.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout, %s (sizes "
+                     "in bytes, durations in seconds; keys are stable, new ones may be added)" % what)
+
+
+def build_parser() -> "argparse.ArgumentParser":
+    from ..common.version import version_line
+
+    parser = _parser_class()(prog=PROG, description="PostgreSQL backups proven by restores.",
+                             epilog="Exit codes: 0 success, 1 failure, 2 usage error; verify --all 3 when anything "
+                                    "checked is damaged or missing; check 0-3 (Nagios); wal-fetch 1 not archived, "
+                                    "255 any other failure.")
+    parser.add_argument("--version", action="version", version=version_line(PROG))
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
     def command(name: str, handler, help_text: str, reads_copies: bool = False) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--config", "-c", default=DEFAULT_PATH, help="configuration file (default %(default)s)")
+        _add_common_options(sub)
         if reads_copies:
             sub.add_argument("--source", metavar="COPY", help="read from this copy instead of the repository")
-        sub.add_argument("--verbose", "-v", action="store_true", help="report success too, not only failures")
         sub.set_defaults(handler=handler)
         return sub
 
@@ -848,11 +993,14 @@ def build_parser() -> "argparse.ArgumentParser":
     pusher.add_argument("--cluster", metavar="NAME", help="refuse to start unless [cluster] name is NAME")
     pusher.add_argument("--pgdata", help="the cluster's data directory (default: [postgres] pgdata)")
     pusher.add_argument("--once", action="store_true", help="one pass over the ready segments, then exit")
+    _add_json_option(pusher, 'with --once: {"pushed": N, "stopped": why}')
     fetch = command("wal-fetch", cmd_wal_fetch, "restore one WAL file from the archive (restore_command)", reads_copies=True)
     fetch.add_argument("name", help="file name wanted, %%f")
     fetch.add_argument("path", help="where to write it, %%p")
-    command("wal-list", cmd_wal_list, "list the archived WAL files", reads_copies=True)
-    command("repo-create", cmd_repo_create, "initialise the repository (idempotent)")
+    wal_list = command("wal-list", cmd_wal_list, "list the archived WAL files", reads_copies=True)
+    _add_json_option(wal_list, '{"cluster", "repository", "files": [names, sorted]}')
+    repo_create = command("repo-create", cmd_repo_create, "initialise the repository (idempotent)")
+    _add_json_option(repo_create, '{"created": true|false, "repository": path}')
     backup = command("backup", cmd_backup, "take a verified physical base backup with pg_basebackup")
     backup.add_argument("--type", choices=("full", "incremental", "auto"), default="full",
                         help="incremental needs PostgreSQL 17+ and summarize_wal; auto picks (default full)")
@@ -864,8 +1012,17 @@ def build_parser() -> "argparse.ArgumentParser":
     backup.add_argument("--annotate", action="append", metavar="KEY=VALUE",
                         help="annotate the backup (repeatable); shown by info, changed later with annotate")
     _add_progress_option(backup)
-    verify = command("verify", cmd_verify, "re-read a stored backup and check every file against its manifest", reads_copies=True)
-    verify.add_argument("label", help="backup label (see restorekeeper info)")
+    verify = command("verify", cmd_verify, "re-read a stored backup and check every file against its manifest; with "
+                     "--all every backup, the WAL each needs to reach consistency and every archived WAL file "
+                     "(exit 0 all sound, 3 anything damaged or missing)", reads_copies=True)
+    verify.add_argument("label", nargs="?", help="backup label (see restorekeeper info)")
+    verify.add_argument("--all", action="store_true",
+                        help="verify the whole repository: each backup ok, damaged or missing-wal, WAL files checked, "
+                             "damaged or missing where a backup needs them, gaps in the archive, a summary")
+    _add_json_option(verify, 'LABEL: {"label", "files", "problems", "verified"}; --all: {"backups": [{"label", '
+                     '"status": ok|damaged|missing-wal, "restorable", "files", "problems", "wal": {"first", "last", '
+                     '"segments", "missing", "damaged"}}], "incomplete_backups", "wal": {"checked", "damaged": [{"name", '
+                     '"error"}], "missing", "gaps"}, "summary": {..., "sound"}}')
     _add_progress_option(verify)
     restore_cmd = command("restore", cmd_restore, "restore a backup into a data directory, to a recovery target", reads_copies=True)
     restore_cmd.add_argument("--pgdata", required=True, help="data directory to restore into (empty or new)")
@@ -1009,6 +1166,8 @@ def build_parser() -> "argparse.ArgumentParser":
     check.add_argument("--require-drill-pass", action="store_true",
                        help="a failed or missing drill is CRITICAL (default WARNING)")
     check.add_argument("--require-policy", action="store_true", help="a layout breaking 3-2-1 is CRITICAL")
+    _add_json_option(check, '{"state": 0-3, "status", "line", "summary", "findings": [{"status", "reason"}], '
+                     '"perfdata": [...]} (the exit code is the same)')
     expire_cmd = command("expire", cmd_expire,
                          "delete backups, WAL and dumps the retention policy no longer needs ([retention])")
     where = expire_cmd.add_mutually_exclusive_group()
@@ -1041,8 +1200,6 @@ def build_parser() -> "argparse.ArgumentParser":
 
 def _add_stream_commands(commands) -> None:
     """restorekeeper stream run|stop|status|ensure-slot|synchronous (walstream.py)."""
-    from ..config.config import DEFAULT_PATH
-
     stream = commands.add_parser("stream", help="stream WAL continuously with pg_receivewal into the repository "
                                  "(RPO zero)", description="stream WAL with pg_receivewal into the repository")
     actions = stream.add_subparsers(dest="stream_command", metavar="ACTION")
@@ -1050,18 +1207,19 @@ def _add_stream_commands(commands) -> None:
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = actions.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--config", "-c", default=DEFAULT_PATH, help="configuration file (default %(default)s)")
-        sub.add_argument("--verbose", "-v", action="store_true", help="report success too, not only failures")
+        _add_common_options(sub)
         sub.set_defaults(handler=cmd_stream)
         return sub
 
-    run = action("run", "run the stream in the foreground (a service), or detached with --daemon")
+    run = action("run", "run the stream in the foreground (a service), or detached with --daemon (its stdout, "
+                 "stderr and log lines then go to --log-file, default <spool_path>.log)")
     run.add_argument("--daemon", action="store_true", help="detach (hosts without systemd); needs --pid-file")
     run.add_argument("--pid-file", help="with --daemon: pid file; a running stream named there is left alone")
-    run.add_argument("--log-file", help="with --daemon: log file (default <spool_path>.log)")
+    _add_json_option(run, 'with --daemon: {"started", "pid", "log_file"}')
     stop = action("stop", "stop the stream daemon named by --pid-file")
     stop.add_argument("--pid-file", required=True)
     stop.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    _add_json_option(stop, '{"stopped": true|false, "pid"}')
     status = action("status", "the stream's last reported status (lag, synchronous state) from the repository")
     status.add_argument("--json", action="store_true", help="print as JSON")
     status.add_argument("--pid-file", help="also tell whether the daemon of this pid file runs here")
@@ -1081,6 +1239,43 @@ def _failure_code(command: Optional[str]) -> int:
     return EXIT_ABORT_RECOVERY if command == "wal-fetch" else EXIT_FAILED
 
 
+def _usage_failure(command: Optional[str], exc: Exception) -> int:
+    if command == "check":  # a Nagios plugin: one line on stdout, 3 UNKNOWN
+        sys.stdout.write("RESTOREKEEPER UNKNOWN - %s\n" % " ".join(str(exc).split()))
+        return 3
+    report(command or "", "ERROR", exc)
+    return EXIT_ABORT_RECOVERY if command == "wal-fetch" else EXIT_USAGE
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    action = getattr(args, "stream_command", None)
+    return "%s %s" % (args.command, action) if action else args.command
+
+
+def _start_logging(args: argparse.Namespace) -> None:
+    """Python logging for --log-file/--log-level (logsetup.py), once per run; nothing without them."""
+    global _logger  # pylint: disable=global-statement
+    _logger = None
+    log_file, level = getattr(args, "log_file", ""), getattr(args, "log_level", None)  # storage-agent has neither
+    if not (log_file or level) or (args.command == "stream" and getattr(args, "daemon", False)):
+        return  # the stream daemon opens its log itself, once detached (_stream_run)
+    from . import logsetup
+
+    _logger = logsetup.configure(log_file, level or "", sys.stderr)
+
+
+def _resolve_config(args: argparse.Namespace) -> None:
+    """--config, else $RESTOREKEEPER_CONFIG, else the default path (config.default_config_path)."""
+    if getattr(args, "config", "") is None:
+        import os
+
+        from ..config.config import default_config_path
+
+        args.config, notice = default_config_path(os.environ, os.path.exists)
+        if notice:
+            report(args.command, "WARNING", notice)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["wal-push"]:
@@ -1092,22 +1287,55 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = _fast_wal_args(argv) or build_parser().parse_args(argv)
     except UsageError as exc:
-        if command == "check":  # a Nagios plugin: one line on stdout, 3 UNKNOWN
-            sys.stdout.write("RESTOREKEEPER UNKNOWN - %s\n" % " ".join(str(exc).split()))
-            return 3
-        report(command or "", "ERROR", exc)
-        return EXIT_ABORT_RECOVERY if command == "wal-fetch" else EXIT_USAGE
+        return _usage_failure(command, exc)
     try:
+        _start_logging(args)
+    except RestorekeeperError as exc:  # the log file cannot be opened: nothing was done yet
+        return _usage_failure(command, exc) if command == "check" else _failed(args, exc)
+    if _logger is None:
+        return _run(args)
+    import time
+
+    from ..common.version import version_line
+
+    started = time.monotonic()
+    name = _command_name(args)
+    _logger.info("%s: started (%s)", name, version_line(PROG))
+    code = _run(args)
+    from ..common.timefmt import format_elapsed
+
+    _logger.info("%s: ended with exit code %d after %s", name, code, format_elapsed(time.monotonic() - started))
+    from . import logsetup
+
+    logsetup.close()
+    return code
+
+
+def _failed(args: argparse.Namespace, exc: Exception) -> int:
+    report(args.command, "ERROR", exc)
+    return _failure_code(args.command)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's handler, every failure reported as one line with the command's exit code."""
+    try:
+        _resolve_config(args)
+        if _logger is not None:
+            _logger.debug("%s: configuration %s", _command_name(args), getattr(args, "config", "-"))
         return args.handler(args)
+    except UsageError as exc:
+        return _usage_failure(args.command, exc)
     except RestorekeeperError as exc:
-        report(args.command, "ERROR", exc)
-        return _failure_code(args.command)
+        return _failed(args, exc)
     except KeyboardInterrupt:
-        report(args.command, "ERROR", "interrupted")
-        return _failure_code(args.command)
+        return _failed(args, "interrupted")
     except Exception as exc:  # a bug must still fail safely, with a readable line first
         report(args.command, "ERROR", "unexpected %s: %s" % (type(exc).__name__, exc))
         import traceback
 
         traceback.print_exc()
+        if _logger is not None:
+            from .logsetup import ON_STDERR
+
+            _logger.error("%s", traceback.format_exc().rstrip(), extra={ON_STDERR: True})
         return _failure_code(args.command)

@@ -41,7 +41,7 @@ from .targets import (
     drill_schedule_for,
     resolve_targets,
 )
-from ..common.timefmt import format_duration
+from ..common.timefmt import format_duration, format_elapsed, format_size
 from ..repo.layout import key_basename, stream_status_key, wal_prefix
 
 MB = 1024 * 1024
@@ -248,13 +248,13 @@ def _rpo_streaming(rpo: int, facts: Facts) -> Dict[str, Any]:
                             "synchronous WAL streaming (slot %s): a commit returns only once the streamer holds its "
                             "WAL, so nothing committed is lost" % status.get("slot"))
         return _finding("RPO", "streaming", NOT_MET, lag, 0,
-                        "WAL streaming is asynchronous: RPO is about the streaming lag (%s s, %s bytes), not 0"
-                        % (lag, status.get("lag_bytes")),
+                        "WAL streaming is asynchronous: RPO is about the streaming lag (%s, %s), not 0"
+                        % (_lag_text(lag), "?" if status.get("lag_bytes") is None else format_size(status["lag_bytes"])),
                         "set synchronous: true in role walstream (synchronous_standby_names names the streamer)")
     if lag is not None and float(lag) <= rpo:
-        return _finding("RPO", "streaming", MET, lag, rpo, "WAL streaming lags %s s, within the RPO" % lag)
+        return _finding("RPO", "streaming", MET, lag, rpo, "WAL streaming lags %s, within the RPO" % _lag_text(lag))
     return _finding("RPO", "streaming", NOT_MET, lag, rpo,
-                    "WAL streaming lags %s s, beyond the RPO %s" % (lag, format_duration(rpo)),
+                    "WAL streaming lags %s, beyond the RPO %s" % (_lag_text(lag), format_duration(rpo)),
                     "set synchronous: true in role walstream, or find why the streamer falls behind")
 
 
@@ -511,3 +511,8 @@ def measured_for_schedule(storage: Any, cluster: str, segment_size: int, now: Op
     return {"replay_rate_mb_s": mb(measured["replay_bytes_per_second"], 0.001),
             "restore_rate_mb_s": mb(measured["unpack_bytes_per_second"], 0.001),
             "wal_rate_mb_per_hour": mb(wal), "drills": int(measured["drills"] or 0)}
+
+
+def _lag_text(seconds: Any) -> str:
+    """A reported streaming lag in human units ("?" when the stream reported none)."""
+    return "?" if seconds is None else format_elapsed(float(seconds))

@@ -153,6 +153,10 @@ class Catalog:
                 runs.append(WalRun(timeline, name, name, 1))
         return runs
 
+    def wal_gaps(self, segment_size: int, names: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+        """Segments missing between archived runs of one timeline (info's "gaps")."""
+        return _gaps(self.wal_runs(segment_size, names), segment_size)
+
     def segment_size(self) -> int:
         identity = self.repository.identity(self.cluster) or {}
         return int(identity.get("wal_segment_size") or 16 * 1024 * 1024)

@@ -36,8 +36,8 @@ from ..repo.records import load_record_sets
 from ..config.config import Config, RepositoryConfig
 from ..config.retentionpolicy import Policy, override
 from ..common.errors import ConfigError, LockBusy, RestorekeeperError
-from ..repo.repository import Repository, open_repository_storage
 from ..common.timefmt import format_size
+from ..repo.repository import Repository, open_repository_storage
 from ..storage.base import Storage
 
 REPOSITORY = "repository"
@@ -500,8 +500,6 @@ def plan_target_readonly(storage: Storage, cluster: str, policy: Policy, now: fl
 # ------------------------------------------------------------------ text
 def summary_lines(result: Dict[str, Any]) -> List[str]:
     """The human summary of an expire result."""
-    from ..common.timefmt import format_size
-
     verb = "would remove" if result["dry_run"] else "removed"
     lines = []
     for item in result["targets"]:

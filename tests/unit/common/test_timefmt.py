@@ -131,3 +131,14 @@ def test_format_size_in_binary_units(size, text):
 def test_format_rate_and_elapsed():
     assert format_rate(85.3 * 1024 ** 2) == "85.3 MiB/s"
     assert [format_elapsed(s) for s in (0.04, 0.44, 9.94, 9.96, 125)] == ["0.0s", "0.4s", "9.9s", "10s", "2min05s"]
+
+
+def test_parse_utc_iso_reads_what_utc_iso_writes():
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.timefmt import parse_utc_iso
+
+    assert parse_utc_iso(utc_iso(1780000000.25)) == pytest.approx(1780000000.25)
+    assert parse_utc_iso("2026-06-14T14:31:59+02:00") == parse_utc_iso("2026-06-14T12:31:59Z")
+    with pytest.raises(ValueError):
+        parse_utc_iso("2026-06-14T14:31:59")  # no zone: which moment is unknown
+    with pytest.raises(ValueError):
+        parse_utc_iso("yesterday")
