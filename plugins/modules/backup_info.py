@@ -28,7 +28,7 @@ options:
       - Path of the restorekeeper configuration file on the database host (or any host that mounts the
         repository and has the file).
     type: path
-    default: /etc/restorekeeper/restorekeeper.conf
+    default: /etc/restorekeeper/main.conf
   server_status:
     description:
       - Also report the server's archiving state (RV(archive)). Needs the server to be reachable.
@@ -144,7 +144,7 @@ EXAMPLES = r"""
   become: true
   become_user: postgres
   restorekeeper.postgresql.backup_info:
-    config_path: /etc/restorekeeper/restorekeeper.conf
+    config_path: /etc/restorekeeper/main.conf
   register: info
 
 - name: Fail when the WAL archive has a gap or archiving lags more than 15 minutes
@@ -847,7 +847,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgr
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.catalog import Catalog
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.layout import key_basename, wal_prefix
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import LEGACY_DEFAULT_PATH, Config, CopyConfig
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import DEFAULT_PATH, Config, CopyConfig
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.discovery import layout_named
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import RestorekeeperError
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import config_needs, run_module
@@ -873,7 +873,7 @@ PG_ISREADY_NO_RESPONSE = 2
 def argument_spec() -> Dict[str, Any]:
     spec = connection_options_spec()
     spec.update(
-        config_path={"type": "path", "default": LEGACY_DEFAULT_PATH},
+        config_path={"type": "path", "default": DEFAULT_PATH},
         server_status={"type": "bool", "default": True},
         ignore_unreachable_server={"type": "bool", "default": False},
         bindir={"type": "path"},

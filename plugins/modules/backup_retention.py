@@ -39,7 +39,7 @@ options:
   config_path:
     description: Path of the restorekeeper configuration file on the host.
     type: path
-    default: /etc/restorekeeper/restorekeeper.conf
+    default: /etc/restorekeeper/main.conf
   copy:
     description:
       - Apply the policy of this copy (a C([copy NAME]) of the configuration) to that copy only.
@@ -242,7 +242,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends
 
 def argument_spec() -> Dict[str, Any]:
     return {
-        "config_path": {"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
+        "config_path": {"type": "path", "default": "/etc/restorekeeper/main.conf"},
         "copy": {"type": "str"},
         "all_copies": {"type": "bool", "default": False},
         "full": {"type": "int"},

@@ -30,7 +30,7 @@ options:
       - Its C([cluster]), C([repository]) and C([backup]) sections say where and how the backup is stored;
         its C([postgres]) section says how to reach the server, unless the connection options below are given.
     type: path
-    default: /etc/restorekeeper/restorekeeper.conf
+    default: /etc/restorekeeper/main.conf
   type:
     description:
       - V(full) copies the whole cluster.
@@ -148,7 +148,7 @@ EXAMPLES = r"""
   become: true
   become_user: postgres
   restorekeeper.postgresql.base_backup:
-    config_path: /etc/restorekeeper/restorekeeper.conf
+    config_path: /etc/restorekeeper/main.conf
     type: full
     max_age: 24h
   register: nightly
@@ -308,7 +308,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgr
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.backup.backup import FULL, BackupOptions, BaseBackup
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.catalog import BackupInfo, Catalog
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import LEGACY_DEFAULT_PATH, Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import DEFAULT_PATH, Config
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import (
     Refusal,
     config_needs,
@@ -322,7 +322,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repo
 def argument_spec() -> Dict[str, Any]:
     spec = connection_options_spec()
     spec.update(
-        config_path={"type": "path", "default": LEGACY_DEFAULT_PATH},
+        config_path={"type": "path", "default": DEFAULT_PATH},
         type={"type": "str", "choices": ["full", "incremental", "auto"], "default": "full"},
         checkpoint={"type": "str", "choices": ["fast", "spread"], "default": "fast"},
         max_rate={"type": "str"},

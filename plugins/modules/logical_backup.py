@@ -27,7 +27,7 @@ options:
       - Path of the restorekeeper configuration file on the database host; it names the repository and the
         cluster, and the compression of backups (C([backup]) section).
     type: path
-    default: /etc/restorekeeper/restorekeeper.conf
+    default: /etc/restorekeeper/main.conf
   databases:
     description:
       - Databases to dump. Empty means every database that accepts connections, templates excluded.
@@ -123,7 +123,7 @@ EXAMPLES = r"""
   become: true
   become_user: postgres
   restorekeeper.postgresql.logical_backup:
-    config_path: /etc/restorekeeper/restorekeeper.conf
+    config_path: /etc/restorekeeper/main.conf
   register: dump
 
 - name: Show what was dumped
@@ -209,7 +209,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends
 def argument_spec() -> Dict[str, Any]:
     spec = connection_options_spec()
     spec.update(
-        config_path={"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
+        config_path={"type": "path", "default": "/etc/restorekeeper/main.conf"},
         databases={"type": "list", "elements": "str", "default": []},
         format={"type": "str", "choices": ["custom", "directory"], "default": "custom"},
         jobs={"type": "int", "default": 1},

@@ -33,7 +33,7 @@ options:
     description:
       - Path of the restorekeeper configuration file on the database host (repository and cluster).
     type: path
-    default: /etc/restorekeeper/restorekeeper.conf
+    default: /etc/restorekeeper/main.conf
   label:
     description:
       - Label of the dump set. Default the newest complete dump set that holds O(database).
@@ -269,7 +269,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends
 def argument_spec() -> Dict[str, Any]:
     spec = connection_options_spec()
     spec.update(
-        config_path={"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
+        config_path={"type": "path", "default": "/etc/restorekeeper/main.conf"},
         label={"type": "str"},
         database={"type": "str", "required": True},
         table={"type": "str"},

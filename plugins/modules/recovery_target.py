@@ -38,7 +38,7 @@ options:
         C(restore_command) fetches WAL from, and (with O(validate_window=true)) the one whose recoverable
         window is checked.
     type: path
-    default: /etc/restorekeeper/restorekeeper.conf
+    default: /etc/restorekeeper/main.conf
   tool_path:
     description:
       - Path of the restorekeeper launcher on the database host, used in C(restore_command).
@@ -247,7 +247,7 @@ HIDDEN = "********"
 def argument_spec() -> Dict[str, Any]:
     return {
         "pgdata": {"type": "path", "required": True},
-        "config_path": {"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
+        "config_path": {"type": "path", "default": "/etc/restorekeeper/main.conf"},
         "tool_path": {"type": "path", "default": "/opt/restorekeeper/bin/restorekeeper"},
         "target_time": {"type": "str"},
         "target_xid": {"type": "str"},

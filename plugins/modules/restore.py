@@ -36,7 +36,7 @@ options:
       - Path of the restorekeeper configuration file on the database host; names the repository and the
         cluster to restore, and in C([postgres]) the binaries (C(bindir)) and the user of the restored server.
     type: path
-    default: /etc/restorekeeper/restorekeeper.conf
+    default: /etc/restorekeeper/main.conf
   pgdata:
     description:
       - Data directory to restore into. Must be absent or empty, unless O(force=true) or O(delta=true); never
@@ -506,7 +506,7 @@ class Before:
 
 def argument_spec() -> Dict[str, Any]:
     return {
-        "config_path": {"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
+        "config_path": {"type": "path", "default": "/etc/restorekeeper/main.conf"},
         "pgdata": {"type": "path", "required": True},
         "tool_path": {"type": "path", "default": "/opt/restorekeeper/bin/restorekeeper"},
         "target_time": {"type": "str"},

@@ -37,7 +37,7 @@ options:
       - The restorekeeper configuration file (repository, cluster name and how to reach the server in its
         C([postgres]) section), as written by role C(restorekeeper.postgresql.archiving).
     type: path
-    default: /etc/restorekeeper/restorekeeper.conf
+    default: /etc/restorekeeper/main.conf
   tool_path:
     description:
       - The on-host C(restorekeeper) launcher. The scratch cluster's C(restore_command) runs
@@ -528,7 +528,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.pg.postgr
 def argument_spec() -> Dict[str, Any]:
     spec = connection_options_spec()
     spec.update({
-        "config_path": {"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
+        "config_path": {"type": "path", "default": "/etc/restorekeeper/main.conf"},
         "tool_path": {"type": "path", "default": "/opt/restorekeeper/bin/restorekeeper"},
         "mode": {"type": "str", "choices": ["restore-point", "latest", "target"], "default": "restore-point"},
         "target_time": {"type": "str"},

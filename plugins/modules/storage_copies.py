@@ -25,7 +25,7 @@ options:
   config_path:
     description: Path of the cluster's restorekeeper configuration file; the drop-in goes in C(<config_path>.d/).
     type: path
-    default: /etc/restorekeeper/restorekeeper.conf
+    default: /etc/restorekeeper/main.conf
   state:
     description:
       - V(present) writes the drop-in with O(copies) (none given, a drop-in declaring no copy); V(absent) removes
@@ -131,7 +131,7 @@ _SECRET_LINE = re.compile(r"^(?P<key>%s)\s*=\s*(?P<value>.*)$" % "|".join(SECRET
 
 def argument_spec() -> Dict[str, Any]:
     return {
-        "config_path": {"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
+        "config_path": {"type": "path", "default": "/etc/restorekeeper/main.conf"},
         "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
         "copies": {"type": "list", "elements": "dict", "options": COPY_SPEC},
         "owner": {"type": "str", "default": "postgres"},

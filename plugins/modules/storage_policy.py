@@ -32,7 +32,7 @@ options:
   config_path:
     description: Path of the cluster's restorekeeper configuration file (its drop-ins are read too).
     type: path
-    default: /etc/restorekeeper/restorekeeper.conf
+    default: /etc/restorekeeper/main.conf
   count_live_cluster:
     description:
       - Count the live cluster as one of the copies. Off by default - the live cluster is not a backup.
@@ -238,7 +238,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.copies.po
 
 def argument_spec() -> Dict[str, Any]:
     return {
-        "config_path": {"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
+        "config_path": {"type": "path", "default": "/etc/restorekeeper/main.conf"},
         "copies": {"type": "list", "elements": "dict", "options": COPY_SPEC},
         "count_live_cluster": {"type": "bool", "default": False},
         "host": {"type": "str"},

@@ -49,7 +49,7 @@ options:
       - With O(state=enabled) it must exist, be a valid restorekeeper configuration, and be readable by
         the server's OS user.
     type: path
-    default: /etc/restorekeeper/restorekeeper.conf
+    default: /etc/restorekeeper/main.conf
   tool_path:
     description:
       - Path of the restorekeeper launcher on the database host.
@@ -197,7 +197,7 @@ EXAMPLES = r"""
   become: true
   become_user: postgres
   restorekeeper.postgresql.wal_archiving:
-    config_path: /etc/restorekeeper/restorekeeper.conf
+    config_path: /etc/restorekeeper/main.conf
     tool_path: /opt/restorekeeper/bin/restorekeeper
     archive_timeout: 5min
   register: archiving
@@ -325,13 +325,13 @@ queries:
   elements: str
   sample:
     - "ALTER SYSTEM SET archive_mode = 'on'"
-    - "ALTER SYSTEM SET archive_command = '/opt/restorekeeper/bin/restorekeeper wal-push --config /etc/restorekeeper/restorekeeper.conf %p %f'"
+    - "ALTER SYSTEM SET archive_command = '/opt/restorekeeper/bin/restorekeeper wal-push --config /etc/restorekeeper/main.conf %p %f'"
     - SELECT pg_reload_conf()
 archive_command:
   description: The C(archive_command) the module manages for O(state) (empty for V(disabled)).
   returned: always
   type: str
-  sample: /opt/restorekeeper/bin/restorekeeper wal-push --config /etc/restorekeeper/restorekeeper.conf %p %f
+  sample: /opt/restorekeeper/bin/restorekeeper wal-push --config /etc/restorekeeper/main.conf %p %f
 server_version_num:
   description: The server version as a number.
   returned: always
@@ -411,7 +411,7 @@ def argument_spec() -> Dict[str, Any]:
     spec = connection_argument_spec(env_fallback=env_fallback)
     spec.update(
         state={"type": "str", "choices": ["enabled", "disabled"], "default": "enabled"},
-        config_path={"type": "path", "default": "/etc/restorekeeper/restorekeeper.conf"},
+        config_path={"type": "path", "default": "/etc/restorekeeper/main.conf"},
         tool_path={"type": "path", "default": "/opt/restorekeeper/bin/restorekeeper"},
         pusher_markers={"type": "path", "default": ""},
         archive_timeout={"type": "raw", "default": "60s"},

@@ -20,7 +20,7 @@ options:
   config_path:
     description: Path of the restorekeeper configuration file.
     type: path
-    default: /etc/restorekeeper/restorekeeper.conf
+    default: /etc/restorekeeper/main.conf
   source:
     description: Read the status from this copy (C([copy NAME]) of the configuration) instead of the repository.
     type: str
@@ -139,7 +139,7 @@ status:
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import LEGACY_DEFAULT_PATH, Config
+from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import DEFAULT_PATH, Config
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.modulerun import config_needs, run_module
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import open_repository_storage
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walstream import (
@@ -150,7 +150,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.w
 
 def argument_spec() -> Dict[str, Any]:
     return dict(
-        config_path=dict(type="path", default=LEGACY_DEFAULT_PATH),
+        config_path=dict(type="path", default=DEFAULT_PATH),
         source=dict(type="str"),
         stale_after=dict(type="float"),
     )

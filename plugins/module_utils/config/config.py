@@ -69,6 +69,7 @@ encryption keys) ever appears in pg_settings or in the process list.
 
 from __future__ import annotations
 
+import os
 import configparser
 import re
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
@@ -593,6 +594,10 @@ def _read_file(path: str) -> Dict[str, Dict[str, str]]:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
     except FileNotFoundError:
+        if path == DEFAULT_PATH and os.path.exists(LEGACY_DEFAULT_PATH):
+            raise ConfigError("configuration file %s does not exist, but the older default %s does"
+                              % (path, LEGACY_DEFAULT_PATH),
+                              "move it to %s, or name it (config_path, --config)" % DEFAULT_PATH) from None
         raise ConfigError(
             "configuration file %s does not exist" % path,
             "deploy it with the restorekeeper.postgresql.archiving role or pass --config",

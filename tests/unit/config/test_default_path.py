@@ -29,3 +29,18 @@ def test_the_old_path_is_read_with_a_notice_only_while_the_new_one_is_absent(env
     assert path == LEGACY_DEFAULT_PATH
     assert "deprecated" in notice and DEFAULT_PATH in notice and "\n" not in notice
     assert default_config_path(environ, exists_only(DEFAULT_PATH, LEGACY_DEFAULT_PATH)) == (DEFAULT_PATH, "")
+
+
+def test_loading_the_default_while_only_the_older_file_exists_names_both(tmp_path, monkeypatch):
+    """A module's config_path default (main.conf) missing beside the older default: the error names both."""
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import ConfigError
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config import config as config_module
+
+    new, old = tmp_path / "main.conf", tmp_path / "restorekeeper.conf"
+    old.write_text("[repository]\npath = /srv\n")
+    monkeypatch.setattr(config_module, "DEFAULT_PATH", str(new))
+    monkeypatch.setattr(config_module, "LEGACY_DEFAULT_PATH", str(old))
+    with pytest.raises(ConfigError) as caught:
+        config_module.Config.load(str(new))
+    assert str(new) in str(caught.value) and str(old) in str(caught.value)
+    assert "move it" in caught.value.hint
