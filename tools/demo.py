@@ -53,7 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(REPO_ROOT / ".build" / "collections"))  # the engine, as `make collection` links it
 
-from harness import PgCluster, allocate_port, make_user_dir, run_as, server_os_user, session_dir, wait_until  # noqa: E402
+from harness import PgCluster, allocate_port, make_user_dir, run_as, server_os_user, test_root, wait_until  # noqa: E402
 from harness.paths import running_as_root  # noqa: E402
 from harness.s3 import S3Endpoint  # noqa: E402
 
@@ -552,13 +552,27 @@ def write_stop_script(clusters: Sequence[PgCluster], base: Path) -> None:
         "if [ -f %s ]; then pid=$(cat %s); if grep -q moto_server /proc/$pid/cmdline 2>/dev/null; then kill $pid; fi; "
         "rm -f %s; fi" % (pid_file, pid_file, pid_file),
         "rm -rf %s" % shlex.quote(str(base)),
-        "rmdir %s 2>/dev/null || true" % shlex.quote(str(base.parent)),
         "rm -f %s" % shlex.quote(str(STOP_SCRIPT)),
         'echo "demo-clean: stopped the kept demo and removed %s"' % base,
     ]
     STOP_SCRIPT.parent.mkdir(parents=True, exist_ok=True)
     STOP_SCRIPT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.chmod(STOP_SCRIPT, 0o755)
+
+
+def demo_dir(pid: int) -> Path:
+    """Where a demo's servers, tool and repository live: world-traversable (the server's OS user works
+    there), and not named run-*, which test sessions delete once the process that made it is gone - as a
+    kept demo's is."""
+    return test_root() / ("demo-%d" % pid)
+
+
+def remove_dead_demos() -> None:
+    """Directories of demos killed before their clean-up whose servers no longer run."""
+    for path in test_root().glob("demo-*"):
+        if path.name[5:].isdigit() and not Path("/proc", path.name[5:]).exists() \
+                and not any(path.glob("*/data/postmaster.pid")):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def stop_kept_demo() -> None:
@@ -646,8 +660,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     stop_kept_demo()
+    remove_dead_demos()
     shutil.rmtree(REPORTS_DIR, ignore_errors=True)  # each run's reports are its own
-    base = session_dir() / "demo"
+    base = demo_dir(os.getpid())
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     os.chmod(base, 0o755)  # the server's OS user reaches its files below
@@ -665,10 +680,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         if not STOP_SCRIPT.exists():  # nothing kept
             shutil.rmtree(base, ignore_errors=True)
-            try:
-                base.parent.rmdir()  # the session directory, when nothing else is in it
-            except OSError:
-                pass
     return code
 
 
