@@ -777,9 +777,9 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions,
         # archived (the archiver goes in order), so none would be lost.
         rpo = 0.0
     restored_ok = bool(restore_result)
+    rto_unmeasured = "the restored data did not pass verification" if restored_ok else "the restore failed"
     checks.append(_target_check("RTO", rto, options.rto_target, "") if passed_verification
-                  else Check("RTO", SKIP, "not measured: %s" % ("the restored data did not pass verification"
-                                                                 if restored_ok else "the restore failed")))
+                  else Check("RTO", SKIP, "not measured: %s" % rto_unmeasured))
     if options.mode == "target":
         rpo = None
         checks.append(Check("RPO", SKIP, "not measured: the drill restored to a chosen target, not to the newest point"))

@@ -78,7 +78,7 @@ def rto_breakdown(phases: Mapping[str, float], rto_seconds: Optional[float], pre
     shown; overlapping: phases timed while those ran; excluded: preparation, before the clock started.
     Without an RTO (the restore failed or did not pass verification) the phases that ran are listed
     without a sum, and not_measured says why ("" when nothing says)."""
-    known = {name for name, _ in CRITICAL_PHASES} | {name for name, _, _ in OVERLAPPING_PHASES} | set(NOT_PHASES)
+    known = {phase[0] for phase in CRITICAL_PHASES + OVERLAPPING_PHASES} | set(NOT_PHASES)
     critical = [(name, float(phases[name]), words) for name, words in CRITICAL_PHASES if name in phases]
     overlapping = [_item(name, float(phases[name]), None, words, overlaps=where)
                    for name, where, words in OVERLAPPING_PHASES if name in phases]
@@ -90,9 +90,9 @@ def rto_breakdown(phases: Mapping[str, float], rto_seconds: Optional[float], pre
     measured = rto_seconds is not None
     path: List[Dict[str, Any]]
     if measured:
-        rest = max(float(rto_seconds) - sum(seconds for _, seconds, _ in critical), 0.0)
+        rest = max(float(rto_seconds) - sum(part[1] for part in critical), 0.0)
         parts = critical + [(OTHER[0], rest, OTHER[1])]
-        shown = _tenths([seconds for _, seconds, _ in parts], float(rto_seconds))
+        shown = _tenths([part[1] for part in parts], float(rto_seconds))
         path = [_item(name, seconds, tenths, words) for (name, seconds, words), tenths in zip(parts, shown)]
     else:
         path = [_item(name, seconds, None, words) for name, seconds, words in critical]
@@ -117,8 +117,8 @@ def breakdown_line(breakdown: Mapping[str, Any]) -> str:
                                 seconds_text(breakdown["rto_seconds"]))
     else:
         ran = ", ".join("%s %s" % (item["phase"], seconds_text(item["seconds"])) for item in breakdown["critical_path"])
-        head = "RTO not measured%s%s" % (": " + breakdown["not_measured"] if breakdown["not_measured"] else "",
-                                          "; phases that ran: %s" % ran if ran else "")
+        reason = ": " + breakdown["not_measured"] if breakdown["not_measured"] else ""
+        head = "RTO not measured%s%s" % (reason, "; phases that ran: %s" % ran if ran else "")
     aside = ["%s %s (%s: %s)" % (item["phase"], seconds_text(item["seconds"]), item["overlaps"], item["description"])
              for item in breakdown["overlapping"]]
     aside += ["%s %s (%s: %s)" % (item["phase"], seconds_text(item["seconds"]), item["when"], item["description"])
