@@ -46,10 +46,10 @@ export PATH := $(VENV_BIN):$(PATH)
 # sanity: it must see its own copy of the collection.
 lint units integration molecule demo bench bench-large: export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 
-.PHONY: help prerequisites venv collection lint sanity units integration molecule test demo bench bench-large clean distclean
+.PHONY: help prerequisites venv collection lint sanity units integration molecule test demo demo-clean bench bench-large clean distclean
 
 help:
-	@echo "Targets: prerequisites venv collection lint sanity units integration molecule test demo bench bench-large clean distclean"
+	@echo "Targets: prerequisites venv collection lint sanity units integration molecule test demo demo-clean bench bench-large clean distclean"
 
 ## prerequisites: the host packages make test needs (sshd, sudo, ip, PostgreSQL 15 and
 ## postgresql-common, python3-venv, the host Python's psycopg2, zstandard, crc32c,
@@ -165,8 +165,15 @@ test:
 	[ $$integration -eq 0 ] && [ $$molecule -eq 0 ]
 	$(MAKE) --no-print-directory molecule MOLECULE_SCENARIOS=fleet
 
+## demo: archiving, backups, a rewind, a drill and 3-2-1 copies on a throwaway PostgreSQL 18; the drill's
+## reports go to .build/demo/reports (fresh each run). KEEP=1 leaves the servers running and prints how to
+## explore them; `make demo-clean` (or `make clean`) stops and removes them.
+KEEP ?=
 demo: venv collection
-	@if [ -f tools/demo.py ]; then $(VENV_BIN)/python tools/demo.py; else echo "demo: tools/demo.py not written yet"; fi
+	@if [ -f tools/demo.py ]; then $(VENV_BIN)/python tools/demo.py $(if $(filter-out 0,$(KEEP)),--keep); else echo "demo: tools/demo.py not written yet"; fi
+
+demo-clean:
+	@if [ -f .build/demo/stop-demo.sh ]; then sh .build/demo/stop-demo.sh; else echo "demo-clean: no demo kept running"; fi
 
 bench: venv collection
 	$(VENV_BIN)/python -m pip install --disable-pip-version-check -q -r bench/requirements.txt
@@ -177,8 +184,10 @@ bench-large: venv collection
 	$(VENV_BIN)/python -m pip install --disable-pip-version-check -q -r bench/requirements.txt
 	$(VENV_BIN)/python bench/run.py --profile large $(BENCH_ARGS)
 
-## clean: build output and caches (keeps .venv; `make distclean` removes it too).
+## clean: build output (the demo's reports too, after stopping a kept demo) and caches (keeps .venv;
+## `make distclean` removes it too).
 clean:
+	@if [ -f .build/demo/stop-demo.sh ]; then sh .build/demo/stop-demo.sh; fi
 	rm -rf .build tests/output .pytest_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 

@@ -20,7 +20,13 @@ What it does, in the order a user would:
 6. the rewind: `restorekeeper restore --target-time <just before T> --start`
    into a new data directory and port, and shows the rows are back, with the
    timeline and the time of each phase the restore reported;
-7. stops and removes everything it made (both servers), also on failure or Ctrl-C.
+7. a restore drill against targets, its reports copied to .build/demo/reports
+   (a fresh directory each run; `make clean` removes it);
+8. 3-2-1 copies (a second disk and S3 on moto), the plan, metrics and retention;
+9. stops and removes everything it made (both servers, moto), also on failure or
+   Ctrl-C - unless `--keep` (`make demo KEEP=1`): then the servers and moto stay
+   up, the demo prints the commands to explore them, and .build/demo/stop-demo.sh
+   (`make demo-clean`, also run by `make clean`) stops and removes them.
 
 Run with the project venv (`make demo`): its interpreter is /usr/bin/python3's,
 which the `postgres` user can execute (the role's module runs as that user).
@@ -28,30 +34,39 @@ which the `postgres` user can execute (the role's module runs as that user).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Sequence
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(REPO_ROOT / ".build" / "collections"))  # the engine, as `make collection` links it
 
-from harness import PgCluster, make_user_dir, run_as, server_os_user, session_dir, test_root  # noqa: E402
-from harness.s3 import run_moto_server  # noqa: E402
+from harness import PgCluster, allocate_port, make_user_dir, run_as, server_os_user, test_root, wait_until  # noqa: E402
+from harness.paths import running_as_root  # noqa: E402
+from harness.s3 import S3Endpoint  # noqa: E402
 
 PG_VERSION = 18
 CLUSTER_NAME = "demo"
 SEGMENT_SIZE = 16 * 1024 * 1024
 COLLECTIONS = REPO_ROOT / ".build" / "collections"
 COLLECTION_LINK = COLLECTIONS / "ansible_collections" / "restorekeeper" / "postgresql"
+# What a run leaves in the build directory: the drill's reports (fresh each run) and, with --keep, the
+# script that stops and removes the kept servers (make demo-clean; make clean runs it too).
+BUILD_DIR = REPO_ROOT / ".build" / "demo"
+REPORTS_DIR = BUILD_DIR / "reports"
+STOP_SCRIPT = BUILD_DIR / "stop-demo.sh"
 STARTED = time.monotonic()
 
 
@@ -373,29 +388,50 @@ def rewind(variables: Dict[str, Any], cluster: PgCluster, restored: PgCluster, a
     say("  every row is back, including the 250 added after the last backup (replayed from archived WAL)")
 
 
-def drill(variables: Dict[str, Any], cluster: PgCluster) -> None:
+def drill(variables: Dict[str, Any], cluster: PgCluster, base: Path) -> Dict[str, Any]:
     step("A restore drill: restorekeeper drill --rto-target 15min --rpo-target 5min")
-    reports = make_user_dir(test_root() / "demo-reports", cluster.os_user, 0o755)
+    # The server's OS user writes the reports next to the cluster (it may not reach this checkout);
+    # they are copied to the build directory below.
+    written = make_user_dir(base / "reports", cluster.os_user, 0o755)
     say("  restores the newest backup into a scratch cluster on a free port, verifies it against the")
     say("  source, measures RTO and RPO, and removes the scratch cluster")
     result = tool(variables, cluster, [
         "drill", "--rto-target", "15min", "--rpo-target", "5min", "--checksum-table", "postgres:public.pgbench_branches",
-        "--report-dir", str(reports), "--json"])
+        "--report-dir", str(written), "--json"])
     if not result.stdout:
         raise DemoFailed("restorekeeper drill failed (exit %d): %s" % (result.returncode, result.stderr.strip()))
     report = json.loads(result.stdout)
     for check in report["checks"]:
         say("  %-5s %s: %s" % (check["status"], check["name"], check["detail"]))
-    phases = report["phases"]
-    say("  RTO %.1fs (%s), target 15min; RPO %.1fs, target 5min: drill %s"
-        % (report["rto_seconds"] or 0, ", ".join("%s %.1fs" % (k, v) for k, v in sorted(phases.items())),
-           report["rpo_seconds"] or 0, report["result"].upper()))
-    say("  report for people: %s (JUnit XML for CI beside it)" % report["report_files"]["html"])
+    say("  %s" % drill_verdict(report))
+    say("  how the RTO adds up: %s" % report["rto_breakdown"]["summary"])
+    copy_reports(written)
+    say("  report for people: %s (JSON and JUnit XML for CI beside it)" % (REPORTS_DIR / "latest.html"))
     if report["result"] != "pass":
         raise DemoFailed("the drill failed: %s" % "; ".join(report["failure_reasons"]))
+    return report
 
 
-def three_copies(variables: Dict[str, Any], cluster: PgCluster, base: Path, endpoint) -> None:
+def drill_verdict(report: Dict[str, Any]) -> str:
+    """RTO 12.3 s, target 15min; RPO 0.0 s, target 5min: drill PASS - every figure with its unit, and why one
+    is missing."""
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.objectives.drillreport import (
+        figure, rpo_unmeasured, target_text)
+
+    return "RTO %s%s; RPO %s%s: drill %s" % (
+        figure(report["rto_seconds"], report["rto_breakdown"]["not_measured"]),
+        target_text(report["rto_target_seconds"]), figure(report["rpo_seconds"], rpo_unmeasured(report)),
+        target_text(report["rpo_target_seconds"]), report["result"].upper())
+
+
+def copy_reports(written: Path) -> None:
+    """The drill's reports into .build/demo/reports, a fresh directory of this run only."""
+    shutil.rmtree(REPORTS_DIR, ignore_errors=True)
+    REPORTS_DIR.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(written, REPORTS_DIR)
+
+
+def three_copies(variables: Dict[str, Any], cluster: PgCluster, base: Path, endpoint: S3Endpoint) -> None:
     step("3-2-1: a second disk and an encrypted, immutable S3 bucket (moto on loopback), filled by restorekeeper ship")
     import base64
 
@@ -457,13 +493,125 @@ def fleet_operations(variables: Dict[str, Any], cluster: PgCluster) -> None:
         raise DemoFailed("restorekeeper expire --dry-run failed (exit %d)" % expire.returncode)
 
 
+# ------------------------------------------------------------------- moto
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def moto_server(log_path: Path, keep: bool) -> Iterator[S3Endpoint]:
+    """moto_server on a free loopback port, in a session of its own so a Ctrl-C reaches only the demo
+    (whose clean-up stops it); left running when keep."""
+    port = allocate_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
+                                    str(port)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                   start_new_session=True)
+    url = "http://127.0.0.1:%d" % port
+    kept = False
+    try:
+        wait_until(lambda: _answers(url), timeout=30, message="moto_server on %s" % url)
+        yield S3Endpoint(url, "restorekeeper-demo-key", "restorekeeper-demo-secret")
+        kept = keep
+    finally:
+        (BUILD_DIR / "moto.pid").unlink(missing_ok=True)
+        if kept:
+            BUILD_DIR.mkdir(parents=True, exist_ok=True)
+            (BUILD_DIR / "moto.pid").write_text("%d\n" % process.pid)
+        else:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+# ------------------------------------------------------------------- keep
+def as_server_user(cluster: PgCluster, argv: Sequence[Any]) -> str:
+    """A shell command running argv as the server's OS user (runuser when we are root)."""
+    command = " ".join(shlex.quote(str(arg)) for arg in argv)
+    if running_as_root() and cluster.os_user != "root":
+        return "runuser -u %s -- %s" % (shlex.quote(cluster.os_user), command)
+    return command
+
+
+def write_stop_script(clusters: Sequence[PgCluster], base: Path) -> None:
+    """.build/demo/stop-demo.sh: stops the kept servers and moto, removes what the demo made, then itself."""
+    lines = ["#!/bin/sh", "# Written by `make demo KEEP=1` (tools/demo.py): stops and removes what that demo left.",
+             "# `make demo-clean` and `make clean` run it; so does the next `make demo`."]
+    for cluster in clusters:
+        stop = as_server_user(cluster, [cluster.bin("pg_ctl"), "-D", cluster.datadir, "-m", "fast", "-w", "stop"])
+        lines.append("if [ -f %s ]; then %s; fi" % (shlex.quote(str(cluster.datadir / "postmaster.pid")), stop))
+    pid_file = shlex.quote(str(BUILD_DIR / "moto.pid"))
+    lines += [
+        "if [ -f %s ]; then pid=$(cat %s); if grep -q moto_server /proc/$pid/cmdline 2>/dev/null; then kill $pid; fi; "
+        "rm -f %s; fi" % (pid_file, pid_file, pid_file),
+        "rm -rf %s" % shlex.quote(str(base)),
+        "rm -f %s" % shlex.quote(str(STOP_SCRIPT)),
+        'echo "demo-clean: stopped the kept demo and removed %s"' % base,
+    ]
+    STOP_SCRIPT.parent.mkdir(parents=True, exist_ok=True)
+    STOP_SCRIPT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.chmod(STOP_SCRIPT, 0o755)
+
+
+def demo_dir(pid: int) -> Path:
+    """Where a demo's servers, tool and repository live: world-traversable (the server's OS user works
+    there), and not named run-*, which test sessions delete once the process that made it is gone - as a
+    kept demo's is."""
+    return test_root() / ("demo-%d" % pid)
+
+
+def remove_dead_demos() -> None:
+    """Directories of demos killed before their clean-up whose servers no longer run."""
+    for path in test_root().glob("demo-*"):
+        if path.name[5:].isdigit() and not Path("/proc", path.name[5:]).exists() \
+                and not any(path.glob("*/data/postmaster.pid")):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def stop_kept_demo() -> None:
+    """A demo kept by an earlier `make demo KEEP=1` is stopped before this one starts."""
+    if STOP_SCRIPT.exists():
+        say("Stopping the demo an earlier `make demo KEEP=1` left running (%s)" % STOP_SCRIPT)
+        subprocess.run(["sh", str(STOP_SCRIPT)], check=False)
+
+
+def explore_commands(variables: Dict[str, Any], cluster: PgCluster, restored: PgCluster, base: Path) -> List[str]:
+    """What to type to explore the kept demo: every path exists until make demo-clean."""
+    launcher = Path(variables["archiving_prefix"]) / "bin" / "restorekeeper"
+    config = variables["archiving_config_path"]
+    psql = cluster.bin("psql")
+    return [
+        "The demo's servers keep running (the damaged one and the one the rewind restored):",
+        "  %s" % as_server_user(cluster, [psql, "-h", cluster.socket_dir, "-p", cluster.port, "-U", cluster.superuser,
+                                          "-c", "SELECT count(*) FROM accounts"]),
+        "  %s" % as_server_user(restored, [psql, "-h", restored.socket_dir, "-p", restored.port, "-U",
+                                           restored.superuser, "-c", "SELECT count(*) FROM accounts"]),
+        "What can be restored, with its copies:",
+        "  %s" % as_server_user(cluster, [launcher, "info", "--config", config]),
+        "Another drill, its reports beside the first one's:",
+        "  %s" % as_server_user(cluster, [launcher, "drill", "--config", config, "--rto-target", "15min",
+                                          "--report-dir", base / "reports"]),
+        "The drill's report (its runbook names these servers' real paths): %s" % (REPORTS_DIR / "latest.html"),
+        "The playbook's inventory: %s; the configuration: %s" % (base / "inventory.yml", config),
+        "Stop and remove everything: make demo-clean   (or: sh %s)" % STOP_SCRIPT,
+    ]
+
+
 # -------------------------------------------------------------------- main
-def run(base: Path) -> None:
+def run(base: Path, keep: bool) -> None:
     playbook_bin = check_prerequisites(server_os_user())
     # wal_keep_size: the segment we fetch back must still be in pg_wal to compare.
     cluster = PgCluster.create(PG_VERSION, base / "pg", conf={"wal_keep_size": "1GB"})
     # The slot the rewind restores into: own directory, port and socket; no data directory yet.
     restored = PgCluster.create(PG_VERSION, base / "restored", initdb=False)
+    finished = False
     try:
         start_cluster(cluster)
         variables = run_playbook(playbook_bin, base, cluster)
@@ -479,31 +627,49 @@ def run(base: Path) -> None:
         show_window(variables, cluster, full, incremental)
         accident = the_accident(cluster)
         rewind(variables, cluster, restored, accident)
-        drill(variables, cluster)
-        with contextlib.contextmanager(run_moto_server)(base / "moto.log") as endpoint:
+        drill(variables, cluster, base)
+        with moto_server(base / "moto.log", keep) as endpoint:
             three_copies(variables, cluster, base, endpoint)
             fleet_operations(variables, cluster)
+        finished = True
     finally:
         # A second Ctrl-C must not leave a server running: clean-up is not interruptible.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        step("Cleaning up: stopping both servers and removing %s" % base)
-        restored.destroy()
-        cluster.destroy()
+        if keep and finished:
+            write_stop_script([cluster, restored], base)
+            step("Kept for you to explore (make demo KEEP=1)")
+            for line in explore_commands(variables, cluster, restored, base):
+                say("  " + line)
+        else:
+            step("Cleaning up: stopping both servers and removing %s" % base)
+            restored.destroy()
+            cluster.destroy()
+            if REPORTS_DIR.exists():
+                say("  the drill's reports stay in %s (make clean removes them); their runbook names the demo's"
+                    % REPORTS_DIR)
+                say("  paths, gone now: `make demo KEEP=1` keeps the servers and prints the commands to explore them")
 
 
-def main() -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the servers and moto running and print how to explore and stop them")
+    args = parser.parse_args(argv)
     # Ctrl-C and SIGTERM both take the clean-up path (SIGINT explicitly: a
     # parent may have started us with it ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
-    base = session_dir() / "demo"
+    stop_kept_demo()
+    remove_dead_demos()
+    shutil.rmtree(REPORTS_DIR, ignore_errors=True)  # each run's reports are its own
+    base = demo_dir(os.getpid())
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     os.chmod(base, 0o755)  # the server's OS user reaches its files below
     say("restorekeeper demo: archiving, backups, a point-in-time rewind, a restore drill and 3-2-1 copies on PostgreSQL %d" % PG_VERSION)
     code = 0
     try:
-        run(base)
+        run(base, args.keep)
         say("\nDemo finished in %.0fs: every step passed." % (time.monotonic() - STARTED))
     except KeyboardInterrupt:
         say("\ndemo: interrupted")
@@ -512,11 +678,8 @@ def main() -> int:
         say("\ndemo: FAILED: %s" % exc)
         code = 1
     finally:
-        shutil.rmtree(base, ignore_errors=True)
-        try:
-            base.parent.rmdir()  # the session directory, when nothing else is in it
-        except OSError:
-            pass
+        if not STOP_SCRIPT.exists():  # nothing kept
+            shutil.rmtree(base, ignore_errors=True)
     return code
 
 

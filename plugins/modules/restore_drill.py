@@ -89,13 +89,13 @@ options:
     description:
       - Declared recovery time objective. The drill fails when the restore and its verification take
         longer, and says by how much.
-      - Seconds as a number, or a string with a unit, for example V(900), V(15min), V(1h).
+      - Seconds as a number, or a string with a unit, for example V(900), V(15min), V(1h), V(500ms).
     type: raw
   rpo_target:
     description:
       - Declared recovery point objective. The drill fails when more than this would have been lost had
         the source died when the drill began.
-      - Seconds as a number, or a string with a unit, for example V(60), V(5min).
+      - Seconds as a number, or a string with a unit, for example V(60), V(5min), V(500ms).
     type: raw
   checksum_tables:
     description:
@@ -312,7 +312,7 @@ EXAMPLES = r"""
 
 - name: Show the measured RTO and RPO
   ansible.builtin.debug:
-    msg: "{{ drill.result }}: RTO {{ drill.rto_seconds }} s, RPO {{ drill.rpo_seconds }} s, report {{ drill.report_files.html }}"
+    msg: "{{ drill.msg }}; {{ drill.rto_breakdown.summary }}; report {{ drill.report_files.html }}"
 
 - name: Drill a large source without scanning it, counting two tables exactly
   become: true
@@ -404,7 +404,7 @@ restore_point:
   type: str
   sample: restorekeeper-drill-20260614T031500Z
 rto_seconds:
-  description: Measured RTO in seconds; null when the restore did not pass verification.
+  description: Measured RTO in seconds; null when the restore failed or did not pass verification (RV(rto_breakdown) says which).
   returned: when the drill ran (also when it failed)
   type: float
   sample: 42.7
@@ -433,10 +433,40 @@ rpo_basis:
     recovered_last_commit: "2026-06-14T03:14:57.000000+00:00"
     recovered_last_commit_method: newest commit in the archive when the drill began
 phases:
-  description: Seconds spent in each phase of the restore (fetch, extract, combine, start, replay, verify).
+  description:
+    - Seconds spent in each phase of the restore (fetch, extract, combine, start, replay, stage, verify).
+    - Some overlap (fetch is timed inside extract, stage alongside extract and replay), so they do not add up to
+      the RTO; RV(rto_breakdown) says how they do.
   returned: when the drill ran (also when it failed)
   type: dict
-  sample: {extract: 12.1, start: 1.2, replay: 8.4, verify: 20.3}
+  sample: {fetch: 3.0, extract: 12.1, start: 1.2, replay: 8.4, verify: 20.3}
+rto_breakdown:
+  description:
+    - How the phases add up to the RTO. C(critical_path) lists the phases that ran one after another, in order,
+      each with C(seconds), C(shown_seconds) (tenths that add up to the RTO shown) and C(description), ending with
+      C(other) (what no phase timer covers). C(overlapping) lists phases timed while those ran (C(overlaps) says
+      where), C(excluded) what came before the RTO clock started (C(preparation)).
+    - C(measured) is false when there is no RTO; C(not_measured) then says why (for example V(the restore failed)).
+    - C(summary) is the same as one line, as the report and the command print it.
+  returned: when the drill ran (also when it failed)
+  type: dict
+  sample:
+    rto_seconds: 42.7
+    measured: true
+    not_measured: null
+    critical_path_seconds: 42.7
+    critical_path:
+      - {phase: extract, seconds: 12.1, shown_seconds: 12.1, description: fetching and unpacking the backup}
+      - {phase: start, seconds: 1.2, shown_seconds: 1.2, description: starting the restored server}
+      - {phase: replay, seconds: 8.4, shown_seconds: 8.4, description: replaying archived WAL up to the target}
+      - {phase: verify, seconds: 20.3, shown_seconds: 20.3, description: checking the restored data}
+      - {phase: other, seconds: 0.7, shown_seconds: 0.7, description: not timed on its own}
+    overlapping:
+      - {phase: fetch, seconds: 3.0, overlaps: inside extract, description: waiting on the repository}
+    excluded:
+      - {phase: preparation, seconds: 3.4, when: before the RTO clock started, description: snapshot of the source}
+    summary: "extract 12.1 s + start 1.2 s + replay 8.4 s + verify 20.3 s + other 0.7 s = RTO 42.7 s; not part of the
+      RTO: fetch 3.0 s (inside extract: waiting on the repository while extracting); preparation 3.4 s (...)"
 preparation_seconds:
   description: Seconds spent on the snapshot of the source and archiving the restore point (not part of the RTO).
   returned: when the drill ran (also when it failed)

@@ -125,9 +125,19 @@ def test_wrong_query_result_fails_the_drill(archived, version, scratch, rk_sessi
 @pytest.mark.parametrize("version", [15, 18], ids=["pg15", "pg18"])
 def test_rto_target_too_tight_fails_saying_by_how_much(archived, version, scratch):
     arch = seeded(archived, version)
-    report = report_of(drill(arch, scratch(arch), "--rto-target", "0", "--no-amcheck"))
+    # A sub-second target is a target like any other (ms is one of PostgreSQL's units).
+    report = report_of(drill(arch, scratch(arch), "--rto-target", "500ms", "--no-amcheck"))
     assert report["result"] == "fail"
-    assert "exceeds the target of 0.0 s by" in check(report, "RTO")["detail"]
+    assert report["rto_target_seconds"] == 0.5
+    assert "exceeds the target of 500ms by" in check(report, "RTO")["detail"]
+    # The phases on the critical path add up to the RTO; fetch and the preparation are shown beside it.
+    breakdown = report["rto_breakdown"]
+    path = {item["phase"]: item for item in breakdown["critical_path"]}
+    assert {"extract", "start", "replay", "verify", "other"} <= set(path)
+    assert round(sum(item["shown_seconds"] for item in path.values()), 1) == round(report["rto_seconds"], 1)
+    assert abs(breakdown["critical_path_seconds"] - report["rto_seconds"]) < 0.01
+    assert "preparation" in [item["phase"] for item in breakdown["excluded"]]
+    assert "= RTO %.1f s" % report["rto_seconds"] in breakdown["summary"]
 
 
 def test_drill_to_a_chosen_target(archived, scratch):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import re
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 # Time units PostgreSQL accepts for time-valued settings, in microseconds.
 _TIME_UNITS_US = {
@@ -27,6 +27,36 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
 MAX_SECONDS = 1073741823
 
 
+def _parse_micros(value: Any) -> int:
+    """A PostgreSQL duration (an int of seconds, or a number with an optional unit) in microseconds.
+
+    Raises ValueError naming what is wrong (not a duration, unknown unit, below one microsecond)."""
+    if isinstance(value, bool):
+        raise ValueError("%r is not a duration" % (value,))
+    if isinstance(value, int):
+        return value * 1_000_000
+    match = _DURATION_RE.match(str(value).lower())
+    if not match:
+        raise ValueError(
+            "%r is not a duration; write seconds as a number or with a unit (us, ms, s, min, h, d), e.g. '60s' or '5min'"
+            % (value,)
+        )
+    number, unit = match.group(1), match.group(2) or "s"
+    if unit not in _TIME_UNITS_US:
+        raise ValueError("%r has unknown time unit %r; use one of us, ms, s, min, h, d" % (value, unit))
+    # Work in whole microseconds to avoid float rounding on '1.5min'.
+    whole, dummy, frac = number.partition(".")
+    scale = _TIME_UNITS_US[unit]
+    if frac and (int(frac) * scale) % (10 ** len(frac)):
+        raise ValueError("%r is finer than a microsecond" % (value,))
+    return int(whole) * scale + (int(frac) * scale // (10 ** len(frac)) if frac else 0)
+
+
+def _in_range(value: Any, seconds: float) -> None:
+    if seconds < 0 or seconds > MAX_SECONDS:
+        raise ValueError("%r is out of range (0 to %d seconds)" % (value, MAX_SECONDS))
+
+
 def parse_seconds(value: Any) -> int:
     """Parse a PostgreSQL duration whose base unit is seconds into seconds.
 
@@ -34,35 +64,42 @@ def parse_seconds(value: Any) -> int:
     '1d', '90000ms'. Values that are not a whole number of seconds are
     refused rather than silently rounded, so what is asked is what is set.
     """
-    if isinstance(value, bool):
-        raise ValueError("%r is not a duration" % (value,))
-    if isinstance(value, int):
-        seconds = value
-    else:
-        match = _DURATION_RE.match(str(value).lower())
-        if not match:
-            raise ValueError(
-                "%r is not a duration; write seconds as a number or with a unit (us, ms, s, min, h, d), e.g. '60s' or '5min'"
-                % (value,)
-            )
-        number, unit = match.group(1), match.group(2) or "s"
-        if unit not in _TIME_UNITS_US:
-            raise ValueError("%r has unknown time unit %r; use one of us, ms, s, min, h, d" % (value, unit))
-        # Work in whole microseconds to avoid float rounding on '1.5min'.
-        whole, dummy, frac = number.partition(".")
-        scale = _TIME_UNITS_US[unit]
-        micros = int(whole) * scale + (int(frac) * scale // (10 ** len(frac)) if frac else 0)
-        exact = not frac or (int(frac) * scale) % (10 ** len(frac)) == 0
-        if not exact or micros % 1_000_000:
-            raise ValueError("%r is not a whole number of seconds" % (value,))
-        seconds = micros // 1_000_000
-    if seconds < 0 or seconds > MAX_SECONDS:
-        raise ValueError("%r is out of range (0 to %d seconds)" % (value, MAX_SECONDS))
+    try:
+        micros = _parse_micros(value)
+    except ValueError as exc:
+        if "finer than" not in str(exc):
+            raise
+        micros = 1  # not whole: refused below
+    if micros % 1_000_000:
+        raise ValueError("%r is not a whole number of seconds" % (value,))
+    seconds = micros // 1_000_000
+    _in_range(value, seconds)
     return seconds
 
 
+def parse_duration(value: Any) -> Union[int, float]:
+    """Parse a duration that may be shorter than a second (RTO and RPO targets: '500ms', '1.5s', 0.25)
+    into seconds: an int when whole ('5min' is 300), else a float ('500ms' is 0.5).
+
+    parse_seconds is for settings PostgreSQL keeps in whole seconds; this one for measured objectives."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        value = repr(value)
+    micros = _parse_micros(value)
+    seconds: Union[int, float] = micros // 1_000_000 if micros % 1_000_000 == 0 else micros / 1_000_000
+    _in_range(value, seconds)
+    return seconds
+
+
+def duration_setting(seconds: float) -> str:
+    """A duration written exactly, so parse_duration reads it back: 300s, 500ms, 1500ms."""
+    millis = round(seconds * 1000)
+    return "%ds" % (millis // 1000) if millis % 1000 == 0 else "%dms" % millis
+
+
 def format_duration(seconds: float) -> str:
-    """Short human form: 0s, 45s, 17min04s, 12h, 2h05min, 3d."""
+    """Short human form: 0s, 500ms (below a second), 45s, 17min04s, 12h, 2h05min, 3d."""
+    if 0 < seconds < 0.9995:
+        return "%dms" % max(round(seconds * 1000), 1)
     whole = int(round(seconds))
     if whole < 60:
         return "%ds" % whole

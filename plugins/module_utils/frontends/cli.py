@@ -504,14 +504,12 @@ def cmd_drill(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report_data)
     else:
-        from ..common.timefmt import format_elapsed
+        from ..objectives.drillrun import summary_line
 
-        sys.stdout.write("drill of %s: %s, RTO %s, RPO %s\n" % (
-            report_data["cluster"], report_data["result"].upper(),
-            "unmeasured" if report_data["rto_seconds"] is None else format_elapsed(report_data["rto_seconds"]),
-            "unmeasured" if report_data["rpo_seconds"] is None else format_elapsed(report_data["rpo_seconds"])))
+        sys.stdout.write(summary_line(report_data) + "\n")
         for check in report_data["checks"]:
             sys.stdout.write("  %-5s %s: %s\n" % (check["status"], check["name"], check["detail"]))
+        sys.stdout.write("%s\n" % report_data["rto_breakdown"]["summary"])
         sys.stdout.write("%s\n" % verification_line(report_data.get("verification")))
         if report_data.get("report_files"):
             sys.stdout.write("report: %s\n" % report_data["report_files"]["html"])

@@ -7,15 +7,16 @@ from __future__ import annotations
 import html
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 from xml.sax.saxutils import escape, quoteattr
 
 from ..common.fsutil import replace_file_durably
+from ..common.timefmt import format_duration
 from ..restore.drill import verification_line
+from ..restore.drillphases import breakdown_line, breakdown_of, seconds_text
 from .htmlreport import FAIL_BACKGROUND, FAIL_COLOR, PASS_COLOR, page
 
 HISTORY = "history.jsonl"
-PHASE_ORDER = ("fetch", "extract", "combine", "start", "replay", "verify")
 PHASE_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948")
 DRILL_PAGE_WIDTH = 960
 # This page's rules after htmlreport's base style: verdict colours, check rows, chart keys, figures.
@@ -24,6 +25,7 @@ DRILL_PAGE_STYLE = (
     "tr.fail td{background:%s}tr.warn td{background:#fff8e1}tr.skip td{color:#777}" % FAIL_BACKGROUND,
     ".key{display:inline-block;width:10px;height:10px;margin-right:4px}",
     ".figures span{display:inline-block;margin-right:2em;font-size:1.3em}",
+    "p.sum{font-family:ui-monospace,monospace}",
     "code{white-space:pre-wrap}",
 )
 
@@ -83,21 +85,30 @@ def junit_xml(report: Dict[str, Any]) -> str:
                report.get("rto_seconds") or 0, quoteattr(report["started_at"]), "\n".join(cases)))
 
 
-def _phase_chart(phases: Dict[str, float]) -> str:
-    total = sum(phases.get(p, 0.0) for p in PHASE_ORDER) or 1.0
+def _phase_chart(breakdown: Dict[str, Any]) -> str:
+    """The critical path as one bar whose whole width is the RTO, each phase its share; what overlapped it or
+    came before the clock started listed below, never stacked onto the bar."""
+    path = breakdown["critical_path"]
+    total = sum(item["seconds"] for item in path) or 1.0
     x, bars, legend = 0.0, [], []
-    for index, phase in enumerate(PHASE_ORDER):
-        seconds = phases.get(phase, 0.0)
-        width = 600.0 * seconds / total
-        color = PHASE_COLORS[index]
-        if seconds:
-            bars.append('<rect x="%.1f" y="0" width="%.1f" height="28" fill="%s"><title>%s %.2f s</title></rect>'
-                        % (x, width, color, phase, seconds))
-        legend.append('<span class="key" style="background:%s"></span>%s %.2f s (%d%%)'
-                      % (color, phase, seconds, round(100 * seconds / total)))
+    for index, item in enumerate(path):
+        color = PHASE_COLORS[index % len(PHASE_COLORS)]
+        width = 600.0 * item["seconds"] / total
+        label = "%s %s" % (item["phase"], seconds_text(item["seconds"]))
+        if item["seconds"]:
+            bars.append('<rect x="%.1f" y="0" width="%.1f" height="28" fill="%s"><title>%s</title></rect>'
+                        % (x, width, color, html.escape(label)))
+        legend.append('<span class="key" style="background:%s"></span>%s (%d%%)' % (
+            color, html.escape(label), round(100 * item["seconds"] / total)))
         x += width
-    return ('<svg width="600" height="28" role="img" aria-label="phases of the restore">%s</svg><p>%s</p>'
-            % ("".join(bars), " &nbsp; ".join(legend)))
+    aside = "".join("<li>%s %s: %s, %s</li>" % (
+        html.escape(item["phase"]), seconds_text(item["seconds"]), html.escape(item.get("overlaps") or item.get("when")),
+        html.escape(item["description"])) for item in breakdown["overlapping"] + breakdown["excluded"])
+    chart = ('<svg width="600" height="28" role="img" aria-label="phases on the RTO\'s critical path">%s</svg><p>%s</p>'
+             % ("".join(bars), " &nbsp; ".join(legend))) if path else ""
+    return ('%s<p class="sum">%s</p>%s' % (
+        chart, html.escape(breakdown_line(dict(breakdown, overlapping=[], excluded=[]))),
+        "<p>Not part of the RTO:</p><ul>%s</ul>" % aside if aside else ""))
 
 
 def _history_chart(history: List[Dict[str, Any]]) -> str:
@@ -125,41 +136,57 @@ def _history_chart(history: List[Dict[str, Any]]) -> str:
 
 def html_page(report: Dict[str, Any], history: List[Dict[str, Any]]) -> str:
     verdict = report["result"].upper()
+    breakdown = breakdown_of(report)
     rows = "".join('<tr class="%s"><td>%s</td><td>%s</td><td>%s</td></tr>' % (
         c["status"], html.escape(c["name"]), c["status"], html.escape(c["detail"])) for c in report["checks"])
     past = "".join("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
         html.escape(str(h.get("started_at"))), html.escape(str(h.get("result"))),
-        _fmt(h.get("rto_seconds")), _fmt(h.get("rpo_seconds"))) for h in reversed(history[-20:]))
+        figure(h.get("rto_seconds")), figure(h.get("rpo_seconds"))) for h in reversed(history[-20:]))
     steps = "".join("<li><code>%s</code></li>" % html.escape(step) for step in report["runbook"])
     body = """<h1>Restore drill of %(cluster)s: <span class="%(result)s">%(verdict)s</span></h1>
 <p>%(started)s &middot; mode %(mode)s &middot; backup %(backup)s &middot; repository %(repository)s</p>
-<p class="figures"><span>RTO %(rto)s s%(rto_target)s</span><span>RPO %(rpo)s s%(rpo_target)s</span></p>
+<p class="figures"><span>RTO %(rto)s%(rto_target)s</span><span>RPO %(rpo)s%(rpo_target)s</span></p>
 %(reasons)s
 <h2>Where the time went</h2>%(chart)s
-<p>Preparation (snapshot of the source, restore point archived) took %(prep)s s and is not part of the RTO.</p>
 <p>%(verification)s</p>
 <h2>Checks</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>%(rows)s</table>
 <h2>Past drills on this host</h2>%(history_chart)s
-<table><tr><th>started</th><th>result</th><th>RTO s</th><th>RPO s</th></tr>%(past)s</table>
+<table><tr><th>started</th><th>result</th><th>RTO</th><th>RPO</th></tr>%(past)s</table>
 <h2>Runbook: restoring this cluster by hand</h2><ol>%(steps)s</ol>
 """ % {
         "cluster": html.escape(report["cluster"]), "verdict": verdict, "result": report["result"],
         "started": html.escape(report["started_at"]), "mode": html.escape(report["mode"]),
-        "backup": html.escape(str(report.get("backup"))), "repository": html.escape(report["repository"]),
-        "rto": _fmt(report.get("rto_seconds")), "rpo": _fmt(report.get("rpo_seconds")),
-        "rto_target": _target(report.get("rto_target_seconds")), "rpo_target": _target(report.get("rpo_target_seconds")),
+        "backup": html.escape(report.get("backup") or "none restored"), "repository": html.escape(report["repository"]),
+        "rto": html.escape(figure(report.get("rto_seconds"), breakdown["not_measured"])),
+        "rpo": html.escape(figure(report.get("rpo_seconds"), rpo_unmeasured(report))),
+        "rto_target": target_text(report.get("rto_target_seconds")),
+        "rpo_target": target_text(report.get("rpo_target_seconds")),
         "reasons": "<ul>%s</ul>" % "".join("<li>%s</li>" % html.escape(r) for r in report["failure_reasons"])
         if report["failure_reasons"] else "",
-        "chart": _phase_chart(report.get("phases") or {}), "prep": _fmt(report.get("preparation_seconds")),
+        "chart": _phase_chart(breakdown),
         "verification": html.escape(verification_line(report.get("verification"))),
         "rows": rows, "history_chart": _history_chart(history), "past": past, "steps": steps,
     }
     return page("Restore drill %s: %s" % (report["cluster"], verdict), DRILL_PAGE_WIDTH, DRILL_PAGE_STYLE, body)
 
 
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None else "%.1f" % float(value)
+def figure(seconds: Any, unmeasured: Optional[str] = None) -> str:
+    """A measured RTO or RPO with its unit; when there is none, "not measured" and why, if known."""
+    if seconds is not None:
+        return seconds_text(float(seconds))
+    return "not measured: %s" % unmeasured if unmeasured else "not measured"
 
 
-def _target(value: Any) -> str:
-    return "" if value is None else " (target %s)" % _fmt(value)
+def target_text(seconds: Any) -> str:
+    return "" if seconds is None else ", target %s" % format_duration(float(seconds))
+
+
+def rpo_unmeasured(report: Dict[str, Any]) -> str:
+    """Why a report has no RPO: its RPO check's words."""
+    for check in report.get("checks") or []:
+        if check.get("name") == "RPO" and check.get("status") in ("skip", "fail"):
+            detail = str(check.get("detail") or "")
+            for said in ("not measured: ", "could not be measured: "):
+                if said in detail:
+                    return detail.split(said, 1)[1]
+    return ""

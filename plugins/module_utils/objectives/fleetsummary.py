@@ -15,6 +15,8 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ..common.fsutil import replace_file_durably
+from ..common.timefmt import format_duration
+from ..restore.drillphases import seconds_text
 from .htmlreport import FAIL_BACKGROUND, FAIL_COLOR, PASS_COLOR, escape, page
 
 PASSING = ("pass", "planned", "skipped")
@@ -75,8 +77,10 @@ def totals_of(rows: List[Dict[str, Any]]) -> Dict[str, int]:
 
 
 def _seconds(value: Optional[float], target: Optional[float]) -> str:
-    text = "n/a" if value is None else "%.1f s" % value
-    return text if target is None else "%s (target %.0f s)" % (text, target)
+    """A measured RTO or RPO and its target, with units: 17.4 s, target 15min; "not measured" without one
+    (the row's reasons say why)."""
+    text = "not measured" if value is None else seconds_text(value)
+    return text if target is None else "%s, target %s" % (text, format_duration(target))
 
 
 def _cell(text: str) -> str:

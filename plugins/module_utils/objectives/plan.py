@@ -41,7 +41,7 @@ from .targets import (
     drill_schedule_for,
     resolve_targets,
 )
-from ..common.timefmt import format_duration, format_elapsed, format_size
+from ..common.timefmt import duration_setting, format_duration, format_elapsed, format_size
 from ..repo.layout import key_basename, stream_status_key, wal_prefix
 
 MB = 1024 * 1024
@@ -138,8 +138,8 @@ def _rate_text(value: float, measured: bool) -> str:
 def _rpo_archive_timeout(rpo: int, facts: Facts) -> Dict[str, Any]:
     limit = max(rpo, MIN_ARCHIVE_TIMEOUT)
     wanted = archive_timeout_for(rpo)[0]
-    fix = ("set archive_timeout to %ds (role archiving: archiving_rpo_target: %ds, or ALTER SYSTEM SET "
-           "archive_timeout = '%ds' and a reload)" % (wanted, rpo, wanted))
+    fix = ("set archive_timeout to %ds (role archiving: archiving_rpo_target: %s, or ALTER SYSTEM SET "
+           "archive_timeout = '%ds' and a reload)" % (wanted, duration_setting(rpo), wanted))
     current = facts.archive_timeout_seconds
     if current is None:
         return _finding("RPO", "archive_timeout", UNPROVEN, None, limit,

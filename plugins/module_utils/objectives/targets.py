@@ -16,10 +16,11 @@ controller, and the plan check (plan.py) on the database host.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
-from ..common.timefmt import parse_seconds
-from ..common.timefmt import format_duration
+from ..common.timefmt import duration_setting, format_duration, parse_duration, parse_seconds
+
+Seconds = Union[int, float]
 
 # Targets a tier stands for when no explicit target is given: (RPO, RTO).
 TIERS: Dict[str, Tuple[str, str]] = {
@@ -57,8 +58,8 @@ class ObjectiveError(ValueError):
 
 class Targets(NamedTuple):
     tier: Optional[str]
-    rpo_seconds: Optional[int]
-    rto_seconds: Optional[int]
+    rpo_seconds: Optional[Seconds]  # a float only below whole seconds (500ms is 0.5)
+    rto_seconds: Optional[Seconds]
 
     def describe(self) -> str:
         parts = []
@@ -76,11 +77,22 @@ def given(value: Any) -> bool:
 
 
 def parse_target(name: str, value: Any) -> Optional[int]:
-    """Seconds of a duration target (5min, 1h, 300); None when not given."""
+    """Whole seconds of a duration setting (archive_timeout, a backup interval: 5min, 1h, 300); None when not
+    given."""
     if not given(value):
         return None
     try:
         return parse_seconds(value)
+    except ValueError as exc:
+        raise ObjectiveError("%s: %s" % (name, exc)) from None
+
+
+def parse_objective(name: str, value: Any) -> Optional[Seconds]:
+    """Seconds of an RPO or RTO target (5min, 1h, 300, 500ms - 0.5 - too); None when not given."""
+    if not given(value):
+        return None
+    try:
+        return parse_duration(value)
     except ValueError as exc:
         raise ObjectiveError("%s: %s" % (name, exc)) from None
 
@@ -92,8 +104,8 @@ def resolve_targets(tier: Any = None, rpo_target: Any = None, rto_target: Any = 
     if given(tier) and tier not in TIERS:
         raise ObjectiveError("tier must be one of %s, not %r" % (", ".join(sorted(TIERS)), tier))
     tier_rpo, tier_rto = TIERS[tier] if given(tier) else (None, None)
-    rpo = parse_target("rpo_target", rpo_target if given(rpo_target) else tier_rpo)
-    rto = parse_target("rto_target", rto_target if given(rto_target) else tier_rto)
+    rpo = parse_objective("rpo_target", rpo_target if given(rpo_target) else tier_rpo)
+    rto = parse_objective("rto_target", rto_target if given(rto_target) else tier_rto)
     if rto is not None and rto < MIN_RTO:
         raise ObjectiveError(
             "rto_target %s is below %s: no restore from a backup (fetch, unpack, start, replay, check) ends that "
@@ -209,6 +221,6 @@ def derive_drill(tier: Any = None, rpo_target: Any = None, rto_target: Any = Non
             "RPO %s needs WAL streaming; a drill restores from the archive, so it measures and reports the "
             "archive's RPO without judging it (restorekeeper plan checks the streaming)." % format_duration(rpo))
     result.update(tier=targets.tier, rpo_target_seconds=rpo, rto_target_seconds=targets.rto_seconds,
-                  rpo_target="%ds" % rpo if judged else None,
-                  rto_target=None if targets.rto_seconds is None else "%ds" % targets.rto_seconds)
+                  rpo_target=duration_setting(rpo) if judged else None,
+                  rto_target=None if targets.rto_seconds is None else duration_setting(targets.rto_seconds))
     return result

@@ -36,9 +36,10 @@ import time
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import drillrecord
+from .drillphases import rto_breakdown, seconds_text, unmeasured_reason
 from ..pg import wal
 from ..common import sqlquote
-from ..common.timefmt import format_size, utc_iso
+from ..common.timefmt import format_duration, format_size, utc_iso
 from ..common.progress import ProgressCallback
 from ..common.waiting import wait_until
 from ..repo.catalog import Catalog
@@ -687,15 +688,21 @@ def _seconds(delta: datetime.timedelta) -> float:
     return round(delta.total_seconds(), 3)
 
 
-def _target_check(name: str, measured: Optional[float], target: Optional[float], unit_note: str) -> Check:
+def _target_check(name: str, measured: Optional[float], target: Optional[float], unmeasured: str) -> Check:
+    """Whether a measured RTO or RPO meets its target, every figure with its unit; unmeasured says why
+    there is no measure."""
     if target is None:
         return Check(name, PASS if measured is not None else SKIP,
-                     "%s s measured, no target declared" % measured if measured is not None else "not measured")
+                     "%s measured, no target declared" % seconds_text(measured) if measured is not None
+                     else "not measured: %s" % unmeasured)
     if measured is None:
-        return Check(name, FAIL, "target %s s declared but %s could not be measured (%s)" % (target, name, unit_note))
+        return Check(name, FAIL, "target %s declared but the %s could not be measured: %s"
+                     % (format_duration(target), name, unmeasured))
     if measured > target:
-        return Check(name, FAIL, "%.1f s exceeds the target of %.1f s by %.1f s" % (measured, target, measured - target))
-    return Check(name, PASS, "%.1f s within the target of %.1f s (%.1f s to spare)" % (measured, target, target - measured))
+        return Check(name, FAIL, "%s exceeds the target of %s by %s"
+                     % (seconds_text(measured), format_duration(target), seconds_text(measured - target)))
+    return Check(name, PASS, "%s within the target of %s (%s to spare)"
+                 % (seconds_text(measured), format_duration(target), seconds_text(target - measured)))
 
 
 def run_drill(config: Config, client: PgClient, options: DrillOptions,
@@ -723,6 +730,7 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions,
     else:
         target = build_target(latest=True, timeline=timeline)
     preparation = round(time.monotonic() - preparation_started, 3)
+    source_pgdata = source_data_directory(config, client)
     scratch = tempfile.mkdtemp(prefix="restorekeeper-drill-", dir=options.scratch_root or None)
     pgdata, socket_dir, port = os.path.join(scratch, "data"), os.path.join(scratch, "sock"), _free_port()
     os.makedirs(socket_dir, mode=0o700)
@@ -768,13 +776,17 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions,
         # drill's restore point closed, which the drill waited to see
         # archived (the archiver goes in order), so none would be lost.
         rpo = 0.0
+    restored_ok = bool(restore_result)
+    rto_unmeasured = "the restored data did not pass verification" if restored_ok else "the restore failed"
     checks.append(_target_check("RTO", rto, options.rto_target, "") if passed_verification
-                  else Check("RTO", SKIP, "not measured: the restore did not pass verification"))
+                  else Check("RTO", SKIP, "not measured: %s" % rto_unmeasured))
     if options.mode == "target":
         rpo = None
         checks.append(Check("RPO", SKIP, "not measured: the drill restored to a chosen target, not to the newest point"))
     else:
-        checks.append(_target_check("RPO", rpo, options.rpo_target, snapshot.last_commit_method))
+        rpo_unmeasured = (snapshot.last_commit_method if snapshot.last_commit is None else "the restore failed"
+                          if not restored_ok else "the newest recovered commit is not known")
+        checks.append(_target_check("RPO", rpo, options.rpo_target, rpo_unmeasured))
     failed = [c for c in checks if c.status == FAIL]
     report = {
         "format": 1,
@@ -804,9 +816,12 @@ def run_drill(config: Config, client: PgClient, options: DrillOptions,
         "preparation_seconds": preparation,
         "verification": verification_summary(options, snapshot),
         "phases": phases,
+        "rto_breakdown": rto_breakdown(phases, rto if passed_verification else None, preparation,
+                                       unmeasured_reason([c._asdict() for c in checks])),
         "checks": [c._asdict() for c in checks],
         "kept": {"pgdata": pgdata, "port": port, "socket_dir": socket_dir} if options.keep else None,
-        "runbook": runbook(config, options.tool_path, restore_result.get("backup")),
+        "runbook": runbook(config, options.tool_path, restore_result.get("backup"), source_pgdata,
+                           restore_result.get("bindir") or config.postgres.bindir),
         "source": config.source,
     }
     report["record"] = _record(config, report, replayed_to, sum(snapshot.databases.values()) or None)
@@ -886,16 +901,31 @@ def _remove_scratch(restored: PgClient, pgdata: str, scratch: str) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def runbook(config: Config, tool_path: str, backup: Optional[str]) -> List[str]:
-    """The steps a person would follow to restore this cluster by hand."""
+def source_data_directory(config: Config, client: PgClient) -> str:
+    """Where the source keeps its data: the configuration's [postgres] pgdata, else the server's own
+    data_directory ("" when neither says, e.g. a role without pg_read_all_settings)."""
+    if config.postgres.pgdata:
+        return config.postgres.pgdata
+    try:
+        return client.scalar("SELECT current_setting('data_directory')") or ""
+    except (PostgresError, RestorekeeperError):
+        return ""
+
+
+def runbook(config: Config, tool_path: str, backup: Optional[str], pgdata: str = "", bindir: str = "") -> List[str]:
+    """The steps a person would follow to restore this cluster by hand, naming this host's real paths
+    (the data directory, the binaries, the configuration) where the drill knows them."""
     conf = config.path
+    data = pgdata or "<pgdata>"
+    pg_ctl = os.path.join(bindir, "pg_ctl") if bindir else "pg_ctl"
     return [
-        "Stop the damaged server (systemctl stop <service> or pg_ctl -D <pgdata> stop) if it still runs.",
+        "Stop the damaged server if it still runs: %s -D %s stop -m fast (or systemctl stop <its service>)"
+        % (pg_ctl, data),
         "See what can be restored: %s info --config %s" % (tool_path, conf),
-        "Move the damaged data directory aside (never delete it): mv <pgdata> <pgdata>.damaged",
-        "Restore and start, to the moment you need (or --target-latest): %s restore --config %s --pgdata <pgdata> "
+        "Move the damaged data directory aside (never delete it): mv %s %s.damaged" % (data, data),
+        "Restore and start, to the moment you need (or --target-latest): %s restore --config %s --pgdata %s "
         "--target-time '<YYYY-MM-DD HH:MM:SS+00>' --target-action promote --keep-archiving --start%s"
-        % (tool_path, conf, (" --backup %s" % backup) if backup else ""),
+        % (tool_path, conf, data, (" --backup %s" % backup) if backup else ""),
         "Check the data (the drill's verification queries), then point applications back at the server.",
         "Take a new full backup: %s backup --config %s --type full" % (tool_path, conf),
     ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from ..common.errors import ConfigError, Refusal, RestorekeeperError
-from ..common.timefmt import parse_seconds
+from ..common.timefmt import parse_duration
 from ..config.config import parse_size
 from ..pg.recovery import build_target
 from .drill import (DEFAULT_EXACT_COUNT_MAX_BYTES, DEFAULT_EXACT_VERIFY_MAX_BYTES, MODES, VERIFY_MODES, DrillOptions,
@@ -29,11 +29,12 @@ def _label(labels: Mapping[str, str], key: str) -> str:
 
 
 def target_seconds(label: str, value: Any) -> Optional[float]:
-    """An RTO or RPO target in seconds (a number, or a string with a unit), or None when not given."""
+    """An RTO or RPO target in seconds (a number, or a string with a unit; 500ms is 0.5), or None when not
+    given."""
     if value is None or value == "":
         return None
     try:
-        return float(parse_seconds(value))
+        return float(parse_duration(value))
     except ValueError as exc:
         raise Refusal("%s: %s" % (label, exc)) from None
 

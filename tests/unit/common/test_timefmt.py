@@ -8,7 +8,8 @@ import time
 import pytest
 
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.timefmt import (
-    MAX_SECONDS, format_duration, format_elapsed, format_rate, format_size, parse_seconds, utc_iso)
+    MAX_SECONDS, duration_setting, format_duration, format_elapsed, format_rate, format_size, parse_duration,
+    parse_seconds, utc_iso)
 
 
 # ------------------------------------------------------------- parse_seconds
@@ -40,9 +41,36 @@ def test_parse_seconds_refuses_with_the_reason(value, message):
         parse_seconds(value)
 
 
+# ------------------------------------------------------------ parse_duration
+@pytest.mark.parametrize("value, seconds", [
+    ("500ms", 0.5), ("500 ms", 0.5), ("0.5s", 0.5), (0.25, 0.25), ("250000us", 0.25), ("1500ms", 1.5),
+    ("5min", 300), (300, 300), ("1h", 3600), ("0", 0),
+])
+def test_parse_duration_takes_sub_second_targets(value, seconds):
+    parsed = parse_duration(value)
+    assert parsed == seconds
+    # Whole seconds stay ints, so 5min is 300 in JSON, not 300.0.
+    assert isinstance(parsed, int) == (seconds == int(seconds))
+
+
+@pytest.mark.parametrize("value, message", [
+    ("soon", "is not a duration"), ("5weeks", "unknown time unit"), ("0.5us", "finer than a microsecond"),
+    (-1, "out of range"), (True, "is not a duration"),
+])
+def test_parse_duration_refuses_with_the_reason(value, message):
+    with pytest.raises(ValueError, match=message):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize("seconds, text", [(300, "300s"), (0.5, "500ms"), (1.5, "1500ms"), (0, "0s")])
+def test_duration_setting_reads_back_exactly(seconds, text):
+    assert duration_setting(seconds) == text
+    assert parse_duration(text) == seconds
+
+
 # ----------------------------------------------------------- format_duration
 @pytest.mark.parametrize("seconds, text", [
-    (0, "0s"), (45, "45s"), (59.4, "59s"), (59.6, "1min"), (60, "1min"), (120, "2min"), (1024, "17min04s"),
+    (0, "0s"), (0.5, "500ms"), (0.0004, "1ms"), (0.9996, "1s"), (45, "45s"), (59.4, "59s"), (59.6, "1min"), (60, "1min"), (120, "2min"), (1024, "17min04s"),
     (3600, "1h"), (7500, "2h05min"), (43200, "12h"), (86400, "1d"), (90000, "25h"), (259200, "3d"),
 ])
 def test_format_duration_writes_the_short_form(seconds, text):

@@ -111,4 +111,15 @@ def test_the_default_report_dir_is_per_cluster(tmp_path, stand_ins):
 
 
 def test_summary_line_without_figures():
-    assert summary_line({"cluster": "c", "result": "fail"}) == "restore drill of c: FAIL, RTO n/a, RPO n/a"
+    assert summary_line({"cluster": "c", "result": "fail"}) == "restore drill of c: FAIL, RTO not measured, RPO not measured"
+
+
+def test_summary_line_says_why_a_figure_is_missing():
+    checks = [{"name": "restore and recovery to the target", "status": "fail", "detail": "no backup"},
+              {"name": "RTO", "status": "skip", "detail": "not measured: the restore failed"},
+              {"name": "RPO", "status": "fail", "detail": "target 5min declared but the RPO could not be measured: "
+                                                          "the restore failed"}]
+    line = summary_line({"cluster": "c", "result": "fail", "rto_seconds": None, "rpo_seconds": None, "checks": checks})
+    assert line == ("restore drill of c: FAIL, RTO not measured: the restore failed, "
+                    "RPO not measured: the restore failed")
+    assert "None" not in line

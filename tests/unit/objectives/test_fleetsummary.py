@@ -59,8 +59,8 @@ def test_markdown_is_one_table_row_per_host_with_cells_kept_whole():
     assert lines[0] == "# Drills"
     assert lines[2] == ("2026-06-14T03:00:00Z - 7 hosts: 1 fail, 1 error, 1 unreachable, 2 no result, 1 pass, "
                         "1 skipped")
-    assert "| db1 | PASS | main |  | n/a | 0.0 s | warning: row counts: orders \\| changing |" in lines
-    assert "| db2 | FAIL | main | B1 | 90.0 s (target 60 s) | n/a | RTO <exceeded> by 30 s |" in lines
+    assert "| db1 | PASS | main |  | not measured | 0.0 s | warning: row counts: orders \\| changing |" in lines
+    assert "| db2 | FAIL | main | B1 | 90.0 s (1min30s), target 1min | not measured | RTO <exceeded> by 30 s |" in lines
 
 
 def test_html_page_escapes_every_text_and_marks_failed_hosts():

@@ -68,12 +68,24 @@ def test_explicit_targets_win_over_the_tier():
     assert resolve_targets("standard", "1h", "2h") == ("standard", 3600, 7200)
 
 
+def test_sub_second_targets_are_targets_too():
+    # ms is one of PostgreSQL's units: an RPO of 500ms needs streaming, and says so in milliseconds.
+    found = resolve_targets(None, "500ms", None)
+    assert found.rpo_seconds == 0.5 and found.describe() == "RPO 500ms"
+    derived = derive_archiving(rpo_target="500ms")
+    assert derived["streaming_required"] and not derived["synchronous_required"]
+    assert "RPO 500ms needs WAL streaming" in derived["warnings"][0]
+    # An RTO below a minute is refused for what it is, and shown in its own unit.
+    with pytest.raises(ObjectiveError, match="rto_target 500ms is below 1min"):
+        resolve_targets(None, None, "500ms")
+
+
 @pytest.mark.parametrize("arguments, message", [
     (("gold", None, None), "tier must be one of critical, important, standard, not 'gold'"),
     ((None, "soon", None), "rpo_target: 'soon' is not a duration"),
     ((None, None, "1 hour"), "rto_target: '1 hour' has unknown time unit 'hour'"),
     ((None, None, "59s"), "rto_target 59s is below 1min"),
-    ((None, "1.5s", None), "not a whole number of seconds"),
+    ((None, "0.5us", None), "finer than a microsecond"),
 ])
 def test_unusable_targets_are_refused(arguments, message):
     with pytest.raises(ObjectiveError, match=re.escape(message)):

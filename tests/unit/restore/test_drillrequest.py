@@ -97,6 +97,10 @@ def test_an_unknown_mode_is_refused():
 
 def test_unreadable_objectives_are_refused_by_name():
     assert target_seconds("rto_target", "") is None and target_seconds("rto_target", None) is None
+    # Sub-second targets, as module and command take them: ms is a listed unit.
+    assert target_seconds("rto_target", "500ms") == 0.5 and target_seconds("rpo_target", 0.25) == 0.25
+    options = module_drill_options(module_params(rto_target="500ms", rpo_target="1500ms"))
+    assert (options.rto_target, options.rpo_target) == (0.5, 1.5)
     with pytest.raises(Refusal, match="^rto_target: "):
         module_drill_options(module_params(rto_target="soon"))
     with pytest.raises(Refusal, match="^--rpo-target: "):
