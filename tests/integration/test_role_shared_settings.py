@@ -1,4 +1,4 @@
-"""The settings every role shares (role common) and check mode with --diff (issue 17, item 5).
+"""The settings every role shares (role restorekeeper) and check mode with --diff (issue 17, item 5).
 
 The shared variables (restorekeeper_cluster, restorekeeper_config_path,
 restorekeeper_prefix, restorekeeper_bindir, ...) are set once and every
@@ -65,7 +65,7 @@ def role_defaults(ansible_env: Mapping[str, str], work: Path, host: Mapping[str,
                                          % (REPO_ROOT / "roles" / role / "meta" / "argument_specs.yml")}}
                    for role in ROLES]
     plays = [{"hosts": "databases", "gather_facts": False,
-              # In `roles:`, the roles' defaults (and their dependency common's) are the play's.
+              # In `roles:`, the roles' defaults (and their dependency restorekeeper's) are the play's.
               "roles": [{"role": "restorekeeper.postgresql." + role, "when": False} for role in ROLES],
               "post_tasks": validations + [{
                   # `vars` templates each default with the host's variables.
@@ -128,7 +128,7 @@ def test_role_variables_derive_from_the_shared_ones(ansible_env, tmp_path):
     assert own["backups_cluster_name"] == "db1" and own["backups_config_path"] == "/etc/restorekeeper/db1.conf"
     assert own["backups_prefix"] == "/opt/elsewhere" and own["drill_prefix"] == "/srv/rk"
 
-    # The shared settings' own argument_specs (role common) refuse a bad value before anything runs.
+    # The shared settings' own argument_specs (role restorekeeper) refuse a bad value before anything runs.
     bad = run_playbook(ansible_env, ensure_public_dir(tmp_path / "bad"),
                        [{"hosts": "databases", "gather_facts": False,
                          "roles": [{"role": "restorekeeper.postgresql.pitr"}]}],
