@@ -26,7 +26,7 @@ from ..common.errors import Refusal, RestorekeeperError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from typing import List, Optional
+    from typing import Any, Callable, Dict, List, Optional
 
     from ..config.config import Config
 
@@ -760,10 +760,15 @@ def cmd_expire(args: argparse.Namespace) -> int:
     if args.force:
         raise Refusal("--force goes with --label only", "pass --label LABEL, or leave out --force")
     result = expire(config, copy=args.copy or "", every=args.all, dry_run=args.dry_run, overrides=overrides)
+    return _expire_outcome(args, result, summary_lines)
+
+
+def _expire_outcome(args: argparse.Namespace, result: Dict[str, Any], lines: Callable[[Dict[str, Any]], List[str]]) -> int:
+    """Print an expire result (JSON or its summary lines), report each target that failed, exit accordingly."""
     if args.json:
         _print_json(result)
     else:
-        sys.stdout.write("\n".join(summary_lines(result)) + "\n")
+        sys.stdout.write("\n".join(lines(result)) + "\n")
     for target in result["targets"]:
         if target.get("error"):
             report("expire", "ERROR", "%s: %s" % (target["target"], target["error"]))
@@ -780,14 +785,7 @@ def _expire_label(args: argparse.Namespace, config: Config, overrides) -> int:
                       "leave out the policy options, or --label")
     result = expire_label(config, args.label, copy=args.copy or "", every=args.all, dry_run=args.dry_run,
                           force=args.force)
-    if args.json:
-        _print_json(result)
-    else:
-        sys.stdout.write("\n".join(label_summary_lines(result)) + "\n")
-    for target in result["targets"]:
-        if target.get("error"):
-            report("expire", "ERROR", "%s: %s" % (target["target"], target["error"]))
-    return EXIT_FAILED if result["failed"] else EXIT_OK
+    return _expire_outcome(args, result, label_summary_lines)
 
 
 # ------------------------------------------------------------ keep, annotate

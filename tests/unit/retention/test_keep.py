@@ -13,7 +13,6 @@ import pytest
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.errors import (
     CorruptObject, Refusal, RestorekeeperError)
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common.timefmt import parse_instant
-from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.config import Config
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.copies.ship import Shipper
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo import marks
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.layout import is_marks_key, marks_key
@@ -21,6 +20,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repo
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.retention import expire
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.retention.keep import annotate, keep
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.retention.retention import RetentionRefused
+from synthrepo import synthetic_repository
 
 DAY = 86400.0
 
@@ -86,16 +86,6 @@ def test_annotations_come_from_the_record_until_marks_exist():
 
 
 # ------------------------------------------------ a synthetic repository
-def _repository(tmp_path, extra: str = ""):
-    path = tmp_path / "rk.conf"
-    path.write_text("[cluster]\nname = main\n[repository]\npath = %s\n[retention]\nfull = 1\n%s"
-                    % (tmp_path / "repo", extra))
-    config = Config.load(str(path))
-    repository = Repository.from_config(config)
-    repository.create()
-    return config, repository.storage
-
-
 def _put_backup(storage, label: str, start: int, stop_time: float, parent=None, annotations=None):
     prefix = "main/backup/%s/" % label
     storage.put_bytes(prefix + "base.tar.zst", b"x" * 1000)
@@ -125,7 +115,7 @@ def _history(config, storage):
 
 
 def test_a_kept_backup_stays_with_its_chain_and_wal_and_goes_once_released(tmp_path):
-    config, storage = _repository(tmp_path)
+    config, storage = synthetic_repository(tmp_path)
     _history(config, storage)
     result = keep(config, "I1", forever=True)
     assert result["changed"] and result["keep"]["forever"] and result["annotations"] == {}
@@ -148,7 +138,7 @@ def test_a_kept_backup_stays_with_its_chain_and_wal_and_goes_once_released(tmp_p
 
 
 def test_keep_until_a_date_in_the_past_does_not_keep(tmp_path):
-    config, storage = _repository(tmp_path)
+    config, storage = synthetic_repository(tmp_path)
     _history(config, storage)
     future = keep(config, "F2", until=time.time() + DAY)
     assert future["keep"]["kept"] and future["keep"]["until"]
@@ -158,7 +148,7 @@ def test_keep_until_a_date_in_the_past_does_not_keep(tmp_path):
 
 
 def test_keep_refuses_unknown_labels_and_conflicting_options(tmp_path):
-    config, storage = _repository(tmp_path)
+    config, storage = synthetic_repository(tmp_path)
     _history(config, storage)
     with pytest.raises(RestorekeeperError, match="no complete backup labelled 'F9'"):
         keep(config, "F9", forever=True)
@@ -169,7 +159,7 @@ def test_keep_refuses_unknown_labels_and_conflicting_options(tmp_path):
 
 
 def test_an_unreadable_marks_object_keeps_its_backup(tmp_path):
-    config, storage = _repository(tmp_path)
+    config, storage = synthetic_repository(tmp_path)
     _history(config, storage)
     storage.put_bytes(marks_key("main", "F2"), b"{not json")
     plan = expire.expire(config, dry_run=True)["targets"][0]
@@ -180,7 +170,7 @@ def test_an_unreadable_marks_object_keeps_its_backup(tmp_path):
 
 
 def test_annotate_sets_and_removes_starting_from_the_record(tmp_path):
-    config, storage = _repository(tmp_path)
+    config, storage = synthetic_repository(tmp_path)
     _history(config, storage)
     result = annotate(config, "F1", {"owner": "dba"})
     assert result["annotations"] == {"ticket": "CHG-1", "owner": "dba"}
@@ -194,7 +184,7 @@ def test_annotate_sets_and_removes_starting_from_the_record(tmp_path):
 
 # ----------------------------------------------------------------- copies
 def test_copies_get_the_pin_at_once_and_ship_brings_later_changes(tmp_path):
-    config, storage = _repository(tmp_path, "[copy offsite]\npath = %s\n" % (tmp_path / "copy"))
+    config, storage = synthetic_repository(tmp_path, "[copy offsite]\npath = %s\n" % (tmp_path / "copy"))
     _history(config, storage)
     Shipper(config).ship_once()
     copy_storage = Repository.from_config(config._replace(repository=config.copy("offsite").repository)).storage
@@ -222,7 +212,7 @@ def test_copies_get_the_pin_at_once_and_ship_brings_later_changes(tmp_path):
 
 
 def test_a_copy_honours_a_pin_it_has_not_received_yet(tmp_path):
-    config, storage = _repository(tmp_path, "[copy offsite]\npath = %s\n" % (tmp_path / "copy"))
+    config, storage = synthetic_repository(tmp_path, "[copy offsite]\npath = %s\n" % (tmp_path / "copy"))
     _history(config, storage)
     Shipper(config).ship_once()
     marks.write_marks(storage, "main", marks.Marks("F2", keep_forever=True, keep_set_at="x"))  # not shipped
@@ -232,7 +222,7 @@ def test_a_copy_honours_a_pin_it_has_not_received_yet(tmp_path):
 
 
 def test_ship_sends_a_copy_a_kept_backup_its_policy_would_drop(tmp_path):
-    config, storage = _repository(tmp_path, "[copy offsite]\npath = %s\nretention_full = 1\n" % (tmp_path / "copy"))
+    config, storage = synthetic_repository(tmp_path, "[copy offsite]\npath = %s\nretention_full = 1\n" % (tmp_path / "copy"))
     _history(config, storage)
     marks.write_marks(storage, "main", marks.Marks("F2", keep_forever=True, keep_set_at="x"))
     shipped = set(Shipper(config).ship_once()[0].shipped)
@@ -242,7 +232,7 @@ def test_ship_sends_a_copy_a_kept_backup_its_policy_would_drop(tmp_path):
 
 # ------------------------------------------------------- expire --label
 def test_expire_label_removes_exactly_that_backup(tmp_path):
-    config, storage = _repository(tmp_path)
+    config, storage = synthetic_repository(tmp_path)
     _history(config, storage)
     annotate(config, "F2", {"a": "1"})
     dry = expire.expire_label(config, "F2", dry_run=True)
@@ -255,7 +245,7 @@ def test_expire_label_removes_exactly_that_backup(tmp_path):
 
 
 def test_expire_label_refusals(tmp_path):
-    config, storage = _repository(tmp_path)
+    config, storage = synthetic_repository(tmp_path)
     _history(config, storage)
     keep(config, "F3", until=time.time() + DAY)
     with pytest.raises(RetentionRefused, match=r"F3 is kept until .*HINT: release it first"):
@@ -276,7 +266,7 @@ def test_expire_label_refusals(tmp_path):
 def test_cli_keep_annotate_and_expire_label(tmp_path, capsys):
     from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.cli import main
 
-    config, storage = _repository(tmp_path)
+    config, storage = synthetic_repository(tmp_path)
     _history(config, storage)
     path = config.path
     assert main(["keep", "F2", "--config", path, "--until", "2999-01-01"]) == 0

@@ -23,6 +23,7 @@ from ansible_collections.restorekeeper.postgresql.plugins.module_utils.retention
     plan,
 )
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.config.retentionpolicy import Policy
+from synthrepo import synthetic_repository
 
 DAY = 86400.0
 NOW = 1_800_000_000.0
@@ -260,19 +261,7 @@ def test_override_replaces_only_given_values():
         retentionpolicy.override(base, "x", full=0)
 
 
-# ------------------------------------------ expire on a synthetic repository
-def _repository(tmp_path, extra: str = ""):
-    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.repository import Repository
-
-    path = tmp_path / "rk.conf"
-    path.write_text("[cluster]\nname = main\n[repository]\npath = %s\n[retention]\nfull = 1\n%s"
-                    % (tmp_path / "repo", extra))
-    config = Config.load(str(path))
-    repository = Repository.from_config(config)
-    repository.create()
-    return config, repository.storage
-
-
+# ------------------------------------------------ a synthetic repository
 def _put_backup(storage, label: str, start: int, stop_time: float, parent=None, record: bool = True):
     prefix = "main/backup/%s/" % label
     storage.put_bytes(prefix + "base.tar.zst", b"x" * 1000)
@@ -292,7 +281,7 @@ def _put_wal(storage, names):
 def test_expire_deletes_record_first_children_first_then_wal_oldest_first(tmp_path, monkeypatch):
     from ansible_collections.restorekeeper.postgresql.plugins.module_utils.retention import expire
 
-    config, storage = _repository(tmp_path)
+    config, storage = synthetic_repository(tmp_path)
     now = time.time()
     _put_backup(storage, "F1", 2, now - 3 * DAY)
     _put_backup(storage, "I1", 3, now - 2.5 * DAY, parent="F1")
@@ -328,7 +317,7 @@ def test_expire_deletes_record_first_children_first_then_wal_oldest_first(tmp_pa
 def test_expire_refusal_deletes_nothing(tmp_path):
     from ansible_collections.restorekeeper.postgresql.plugins.module_utils.retention import expire
 
-    config, storage = _repository(tmp_path)
+    config, storage = synthetic_repository(tmp_path)
     now = time.time()
     _put_backup(storage, "F1", 2, now - 3 * DAY)
     _put_backup(storage, "F2", 5, now - 2 * DAY)
@@ -341,7 +330,7 @@ def test_expire_refusal_deletes_nothing(tmp_path):
 def test_expire_leaves_incomplete_sets_while_a_backup_runs(tmp_path):
     from ansible_collections.restorekeeper.postgresql.plugins.module_utils.retention import expire
 
-    config, storage = _repository(tmp_path, "incomplete_age = 1s\n")
+    config, storage = synthetic_repository(tmp_path, "incomplete_age = 1s\n")
     _put_backup(storage, "F1", 2, time.time() - DAY)
     _put_backup(storage, "X", 3, time.time(), record=False)
     _put_wal(storage, [seg(2)])
@@ -357,7 +346,7 @@ def test_ship_does_not_send_a_copy_what_its_retention_expires(tmp_path):
     from ansible_collections.restorekeeper.postgresql.plugins.module_utils.copies.ship import Shipper
 
     copy_path = tmp_path / "copy"
-    config, storage = _repository(tmp_path, "[copy small]\npath = %s\nretention_full = 1\n"
+    config, storage = synthetic_repository(tmp_path, "[copy small]\npath = %s\nretention_full = 1\n"
                                             "[copy big]\npath = %s\n" % (copy_path, tmp_path / "big"))
     now = time.time()
     _put_backup(storage, "F1", 2, now - 3 * DAY)
@@ -374,7 +363,7 @@ def test_ship_does_not_send_a_copy_what_its_retention_expires(tmp_path):
 def test_cli_expire_usage_and_missing_policy(tmp_path, capsys):
     from ansible_collections.restorekeeper.postgresql.plugins.module_utils.frontends.cli import main
 
-    config, storage = _repository(tmp_path)
+    config, storage = synthetic_repository(tmp_path)
     path = config.path
     assert main(["expire", "--config", path, "--copy", "a", "--all"]) == 2
     assert "not allowed with argument" in capsys.readouterr().err
