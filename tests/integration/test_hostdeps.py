@@ -181,3 +181,32 @@ def test_role_names_the_missing_packages_before_writing_the_launcher(ansible_env
     assert "restorekeeper on this host needs the Python modules psycopg2" in failed.stdout, failed.stdout
     assert "apt-get install python3-psycopg2 python3-zstandard python3-crc32c python3-cryptography" in failed.stdout
     assert not (prefix / "bin" / "restorekeeper").exists()
+
+
+def test_scheduled_run_wrapper_runs_with_the_default_install(ansible_env, system_python, tmp_path) -> None:
+    """Role backups' restorekeeper-scheduled runs the host's Python when the tool has no virtualenv
+    (archiving_tool_packages=distribution, the default), and the virtualenv's when it has one."""
+    prefix = tmp_path / "opt"
+    installed = run_role_install({"ansible_python_interpreter": system_python, "archiving_prefix": str(prefix),
+                                  "archiving_install_host_packages": False}, ansible_env, tmp_path)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    playbook = tmp_path / "backups-install.yml"
+    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "Role backups' install tasks only", "ansible.builtin.include_role": {
+            "name": "restorekeeper.postgresql.backups", "tasks_from": "install"}}]}]))
+    extra = tmp_path / "backups-vars.json"
+    extra.write_text(json.dumps({"ansible_connection": "local", "ansible_python_interpreter": system_python,
+                                 "backups_prefix": str(prefix), "backups_python": system_python,
+                                 "backups_log_dir": str(tmp_path / "log" / "restorekeeper"),
+                                 "backups_os_user": "root", "backups_os_group": "root"}))
+    ran = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook), "-e", "@%s" % extra],
+                         env=dict(ansible_env), capture_output=True, text=True, timeout=600, check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    wrapper = prefix / "bin" / "restorekeeper-scheduled"
+    assert wrapper.read_text().startswith("#!%s -I\n" % system_python) and not (prefix / "bin" / "python").exists()
+    log = tmp_path / "log" / "restorekeeper" / "probe.log"
+    probe = subprocess.run([str(wrapper), "--name", "probe", "--log", str(log), "--",
+                            str(prefix / "bin" / "restorekeeper"), "--version"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    assert "finished: exit 0" in log.read_text()
