@@ -455,6 +455,8 @@ def label_summary_lines(result: Dict[str, Any]) -> List[str]:
                 item["target"], item["location"], verb, item["label"], item["type"], item["objects"],
                 format_size(item["bytes"])))
     return lines
+
+
 # ------------------------------------------------------------------- info
 def policy_of(config: Config) -> Policy:
     """The retention policy of what config reads: the repository's, or the copy's it reads from."""

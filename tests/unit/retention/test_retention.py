@@ -347,7 +347,7 @@ def test_ship_does_not_send_a_copy_what_its_retention_expires(tmp_path):
 
     copy_path = tmp_path / "copy"
     config, storage = synthetic_repository(tmp_path, "[copy small]\npath = %s\nretention_full = 1\n"
-                                            "[copy big]\npath = %s\n" % (copy_path, tmp_path / "big"))
+                                           "[copy big]\npath = %s\n" % (copy_path, tmp_path / "big"))
     now = time.time()
     _put_backup(storage, "F1", 2, now - 3 * DAY)
     _put_backup(storage, "F2", 5, now - 2 * DAY)
