@@ -187,6 +187,11 @@ def test_archive_retention_of_one_backup_keeps_older_backups_consistent_and_the_
     text = arch.rk("info").stdout
     assert "WAL removed by archive retention on timeline 1 (expected)" in text and "WAL gap" not in text
     assert "the consistency point of backup %s" % f1["label"] in text
+    # verify --all reads the same policy: the repository is sound, its gaps expected, not damage.
+    verified = arch.rk("verify", "--all", "--json", check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = json.loads(verified.stdout)
+    assert report["summary"]["sound"] and report["wal"]["gaps"] == [] and len(report["wal"]["retention_gaps"]) == 2
 
     # The oldest backup restores to its consistency point, for real.
     slot = cluster_factory(version=16, initdb=False)

@@ -27,12 +27,15 @@ BACKUP_DAMAGED = "damaged"  # its own files, or WAL it needs, fail verification
 BACKUP_MISSING_WAL = "missing-wal"  # WAL it needs to reach consistency is not archived
 
 
-def verify_repository(config: Config, progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
+def verify_repository(config: Config, progress: Optional[ProgressCallback] = None,
+                      pitr_from: Optional[str] = None) -> Dict[str, Any]:
     """Verify the repository of config (or of the copy it reads from). Returns
     {"cluster", "repository", "backups": [...], "incomplete_backups", "wal": {...},
     "summary": {..., "sound"}}; "sound" is true only when nothing checked is
     damaged or missing. progress hears each backup's stored bytes (phase
-    "backup LABEL") and the archived WAL's (phase "wal")."""
+    "backup LABEL") and the archived WAL's (phase "wal"). pitr_from: where archive
+    retention starts point-in-time recovery (retention.expire.pitr_from); the gaps
+    it made below are listed as retention_gaps and are not damage."""
     repository = Repository.from_config(config)
     repository.require_initialised()
     catalog = Catalog(repository, config.cluster)
@@ -45,7 +48,7 @@ def verify_repository(config: Config, progress: Optional[ProgressCallback] = Non
     backups = [_verify_one(config, backup, set(names), damaged_wal, size, progress) for backup in catalog.backups()]
     _mark_chains(catalog.backups(), backups)
     needed_missing = sorted({name for item in backups for name in item["wal"]["missing"]})
-    gaps = catalog.wal_gaps(size, names)
+    gaps, retention_gaps = catalog.wal_gaps(size, names, pitr_from)
     summary = {
         "backups": len(backups),
         "backups_ok": sum(1 for item in backups if item["status"] == BACKUP_OK),
@@ -68,6 +71,7 @@ def verify_repository(config: Config, progress: Optional[ProgressCallback] = Non
             "damaged": [{"name": name, "error": error} for name, error in sorted(damaged_wal.items())],
             "missing": needed_missing,
             "gaps": gaps,
+            "retention_gaps": retention_gaps,
         },
         "summary": summary,
     }

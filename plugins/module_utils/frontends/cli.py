@@ -612,9 +612,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _verify_all(args: argparse.Namespace) -> int:
     from ..backup.repoverify import verify_repository
+    from ..repo.catalog import Catalog
+    from ..repo.repository import Repository
+    from ..retention.expire import pitr_from, policy_of
 
+    config = _load(args)
+    repository = Repository.from_config(config)
+    repository.require_initialised()
+    records = {b.label: b.record for b in Catalog(repository, config.cluster).backups()}
     with _progress(args, "verify") as progress:
-        result = verify_repository(_load(args), progress)
+        result = verify_repository(config, progress, pitr_from(policy_of(config), records))
     if args.json:
         _print_json(result)
     else:
@@ -639,6 +646,9 @@ def verify_all_lines(result) -> "List[str]":
         lines.append("WAL %s: DAMAGED: %s" % (item["name"], item["error"]))
     for gap in result["wal"]["gaps"]:
         lines.append("WAL gap on timeline %d: %d segment(s) missing, %s to %s" % (
+            gap["timeline"], gap["missing"], gap["first_missing"], gap["last_missing"]))
+    for gap in result["wal"].get("retention_gaps", []):
+        lines.append("WAL removed by archive retention on timeline %d (expected): %d segment(s), %s to %s" % (
             gap["timeline"], gap["missing"], gap["first_missing"], gap["last_missing"]))
     summary = result["summary"]
     lines.append("verify --all %s: %d backups (%d ok, %d damaged, %d missing WAL); %d WAL files checked, %d damaged; "

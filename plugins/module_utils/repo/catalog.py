@@ -153,9 +153,12 @@ class Catalog:
                 runs.append(WalRun(timeline, name, name, 1))
         return runs
 
-    def wal_gaps(self, segment_size: int, names: Optional[List[str]] = None) -> List[Dict[str, Any]]:
-        """Segments missing between archived runs of one timeline (info's "gaps")."""
-        return _gaps(self.wal_runs(segment_size, names), segment_size)
+    def wal_gaps(self, segment_size: int, names: Optional[List[str]] = None,
+                 pitr_from: Optional[str] = None) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+        """Segments missing between archived runs of one timeline: (damage, removed
+        by archive retention), as info's wal.gaps and wal.retention_gaps (see describe)."""
+        return _split_gaps(_gaps(self.wal_runs(segment_size, names), segment_size), self.backups(), pitr_from,
+                           segment_size)
 
     def segment_size(self) -> int:
         identity = self.repository.identity(self.cluster) or {}
