@@ -713,8 +713,9 @@ class S3Storage(Storage):
     def delete(self, key: str) -> None:
         state = self.lock_state(key)
         if state.locked():
-            raise StorageError("object %s%s is %s (S3 Object Lock) and cannot be deleted"
-                               % (self.location, key, state.describe()),
+            why = (["under Object Lock until %s" % state.retained_until.isoformat()] if state.retained_until else []) \
+                + (["under an Object Lock legal hold"] if state.legal_hold else [])
+            raise StorageError("object %s%s is %s and cannot be deleted" % (self.location, key, " and ".join(why)),
                                "retention must keep it; a retention expires by itself after its date, a legal hold "
                                "is lifted by `restorekeeper keep LABEL --release`")
         try:
