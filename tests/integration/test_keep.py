@@ -123,8 +123,8 @@ def test_keep_locks_the_backups_objects_on_an_object_lock_copy(archived, s3_endp
     copy = ("\n[copy offsite]\ntype = s3\nbucket = %s\npath = db1\nendpoint_url = %s\nregion = us-east-1\n"
             "path_style = true\naccess_key_id = %s\nsecret_access_key = %s\nmax_attempts = 2\n"
             "offsite = true\nallow_plaintext = true\nimmutable = true\nobject_lock_mode = GOVERNANCE\n"
-            "object_lock_days = 1\n") % (bucket, s3_endpoint.url, s3_endpoint.access_key_id,
-                                        s3_endpoint.secret_access_key)
+            "object_lock_days = 1\n")
+    copy %= (bucket, s3_endpoint.url, s3_endpoint.access_key_id, s3_endpoint.secret_access_key)
     config.write_text(config.read_text() + copy)
     assert arch.rk("ship", "--once").returncode == 0
     client = _s3_client(s3_endpoint)

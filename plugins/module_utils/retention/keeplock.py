@@ -162,8 +162,8 @@ def describe(plan: LockPlan, check_mode: bool = False) -> Dict[str, Any]:
     would = "would be " if check_mode else ""
     done = []
     if plan.extend:
-        done.append("retention %sextended to %s on %d of %d object(s)" % (would, _iso(plan.until), len(plan.extend),
-                                                                         len(plan.keys)))
+        done.append("retention %sextended to %s on %d of %d object(s)"
+                    % (would, _iso(plan.until), len(plan.extend), len(plan.keys)))
     if plan.hold:
         done.append("legal hold %sput on %d of %d object(s)" % (would, len(plan.hold), len(plan.keys)))
     if plan.lift:
