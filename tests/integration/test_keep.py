@@ -1,13 +1,18 @@
 """Keeping and annotating backups against a real server (issue 17 item 4):
 a kept backup and its WAL survive a retention that would remove them, on the
 repository and on a copy, until released; annotations set at backup time and
-later show in info and backup_info; expire --label and its refusals."""
+later show in info and backup_info; expire --label and its refusals; on an
+S3 copy with Object Lock (moto's server over HTTP), keep extends the
+retention of the backup's objects, --forever puts legal holds that expire
+respects and --release lifts."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import time
 from functools import partial
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import pytest
 
@@ -15,6 +20,7 @@ from harness import make_user_dir
 from harness.ansible import run_module as run_any_module
 
 from harness.archived import Archived
+from harness.s3 import make_bucket
 
 pytestmark = pytest.mark.slow
 
@@ -87,3 +93,79 @@ def test_keep_annotate_retention_copy_and_expire_label(archived, ansible_env, rk
     after = rk_json(arch, "expire", "--all", "--full", "1")
     assert all(t["wal"]["kept_from"] in (None, f3["wal_start"]) for t in after["targets"])
     assert min(n for n in arch.rk("wal-list").stdout.split() if len(n) == 24) == f3["wal_start"]
+
+
+# ------------------------------------------------------------ Object Lock
+def _s3_client(endpoint):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint.url, region_name="us-east-1",
+                        aws_access_key_id=endpoint.access_key_id, aws_secret_access_key=endpoint.secret_access_key)
+
+
+def _keys(client, bucket: str, backup: Dict[str, Any]) -> List[str]:
+    """The copy's objects of a backup's set, and its first WAL segment."""
+    listed = [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+              for item in page.get("Contents", [])]
+    found = [key for key in listed if "/backup/%s/" % backup["label"] in key or key.endswith("/" + backup["wal_start"])]
+    assert any(key.endswith("/backup.json") for key in found) and any("/wal/" in key for key in found), listed
+    return found
+
+
+def test_keep_locks_the_backups_objects_on_an_object_lock_copy(archived, s3_endpoint):
+    arch = archived(15)
+    f1 = arch.backup()
+    arch.cluster.execute("CREATE TABLE t AS SELECT generate_series(1, 100) AS n")
+    f2 = arch.backup()
+    arch.cluster.wait_archived(arch.cluster.switch_wal())
+    bucket = make_bucket(s3_endpoint, lock=True)
+    config = arch.setup.config_path
+    copy = ("\n[copy offsite]\ntype = s3\nbucket = %s\npath = db1\nendpoint_url = %s\nregion = us-east-1\n"
+            "path_style = true\naccess_key_id = %s\nsecret_access_key = %s\nmax_attempts = 2\n"
+            "offsite = true\nallow_plaintext = true\nimmutable = true\nobject_lock_mode = GOVERNANCE\n"
+            "object_lock_days = 1\n")
+    copy %= (bucket, s3_endpoint.url, s3_endpoint.access_key_id, s3_endpoint.secret_access_key)
+    config.write_text(config.read_text() + copy)
+    assert arch.rk("ship", "--once").returncode == 0
+    client = _s3_client(s3_endpoint)
+    f1_keys, f2_keys = _keys(client, bucket, f1), _keys(client, bucket, f2)
+
+    def head(key: str) -> Dict[str, Any]:
+        return client.head_object(Bucket=bucket, Key=key)
+
+    # --until: every object of f1 (its set, its WAL) is retained until the keep date, f2's are not
+    day = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=40)).date()
+    keep_date = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc)
+    kept = rk_json(arch, "keep", f1["label"], "--until", day.isoformat())
+    locks = {entry["target"]: entry for entry in kept["object_lock"]}
+    assert locks["repository"]["object_lock"] is False  # a posix repository: untouched
+    offsite = locks["offsite"]
+    assert offsite["mode"] == "GOVERNANCE" and offsite["objects"] >= len(f1_keys)
+    assert offsite["retention_extended"] == offsite["objects"] and offsite["retention_until"] == "%sT00:00:00Z" % day
+    assert all(head(key)["ObjectLockRetainUntilDate"] >= keep_date for key in f1_keys)
+    assert all(head(key)["ObjectLockRetainUntilDate"] < keep_date for key in f2_keys if key not in f1_keys)
+    again = rk_json(arch, "keep", f1["label"], "--until", day.isoformat())
+    assert not again["changed"] and {e["target"]: e for e in again["object_lock"]}["offsite"]["retention_extended"] == 0
+    text = arch.rk("keep", f1["label"], "--until", day.isoformat(), "--dry-run").stdout
+    assert "Object Lock: offsite: %d object(s) already locked as kept" % offsite["objects"] in text
+
+    # --forever: a legal hold on each; --release lifts it, and says the retention stays
+    forever = {e["target"]: e for e in rk_json(arch, "keep", f1["label"], "--forever")["object_lock"]}["offsite"]
+    assert forever["legal_hold_set"] == offsite["objects"]
+    assert all(head(key).get("ObjectLockLegalHoldStatus") == "ON" for key in f1_keys)
+    released = arch.rk("keep", f1["label"], "--release").stdout
+    assert "legal hold lifted from %d object(s)" % offsite["objects"] in released
+    assert "retention dates cannot be shortened: locked until %sT00:00:00Z" % day in released
+    assert all(head(key).get("ObjectLockLegalHoldStatus") == "OFF" for key in f1_keys)
+    assert all(head(key)["ObjectLockRetainUntilDate"] >= keep_date for key in f1_keys)
+
+    # expire treats a legal hold like a retention: f2's retention let run out, a hold put on by hand
+    soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
+    for key in f2_keys:
+        client.put_object_retention(Bucket=bucket, Key=key, BypassGovernanceRetention=True,
+                                    Retention={"Mode": "GOVERNANCE", "RetainUntilDate": soon})
+        client.put_object_legal_hold(Bucket=bucket, Key=key, LegalHold={"Status": "ON"})
+    time.sleep(3)
+    refused = arch.rk("expire", "--label", f2["label"], "--copy", "offsite", check=False)
+    assert refused.returncode == 1 and "under an S3 Object Lock legal hold; nothing was deleted" in refused.stderr
+    assert all(head(key)["ContentLength"] >= 0 for key in f2_keys)  # nothing deleted

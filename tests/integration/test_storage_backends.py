@@ -109,6 +109,29 @@ def test_s3_object_lock_refuses_deletion(s3_endpoint):
     assert store.get_bytes("main/wal/0000000100000000/000000010000000000000001") == b"immutable"
 
 
+def test_s3_retention_is_only_extended_and_a_legal_hold_refuses_deletion(s3_endpoint):
+    import datetime
+
+    store = open_storage("s3", "", s3_options(s3_endpoint, make_bucket(s3_endpoint, lock=True),
+                                              object_lock_mode="governance", object_lock_days="1"))
+    key = "main/backup/F1/backup.json"
+    store.put_bytes(key, b"{}")
+    written = store.lock_state(key)
+    assert store.supports_object_lock() and store.object_lock_mode() == "GOVERNANCE"
+    assert written.retained_until is not None and not written.legal_hold
+    later = written.retained_until + datetime.timedelta(days=30)
+    assert store.extend_retention(key, later) and store.lock_state(key).retained_until == later
+    assert not store.extend_retention(key, written.retained_until)  # never shortened
+    assert store.lock_state(key).retained_until == later
+    assert store.set_legal_hold(key, True) and not store.set_legal_hold(key, True)
+    with pytest.raises(StorageError, match="under an Object Lock legal hold"):
+        store.delete(key)
+    assert store.lock_state(key).legal_hold and store.set_legal_hold(key, False)
+    assert not store.lock_state(key).legal_hold and store.get_bytes(key) == b"{}"
+    with pytest.raises(ObjectNotFound):
+        store.set_legal_hold("main/backup/F1/absent", True)
+
+
 def test_s3_errors_are_named(s3_endpoint):
     store = open_storage("s3", "", s3_options(s3_endpoint, "no-such-bucket-here"))
     with pytest.raises(StorageError, match="bucket no-such-bucket-here does not exist") as caught:

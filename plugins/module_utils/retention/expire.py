@@ -38,7 +38,7 @@ from ..config.retentionpolicy import Policy, override
 from ..common.errors import ConfigError, LockBusy, RestorekeeperError
 from ..common.timefmt import format_size
 from ..repo.repository import Repository, open_repository_storage
-from ..storage.base import Storage
+from ..storage.base import LockState, Storage
 
 REPOSITORY = "repository"
 
@@ -115,21 +115,34 @@ def _size(objects: Optional[List[Tuple[str, int]]]) -> int:
 
 
 # ------------------------------------------------------------- Object Lock
-def _retention_reader(storage: Storage) -> Optional[Callable[[str], Optional[datetime.datetime]]]:
-    """retained_until of the backend under any encryption layer, when it has Object Lock."""
-    inner = getattr(storage, "inner", storage)
-    return getattr(inner, "retained_until", None)
+#: How a reason for keeping what Object Lock protects starts (see _describe).
+LOCKED = "locked "
 
 
-def _locked_until(reader, keys: List[str]) -> Optional[datetime.datetime]:
-    dates = [until for until in (reader(key) for key in keys) if until is not None]
-    return max(dates) if dates else None
+def _lock_reader(storage: Storage) -> Optional[Callable[[str], LockState]]:
+    """The backend's lock_state (under any encryption layer), when it can have Object Lock."""
+    return storage.lock_state if storage.supports_object_lock() else None
+
+
+def _strongest_lock(reader: Callable[[str], LockState], keys: List[str]) -> LockState:
+    """The lock of a set of objects: on hold if any is held, retained until the latest date."""
+    states = [reader(key) for key in keys]
+    dates = [state.retained_until for state in states if state.retained_until is not None]
+    return LockState(max(dates) if dates else None, any(state.legal_hold for state in states))
+
+
+def _lock_reason(state: LockState) -> str:
+    if state.legal_hold:
+        return LOCKED + "by a legal hold%s (S3 Object Lock, set by `restorekeeper keep --forever`): cannot be " \
+            "deleted until `restorekeeper keep LABEL --release` lifts it" % (
+                " and until %s" % state.retained_until.isoformat() if state.retained_until else "")
+    return LOCKED + "until %s (S3 Object Lock): cannot be deleted before" % state.retained_until.isoformat()
 
 
 def _find_locks(storage: Storage, holdings: Holdings, draft: retention.Plan) -> Tuple[Dict[str, str], Optional[str]]:
     """Before anything is deleted: which sets the draft would delete are under
     Object Lock (pinned, with the reason), and the first WAL file that is."""
-    reader = _retention_reader(storage)
+    reader = _lock_reader(storage)
     if reader is None:
         return {}, None
     pinned: Dict[str, str] = {}
@@ -137,14 +150,14 @@ def _find_locks(storage: Storage, holdings: Holdings, draft: retention.Plan) -> 
     candidates += [("dump/" + d.label, "dump/" + d.label) for d in draft.dumps if d.action == retention.DELETE]
     candidates += [(d.label, d.label) for d in draft.incomplete if d.action == retention.DELETE]
     for objects_key, pin_key in candidates:
-        until = _locked_until(reader, [key for key, _size in holdings.objects.get(objects_key, [])])
-        if until is not None:
-            pinned[pin_key] = "locked until %s (S3 Object Lock): cannot be deleted before" % until.isoformat()
+        state = _strongest_lock(reader, [key for key, _size in holdings.objects.get(objects_key, [])])
+        if state.locked():
+            pinned[pin_key] = _lock_reason(state)
     first_locked = None
     for name in draft.wal_delete:
-        until = reader(holdings.wal[name][0])
-        if until is not None:
-            first_locked = "WAL from %s on is locked until %s (S3 Object Lock)" % (name, until.isoformat())
+        state = reader(holdings.wal[name][0])
+        if state.locked():
+            first_locked = "WAL from %s on is %s (S3 Object Lock)" % (name, state.describe())
             pinned["wal:" + name] = first_locked
             break
     return pinned, first_locked
@@ -244,9 +257,9 @@ def _describe(holdings: Holdings, plan: retention.Plan, wal_locked: Optional[str
              "recovery": "consistency point" if d.label in plan.consistency_only else "point in time"}
             for d in plan.backups if d.action == retention.KEEP]
     skipped = [{"item": "backup " + d.label, "reason": r} for d in plan.backups for r in d.reasons
-               if r.startswith("locked until")]
+               if r.startswith(LOCKED)]
     skipped += [{"item": "dump " + d.label, "reason": r} for d in plan.dumps for r in d.reasons
-                if r.startswith("locked until")]
+                if r.startswith(LOCKED)]
     skipped += [{"item": d.label, "reason": r} for d in plan.incomplete if d.action == retention.KEEP
                 for r in d.reasons]
     if wal_locked:
@@ -433,12 +446,16 @@ def _refuse_label(config: Config, target: Target, storage: Storage, holdings: Ho
     if len(holdings.backups) == 1 and not force:
         raise retention.RetentionRefused("backup %s is the only backup%s; nothing was deleted" % (label, where),
                                          "take another backup first, or pass --force to leave no backup at all")
-    reader = _retention_reader(storage)
+    reader = _lock_reader(storage)
     if reader is not None:
-        until = _locked_until(reader, [key for key, _size in holdings.objects.get("backup/" + label, [])])
-        if until is not None:
+        state = _strongest_lock(reader, [key for key, _size in holdings.objects.get("backup/" + label, [])])
+        if state.legal_hold:
+            raise retention.RetentionRefused("backup %s%s is under an S3 Object Lock legal hold; nothing was deleted"
+                                             % (label, where),
+                                             "lift it with `restorekeeper keep %s --release` first" % label)
+        if state.locked():
             raise retention.RetentionRefused("backup %s%s is under S3 Object Lock until %s; nothing was deleted"
-                                             % (label, where, until.isoformat()),
+                                             % (label, where, state.retained_until.isoformat()),
                                              "it can be deleted after that date")
 
 

@@ -6,6 +6,9 @@ directly (the marks object re-encrypted for it by its own storage), so a
 copy's retention honours a new pin even before the next ship; a copy that is
 unreachable now is reported, and ship brings it the marks on its next pass
 (ship compares marks objects by content, copies/ship.py).
+
+`keep` on a repository or copy written under S3 Object Lock also locks the
+backup's objects there (keeplock.py), before its marks are written.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from ..config.config import Config
 from ..repo.catalog import Catalog
 from ..repo.marks import Marks, check_annotations, read_marks, unreadable_error, write_marks
 from ..repo.repository import Repository, open_repository_storage
+from ..storage.base import Storage
+from .keeplock import lock_backup
+
+REPOSITORY = "repository"
 
 
 def parse_keep_until(text: str) -> float:
@@ -60,7 +67,17 @@ def keep(config: Config, label: str, until: Optional[float] = None, forever: boo
         wanted = current._replace(keep_until=None if forever else float(int(until or 0)), keep_forever=forever,
                                   keep_set_at=stamp)
     same = (wanted.keep_until, wanted.keep_forever) == (current.keep_until, current.keep_forever) and not repair
-    result = _apply(config, current if same else wanted._replace(updated_at=stamp), not same, check_mode, now)
+    marks = current if same else wanted._replace(updated_at=stamp)
+    # Locks before the marks: a lock placed for a pin not written yet (or a hold lifted while the
+    # marks still pin) never lets a kept backup go. Unchanged marks still converge the locks.
+    locks = lock_everywhere(config, marks, current.keep_forever, check_mode, now)
+    result = _apply(config, marks, not same, check_mode, now)
+    result["object_lock"] = locks
+    result["changed"] = result["changed"] or any(entry.get("changed") for entry in locks)
+    for entry in locks:
+        if entry.get("error"):
+            result["warnings"].append("the Object Lock of backup %s on %s was not changed (%s); run this keep again "
+                                      "once it is reachable" % (label, entry["target"], entry["error"]))
     if until is not None and until <= now:
         result["warnings"].append("%s is in the past: the backup is not kept (retention treats it as released)"
                                   % utc_iso(until, digits=0))
@@ -117,6 +134,35 @@ def write_to_copies(config: Config, marks: Marks) -> List[Dict[str, Any]]:
     return written
 
 
+def lock_everywhere(config: Config, marks: Marks, was_forever: bool, check_mode: bool,
+                    now: float) -> List[Dict[str, Any]]:
+    """The Object Lock of the kept backup on the repository and every copy (keeplock.py);
+    a failure is reported, never raised. was_forever: the pin being replaced was --forever."""
+    found = []
+    chosen = [(REPOSITORY, config.repository)] + [(copy.name, copy.repository) for copy in config.copies]
+    for name, repository in chosen:
+        if not (repository.options or {}).get("object_lock_mode"):
+            found.append({"target": name, "object_lock": False, "changed": False, "action": "no Object Lock"})
+            continue  # not even opened: an unreachable copy without Object Lock is the marks' business
+        try:
+            storage = open_repository_storage(repository)
+            Repository(storage).require_initialised()
+            lift = was_forever or _kept_forever_there(storage, config.cluster, marks.label)
+            entry = lock_backup(storage, config.cluster, marks, lift, now, check_mode)
+        except RestorekeeperError as exc:
+            entry = {"object_lock": None, "changed": False, "error": str(exc), "action": "FAILED: %s" % exc}
+        found.append(dict(entry, target=name))
+    return found
+
+
+def _kept_forever_there(storage: Storage, cluster: str, label: str) -> bool:
+    """Whether this storage's own marks keep the backup forever (a copy a release has not reached yet)."""
+    if not storage.object_lock_mode():
+        return False
+    there = read_marks(storage, cluster, label)
+    return there is not None and there.keep_forever
+
+
 def summary_line(verb: str, result: Dict[str, Any]) -> str:
     keep_state = result["keep"]
     if keep_state["forever"]:
@@ -127,6 +173,8 @@ def summary_line(verb: str, result: Dict[str, Any]) -> str:
         state = "not kept (retention decides)"
     notes = ", ".join("%s=%s" % item for item in sorted(result["annotations"].items())) or "none"
     copies = ", ".join("%s %s" % (c["name"], "updated" if c["written"] else "NOT updated") for c in result["copies"])
-    return "backup %s %s: %s; annotations: %s%s" % (
+    locks = ", ".join("%s: %s" % (entry["target"], entry["action"]) for entry in result.get("object_lock", [])
+                      if entry.get("object_lock") is not False)
+    return "backup %s %s: %s; annotations: %s%s%s" % (
         result["label"], verb if result["changed"] else "unchanged", state, notes,
-        "; copies: " + copies if copies else "")
+        "; copies: " + copies if copies else "", "; Object Lock: " + locks if locks else "")

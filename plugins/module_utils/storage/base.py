@@ -10,10 +10,15 @@ operations with two guarantees:
 
 Every committed write reports the size and SHA-256 of the stored bytes, so a
 copy to another backend can be verified end to end.
+
+A backend with S3 Object Lock also reports an object's lock (LockState) and
+can extend its retention or set its legal hold; the others have no lock: they
+report none and refuse to set one.
 """
 
 from __future__ import annotations
 
+import datetime
 from typing import BinaryIO, ContextManager, Iterator, NamedTuple, Optional
 
 from ..common.errors import StorageError
@@ -26,6 +31,26 @@ class ObjectInfo(NamedTuple):
     size: int
     mtime: float
     sha256: Optional[str] = None
+
+
+class LockState(NamedTuple):
+    """An object's S3 Object Lock: the retention date still in force (None when
+    it has none or it passed) and whether a legal hold is on."""
+
+    retained_until: Optional[datetime.datetime] = None
+    legal_hold: bool = False
+
+    def locked(self) -> bool:
+        return self.retained_until is not None or self.legal_hold
+
+    def describe(self) -> str:
+        """Why the object cannot be deleted, e.g. 'locked until 2027-01-31T00:00:00+00:00'."""
+        parts = []
+        if self.legal_hold:
+            parts.append("under a legal hold")
+        if self.retained_until is not None:
+            parts.append("locked until %s" % self.retained_until.isoformat())
+        return " and ".join(parts) or "not locked"
 
 
 def validate_key(key: str) -> str:
@@ -134,6 +159,30 @@ class Storage:
         """A local directory on the same volume as the objects (so publishing a
         file staged there costs no copy), or None when the backend has none."""
         return None
+
+    # S3 Object Lock: backends without it report no lock and refuse to set one.
+    def supports_object_lock(self) -> bool:
+        """Whether objects here can be under Object Lock (lock_state reads it)."""
+        return False
+
+    def object_lock_mode(self) -> str:
+        """GOVERNANCE or COMPLIANCE when this repository writes objects under Object Lock, else ''."""
+        return ""
+
+    def lock_state(self, key: str) -> LockState:
+        """The object's Object Lock (nothing locked for an absent object or a backend without Object Lock)."""
+        return LockState()
+
+    def extend_retention(self, key: str, until: datetime.datetime) -> bool:
+        """Retain the object at least until `until` (never shortening a later date);
+        True when the date was moved."""
+        raise StorageError("%s has no S3 Object Lock: cannot retain %s" % (self.location, key),
+                           "Object Lock needs an s3 repository or copy with object_lock_mode and object_lock_days")
+
+    def set_legal_hold(self, key: str, on: bool) -> bool:
+        """Put (on) or lift the object's legal hold; True when it changed."""
+        raise StorageError("%s has no S3 Object Lock: cannot hold %s" % (self.location, key),
+                           "Object Lock needs an s3 repository or copy with object_lock_mode and object_lock_days")
 
     # Conveniences built on the five operations.
     def exists(self, key: str) -> bool:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import os
 import stat
 import struct
@@ -52,7 +53,7 @@ from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..common.errors import ConfigError, CorruptObject, ObjectNotFound, StorageError
 from .marker import MARKER_KEY, repository_identifier
-from .base import ObjectInfo, ObjectWriter, Storage
+from .base import LockState, ObjectInfo, ObjectWriter, Storage
 
 MAGIC = b"RKE2"
 LEGACY_MAGIC = b"RKE1"
@@ -402,6 +403,22 @@ class EncryptedStorage(Storage):
 
     def lock(self, key: str, holder: str):
         return self.inner.lock(key, holder)
+
+    # Object Lock is the backend's: the same keys, whatever the encryption.
+    def supports_object_lock(self) -> bool:
+        return self.inner.supports_object_lock()
+
+    def object_lock_mode(self) -> str:
+        return self.inner.object_lock_mode()
+
+    def lock_state(self, key: str) -> LockState:
+        return self.inner.lock_state(key)
+
+    def extend_retention(self, key: str, until: datetime.datetime) -> bool:
+        return self.inner.extend_retention(key, until)
+
+    def set_legal_hold(self, key: str, on: bool) -> bool:
+        return self.inner.set_legal_hold(key, on)
 
     def staging_directory(self) -> Optional[str]:
         return None  # a staged file would be plaintext on the copy's volume

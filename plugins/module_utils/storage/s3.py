@@ -26,7 +26,9 @@ command's local path never loads boto3.
   every part on receipt; the ETag is compared with our own MD5 where S3
   defines it as one.
 * Immutable copies: Object Lock retention (governance or compliance) on every
-  object written; a delete of a retained object is refused, never attempted.
+  object written; a delete of a retained or legally held object is refused,
+  never attempted. `restorekeeper keep` extends retentions and sets legal holds
+  (put_object_retention, put_object_legal_hold), never shortening a retention.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from ..common import deadline
 from ..config.config import ENDPOINT_URL_HINT, endpoint_url_problem, parse_size, redacted_url
 from ..common.errors import LockBusy, ObjectExists, ObjectNotFound, StorageError
 from ..common.fsutil import LockHeld, exclusive_flock, private_directory
-from .base import ObjectInfo, ObjectWriter, Storage, validate_key
+from .base import LockState, ObjectInfo, ObjectWriter, Storage, validate_key
 
 PART_SIZE = 64 * 1024 * 1024       # the default part_size
 MIN_PART_SIZE = 5 * 1024 * 1024    # S3's limits
@@ -153,7 +155,8 @@ def stored_part_matches(stored: Optional[Dict[str, Any]], data: bytes, sha256_b6
 
 _HINTS = {
     "NoSuchBucket": "create the bucket first (restorekeeper never creates buckets), or fix the bucket name",
-    "AccessDenied": "grant the credentials s3:GetObject, s3:PutObject, s3:ListBucket and s3:DeleteObject on the bucket",
+    "AccessDenied": ("grant the credentials s3:GetObject, s3:PutObject, s3:ListBucket and s3:DeleteObject on the bucket "
+                     "(and s3:PutObjectRetention, s3:PutObjectLegalHold for `restorekeeper keep` under Object Lock)"),
     "InvalidAccessKeyId": "the access key id is unknown to the store: fix the credentials",
     "SignatureDoesNotMatch": "the secret access key is wrong: fix the credentials",
     "ExpiredToken": "the session token expired: refresh the credentials",
@@ -661,20 +664,60 @@ class S3Storage(Storage):
         except self.errors as exc:
             raise s3_error("list", self.location + prefix, exc) from None
 
-    def retained_until(self, key: str) -> Optional[datetime.datetime]:
-        """The Object Lock retention date of an object, or None."""
+    # -- Object Lock
+    def supports_object_lock(self) -> bool:
+        return True  # the bucket may have Object Lock whatever this repository writes: head_object tells
+
+    def object_lock_mode(self) -> str:
+        return self.settings.object_lock_mode
+
+    def lock_state(self, key: str) -> LockState:
+        """The object's retention date still in force and its legal hold (head_object)."""
+        head = self._head(key)
+        return _lock_state(head) if head is not None else LockState()
+
+    def extend_retention(self, key: str, until: datetime.datetime) -> bool:
+        """Retain the object until `until` unless it is retained as long already, in the
+        object's own mode (a COMPLIANCE object stays COMPLIANCE), else object_lock_mode."""
         head = self._head(key)
         if head is None:
-            return None
-        until = head.get("ObjectLockRetainUntilDate")
-        return until if until and until > datetime.datetime.now(datetime.timezone.utc) else None
+            raise ObjectNotFound("object %s not found in %s" % (key, self.location))
+        current = head.get("ObjectLockRetainUntilDate")
+        if current is not None and current >= until:
+            return False
+        mode = head.get("ObjectLockMode") or self.settings.object_lock_mode
+        if not mode:
+            raise StorageError("%s writes no Object Lock: cannot retain %s" % (self.location, key),
+                               "set object_lock_mode (GOVERNANCE or COMPLIANCE) and object_lock_days")
+        try:
+            self.client.put_object_retention(Bucket=self.settings.bucket, Key=self.object_key(key),
+                                             Retention={"Mode": mode, "RetainUntilDate": until})
+        except self.errors as exc:
+            raise s3_error("extend the retention of", "%s%s" % (self.location, key), exc) from None
+        return True
+
+    def set_legal_hold(self, key: str, on: bool) -> bool:
+        head = self._head(key)
+        if head is None:
+            raise ObjectNotFound("object %s not found in %s" % (key, self.location))
+        if _lock_state(head).legal_hold == on:
+            return False
+        try:
+            self.client.put_object_legal_hold(Bucket=self.settings.bucket, Key=self.object_key(key),
+                                              LegalHold={"Status": "ON" if on else "OFF"})
+        except self.errors as exc:
+            raise s3_error("put a legal hold on" if on else "lift the legal hold of",
+                           "%s%s" % (self.location, key), exc) from None
+        return True
 
     def delete(self, key: str) -> None:
-        until = self.retained_until(key)
-        if until is not None:
-            raise StorageError("object %s%s is under Object Lock until %s and cannot be deleted"
-                               % (self.location, key, until.isoformat()),
-                               "retention must keep it; it expires by itself after that date")
+        state = self.lock_state(key)
+        if state.locked():
+            why = (["under Object Lock until %s" % state.retained_until.isoformat()] if state.retained_until else []) \
+                + (["under an Object Lock legal hold"] if state.legal_hold else [])
+            raise StorageError("object %s%s is %s and cannot be deleted" % (self.location, key, " and ".join(why)),
+                               "retention must keep it; a retention expires by itself after its date, a legal hold "
+                               "is lifted by `restorekeeper keep LABEL --release`")
         try:
             self.client.delete_object(Bucket=self.settings.bucket, Key=self.object_key(key))
         except self.errors as exc:
@@ -742,6 +785,14 @@ def _total_size(response: Dict[str, Any]) -> Optional[int]:
     """The object's size from a ranged GET's Content-Range (bytes 0-9/1234), or None."""
     total = str(response.get("ContentRange", "")).rpartition("/")[2]
     return int(total) if total.isdigit() else None
+
+
+def _lock_state(head: Dict[str, Any]) -> LockState:
+    """The Object Lock of a head_object response: a retention date only while in force."""
+    until = head.get("ObjectLockRetainUntilDate")
+    if until is not None and until <= datetime.datetime.now(datetime.timezone.utc):
+        until = None
+    return LockState(until, head.get("ObjectLockLegalHoldStatus") == "ON")
 
 
 def _b64(raw: bytes) -> str:
