@@ -103,6 +103,36 @@ def _s3_client(endpoint):
                         aws_access_key_id=endpoint.access_key_id, aws_secret_access_key=endpoint.secret_access_key)
 
 
+def add_object_lock_copy(arch: Archived, s3_endpoint) -> str:
+    """Declare copy `offsite`: a new S3 bucket under Object Lock (GOVERNANCE, 1 day); its name."""
+    bucket = make_bucket(s3_endpoint, lock=True)
+    config = arch.setup.config_path
+    copy = ("\n[copy offsite]\ntype = s3\nbucket = %s\npath = db1\nendpoint_url = %s\nregion = us-east-1\n"
+            "path_style = true\naccess_key_id = %s\nsecret_access_key = %s\nmax_attempts = 2\n"
+            "offsite = true\nallow_plaintext = true\nimmutable = true\nobject_lock_mode = GOVERNANCE\n"
+            "object_lock_days = 1\n")
+    copy %= (bucket, s3_endpoint.url, s3_endpoint.access_key_id, s3_endpoint.secret_access_key)
+    config.write_text(config.read_text() + copy)
+    return bucket
+
+
+def test_ship_locks_a_kept_backup_when_it_reaches_an_object_lock_copy(archived, s3_endpoint):
+    """Kept forever before the copy existed: the pass that sends it puts the legal hold on there."""
+    arch = archived(15)
+    f1 = arch.backup()
+    f2 = arch.backup()
+    arch.cluster.wait_archived(arch.cluster.switch_wal())
+    arch.rk("keep", f1["label"], "--forever")
+    bucket = add_object_lock_copy(arch, s3_endpoint)
+    assert arch.rk("ship", "--once").returncode == 0
+    client = _s3_client(s3_endpoint)
+    held = {key: client.head_object(Bucket=bucket, Key=key).get("ObjectLockLegalHoldStatus")
+            for key in _keys(client, bucket, f1)}
+    assert set(held.values()) == {"ON"}, held
+    assert all(client.head_object(Bucket=bucket, Key=key).get("ObjectLockLegalHoldStatus") != "ON"
+               for key in _keys(client, bucket, f2) if key not in held)
+
+
 def _keys(client, bucket: str, backup: Dict[str, Any]) -> List[str]:
     """The copy's objects of a backup's set, and its first WAL segment."""
     listed = [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
@@ -118,14 +148,7 @@ def test_keep_locks_the_backups_objects_on_an_object_lock_copy(archived, s3_endp
     arch.cluster.execute("CREATE TABLE t AS SELECT generate_series(1, 100) AS n")
     f2 = arch.backup()
     arch.cluster.wait_archived(arch.cluster.switch_wal())
-    bucket = make_bucket(s3_endpoint, lock=True)
-    config = arch.setup.config_path
-    copy = ("\n[copy offsite]\ntype = s3\nbucket = %s\npath = db1\nendpoint_url = %s\nregion = us-east-1\n"
-            "path_style = true\naccess_key_id = %s\nsecret_access_key = %s\nmax_attempts = 2\n"
-            "offsite = true\nallow_plaintext = true\nimmutable = true\nobject_lock_mode = GOVERNANCE\n"
-            "object_lock_days = 1\n")
-    copy %= (bucket, s3_endpoint.url, s3_endpoint.access_key_id, s3_endpoint.secret_access_key)
-    config.write_text(config.read_text() + copy)
+    bucket = add_object_lock_copy(arch, s3_endpoint)
     assert arch.rk("ship", "--once").returncode == 0
     client = _s3_client(s3_endpoint)
     f1_keys, f2_keys = _keys(client, bucket, f1), _keys(client, bucket, f2)

@@ -211,9 +211,30 @@ class Shipper:
                     self.log("copy %s: %s: %s" % (copy.name, info.key, exc))
             if not failed:  # a failed pass keeps the old state: what failed is listed again
                 self._save(copy, target, plan, previous, segment_size, now)
+            self._lock_kept(copy, target, shipped, now)
             results.append(ShipResult(copy.name, shipped, failed, len(plan.todo) - len(shipped), plan.examined,
                                       previous is None))
         return results
+
+    def _lock_kept(self, copy: CopyConfig, target: Storage, shipped: List[str], now: float) -> None:
+        """A kept backup, or WAL it needs, that reached a copy under Object Lock in this pass gets
+        the pin's lock there (retention/keeplock.py), as `keep` gives what the copy already held;
+        a failure is logged and the next pass tries again, never failing the pass."""
+        if not shipped or not (copy.repository.options or {}).get("object_lock_mode"):
+            return
+        from ..repo.marks import load_marks
+        from ..retention.keeplock import lock_backup, needed_keys
+
+        arrived = set(shipped)
+        for label, marks in sorted(load_marks(self.repository.storage, self.config.cluster).items()):
+            if marks.unreadable or not marks.kept(now):
+                continue
+            try:
+                keys = needed_keys(target, self.config.cluster, label)
+                if keys and arrived.intersection(keys):
+                    lock_backup(target, self.config.cluster, marks, False, now, False)
+            except RestorekeeperError as exc:
+                self.log("copy %s: Object Lock of kept backup %s: %s" % (copy.name, label, exc))
 
     def run(self, interval: float = 10.0, max_backoff: float = 300.0, rounds: Optional[int] = None,
             full: bool = False) -> None:

@@ -137,7 +137,7 @@ def lock_backup(storage: Storage, cluster: str, wanted: Marks, lift_hold: bool, 
     keys = needed_keys(storage, cluster, wanted.label)
     if keys is None:
         return {"object_lock": True, "mode": mode, "held": False, "changed": False,
-                "action": "does not hold backup %s: run this keep again after ship sent it" % wanted.label}
+                "action": "does not hold backup %s: ship locks it there when it sends it" % wanted.label}
     states = {key: storage.lock_state(key) for key in keys}
     spare = _held_for_others(storage, cluster, wanted.label) if lift_hold else set()
     plan = plan_locks(keys, states, mode, wanted, lift_hold, spare, now)
