@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, Optional
 
 from ..pg import wal
 from ..repo.catalog import Catalog
-from ..common.errors import PostgresError, RestorekeeperError
+from ..common.errors import PostgresError
 from ..pg.pgclient import PgClient
 
 # One round trip for everything but the backlog (which may be refused).
@@ -57,16 +57,9 @@ def newest_segment(names: Iterable[str], timeline: Optional[int] = None) -> Opti
     partial, history and backup history files are not segments."""
     segments = [
         name for name in names
-        if _is_segment(name) and (timeline is None or wal.timeline_of(name) == timeline)
+        if wal.is_segment(name) and (timeline is None or wal.timeline_of(name) == timeline)
     ]
     return max(segments) if segments else None
-
-
-def _is_segment(name: str) -> bool:
-    try:
-        return wal.classify(name) == wal.SEGMENT
-    except RestorekeeperError:
-        return False  # a stray file in the repository is simply not a segment
 
 
 def segments_behind(current: Optional[str], last_in_repository: Optional[str], segment_size: int) -> Optional[int]:

@@ -78,7 +78,7 @@ def load_state(source: Storage, cluster: str, copy: str, location: str) -> Optio
         if data.get("format") != STATE_FORMAT or data.get("location") != location:
             return None
         marks = {str(tli): Watermark(str(w["segment"]), float(w["mtime"])) for tli, w in data["wal"].items()}
-        if not all(_is_segment(w.segment) for w in marks.values()) or not _is_month(str(data["sets_from"])):
+        if not all(wal.is_segment(w.segment) for w in marks.values()) or not _is_month(str(data["sets_from"])):
             return None
         return ShipState(location, float(data["last_full"]), marks, str(data["sets_from"]))
     except (RestorekeeperError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
@@ -207,23 +207,16 @@ def backup_start_prefixes(source: Storage, cluster: str, records: Iterable[str])
             start = str(json.loads(source.get_bytes(key).decode("utf-8")).get("wal_start") or "")
         except (RestorekeeperError, ValueError, UnicodeDecodeError, AttributeError):
             continue
-        if start and _is_segment(start):
+        if start and wal.is_segment(start):
             prefixes.append(wal_key(cluster, start))
     return prefixes
-
-
-def _is_segment(name: str) -> bool:
-    try:
-        return wal.classify(name) == wal.SEGMENT
-    except RestorekeeperError:
-        return False
 
 
 def _segments_by_timeline(objects: Iterable[ObjectInfo]) -> Dict[str, List[Tuple[str, ObjectInfo]]]:
     timelines: Dict[str, List[Tuple[str, ObjectInfo]]] = {}
     for info in objects:
         name = key_basename(info.key)
-        if "/wal/" in info.key and _is_segment(name):
+        if "/wal/" in info.key and wal.is_segment(name):
             timelines.setdefault(name[:8], []).append((name, info))
     return timelines
 

@@ -54,6 +54,20 @@ def classify(name: str) -> str:
     )
 
 
+def is_segment(name: str) -> bool:
+    """Whether name is a whole segment's file name; a stray name in a repository is simply not one."""
+    try:
+        return classify(name) == SEGMENT
+    except RestorekeeperError:
+        return False
+
+
+def log_directories(start: str, stop: str) -> list:
+    """archive_directory() of every segment from start to stop, on start's timeline."""
+    timeline = timeline_of(start)
+    return ["%08X%08X" % (timeline, log) for log in range(int(start[8:16], 16), int(stop[8:16], 16) + 1)]
+
+
 def has_segment_header(kind: str) -> bool:
     return kind in (SEGMENT, PARTIAL)
 

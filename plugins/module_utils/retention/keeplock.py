@@ -22,7 +22,7 @@ import datetime
 import json
 from typing import Any, Dict, List, NamedTuple, Optional, Set
 
-from ..common.errors import CorruptObject, ObjectNotFound, RestorekeeperError
+from ..common.errors import CorruptObject, ObjectNotFound
 from ..pg import wal
 from ..repo.layout import backup_prefix, backup_record_key, key_basename, wal_key, wal_prefix
 from ..repo.marks import Marks, load_marks
@@ -61,22 +61,15 @@ def wal_keys_between(storage: Storage, cluster: str, start: str, stop: str) -> L
     timeline = wal.timeline_of(start)
     first, last = wal.segment_order(start), wal.segment_order(stop)
     keys = []
-    for log in range(int(start[8:16], 16), int(stop[8:16], 16) + 1):
-        for info in storage.list("%s%08X%08X/" % (wal_prefix(cluster), timeline, log)):
+    for directory in wal.log_directories(start, stop):
+        for info in storage.list("%s%s/" % (wal_prefix(cluster), directory)):
             name = key_basename(info.key)
-            if _is_segment(name) and wal.timeline_of(name) == timeline and first <= wal.segment_order(name) <= last:
+            if wal.is_segment(name) and wal.timeline_of(name) == timeline and first <= wal.segment_order(name) <= last:
                 keys.append(info.key)
     history = wal_key(cluster, "%08X.history" % timeline)
     if timeline > 1 and storage.exists(history):
         keys.append(history)
     return keys
-
-
-def _is_segment(name: str) -> bool:
-    try:
-        return wal.classify(name) == wal.SEGMENT
-    except RestorekeeperError:
-        return False
 
 
 def needed_keys(storage: Storage, cluster: str, label: str) -> Optional[List[str]]:

@@ -78,3 +78,12 @@ def test_classify_refuses_other_names():
     assert wal.classify("000000010000000000000001.00000028.backup") == wal.BACKUP_HISTORY
     with pytest.raises(RestorekeeperError, match="is not a WAL file name"):
         wal.classify("00000001000000000000001")
+
+
+def test_is_segment_and_the_log_directories_between_two_segments():
+    assert wal.is_segment("000000010000000A000000FF")
+    assert not wal.is_segment("00000002.history") and not wal.is_segment("stray.txt")
+    assert not wal.is_segment("000000010000000A000000FF.partial")
+    assert wal.log_directories("000000020000000A000000FE", "000000020000000C00000001") == [
+        "000000020000000A", "000000020000000B", "000000020000000C"]
+    assert wal.log_directories("000000010000000000000003", "000000010000000000000007") == ["0000000100000000"]
