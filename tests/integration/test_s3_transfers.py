@@ -109,3 +109,52 @@ def test_no_temporary_file_is_needed(s3_endpoint, tmp_path, monkeypatch):
     data = os.urandom(MiB) * 100
     _write(store, "large", data, piece=4 * MiB)
     assert store.stat("large").sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_killed_backup_archive_is_resumed_by_server_side_copies(s3_endpoint, monkeypatch):
+    """repo/resumable.py on S3: the chunks a killed run stored are checked (read back) and copied
+    inside the bucket (CopyObject keeps the SHA-256 metadata); only the rest is uploaded."""
+    import io
+    import json
+    import tarfile
+
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.common import compression
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.chunks import open_archive
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.repo.resumable import (
+        SET_INDEX, ResumableArchiveWriter, ResumeIdentity, find_resumable)
+
+    store = _store(s3_endpoint)
+    identity = ResumeIdentity("7000000000000000001", "full", None, "zstd")
+    tar_buffer = io.BytesIO()
+    with tarfile.open(fileobj=tar_buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for number in range(12):
+            data = os.urandom(700 * 1024) + bytes(300 * 1024)
+            info = tarfile.TarInfo("base/5/%d" % (16384 + number))
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    tar_bytes = tar_buffer.getvalue()
+
+    def run(label: str, end: int, source=None):
+        store.put_bytes("main/backup/%s/%s" % (label, SET_INDEX), json.dumps(identity.document()).encode())
+        writer = ResumableArchiveWriter(store, "main/backup/%s/base.tar.zst" % label, 2 * MiB,
+                                        lambda sink: compression.StreamCompressor(sink, "zstd", 3), "zstd", source)
+        for offset in range(0, end, MiB):
+            writer.write(tar_bytes[offset:min(offset + MiB, end)])
+        return writer
+
+    killed = run("20261204-100000F", len(tar_bytes) * 3 // 4)  # then the process "dies": nothing committed
+    stored = killed.stats().chunks
+    assert stored >= 3
+    uploaded = []
+    real_writer = store.writer
+    monkeypatch.setattr(store, "writer", lambda key, overwrite=False: uploaded.append(key) or real_writer(key, overwrite))
+    writer = run("20261204-110000F", len(tar_bytes), find_resumable(store, "main/backup/", identity))
+    info = writer.commit()
+    assert writer.stats().reused == stored
+    chunk_uploads = [key for key in uploaded if "/resume/" not in key]
+    assert len(chunk_uploads) == len(info.chunks) - stored, chunk_uploads
+    copied = store.stat("main/backup/20261204-110000F/base.tar.zst")
+    assert copied.sha256 == info.chunks[0].sha256
+    entry = {"key": "base.tar.zst", "chunks": info.record_chunks()}
+    with open_archive(store, "main/backup/20261204-110000F/", entry) as raw:
+        assert compression.open_decompressed(raw, "zstd").read() == tar_bytes

@@ -31,7 +31,9 @@ from ..common.timefmt import utc_iso
 from ..common.waiting import wait_until
 from ..repo.marks import check_annotations
 from ..repo.catalog import Catalog, BackupInfo
-from ..repo.chunks import ChunkedInfo, ChunkedWriter, open_archive
+from ..repo.chunks import ChunkedInfo, open_archive
+from ..repo.resumable import (RESUME_FOLDER, SET_INDEX, ResumableArchiveWriter, ResumeIdentity, ResumeSource,
+                              ResumeStats, find_resumable)
 from ..repo.layout import BACKUP_RECORD_NAME, backup_lock_key, backup_prefix, key_basename
 from ..config.config import Config
 from ..common.errors import CorruptObject, PostgresError, RestorekeeperError
@@ -229,12 +231,28 @@ class BaseBackup:
         prefix = backup_prefix(self.config.cluster, label)
         configuration = serverconfig.capture(self.client)
         self.expected_size = self._expected_size() if self.progress and backup_type == FULL else None
-        with tempfile.TemporaryDirectory(prefix="restorekeeper-backup-") as scratch:
-            argv = self._pg_basebackup_args(label, options, parent, scratch)
-            if facts.tablespaces:
-                stored, digests, kept = self._staged(argv, prefix, facts, options)
-            else:
-                stored, digests, kept = self._streamed(argv, prefix, options)
+        identity = ResumeIdentity(str(facts.system_identifier), backup_type, parent.label if parent else None,
+                                  self.config.backup.compression)
+        self.resume_source = find_resumable(self.storage, backup_prefix(self.config.cluster), identity)
+        self.resume_stats = []
+        self.storage.put_bytes(prefix + SET_INDEX, json.dumps(identity.document()).encode())
+        try:
+            with tempfile.TemporaryDirectory(prefix="restorekeeper-backup-") as scratch:
+                argv = self._pg_basebackup_args(label, options, parent, scratch)
+                if facts.tablespaces:
+                    stored, digests, kept = self._staged(argv, prefix, facts, options)
+                else:
+                    stored, digests, kept = self._streamed(argv, prefix, options)
+        except Exception:
+            _delete_quietly(self.storage, [prefix + SET_INDEX])  # the writers removed their chunks
+            if self.resume_source.damaged:
+                self._remove_sets(self.resume_source.labels)
+                raise BackupFailed("chunk %s, kept by an interrupted backup for this one to resume from, is damaged "
+                                   "or missing" % self.resume_source.damaged,
+                                   "run the backup again: the interrupted backups' sets (%s) were removed, so it "
+                                   "starts afresh; check the repository's storage for errors"
+                                   % ", ".join(self.resume_source.labels)) from None
+            raise
         stopped = time.time()
         manifest_raw = kept.get(MANIFEST_NAME)
         if manifest_raw is None:
@@ -255,8 +273,22 @@ class BaseBackup:
         record["configuration"] = configuration
         if options.annotations:
             record["annotations"] = dict(sorted(options.annotations.items()))
+        resumed = _resume_summary(self.resume_source, self.resume_stats)
+        if resumed:
+            record["resumed"] = resumed
+        # The resume indexes go before the record: a complete set never carries them.
+        _delete_quietly(self.storage, [info.key for info in self.storage.list(prefix + RESUME_FOLDER)])
+        self.storage.prune_empty(prefix + RESUME_FOLDER)
         self.storage.put_bytes(prefix + BACKUP_RECORD_NAME, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+        self._remove_sets(self.resume_source.labels)
         return record
+
+    def _remove_sets(self, labels: List[str]) -> None:
+        """Remove incomplete sets (interrupted runs this backup resumed from, or could not)."""
+        for label in labels:
+            prefix = backup_prefix(self.config.cluster, label)
+            _delete_quietly(self.storage, [info.key for info in self.storage.list(prefix)])
+            self.storage.prune_empty(prefix, interrupted=True)  # we hold the backup lock: nobody writes there
 
     def _expected_size(self) -> Optional[int]:
         """About the bytes a full backup streams (its databases); None when the server will not say."""
@@ -322,19 +354,24 @@ class BaseBackup:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _store_tar(self, source, key: str, options: BackupOptions, finish, meter: Optional[Meter] = None):
+        """Store one tar stream as resumable chunks (repo/resumable.py), checksumming every file on the way."""
         backup = self.config.backup
-        with ChunkedWriter(self.storage, key, backup.chunk_size) as writer:
-            compressor = compression.StreamCompressor(writer.write, backup.compression, backup.compression_level,
-                                                      options.compression_threads)
+
+        def new_compressor(sink: Callable[[bytes], None]) -> compression.StreamCompressor:
+            return compression.StreamCompressor(sink, backup.compression, backup.compression_level,
+                                                options.compression_threads)
+
+        with ResumableArchiveWriter(self.storage, key, backup.chunk_size, new_compressor, backup.compression,
+                                    self.resume_source) as writer:
             if meter is not None and meter.callback is not None:
                 meter.set(meter.done)  # the phase starts before its first byte (pg_basebackup's checkpoint)
-            tee = TeeReader(source, _metered(compressor.write, meter))
+            tee = TeeReader(source, _metered(writer.write, meter))
             digest = digest_tar(tee, keep=(MANIFEST_NAME, "backup_label", "tablespace_map"),
                                 algorithm=self.manifest_checksums.upper())
             tee.drain()
-            compressor.finish()
             finish()
             info = writer.commit()
+        self.resume_stats.append(writer.stats())
         return info, _TarResult(digest, tee.bytes_read)
 
     def _confirm_wal(self, manifest: Manifest, segment_size: int, wait_seconds: int) -> List[str]:
@@ -402,6 +439,25 @@ def _archive_entry(name: str, oid: str, info: ChunkedInfo, tar_bytes: int) -> Di
     if chunks:
         entry["chunks"] = chunks
     return entry
+
+
+def _resume_summary(source: ResumeSource, stats: List[ResumeStats]) -> Optional[Dict[str, Any]]:
+    """What the record says of the interrupted runs this backup resumed from; None when there were none."""
+    if not source.labels and not source.ignored:
+        return None
+    return {"from": list(source.labels), "chunks": sum(item.chunks for item in stats),
+            "chunks_reused": sum(item.reused for item in stats),
+            "chunks_partly_reused": sum(item.partly_reused for item in stats),
+            "tar_bytes_reused": sum(item.reused_tar_bytes for item in stats),
+            "not_resumed_from": dict(source.ignored)}
+
+
+def _delete_quietly(storage, keys: List[str]) -> None:
+    for key in keys:
+        try:
+            storage.delete(key)
+        except RestorekeeperError:
+            pass  # an incomplete set is never restored; expire removes what is left
 
 
 class _TarResult(NamedTuple):

@@ -114,7 +114,7 @@ class TarReader:
                 return
             _check_header(header)
             flag = header[156:157]
-            size = int(pax.get("size") or _number(header[124:136]))
+            size = int(pax.get("size") or tar_number(header[124:136]))
             if flag in (b"L", b"K", b"x", b"g"):
                 data = self._take(size) or b""
                 self._skip(_padding(size))
@@ -196,7 +196,7 @@ def _check_header(header: bytes) -> None:
         raise CorruptObject("tar header checksum mismatch")
 
 
-def _number(field: bytes) -> int:
+def tar_number(field: bytes) -> int:
     if field[0] & 0x80:  # GNU base-256 for sizes of 8 GiB and more
         return int.from_bytes(field[1:], "big")
     text = field.split(b"\0", 1)[0].strip()

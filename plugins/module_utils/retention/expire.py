@@ -321,39 +321,34 @@ def _apply(storage: Storage, cluster: str, holdings: Holdings, plan: retention.P
         if decision.action == retention.DELETE:
             _delete_set(storage, holdings.objects.get("dump/" + decision.label, []), DUMP_RECORD_NAME)
     for decision in plan.incomplete:
-        if decision.action == retention.DELETE:
-            _delete_set(storage, holdings.objects.get(decision.label, []), "")
+        if decision.action == retention.DELETE:  # never while a backup runs (retention.py): nobody writes there
+            _delete_set(storage, holdings.objects.get(decision.label, []), "", interrupted=True)
     directories = set()
     for name in plan.wal_delete:  # oldest first
         key = holdings.wal[name][0]
         storage.delete(key)
         directories.add(key.rsplit("/", 1)[0])
     for directory in sorted(directories):
-        _prune_directory(storage, directory)
+        storage.prune_empty(directory)
 
 
-def _delete_set(storage: Storage, objects: List[Tuple[str, int]], record: str) -> None:
+def _delete_set(storage: Storage, objects: List[Tuple[str, int]], record: str, interrupted: bool = False) -> None:
     keys = sorted((key for key, _size in objects), key=lambda k: (key_basename(k) != record, k))
     for key in keys:  # the record first: the set is never complete-looking with parts missing
         storage.delete(key)
     if keys:
-        _prune_directory(storage, keys[0].rsplit("/", 1)[0])
+        storage.prune_empty(_set_prefix(keys[0]), interrupted)
+
+
+def _set_prefix(key: str) -> str:
+    """The set's own folder, <cluster>/backup/<label>/, for a key of the set (maybe in its resume/ folder)."""
+    return "/".join(key.split("/")[:3]) + "/"
 
 
 def _delete_marks(storage: Storage, cluster: str, label: str) -> None:
     """After its set: a backup's marks (a left-over one, under Object Lock say, keeps nothing)."""
     with contextlib.suppress(RestorekeeperError):
         storage.delete(marks_key(cluster, label))
-
-
-def _prune_directory(storage: Storage, key_prefix: str) -> None:
-    """A posix repository keeps no empty directories of deleted sets."""
-    inner = getattr(storage, "inner", storage)
-    path_of = getattr(inner, "path_of", None)
-    if path_of is None:
-        return
-    with contextlib.suppress(OSError):
-        os.rmdir(path_of(key_prefix))  # refused, and kept, when anything is left in it
 
 
 def expire(config: Config, copy: str = "", every: bool = False, dry_run: bool = False,

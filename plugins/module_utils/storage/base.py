@@ -184,6 +184,23 @@ class Storage:
         raise StorageError("%s has no S3 Object Lock: cannot hold %s" % (self.location, key),
                            "Object Lock needs an s3 repository or copy with object_lock_mode and object_lock_days")
 
+    def prune_empty(self, prefix: str, interrupted: bool = False) -> None:
+        """Remove what deleting every object under prefix left behind (a
+        filesystem's empty directories; with interrupted, also the temporary
+        files of writes that will never finish: only for a set nobody writes,
+        such as an interrupted backup's under the backup lock). Object stores
+        keep nothing."""
+
+    def can_copy_within(self, key: str) -> bool:
+        """Whether copy_within can copy this object without its bytes passing through this host."""
+        return False
+
+    def copy_within(self, source: str, dest: str) -> Optional[ObjectInfo]:
+        """Copy an object to a new key inside the store (nothing is read or
+        written here); None when the store cannot after all. Only called when
+        can_copy_within said it could."""
+        return None
+
     # Conveniences built on the five operations.
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None

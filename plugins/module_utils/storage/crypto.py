@@ -395,6 +395,9 @@ class EncryptedStorage(Storage):
     def delete(self, key: str) -> None:
         self.inner.delete(key)
 
+    def prune_empty(self, prefix: str, interrupted: bool = False) -> None:
+        self.inner.prune_empty(prefix, interrupted)
+
     def check_ready(self) -> None:
         self.inner.check_ready()
 

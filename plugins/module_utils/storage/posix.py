@@ -175,6 +175,39 @@ class PosixStorage(Storage):
             raise _storage_error("delete", path, exc) from None
         fsync_directory(os.path.dirname(path))
 
+    def prune_empty(self, prefix: str, interrupted: bool = False) -> None:
+        top = self.path_of(prefix.rstrip("/"))
+        for directory, _dirs, files in sorted(os.walk(top), key=lambda item: -len(item[0])):  # deepest first
+            for name in files if interrupted else ():
+                if is_temp_name(name):
+                    remove_quietly(os.path.join(directory, name))
+            try:
+                os.rmdir(directory)  # refused, and kept, when anything is left in it
+            except OSError:
+                pass
+
+    def can_copy_within(self, key: str) -> bool:
+        return True
+
+    def copy_within(self, source: str, dest: str) -> Optional[ObjectInfo]:
+        """A hard link: objects are never changed once written, so two names may share one file."""
+        source_path, dest_path = self.path_of(source), self.path_of(dest)
+        directory = os.path.dirname(dest_path)
+        try:
+            makedirs_durable(directory, DIR_MODE)
+            os.link(source_path, dest_path)
+        except FileNotFoundError:
+            raise ObjectNotFound("object %s not found in %s" % (source, self.root)) from None
+        except FileExistsError:
+            raise ObjectExists("object %s already exists" % dest) from None
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                return None
+            raise _storage_error("write", dest_path, exc) from None
+        fsync_directory(directory)
+        status = os.stat(dest_path)
+        return ObjectInfo(dest, status.st_size, status.st_mtime)
+
     @contextlib.contextmanager
     def lock(self, key: str, holder: str) -> Iterator[None]:
         path = self.path_of(key)

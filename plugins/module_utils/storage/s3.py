@@ -710,6 +710,25 @@ class S3Storage(Storage):
                            "%s%s" % (self.location, key), exc) from None
         return True
 
+    def can_copy_within(self, key: str) -> bool:
+        info = self.stat(key)
+        return info is not None and info.size <= MAX_PART_SIZE  # one CopyObject copies at most 5 GiB
+
+    def copy_within(self, source: str, dest: str) -> Optional[ObjectInfo]:
+        """A server-side CopyObject: the metadata and tags (the SHA-256) go
+        with it; encryption, storage class and Object Lock are this store's."""
+        args = self._put_args(None)
+        del args["Metadata"]
+        try:
+            self.client.copy_object(Bucket=self.settings.bucket, Key=self.object_key(dest),
+                                    CopySource={"Bucket": self.settings.bucket, "Key": self.object_key(source)},
+                                    MetadataDirective="COPY", TaggingDirective="COPY", **args)
+        except self.errors as exc:
+            if self.code_of(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectNotFound("object %s not found in %s" % (source, self.location)) from None
+            raise self.write_error(dest, exc) from None
+        return self.stat(dest)
+
     def delete(self, key: str) -> None:
         state = self.lock_state(key)
         if state.locked():
