@@ -104,19 +104,22 @@ def prepare(archived: ArchivedCluster, work: Path, replay_seconds: int, say: Cal
 
 
 def _plain_tar(archived: ArchivedCluster, record: Dict[str, Any], work: Path) -> Path:
-    """B's base tar as pg_basebackup -Ft wrote it: the stored object, decompressed."""
+    """B's base tar as pg_basebackup -Ft wrote it: the stored chunks, in order, decompressed."""
     import zstandard
 
     if len(record["archives"]) != 1:
         raise BenchFailed("the bench database has no tablespaces; backup %s has %d tars"
                           % (record["label"], len(record["archives"])))
-    stored = archived.backup_dir(record["label"]) / record["archives"][0]["key"]
+    item = record["archives"][0]
+    chunks = [item["key"]] + ["%s.%05d" % (item["key"], number) for number in range(2, len(item.get("chunks") or []) + 1)]
     target = make_user_dir(work / "floor-tar", archived.cluster.os_user, 0o755) / "base.tar"
-    with open(stored, "rb") as source, open(target, "wb") as sink:
-        if record["compression"] == "zstd":
-            zstandard.ZstdDecompressor().copy_stream(source, sink)
-        else:
-            shutil.copyfileobj(source, sink)
+    with open(target, "wb") as sink:
+        for name in chunks:  # each chunk is a whole zstd frame (repo/resumable.py)
+            with open(archived.backup_dir(record["label"]) / name, "rb") as source:
+                if record["compression"] == "zstd":
+                    zstandard.ZstdDecompressor().copy_stream(source, sink)
+                else:
+                    shutil.copyfileobj(source, sink)
     target.chmod(0o644)
     return target
 
