@@ -41,7 +41,6 @@ import threading
 from typing import Any, BinaryIO, Callable, Deque, Dict, Iterator, List, Mapping, NamedTuple, Optional
 
 from ..common.errors import PostgresError
-from ..common.hostdeps import importable
 
 MIN_VERSION = 150000  # the server sends every archive in one COPY stream (the "n"/"d"/"m" messages)
 IN_FLIGHT_BYTES = 8 << 20  # of the stream between the receiver and the consumer, at most
@@ -75,8 +74,12 @@ ArchiveConsumer = Callable[[ArchiveStart, BinaryIO], Any]
 
 
 def available() -> bool:
-    """Whether psycopg2 (and its replication support) can be imported here; it is not imported."""
-    return importable("psycopg2")
+    """Whether psycopg2 and its replication support import here (a broken install counts as absent)."""
+    try:
+        import psycopg2.extras  # noqa: F401  (lazy: a host prerequisite, absent from the unit tests)
+    except ImportError:
+        return False
+    return hasattr(psycopg2.extras, "PhysicalReplicationConnection")
 
 
 # ------------------------------------------------------------------ the command
@@ -242,7 +245,11 @@ class ArchivePipe(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        """Up to size bytes (all of what is queued when size < 0) once some are there; b"" at the end."""
+        """Up to size bytes once some are there (everything up to the end when size < 0); b"" at the end."""
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(self.limit), b""))
+        if size == 0:
+            return b""
         with self._changed:
             while self._writer_error is None and not self._chunks and not self._ended:
                 self._changed.wait()
@@ -251,9 +258,9 @@ class ArchivePipe(io.RawIOBase):
             if not self._chunks:
                 return b""
             pieces, taken = [], 0
-            while self._chunks and (size < 0 or taken < size):
+            while self._chunks and taken < size:
                 chunk = self._chunks.popleft()
-                if size >= 0 and taken + len(chunk) > size:
+                if taken + len(chunk) > size:
                     chunk, rest = chunk[:size - taken], chunk[size - taken:]
                     self._chunks.appendleft(rest)
                 pieces.append(chunk)
