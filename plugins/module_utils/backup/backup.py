@@ -11,6 +11,13 @@ pg_basebackup streams the tar to us; each byte passes once through a tar
 reader that checksums every file, through the compressor and into the
 repository. The set is published (backup.json) only after every file matched
 the manifest and every WAL segment the backup needs is in the archive.
+
+With user tablespaces pg_basebackup cannot write to stdout. On PostgreSQL 15+
+with psycopg2 the backup talks the replication protocol instead
+(pg/basebackupstream.py): every archive is stored the same way as it
+arrives, nothing staged. Otherwise pg_basebackup writes the tars into a
+staging directory first (_staged). The record's "transport" says which
+(choose_transport).
 """
 
 from __future__ import annotations
