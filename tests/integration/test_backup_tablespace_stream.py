@@ -131,3 +131,14 @@ def test_without_psycopg2_a_tablespace_backup_is_staged_and_says_why(archived, r
     assert record["transport"] == "pg_basebackup, staged"
     assert "psycopg2 is not importable" in record["staged_because"]
     assert arch.rk("verify", record["label"]).returncode == 0
+
+
+def test_a_server_without_a_free_wal_sender_gives_a_clear_error(archived, rk_session_dir):
+    arch = archived(18, conf={"max_wal_senders": 0})
+    with_tablespace(arch, rk_session_dir / "stream-ts-no-sender")
+    refused = arch.rk("backup", check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "could not open a replication connection for the base backup" in refused.stderr, refused.stderr
+    assert "raise max_wal_senders" in refused.stderr, refused.stderr
+    assert arch.info()["backups"] == []
+    assert [p for p in (arch.setup.repo_path / "main" / "backup").rglob("*") if p.is_file()] == []

@@ -451,17 +451,16 @@ def _import_psycopg2() -> Any:
 
 # (what the server or libpq says, lowercased) -> the fix
 _HINTS: Dict[str, str] = {
-    "max_wal_senders": "raise max_wal_senders (and restart the server), or wait for another base backup "
-                       "or standby to disconnect",
-    "number of requested standby connections": "raise max_wal_senders (and restart the server)",
-    "no pg_hba.conf entry for replication connection": "add a 'replication' line for this user to pg_hba.conf "
-                                                       "and reload the server",
-    "permission denied to start wal sender": "give the configured user the REPLICATION attribute (or connect "
-                                              "as a superuser)",
+    "max_wal_senders": (
+        "raise max_wal_senders (and restart the server), or wait for another base backup or standby to disconnect"),
+    "no pg_hba.conf entry for replication connection": (
+        "add a 'replication' line for this user to pg_hba.conf and reload the server"),
+    "permission denied to start wal sender": (
+        "give the configured user the REPLICATION attribute (or connect as a superuser)"),
     "must be superuser or replication role": "give the configured user the REPLICATION attribute",
     "password authentication failed": "check the password of the configured user",
-    "terminating connection": "the server ended the connection (an administrator or a shutdown); run the "
-                              "backup again",
+    "terminating connection": (
+        "the server ended the connection (an administrator or a shutdown); run the backup again"),
     "server closed the connection": "the server or the network dropped the connection; run the backup again",
 }
 

@@ -36,14 +36,14 @@ class Recorder(bbs.StreamHandler):
     def archive_start(self, start):
         self.events.append(("archive", start.name, start.tablespace_path))
 
-    def archive_data(self, chunk):
-        self.events.append(("data", chunk))
+    def archive_data(self, data):
+        self.events.append(("data", data))
 
     def manifest_start(self):
         self.events.append(("manifest",))
 
-    def manifest_data(self, chunk):
-        self.events.append(("manifest data", chunk))
+    def manifest_data(self, data):
+        self.events.append(("manifest data", data))
 
     def progress(self, sent):
         self.events.append(("progress", sent))
@@ -193,7 +193,7 @@ def test_a_consumer_error_stops_the_stream_with_that_error():
     splitter = bbs.MessageSplitter(receiver)
     splitter.write(archive("base.tar"))
     with pytest.raises(StorageError, match="refused the part"):
-        for _ in range(1000):  # the pipe fills up once the consumer stops reading
+        for _attempt in range(1000):  # the pipe fills up once the consumer stops reading
             splitter.write(data(b"x" * 50))
     assert not [t for t in threading.enumerate() if t.name.startswith("restorekeeper-archive-")]
 
@@ -212,7 +212,7 @@ def test_a_consumer_that_stops_reading_early_cannot_hang_the_stream():
     splitter = bbs.MessageSplitter(receiver)
     splitter.write(archive("base.tar"))
     with pytest.raises(bbs.BaseBackupStreamError, match="stopped reading before the archive ended"):
-        for _ in range(100):
+        for _attempt in range(100):
             splitter.write(data(b"y" * 8))
 
 
