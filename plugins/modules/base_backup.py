@@ -127,6 +127,10 @@ attributes:
 notes:
   - This module runs the PostgreSQL client programs (C(psql), C(pg_basebackup)) from O(bindir); it does not
     need psycopg2, whatever the shared connection options say.
+  - A cluster with user tablespaces on PostgreSQL 15 or later is backed up over the replication protocol with
+    psycopg2 when the managed host's Python has it, every archive stored as it arrives; without psycopg2 (or
+    before PostgreSQL 15) C(pg_basebackup) writes the archives into a staging directory first (the repository's
+    volume, else the temporary directory), and RV(backup.transport) and RV(backup.staged_because) say so.
   - O(ssl_mode), O(ca_cert), O(ssl_cert), O(ssl_key) and O(connect_timeout) reach libpq as
     E(PGSSLMODE), E(PGSSLROOTCERT), E(PGSSLCERT), E(PGSSLKEY) and E(PGCONNECT_TIMEOUT); O(connect_params)
     in a temporary service file (E(PGSERVICEFILE)).
@@ -272,6 +276,16 @@ backup:
     verification:
       description: How and when the copy was verified against the manifest.
       type: dict
+    transport:
+      description:
+        - How the archives reached the repository. V(pg_basebackup) (no user tablespace, one stream),
+          V(replication protocol) (tablespaces, PostgreSQL 15+ with psycopg2, every archive streamed) or
+          V(pg_basebackup, staged) (tablespaces, every archive staged in a directory first).
+      type: str
+    staged_because:
+      description: Why the archives were staged (PostgreSQL before 15, or psycopg2 missing).
+      type: str
+      returned: when RV(backup.transport) is V(pg_basebackup, staged)
     annotations:
       description: The annotations given with O(annotations), as stored in the record.
       type: dict
@@ -293,6 +307,7 @@ backup:
     stored_size: 3012544
     duration_seconds: 4.879
     compression: zstd
+    transport: pg_basebackup
 """
 
 import calendar

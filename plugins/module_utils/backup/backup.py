@@ -11,6 +11,13 @@ pg_basebackup streams the tar to us; each byte passes once through a tar
 reader that checksums every file, through the compressor and into the
 repository. The set is published (backup.json) only after every file matched
 the manifest and every WAL segment the backup needs is in the archive.
+
+With user tablespaces pg_basebackup cannot write to stdout. On PostgreSQL 15+
+with psycopg2 the backup talks the replication protocol instead
+(pg/basebackupstream.py): every archive is stored the same way as it
+arrives, nothing staged. Otherwise pg_basebackup writes the tars into a
+staging directory first (_staged). The record's "transport" says which
+(choose_transport).
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from ..common import compression
 from ..common.progress import Meter, ProgressCallback
-from ..pg import serverconfig, wal
+from ..pg import basebackupstream, serverconfig, wal
 from ..common.timefmt import utc_iso
 from ..common.waiting import wait_until
 from ..repo.marks import check_annotations
@@ -52,6 +60,10 @@ BACKUP_TYPES = (FULL, INCREMENTAL, AUTO)
 INCREMENTAL_MIN_VERSION = 170000
 MANIFEST_MIN_VERSION = 130000
 RECORD_FORMAT = 1
+# How the archives reach the repository (the record's "transport"):
+TRANSPORT_STDOUT = "pg_basebackup"  # no user tablespace: pg_basebackup -D - streams one tar
+TRANSPORT_PROTOCOL = "replication protocol"  # PostgreSQL 15+ and psycopg2: every archive streamed, none staged
+TRANSPORT_STAGED = "pg_basebackup, staged"  # else with tablespaces: every tar written to a staging directory first
 
 
 class BackupFailed(RestorekeeperError):
@@ -235,14 +247,18 @@ class BaseBackup:
                                   self.config.backup.compression)
         self.resume_source = find_resumable(self.storage, backup_prefix(self.config.cluster), identity)
         self.resume_stats = []
+        transport, staged_because = choose_transport(facts)
         self.storage.put_bytes(prefix + SET_INDEX, json.dumps(identity.document()).encode())
         try:
-            with tempfile.TemporaryDirectory(prefix="restorekeeper-backup-") as scratch:
-                argv = self._pg_basebackup_args(label, options, parent, scratch)
-                if facts.tablespaces:
-                    stored, digests, kept = self._staged(argv, prefix, facts, options)
-                else:
-                    stored, digests, kept = self._streamed(argv, prefix, options)
+            if transport == TRANSPORT_PROTOCOL:
+                stored, digests, kept = self._received(label, prefix, facts, options, parent)
+            else:
+                with tempfile.TemporaryDirectory(prefix="restorekeeper-backup-") as scratch:
+                    argv = self._pg_basebackup_args(label, options, parent, scratch)
+                    if transport == TRANSPORT_STAGED:
+                        stored, digests, kept = self._staged(argv, prefix, facts, options)
+                    else:
+                        stored, digests, kept = self._streamed(argv, prefix, options)
         except Exception:
             _delete_quietly(self.storage, [prefix + SET_INDEX])  # the writers removed their chunks
             if self.resume_source.damaged:
@@ -271,6 +287,9 @@ class BaseBackup:
                               manifest_info, wal_needed, started, stopped)
         # A restore into a new directory derives the copy's configuration from this (serverconfig.py).
         record["configuration"] = configuration
+        record["transport"] = transport
+        if staged_because:
+            record["staged_because"] = staged_because
         if options.annotations:
             record["annotations"] = dict(sorted(options.annotations.items()))
         resumed = _resume_summary(self.resume_source, self.resume_stats)
@@ -326,6 +345,50 @@ class BaseBackup:
                     process.wait()
         return [("base.tar", "", info, tar.bytes_read)], tar.digest.files, tar.digest.kept
 
+    def _received(self, label: str, prefix: str, facts: ServerFacts, options: BackupOptions,
+                  parent: Optional[BackupInfo]):
+        """PostgreSQL 15+ with tablespaces: the replication protocol (pg/basebackupstream.py), each
+        archive stored as it arrives, nothing staged; stored and recorded as _staged does."""
+        parent_manifest = None
+        if parent is not None:
+            parent_manifest = self.storage.get_bytes(backup_prefix(self.config.cluster, parent.label) + MANIFEST_NAME)
+        try:
+            command = basebackupstream.base_backup_command(
+                "restorekeeper %s" % label, options.checkpoint, self.manifest_checksums, options.max_rate,
+                incremental=parent is not None)
+        except basebackupstream.BaseBackupStreamError as exc:
+            raise BackupFailed(exc.message, exc.hint) from None
+        meter = Meter(self.progress, "stream", self.expected_size)
+        written: List[ChunkedInfo] = []
+
+        def store(start: basebackupstream.ArchiveStart, source) -> Tuple[ChunkedInfo, "_TarResult"]:
+            _expected_archive(start, facts)
+            info, tar = self._store_tar(source, prefix + start.name + _suffix(self.config), options, lambda: None,
+                                        meter)
+            written.append(info)
+            return info, tar
+
+        try:
+            received = basebackupstream.receive_base_backup(self.client.env(), command, store, parent_manifest)
+        except BaseException as exc:
+            _remove_archives(self.storage, written)
+            if isinstance(exc, basebackupstream.BaseBackupStreamError):
+                raise BackupFailed(exc.message, exc.hint) from None
+            raise
+        stored, digests, kept = [], {}, {MANIFEST_NAME: received.manifest}
+        by_name = {archive.start.name: archive.result for archive in received.archives}
+        for name, path_prefix in _archive_order(facts):
+            if name not in by_name:
+                _remove_archives(self.storage, written)
+                raise BackupFailed("the server sent no archive %s (tablespaces: %s)"
+                                   % (name, ", ".join(sorted(by_name))),
+                                   "a tablespace was dropped during the backup? run the backup again")
+            info, tar = by_name[name]
+            stored.append((name, path_prefix.split("/")[1] if path_prefix else "", info, tar.bytes_read))
+            digests.update({path_prefix + member: digest for member, digest in tar.digest.files.items()})
+            kept.update(tar.digest.kept)
+        return stored, digests, kept
+
     def _staged(self, args: List[str], prefix: str, facts: ServerFacts, options: BackupOptions):
         """With tablespaces pg_basebackup writes one tar per tablespace into a
         directory; stage it on the repository's volume, then store each tar."""
@@ -340,7 +403,7 @@ class BaseBackup:
             stored, digests, kept = [], {}, {}
             with open(os.path.join(staging, MANIFEST_NAME), "rb") as handle:
                 kept[MANIFEST_NAME] = handle.read()
-            archives = [("base.tar", "")] + [("%s.tar" % oid, "pg_tblspc/%s/" % oid) for oid, _n, _l in facts.tablespaces]
+            archives = _archive_order(facts)
             meter = Meter(self.progress, "store", sum(os.path.getsize(os.path.join(staging, name)) for name, _p in archives))
             for name, path_prefix in archives:
                 with open(os.path.join(staging, name), "rb") as source:
@@ -463,6 +526,43 @@ def _delete_quietly(storage, keys: List[str]) -> None:
 class _TarResult(NamedTuple):
     digest: Any
     bytes_read: int
+
+
+def choose_transport(facts: ServerFacts) -> Tuple[str, str]:
+    """How the backup's archives reach the repository, and why they are staged when they are."""
+    if not facts.tablespaces:
+        return TRANSPORT_STDOUT, ""
+    if facts.version_num < basebackupstream.MIN_VERSION:
+        return TRANSPORT_STAGED, ("PostgreSQL %d cannot send several tablespaces in one stream (15 and later can)"
+                                  % (facts.version_num // 10000))
+    if not basebackupstream.available():
+        return TRANSPORT_STAGED, ("psycopg2 is not importable by %s (a host prerequisite; README, Host "
+                                  "prerequisites)" % sys.executable)
+    return TRANSPORT_PROTOCOL, ""
+
+
+def _archive_order(facts: ServerFacts) -> List[Tuple[str, str]]:
+    """(archive name, path prefix of its members in the manifest): base.tar first, then each tablespace."""
+    return [("base.tar", "")] + [("%s.tar" % oid, "pg_tblspc/%s/" % oid) for oid, _n, _l in facts.tablespaces]
+
+
+def _expected_archive(start, facts: ServerFacts) -> None:
+    """An archive the server begins must be one the plan knows (its name becomes a key)."""
+    if start.name not in dict(_archive_order(facts)):
+        raise BackupFailed("the server sent an unexpected archive %r (tablespaces when the backup started: %s)"
+                           % (start.name, ", ".join(oid for oid, _n, _l in facts.tablespaces)),
+                           "a tablespace was created during the backup? run the backup again")
+
+
+def _remove_archives(storage, written: List[ChunkedInfo]) -> None:
+    """A failed backup removes the archives it had already stored (best effort: a set without a record is
+    never restored, and expire removes what is left)."""
+    for info in written:
+        for chunk in info.chunks:
+            try:
+                storage.delete(chunk.key)
+            except RestorekeeperError:
+                pass
 
 
 def _suffix(config: Config) -> str:

@@ -36,7 +36,8 @@ class Dependency(NamedTuple):
 
 
 DEPENDENCIES: Tuple[Dependency, ...] = (
-    Dependency("psycopg2", "the modules that change server settings, such as wal_archiving", "psycopg2-binary",
+    Dependency("psycopg2", "the modules that change server settings, such as wal_archiving, and backups of "
+               "clusters with tablespaces without staging", "psycopg2-binary",
                "python3-psycopg2", "python3-psycopg2"),
     Dependency("zstandard", "zstd compression of WAL and backups, the default", "zstandard", "python3-zstandard",
                "python3-zstandard", without="set compression = none"),
