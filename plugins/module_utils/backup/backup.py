@@ -260,7 +260,9 @@ class BaseBackup:
                     else:
                         stored, digests, kept = self._streamed(argv, prefix, options)
         except Exception:
-            _delete_quietly(self.storage, [prefix + SET_INDEX])  # the writers removed their chunks
+            # What the writers did not remove (an archive stored before a later one failed, its index).
+            _delete_quietly(self.storage, [info.key for info in self.storage.list(prefix)])
+            self.storage.prune_empty(prefix)
             if self.resume_source.damaged:
                 self._remove_sets(self.resume_source.labels)
                 raise BackupFailed("chunk %s, kept by an interrupted backup for this one to resume from, is damaged "
