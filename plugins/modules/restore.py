@@ -127,11 +127,12 @@ options:
   delta:
     description:
       - Delta restore. Restore over O(pgdata), an existing stopped data directory of the same cluster (the
-        cluster itself, or a lagging or broken standby of it), rewriting only the files that differ from the
+        cluster itself, or a lagging or broken standby of it), writing only the pages that differ from the
         backup and removing the files the backup does not have, instead of moving the directory aside (twice the
         disk) or requiring an empty one. An absent or empty O(pgdata) gets a normal restore.
-      - Every file of the backup's manifest whose size is equal is read and checked against the manifest's
-        checksum (modification times are never trusted); a file of another size is rewritten without reading.
+      - Every file is compared with the backup's as the backup streams (modification times are never trusted),
+        and only the 8 KiB pages that differ are written into a file in place; a missing file, a symlink or a file
+        with other hard links is written whole.
       - Refused, with nothing changed, on a running server, on a directory whose database system identifier
         (in C(global/pg_control)) is not the backup's, on a non-empty directory without C(global/pg_control),
         and for an incremental chain (restore that into an empty directory).

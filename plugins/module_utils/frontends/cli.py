@@ -1060,7 +1060,7 @@ def build_parser() -> "argparse.ArgumentParser":
     restore_cmd.add_argument("--aside", help="with --in-place: where the live data directory is moved (kept)")
     restore_cmd.add_argument("--delta", action="store_true",
                              help="restore over --pgdata, an existing stopped data directory of the same cluster (or "
-                                  "an empty one), rewriting only the files that differ from the backup and removing "
+                                  "an empty one), writing only the pages that differ from the backup and removing "
                                   "those it does not have (tablespaces included, in their locations); refused on a "
                                   "running server, another cluster's directory, an incremental chain or a tablespace "
                                   "link pointing elsewhere than the backup's (or --tablespace-map) location")

@@ -14,18 +14,19 @@ empty one, a delta restore
 3. removes every file and symlink the backup does not have (old WAL in
    pg_wal, postmaster.pid, recovery signals, temporary files: PostgreSQL
    recreates what it needs);
-4. compares every file of the backup's manifest with the file in place: a
-   different size means rewrite without reading; an equal size is checked
-   by reading the file with the manifest's own checksum (CRC-32C or
-   SHA-256). The modification time is never trusted to skip the read: the
-   manifest's Last-Modified has a one-second resolution, a restore writes
-   files with the time of the restore, and a page written within the second
-   after the backup read it leaves size and time equal;
-5. streams the backup's tar once, writing only the members that differ
-   (every written file checksummed as it is written and fsynced), then
-   checks the whole directory against the manifest, removes directories the
-   backup does not have and fsyncs every directory;
-6. writes the backup's pg_control last (DeltaLayDown.complete, called by the
+4. streams the backup's tar once and brings every file in place to the
+   backup's bytes as it passes: a file that is there (a regular file with no
+   other name) is compared piece by piece with the backup's and only the
+   8 KiB pages that differ are written, then it is cut to the backup's size
+   and fsynced (a table with 1% of its rows changed costs those pages, not
+   the file); a file that is missing, is a symlink or has other names is
+   written whole. Nothing is trusted to skip a file: size and modification
+   time say nothing about a page written within the second after the backup
+   read it, so every byte is compared (the file in place is read once). Every
+   file's bytes are checksummed as they stream, then the whole directory is
+   checked against the manifest, directories the backup does not have are
+   removed and every directory is fsynced;
+5. writes the backup's pg_control last (DeltaLayDown.complete, called by the
    restore after the recovery settings are written) and only then drops the
    renamed-aside copy.
 
@@ -40,7 +41,7 @@ its link and this cluster's PG_<major>_<catversion> directory at the link's
 target, nothing else of that location. The backup's tablespace_map is
 compared with its record before anything is written into a location.
 
-A crash anywhere before 6 leaves a directory without global/pg_control: it
+A crash anywhere before 5 leaves a directory without global/pg_control: it
 cannot start, and rerunning the same delta restore completes it. Incremental
 chains are refused (a delta over a chain would need the combined backup, the
 scratch space a delta avoids): restore those into an empty directory; see
@@ -62,11 +63,11 @@ from ..common.errors import CorruptObject, RestoreFailed, RestorekeeperError
 from ..common.fsutil import fsync_directory, replace_file_durably
 from ..common.progress import Meter
 from ..pg.discovery import postmaster_pid
-from ..pg.manifest import (CRC32C, MANIFEST_NAME, SHA256, FileDigest, Manifest, ManifestFile, digest_of,
+from ..pg.manifest import (MANIFEST_NAME, FileDigest, Manifest, ManifestFile, digest_of,
                            manifest_algorithm, new_hasher, parse_manifest, verify_against_manifest)
 from ..pg.safetree import (TABLESPACE_VERSION_DIRECTORY, SafeTree, UnsafeBackup, canonical, manifest_problems,
                            member_problem, tablespace_map_problems)
-from ..pg.tarstream import CHUNK, DIRECTORY, FILE, TarReader
+from ..pg.tarstream import DIRECTORY, FILE, TarReader
 from ..repo.catalog import BackupInfo
 from ..repo.chunks import open_archive
 from ..repo.layout import backup_prefix
@@ -81,9 +82,9 @@ TABLESPACE_LINKS = "pg_tblspc"
 class Decision(NamedTuple):
     """What the comparison decided for the files of the manifest."""
 
-    keep: List[str]        # equal to the backup: left alone
-    rewrite: List[str]     # missing or different: written from the backup
-    bytes_read: int        # of existing files, read to checksum them
+    keep: List[str]        # already equal to the backup: nothing written
+    rewrite: List[str]     # missing or different: patched or written from the backup
+    bytes_read: int        # of the files in place, read to compare them
 
 
 class DeltaReport(NamedTuple):
@@ -387,71 +388,6 @@ def _open_below(root: str, relative: str) -> int:
         os.close(fd)
 
 
-def _matches(entry: ManifestFile, digest: FileDigest) -> bool:
-    if digest.size != entry.size:
-        return False
-    if entry.algorithm == SHA256:
-        return digest.sha256 == entry.checksum
-    if entry.algorithm == CRC32C:
-        return digest.crc32c == entry.checksum.lower()
-    return False  # no checksum to prove it equal: rewrite
-
-
-def _as_digest(entry: ManifestFile) -> FileDigest:
-    """The digest of a kept file: compare() found it equal to its entry."""
-    if entry.algorithm == CRC32C:
-        return FileDigest(entry.size, "", entry.checksum.lower())
-    return FileDigest(entry.size, entry.checksum)
-
-
-def _digest_file(fd: int, algorithm: str) -> FileDigest:
-    hasher = new_hasher(algorithm)
-    size = 0
-    with open(fd, "rb", buffering=0, closefd=False) as handle:
-        while True:
-            data = handle.read(CHUNK)
-            if not data:
-                break
-            hasher.update(data)
-            size += len(data)
-    return digest_of(size, algorithm, hasher)
-
-
-def compare(pgdata: str, manifest: Manifest, always_rewrite: FrozenSet[str] = frozenset([PG_CONTROL])) -> Decision:
-    """Keep or rewrite each file of the manifest: missing, not a regular file,
-    reached through a symlink or of another size means rewrite (unread);
-    an equal size is read and checksummed against the manifest. Only the
-    data directory's own files (tablespaces: compare_files)."""
-    return compare_files(pgdata, base_files(manifest), always_rewrite)
-
-
-def compare_files(root: str, files: Mapping[str, ManifestFile], always_rewrite: FrozenSet[str] = frozenset()) -> Decision:
-    """compare() for files relative to root."""
-    keep: List[str] = []
-    rewrite: List[str] = []
-    read = 0
-    for path, entry in sorted(files.items()):
-        if path in always_rewrite:
-            rewrite.append(path)
-            continue
-        try:
-            fd = _open_below(root, path)
-        except OSError:
-            rewrite.append(path)
-            continue
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_size != entry.size:
-                rewrite.append(path)
-                continue
-            digest = _digest_file(fd, CRC32C if entry.algorithm == CRC32C else SHA256)
-            read += digest.size
-        finally:
-            os.close(fd)
-        (keep if _matches(entry, digest) else rewrite).append(path)
-    return Decision(keep, rewrite, read)
-
-
 def extras(pgdata: str, manifest: Manifest, spare: FrozenSet[str] = frozenset([PG_CONTROL_ASIDE, MANIFEST_NAME])) -> List[str]:
     """Files, symlinks and other non-directories below pgdata that the backup
     does not have (relative paths, sorted), and directories standing where the
@@ -569,10 +505,82 @@ def _write_file(tree: SafeTree, reader: TarReader, member: Any, algorithm: str) 
     return digest_of(member.size, algorithm, hasher)
 
 
+PATCH_PAGE = 8192  # PostgreSQL's default block size: what a changed row rewrites
+
+
+def _open_existing(tree: SafeTree, relative: str) -> Optional[int]:
+    """A read-write descriptor of the regular file at relative, never through a symlink; None when there is
+    none, or when the file has other names (pg_upgrade --link, pg_combinebackup --link): a page written in
+    place would change those too, so such a file is written whole, under a new inode."""
+    parent = tree.directory(os.path.dirname(relative))
+    try:
+        fd = os.open(os.path.basename(relative), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    except OSError:
+        return None
+    finally:
+        os.close(parent)
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode) or status.st_nlink != 1:
+        os.close(fd)
+        return None
+    return fd
+
+
+class _Outcome(NamedTuple):
+    digest: FileDigest   # of the backup's bytes, as they streamed
+    read: int            # bytes of the file in place read to compare
+    written: int
+    unchanged: bool      # the file in place already had exactly the backup's bytes
+
+
+def _patch_or_write(tree: SafeTree, reader: TarReader, member: Any, algorithm: str) -> _Outcome:
+    """Bring one file to the backup's bytes. A file in place is patched: each piece of the backup's file
+    is compared with the bytes at the same offset and only the 8 KiB pages that differ are written (a
+    relation file with a few changed rows costs those pages, not the whole file), then it is cut to the
+    backup's size and fsynced. Anything else is written whole."""
+    fd = _open_existing(tree, member.name)
+    if fd is None:
+        return _Outcome(_write_file(tree, reader, member, algorithm), 0, member.size, False)
+    hasher = new_hasher(algorithm)
+    position = written = 0
+    try:
+        size_in_place = os.fstat(fd).st_size
+        def consume(view: memoryview) -> None:
+            nonlocal position, written
+            hasher.update(view)
+            wanted = view.tobytes()  # bytes compare with memcmp; a memoryview compares item by item
+            here = os.pread(fd, len(wanted), position)
+            start = 0
+            while here != wanted and start < len(wanted):  # page by page, pages aligned to the file's offsets
+                end = min(len(wanted), start + PATCH_PAGE - (position + start) % PATCH_PAGE)
+                if here[start:end] != wanted[start:end]:
+                    _write_at(fd, wanted[start:end], position + start)
+                    written += end - start
+                start = end
+            position += len(wanted)
+
+        reader.payload(member, consume)
+        unchanged = written == 0 and size_in_place == member.size
+        if not unchanged:
+            os.ftruncate(fd, member.size)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    return _Outcome(digest_of(member.size, algorithm, hasher), min(size_in_place, member.size), written, unchanged)
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
 class _Stream(NamedTuple):
     digests: Dict[str, FileDigest]
     directories: Set[str]
     control: Optional[bytes]
+    decision: Decision  # manifest paths: kept (already equal), rewritten (patched or written)
     written: int
 
 
@@ -586,15 +594,17 @@ class _Archive(NamedTuple):
     oids: FrozenSet[str]
 
 
-def _stream_needed(storage: Any, prefix: str, archive: _Archive, codec: str, manifest: Manifest,
-                   rewrite: Set[str], algorithm: str, meter: Optional[Meter]) -> _Stream:
-    """Read one archive once; write the members in rewrite (manifest paths),
-    keep pg_control in memory. Digests are keyed by manifest path, directories
-    relative to the archive's root."""
+def _stream_archive(storage: Any, prefix: str, archive: _Archive, codec: str, manifest: Manifest,
+                    algorithm: str, meter: Optional[Meter]) -> _Stream:
+    """Read one archive once, bringing every file in place to its bytes
+    (_patch_or_write), and keep pg_control in memory. Digests are keyed by
+    manifest path, directories relative to the archive's root."""
     digests: Dict[str, FileDigest] = {}
     directories: Set[str] = set()
     control: Optional[bytes] = None
-    written = 0
+    keep: List[str] = []
+    rewrite: List[str] = []
+    read = written = 0
     pgdata, path_prefix = archive.root, archive.path_prefix
     wal_link = not path_prefix and os.path.islink(os.path.join(pgdata, "pg_wal"))
     key = prefix + archive.item["key"]
@@ -612,7 +622,7 @@ def _stream_needed(storage: Any, prefix: str, archive: _Archive, codec: str, man
                         os.makedirs(os.path.join(pgdata, member.name), mode=0o700, exist_ok=True)
                     elif not (wal_link and member.name == "pg_wal"):
                         tree.make_directory(member.name)
-                elif member.kind == FILE and path_prefix + member.name in rewrite:
+                elif member.kind == FILE:
                     if member.name == PG_CONTROL and not path_prefix:
                         kept = bytearray()
                         hasher = new_hasher(algorithm)
@@ -624,9 +634,14 @@ def _stream_needed(storage: Any, prefix: str, archive: _Archive, codec: str, man
                         reader.payload(member, consume)
                         control = bytes(kept)
                         digests[member.name] = digest_of(member.size, algorithm, hasher)
+                        rewrite.append(member.name)  # written last, by DeltaLayDown.complete
+                        written += member.size
                     else:
-                        digests[path_prefix + member.name] = _write_file(tree, reader, member, algorithm)
-                    written += member.size
+                        outcome = _patch_or_write(tree, reader, member, algorithm)
+                        digests[path_prefix + member.name] = outcome.digest
+                        (keep if outcome.unchanged else rewrite).append(path_prefix + member.name)
+                        read += outcome.read
+                        written += outcome.written
                 if meter is not None and member.kind == FILE:
                     meter.add(member.size)
         except Exception as exc:
@@ -642,16 +657,15 @@ def _stream_needed(storage: Any, prefix: str, archive: _Archive, codec: str, man
             raise CorruptObject("stored backup %s cannot be read: %s" % (key, reason),
                                 "the stored file is damaged; restore from another backup or another copy of the "
                                 "repository") from None
-    return _Stream(digests, directories, control, written)
+    return _Stream(digests, directories, control, Decision(sorted(keep), sorted(rewrite), read), written)
 
 
 class _Pass(NamedTuple):
     """What one archive's delta did."""
 
-    decision: Decision
     removed: int
     stream: _Stream
-    compare_seconds: float              # removing extras and comparing, before the archive is read
+    compare_seconds: float              # finding and removing what the backup does not have, before the archive is read
 
 
 def _delta_base(storage: Any, prefix: str, archive: _Archive, codec: str, manifest: Manifest, spare: FrozenSet[str],
@@ -661,10 +675,9 @@ def _delta_base(storage: Any, prefix: str, archive: _Archive, codec: str, manife
     removed = extras(pgdata, manifest, frozenset([PG_CONTROL_ASIDE, MANIFEST_NAME]) | spare)
     for relative in removed:
         _remove(pgdata, relative)
-    decision = compare(pgdata, manifest)
     compared = time.monotonic() - started
-    streamed = _stream_needed(storage, prefix, archive, codec, manifest, set(decision.rewrite), algorithm, meter)
-    return _Pass(decision, len(removed), streamed, compared)
+    streamed = _stream_archive(storage, prefix, archive, codec, manifest, algorithm, meter)
+    return _Pass(len(removed), streamed, compared)
 
 
 def _delta_tablespace(storage: Any, prefix: str, archive: _Archive, codec: str, manifest: Manifest,
@@ -674,17 +687,14 @@ def _delta_tablespace(storage: Any, prefix: str, archive: _Archive, codec: str, 
     removed = tablespace_extras(location, tablespace)
     for relative in removed:
         _remove(location, relative)
-    found = compare_files(location, tablespace.files)
-    decision = Decision([archive.path_prefix + path for path in found.keep],
-                        [archive.path_prefix + path for path in found.rewrite], found.bytes_read)
     compared = time.monotonic() - started
-    streamed = _stream_needed(storage, prefix, archive, codec, manifest, set(decision.rewrite), algorithm, meter)
+    streamed = _stream_archive(storage, prefix, archive, codec, manifest, algorithm, meter)
     wanted = streamed.directories | _parents(list(tablespace.files))
     strays = [stray for subdirectory in sorted(tablespace.subdirectories) if os.path.isdir(os.path.join(location, subdirectory))
               for stray in stray_directories(location, wanted, subdirectory)]
     for relative in strays:
         _remove(location, relative)
-    return _Pass(decision, len(removed) + len(strays), streamed, compared)
+    return _Pass(len(removed) + len(strays), streamed, compared)
 
 
 def _check_tablespace_map(pgdata: str, backup: BackupInfo) -> None:
@@ -705,10 +715,10 @@ def _drop_tablespace_map(pgdata: str) -> None:
 
 
 def _totals(passes: List[_Pass]) -> Tuple[List[str], List[str], int, int, int]:
-    keep = [path for done in passes for path in done.decision.keep]
-    rewrite = [path for done in passes for path in done.decision.rewrite]
-    return (keep, rewrite, sum(done.decision.bytes_read for done in passes), sum(done.removed for done in passes),
-            sum(done.stream.written for done in passes))
+    keep = [path for done in passes for path in done.stream.decision.keep]
+    rewrite = [path for done in passes for path in done.stream.decision.rewrite]
+    return (keep, rewrite, sum(done.stream.decision.bytes_read for done in passes),
+            sum(done.removed for done in passes), sum(done.stream.written for done in passes))
 
 
 def lay_down_delta(storage: Any, cluster: str, backup: BackupInfo, pgdata: str,
@@ -744,7 +754,7 @@ def lay_down_delta(storage: Any, cluster: str, backup: BackupInfo, pgdata: str,
         passes.append(_delta_tablespace(storage, prefix, archive, record["compression"], manifest, tablespace,
                                         algorithm, meter))
     keep, rewrite, bytes_read, removed, written = _totals(passes)
-    seen = {path: _as_digest(manifest.files[path]) for path in keep}
+    seen: Dict[str, FileDigest] = {}
     for done in passes:
         seen.update(done.stream.digests)
     control = passes[0].stream.control

@@ -19,7 +19,7 @@ from ..common.timefmt import format_duration
 
 # The phases that follow one another inside the RTO, in the order they run, and what each is.
 CRITICAL_PHASES: Tuple[Tuple[str, str], ...] = (
-    ("compare", "comparing the files of a delta restore with the backup's"),
+    ("compare", "finding what a delta restore removes (files are compared as the backup streams, in extract)"),
     ("extract", "fetching and unpacking the backup (checked against its manifest)"),
     ("combine", "pg_combinebackup joining the incremental chain"),
     ("start", "starting the restored server until it is consistent"),

@@ -52,27 +52,39 @@ def lay(root, files: Dict[str, bytes]) -> None:
             handle.write(data)
 
 
-def test_compare_keeps_equal_files_and_rewrites_the_rest(tmp_path):
-    manifest = parse_manifest(manifest_of(BACKUP))
-    lay(tmp_path, dict(BACKUP, **{"base/1/1260": b"B" + b"b" * 8191,    # same size, other content
-                                  "base/5/2600": b"c" * 8192}))        # other size
-    os.unlink(tmp_path / "PG_VERSION")                                  # missing
-    decision = delta.compare(str(tmp_path), manifest)
-    assert decision.keep == ["base/1/1259", "postgresql.auto.conf"]
-    assert decision.rewrite == ["PG_VERSION", "base/1/1260", "base/5/2600", "global/pg_control"]
-    # Read: the equal-sized files only (the other size and the missing one are not read).
-    assert decision.bytes_read == 8192 + 8192 + len(b"# empty\n")
+def test_every_file_is_compared_as_it_streams_and_only_what_differs_is_written(tmp_path):
+    """Equal files are kept (read, nothing written), whatever their size and time; a same-sized file with
+    other bytes, a file of another size and a missing one are brought to the backup's bytes."""
+    storage = PosixStorage(str(tmp_path / "repo"))
+    backup = stored(storage, BACKUP)
+    data = tmp_path / "data"
+    lay(data, dict(BACKUP, **{"base/1/1260": b"B" + b"b" * 8191,    # same size, other content
+                              "base/5/2600": b"c" * 8192}))        # other size (shorter)
+    os.unlink(data / "PG_VERSION")                                  # missing
+    os.utime(data / "base" / "1" / "1259", (0, 0))                  # an old time proves nothing either way
+    laid = delta.lay_down_delta(storage, "main", backup, str(data), lambda *_: None)
+    laid.complete()
+    for path, content in BACKUP.items():
+        assert (data / path).read_bytes() == content, path
+    assert laid.report.kept == 2 and laid.report.rewritten == 4  # 1259, postgresql.auto.conf kept
+    # Read to compare: everything in place (the shorter file as far as it goes); written: the differing
+    # page of 1260, the missing half of 2600, PG_VERSION whole and pg_control.
+    assert laid.report.bytes_read == 8192 + 8192 + 8192 + len(b"# empty\n")
+    assert laid.report.bytes_written == 8192 + 8192 + len(b"18\n") + len(CONTROL)
 
 
-def test_compare_never_reads_through_a_symlink(tmp_path):
-    manifest = parse_manifest(manifest_of(BACKUP))
+def test_a_symlinked_directory_is_never_followed(tmp_path):
+    storage = PosixStorage(str(tmp_path / "repo"))
+    backup = stored(storage, BACKUP)
     elsewhere = tmp_path / "elsewhere"
-    lay(elsewhere, {"1259": BACKUP["base/1/1259"]})
-    lay(tmp_path / "data", {"PG_VERSION": BACKUP["PG_VERSION"]})
-    os.makedirs(tmp_path / "data" / "base")
-    os.symlink(str(elsewhere), str(tmp_path / "data" / "base" / "1"))
-    decision = delta.compare(str(tmp_path / "data"), manifest)
-    assert "base/1/1259" in decision.rewrite and decision.keep == ["PG_VERSION"]
+    lay(elsewhere, {"1259": b"outside the data directory"})
+    data = tmp_path / "data"
+    lay(data, {"PG_VERSION": BACKUP["PG_VERSION"], "global/pg_control": CONTROL})
+    os.makedirs(data / "base")
+    os.symlink(str(elsewhere), str(data / "base" / "1"))
+    delta.lay_down_delta(storage, "main", backup, str(data), lambda *_: None).complete()
+    assert (elsewhere / "1259").read_bytes() == b"outside the data directory"
+    assert not os.path.islink(data / "base" / "1") and (data / "base" / "1" / "1259").read_bytes() == BACKUP["base/1/1259"]
 
 
 def test_extras_lists_what_the_backup_does_not_have(tmp_path):
@@ -384,3 +396,32 @@ def test_a_tablespace_map_unlike_the_record_is_refused_before_the_location_is_to
     with pytest.raises(UnsafeBackup, match="tablespace_map in the backup lists 16400 at /somewhere/else"):
         delta.lay_down_delta(storage, "main", backup, data, lambda *_: None, locations={OID: location})
     assert snapshot(tmp_path / "ts") == before
+
+
+def test_a_file_in_place_is_patched_page_by_page_and_a_linked_one_written_whole(tmp_path):
+    """Only the 8 KiB pages that differ are written into a file in place (same inode), which is then cut to
+    the backup's size; a file with other names (pg_upgrade --link) is written whole under a new inode."""
+    table = bytes(range(256)) * 32 * 40  # 40 pages
+    linked = b"L" * 8192 * 3
+    files = dict(BACKUP, **{"base/5/16384": table, "base/5/16385": linked})
+    storage = PosixStorage(str(tmp_path / "repo"))
+    backup = stored(storage, files)
+    data = str(tmp_path / "data")
+    changed = bytearray(table)
+    changed[8192 * 7 + 100] ^= 0xFF
+    changed[8192 * 31 + 8191] ^= 0xFF
+    lay(data, dict(files, **{"base/5/16384": bytes(changed) + b"grown" * 5000, "base/5/16385": b"M" * 8192 * 3}))
+    other_name = os.path.join(str(tmp_path), "old-cluster-16385")
+    os.link(os.path.join(data, "base/5/16385"), other_name)
+    before = os.stat(os.path.join(data, "base/5/16384")).st_ino
+    laid = delta.lay_down_delta(storage, "main", backup, data, lambda name, seconds: None)
+    laid.complete()
+    with open(os.path.join(data, "base/5/16384"), "rb") as handle:
+        assert handle.read() == table
+    assert os.stat(os.path.join(data, "base/5/16384")).st_ino == before
+    with open(os.path.join(data, "base/5/16385"), "rb") as handle:
+        assert handle.read() == linked
+    with open(other_name, "rb") as handle:
+        assert handle.read() == b"M" * 8192 * 3  # the other name kept its own bytes
+    assert laid.report.rewritten == 3  # the two files and pg_control
+    assert laid.report.bytes_written == 2 * 8192 + len(linked) + len(CONTROL)
