@@ -286,6 +286,16 @@ backup:
       description: Why the archives were staged (PostgreSQL before 15, or psycopg2 missing).
       type: str
       returned: when RV(backup.transport) is V(pg_basebackup, staged)
+    resumed:
+      description:
+        - The interrupted (killed) backups this one resumed from. Their chunks whose bytes had not changed were
+          reused as stored (a hard link on a filesystem, a server-side copy on S3), checked by reading them back,
+          instead of being compressed and written again; those sets are removed once this backup is published.
+        - C(from) (labels), C(chunks) (this backup's), C(chunks_reused), C(chunks_partly_reused) (their first
+          blocks taken from a stored chunk), C(tar_bytes_reused), and C(not_resumed_from), a dict naming each
+          interrupted backup that was not used and why (another cluster, type, parent or compression).
+      type: dict
+      returned: when the repository held interrupted backups of this cluster
     annotations:
       description: The annotations given with O(annotations), as stored in the record.
       type: dict
