@@ -50,7 +50,9 @@ docs/restore.md.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import os
 import shutil
 import stat
@@ -71,6 +73,7 @@ from ..pg.tarstream import DIRECTORY, FILE, TarReader
 from ..repo.catalog import BackupInfo
 from ..repo.chunks import open_archive
 from ..repo.layout import backup_prefix
+from .parallel import PatchedFile, PatchOutcome, WriterPool
 
 PG_CONTROL = "global/pg_control"
 PG_CONTROL_ASIDE = "global/pg_control.restorekeeper-delta"
@@ -505,9 +508,6 @@ def _write_file(tree: SafeTree, reader: TarReader, member: Any, algorithm: str) 
     return digest_of(member.size, algorithm, hasher)
 
 
-PATCH_PAGE = 8192  # PostgreSQL's default block size: what a changed row rewrites
-
-
 def _open_existing(tree: SafeTree, relative: str) -> Optional[int]:
     """A read-write descriptor of the regular file at relative, never through a symlink; None when there is
     none, or when the file has other names (pg_upgrade --link, pg_combinebackup --link): a page written in
@@ -526,54 +526,15 @@ def _open_existing(tree: SafeTree, relative: str) -> Optional[int]:
     return fd
 
 
-class _Outcome(NamedTuple):
-    digest: FileDigest   # of the backup's bytes, as they streamed
-    read: int            # bytes of the file in place read to compare
-    written: int
-    unchanged: bool      # the file in place already had exactly the backup's bytes
-
-
-def _patch_or_write(tree: SafeTree, reader: TarReader, member: Any, algorithm: str) -> _Outcome:
-    """Bring one file to the backup's bytes. A file in place is patched: each piece of the backup's file
-    is compared with the bytes at the same offset and only the 8 KiB pages that differ are written (a
-    relation file with a few changed rows costs those pages, not the whole file), then it is cut to the
-    backup's size and fsynced. Anything else is written whole."""
-    fd = _open_existing(tree, member.name)
-    if fd is None:
-        return _Outcome(_write_file(tree, reader, member, algorithm), 0, member.size, False)
-    hasher = new_hasher(algorithm)
-    position = written = 0
+def _patch_in_place(reader: TarReader, member: Any, fd: int, algorithm: str) -> Tuple[FileDigest, PatchOutcome]:
+    """On this thread: a file in place brought to the backup's bytes (parallel.PatchedFile)."""
+    patched = PatchedFile(member.name, fd, member.size, new_hasher(algorithm))
     try:
-        size_in_place = os.fstat(fd).st_size
-        def consume(view: memoryview) -> None:
-            nonlocal position, written
-            hasher.update(view)
-            wanted = view.tobytes()  # bytes compare with memcmp; a memoryview compares item by item
-            here = os.pread(fd, len(wanted), position)
-            start = 0
-            while here != wanted and start < len(wanted):  # page by page, pages aligned to the file's offsets
-                end = min(len(wanted), start + PATCH_PAGE - (position + start) % PATCH_PAGE)
-                if here[start:end] != wanted[start:end]:
-                    _write_at(fd, wanted[start:end], position + start)
-                    written += end - start
-                start = end
-            position += len(wanted)
-
-        reader.payload(member, consume)
-        unchanged = written == 0 and size_in_place == member.size
-        if not unchanged:
-            os.ftruncate(fd, member.size)
-            os.fsync(fd)
-    finally:
+        reader.payload(member, patched.write)
+    except BaseException:
         os.close(fd)
-    return _Outcome(digest_of(member.size, algorithm, hasher), min(size_in_place, member.size), written, unchanged)
-
-
-def _write_at(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        done = os.pwrite(fd, view, offset)
-        view, offset = view[done:], offset + done
+        raise
+    return patched.close(algorithm), patched.outcome()
 
 
 class _Stream(NamedTuple):
@@ -595,10 +556,13 @@ class _Archive(NamedTuple):
 
 
 def _stream_archive(storage: Any, prefix: str, archive: _Archive, codec: str, manifest: Manifest,
-                    algorithm: str, meter: Optional[Meter]) -> _Stream:
-    """Read one archive once, bringing every file in place to its bytes
-    (_patch_or_write), and keep pg_control in memory. Digests are keyed by
-    manifest path, directories relative to the archive's root."""
+                    algorithm: str, meter: Optional[Meter], workers: int = 1) -> _Stream:
+    """Read one archive once, bringing every file in place to its bytes and
+    keeping pg_control in memory. A file in place (_open_existing) is patched
+    (parallel.PatchedFile), by a pool of workers threads when there are more
+    than one (the reading thread decompresses meanwhile); any other file is
+    written whole. Digests are keyed by manifest path, directories relative
+    to the archive's root."""
     digests: Dict[str, FileDigest] = {}
     directories: Set[str] = set()
     control: Optional[bytes] = None
@@ -608,7 +572,9 @@ def _stream_archive(storage: Any, prefix: str, archive: _Archive, codec: str, ma
     pgdata, path_prefix = archive.root, archive.path_prefix
     wal_link = not path_prefix and os.path.islink(os.path.join(pgdata, "pg_wal"))
     key = prefix + archive.item["key"]
-    with open_archive(storage, prefix, archive.item, "archive %s" % key) as raw, SafeTree(pgdata) as tree:
+    outcomes: Dict[str, PatchOutcome] = {}
+    with open_archive(storage, prefix, archive.item, "archive %s" % key) as raw, SafeTree(pgdata) as tree, \
+            (WriterPool(workers, algorithm) if workers > 1 else contextlib.nullcontext()) as pool:
         stream = compression.open_decompressed(raw, codec)
         try:
             reader = TarReader(stream)
@@ -637,13 +603,20 @@ def _stream_archive(storage: Any, prefix: str, archive: _Archive, codec: str, ma
                         rewrite.append(member.name)  # written last, by DeltaLayDown.complete
                         written += member.size
                     else:
-                        outcome = _patch_or_write(tree, reader, member, algorithm)
-                        digests[path_prefix + member.name] = outcome.digest
-                        (keep if outcome.unchanged else rewrite).append(path_prefix + member.name)
-                        read += outcome.read
-                        written += outcome.written
+                        path = path_prefix + member.name
+                        fd = _open_existing(tree, member.name)
+                        if fd is None:
+                            digests[path] = _write_file(tree, reader, member, algorithm)
+                            outcomes[path] = PatchOutcome(0, member.size, False)
+                        elif pool is not None:
+                            pool.patch(path, fd, member.size, functools.partial(reader.payload, member))
+                        else:
+                            digests[path], outcomes[path] = _patch_in_place(reader, member, fd, algorithm)
                 if meter is not None and member.kind == FILE:
                     meter.add(member.size)
+            if pool is not None:
+                digests.update(pool.finish())
+                outcomes.update(pool.patched())
         except Exception as exc:
             if isinstance(exc, UnsafeBackup):
                 raise UnsafeBackup("stored backup %s is refused: %s" % (key, exc.message)) from None
@@ -657,6 +630,10 @@ def _stream_archive(storage: Any, prefix: str, archive: _Archive, codec: str, ma
             raise CorruptObject("stored backup %s cannot be read: %s" % (key, reason),
                                 "the stored file is damaged; restore from another backup or another copy of the "
                                 "repository") from None
+    for path, outcome in outcomes.items():
+        (keep if outcome.unchanged else rewrite).append(path)
+        read += outcome.read
+        written += outcome.written
     return _Stream(digests, directories, control, Decision(sorted(keep), sorted(rewrite), read), written)
 
 
@@ -669,26 +646,26 @@ class _Pass(NamedTuple):
 
 
 def _delta_base(storage: Any, prefix: str, archive: _Archive, codec: str, manifest: Manifest, spare: FrozenSet[str],
-                algorithm: str, meter: Optional[Meter]) -> _Pass:
+                algorithm: str, meter: Optional[Meter], workers: int) -> _Pass:
     pgdata = archive.root
     started = time.monotonic()
     removed = extras(pgdata, manifest, frozenset([PG_CONTROL_ASIDE, MANIFEST_NAME]) | spare)
     for relative in removed:
         _remove(pgdata, relative)
     compared = time.monotonic() - started
-    streamed = _stream_archive(storage, prefix, archive, codec, manifest, algorithm, meter)
+    streamed = _stream_archive(storage, prefix, archive, codec, manifest, algorithm, meter, workers)
     return _Pass(len(removed), streamed, compared)
 
 
 def _delta_tablespace(storage: Any, prefix: str, archive: _Archive, codec: str, manifest: Manifest,
-                      tablespace: Tablespace, algorithm: str, meter: Optional[Meter]) -> _Pass:
+                      tablespace: Tablespace, algorithm: str, meter: Optional[Meter], workers: int) -> _Pass:
     location = tablespace.location
     started = time.monotonic()
     removed = tablespace_extras(location, tablespace)
     for relative in removed:
         _remove(location, relative)
     compared = time.monotonic() - started
-    streamed = _stream_archive(storage, prefix, archive, codec, manifest, algorithm, meter)
+    streamed = _stream_archive(storage, prefix, archive, codec, manifest, algorithm, meter, workers)
     wanted = streamed.directories | _parents(list(tablespace.files))
     strays = [stray for subdirectory in sorted(tablespace.subdirectories) if os.path.isdir(os.path.join(location, subdirectory))
               for stray in stray_directories(location, wanted, subdirectory)]
@@ -723,10 +700,11 @@ def _totals(passes: List[_Pass]) -> Tuple[List[str], List[str], int, int, int]:
 
 def lay_down_delta(storage: Any, cluster: str, backup: BackupInfo, pgdata: str,
                    add_time: Callable[[str, float], None], meter: Optional[Meter] = None,
-                   locations: Optional[Mapping[str, str]] = None) -> DeltaLayDown:
+                   locations: Optional[Mapping[str, str]] = None, workers: int = 1) -> DeltaLayDown:
     """Bring pgdata (checked by check_delta_target) and the backup's tablespaces
     at locations (restore.tablespace_locations) to the backup's files, all but
-    pg_control; DeltaLayDown.complete writes that one last."""
+    pg_control; DeltaLayDown.complete writes that one last. workers ([restore]
+    process_max) threads compare and patch files while the archive is read."""
     started = time.monotonic()
     record = backup.record
     prefix = backup_prefix(cluster, backup.label)
@@ -745,14 +723,14 @@ def lay_down_delta(storage: Any, cluster: str, backup: BackupInfo, pgdata: str,
         _drop(dropped)
     base = next(item for item in record["archives"] if item["tablespace_oid"] is None)
     passes = [_delta_base(storage, prefix, _Archive(base, pgdata, "", oids), record["compression"], manifest,
-                          tablespaces.links, algorithm, meter)]
+                          tablespaces.links, algorithm, meter, workers)]
     _check_tablespace_map(pgdata, backup)
     archives = {str(item["tablespace_oid"]): item for item in record["archives"] if item["tablespace_oid"] is not None}
     for tablespace in tablespaces.keep:
         _link(pgdata, tablespace)  # before its files: a rerun after a crash finds the link that vouches for them
         archive = _Archive(archives[tablespace.oid], tablespace.location, _prefix(tablespace.oid), oids)
         passes.append(_delta_tablespace(storage, prefix, archive, record["compression"], manifest, tablespace,
-                                        algorithm, meter))
+                                        algorithm, meter, workers))
     keep, rewrite, bytes_read, removed, written = _totals(passes)
     seen: Dict[str, FileDigest] = {}
     for done in passes:

@@ -26,14 +26,15 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ..common.errors import RestoreFailed
 from ..pg.manifest import FileDigest, digest_of, new_hasher
 
 DEPTH = 4  # chunks queued per writer
 _POLL = 0.1  # seconds between looks at the stop flag while a queue is full or empty
-_OPEN, _CHUNK, _CLOSE, _END = "open", "chunk", "close", "end"
+_OPEN, _PATCH, _CHUNK, _CLOSE, _END = "open", "patch", "chunk", "close", "end"
+PATCH_PAGE = 8192  # PostgreSQL's default block size: what a changed row rewrites
 
 # Hands each slice of a file's bytes to the function it is given (TarReader.payload for one member).
 Payload = Callable[[Callable[[memoryview], None]], None]
@@ -66,6 +67,7 @@ class WriterPool:
         self._lock = threading.Lock()
         self._order: List[str] = []
         self._digests: Dict[str, FileDigest] = {}
+        self._patched: Dict[str, PatchOutcome] = {}
         self._threads = [threading.Thread(target=self._work, args=(q,), name="restorekeeper-writer-%d" % index,
                                           daemon=True) for index, q in enumerate(self._queues)]
         for thread in self._threads:
@@ -90,6 +92,23 @@ class WriterPool:
             raise
         payload(lambda view: self._put(target, (_CHUNK, view)))
         self._put(target, (_CLOSE,))
+
+    def patch(self, name: str, fd: int, size: int, payload: Payload) -> None:
+        """Bring a file in place to new bytes (PatchedFile): fd (open for reading
+        and writing, handed over) receives the bytes payload produces."""
+        target = min(self._queues, key=lambda q: q.qsize())
+        self._order.append(name)
+        try:
+            self._put(target, (_PATCH, name, fd, size))
+        except BaseException:
+            os.close(fd)
+            raise
+        payload(lambda view: self._put(target, (_CHUNK, view)))
+        self._put(target, (_CLOSE,))
+
+    def patched(self) -> Dict[str, "PatchOutcome"]:
+        """After finish(): what patch() did to each file."""
+        return dict(self._patched)
 
     def finish(self) -> Dict[str, FileDigest]:
         """Wait for every file to be written; the digests in the order the
@@ -143,10 +162,14 @@ class WriterPool:
                     return
                 if kind == _OPEN:
                     current = _OpenFile(item[1], item[2], item[3], new_hasher(self.algorithm))
+                elif kind == _PATCH:
+                    current = PatchedFile(item[1], item[2], item[3], new_hasher(self.algorithm))
                 elif kind == _CHUNK:
                     current.write(item[1])
                 else:
                     self._digests[current.name] = current.close(self.algorithm)
+                    if isinstance(current, PatchedFile):
+                        self._patched[current.name] = current.outcome()
                     current = None
         except BaseException as exc:  # pylint: disable=broad-except  # handed to the reading thread
             with self._lock:
@@ -174,6 +197,56 @@ class _OpenFile:
         fd, self.fd = self.fd, -1
         os.close(fd)
         return digest_of(self.size, algorithm, self.hasher)
+
+
+class PatchOutcome(NamedTuple):
+    read: int         # bytes of the file in place read to compare
+    written: int
+    unchanged: bool   # the file in place already had exactly the new bytes
+
+
+class PatchedFile(_OpenFile):
+    """A file in place brought to new bytes (a delta restore): each piece is
+    compared with the bytes at the same offset and only the 8 KiB pages that
+    differ are written; then the file is cut to its new size and fsynced."""
+
+    def __init__(self, name: str, fd: int, size: int, hasher: Any) -> None:
+        super().__init__(name, fd, size, hasher)
+        self.size_in_place = os.fstat(fd).st_size
+        self.position = 0
+        self.written = 0
+
+    def write(self, view: memoryview) -> None:
+        self.hasher.update(view)
+        wanted = view.tobytes()  # bytes compare with memcmp; a memoryview compares item by item
+        here = os.pread(self.fd, len(wanted), self.position)
+        start = 0
+        while here != wanted and start < len(wanted):  # page by page, pages aligned to the file's offsets
+            end = min(len(wanted), start + PATCH_PAGE - (self.position + start) % PATCH_PAGE)
+            if here[start:end] != wanted[start:end]:
+                _write_at(self.fd, wanted[start:end], self.position + start)
+                self.written += end - start
+            start = end
+        self.position += len(wanted)
+
+    def close(self, algorithm: str) -> FileDigest:
+        if not self.unchanged():
+            os.ftruncate(self.fd, self.size)
+            os.fsync(self.fd)
+        return super().close(algorithm)
+
+    def unchanged(self) -> bool:
+        return self.written == 0 and self.size_in_place == self.size
+
+    def outcome(self) -> PatchOutcome:
+        return PatchOutcome(min(self.size_in_place, self.size), self.written, self.unchanged())
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
 
 
 def _close_quietly(fd: int) -> None:

@@ -844,7 +844,7 @@ def _restore_staged(config: Config, client: PgClient, request: RestoreRequest, p
     try:
         if checked.delta:
             delta = lay_down_delta(repository.storage, config.cluster, plan.backup, request.pgdata, timer.add, meter,
-                                   locations)
+                                   locations, workers)
         elif len(plan.chain) == 1:
             lay_down_backup(repository.storage, config.cluster, plan.backup, request.pgdata, locations, timer, meter,
                             workers)

@@ -52,7 +52,8 @@ def lay(root, files: Dict[str, bytes]) -> None:
             handle.write(data)
 
 
-def test_every_file_is_compared_as_it_streams_and_only_what_differs_is_written(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-thread", "two-workers"])
+def test_every_file_is_compared_as_it_streams_and_only_what_differs_is_written(tmp_path, workers):
     """Equal files are kept (read, nothing written), whatever their size and time; a same-sized file with
     other bytes, a file of another size and a missing one are brought to the backup's bytes."""
     storage = PosixStorage(str(tmp_path / "repo"))
@@ -62,7 +63,7 @@ def test_every_file_is_compared_as_it_streams_and_only_what_differs_is_written(t
                               "base/5/2600": b"c" * 8192}))        # other size (shorter)
     os.unlink(data / "PG_VERSION")                                  # missing
     os.utime(data / "base" / "1" / "1259", (0, 0))                  # an old time proves nothing either way
-    laid = delta.lay_down_delta(storage, "main", backup, str(data), lambda *_: None)
+    laid = delta.lay_down_delta(storage, "main", backup, str(data), lambda *_: None, workers=workers)
     laid.complete()
     for path, content in BACKUP.items():
         assert (data / path).read_bytes() == content, path
@@ -398,7 +399,8 @@ def test_a_tablespace_map_unlike_the_record_is_refused_before_the_location_is_to
     assert snapshot(tmp_path / "ts") == before
 
 
-def test_a_file_in_place_is_patched_page_by_page_and_a_linked_one_written_whole(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-thread", "two-workers"])
+def test_a_file_in_place_is_patched_page_by_page_and_a_linked_one_written_whole(tmp_path, workers):
     """Only the 8 KiB pages that differ are written into a file in place (same inode), which is then cut to
     the backup's size; a file with other names (pg_upgrade --link) is written whole under a new inode."""
     table = bytes(range(256)) * 32 * 40  # 40 pages
@@ -414,7 +416,7 @@ def test_a_file_in_place_is_patched_page_by_page_and_a_linked_one_written_whole(
     other_name = os.path.join(str(tmp_path), "old-cluster-16385")
     os.link(os.path.join(data, "base/5/16385"), other_name)
     before = os.stat(os.path.join(data, "base/5/16384")).st_ino
-    laid = delta.lay_down_delta(storage, "main", backup, data, lambda name, seconds: None)
+    laid = delta.lay_down_delta(storage, "main", backup, data, lambda name, seconds: None, workers=workers)
     laid.complete()
     with open(os.path.join(data, "base/5/16384"), "rb") as handle:
         assert handle.read() == table
