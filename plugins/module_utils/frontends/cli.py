@@ -298,8 +298,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
         if resumed and resumed["from"]:
             sys.stdout.write("resumed from the interrupted backup %s: %d of %d chunks (%s of data) reused as stored, "
                              "%d partly\n" % (", ".join(resumed["from"]), resumed["chunks_reused"], resumed["chunks"],
-                                               format_size(resumed["tar_bytes_reused"]),
-                                               resumed["chunks_partly_reused"]))
+                                              format_size(resumed["tar_bytes_reused"]),
+                                              resumed["chunks_partly_reused"]))
         for label, reason in sorted((resumed or {}).get("not_resumed_from", {}).items()):
             sys.stdout.write("not resumed from the interrupted backup %s: %s\n" % (label, reason))
     return EXIT_OK

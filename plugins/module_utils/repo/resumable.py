@@ -417,10 +417,10 @@ class ResumeSourceDamaged(CorruptObject):
 def _damaged(owner: "ResumableArchiveWriter", chunk: StoredChunk, what: str) -> ResumeSourceDamaged:
     if owner.source is not None:
         owner.source.damaged = chunk.key
-    return ResumeSourceDamaged("chunk %s, kept by an interrupted backup for this one to resume from, is damaged: %s"
-                         % (chunk.key, what),
-                         "run the backup again: it starts afresh (the interrupted set is removed); check the "
-                         "repository's storage for errors")
+    return ResumeSourceDamaged(
+        "chunk %s, kept by an interrupted backup for this one to resume from, is damaged: %s" % (chunk.key, what),
+        "run the backup again: it starts afresh (the interrupted set is removed); check the repository's storage "
+        "for errors")
 
 
 def _copy_blocks(owner: ResumableArchiveWriter, chunk: StoredChunk, count: int, sink: Callable[[bytes], None]) -> None:
