@@ -58,6 +58,11 @@ import os
 from ..config.configfiles import drop_in_paths, file_identity, sources_identity
 
 MARKER_SUFFIX = ".ok"
+#: The resident pusher's claim <name>.pushing: present while it pushes that
+#: file (created before the push, removed after its marker is in place), so
+#: that restorekeeper-archive waits for the marker instead of racing the
+#: pusher with a push of its own. Only a hint to wait: it proves nothing.
+CLAIM_SUFFIX = ".pushing"
 _FORMAT = "restorekeeper push marker 3"
 #: Earlier formats this version still reads (the shell section is new in 3).
 _FORMATS = ("restorekeeper push marker 2", _FORMAT)
@@ -75,6 +80,10 @@ def spool_directory(root: str, cluster: str, kind: str) -> str:
 
 def marker_path(spool: str, name: str) -> str:
     return os.path.join(spool, name + MARKER_SUFFIX)
+
+
+def claim_path(spool: str, name: str) -> str:
+    return os.path.join(spool, name + CLAIM_SUFFIX)
 
 
 class Marker:

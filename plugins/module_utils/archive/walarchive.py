@@ -36,6 +36,12 @@ class PushOutcome(NamedTuple):
     size: int
     stored_size: int
     sha256: str
+    # The repository itself proved, during this push, that the object holds
+    # exactly what was archived: the store returned the SHA-256 checksum sent
+    # with the PUT (S3, see S3Storage.put_small), or the stored object's header
+    # read before the upload named this file with this size and SHA-256. What
+    # lets the resident pusher confirm its marker without reading it back.
+    confirmed: bool = False
 
 
 def _quote_for_command(path: str) -> str:
@@ -99,8 +105,11 @@ class WalArchive:
             blob = objectformat.encode(name, data, self.config.compression, self.config.compression_level,
                                        digest, compress_threads)
             try:
-                self.storage.put_bytes(key, blob)
-                outcome = PushOutcome(ARCHIVED, name, key, len(data), len(blob), digest)
+                with self.storage.writer(key) as writer:
+                    writer.write(blob)
+                    writer.commit()
+                outcome = PushOutcome(ARCHIVED, name, key, len(data), len(blob), digest,
+                                      bool(getattr(writer, "checksum_confirmed", False)))
             except ObjectExists:
                 # Another pusher won the race for this name: same rules as above.
                 outcome = self._compare_with_archived(key, name, data, digest)
@@ -142,7 +151,7 @@ class WalArchive:
                 "inspect and move the damaged object aside by hand, then archiving resumes",
             ) from None
         if header.sha256 == digest and header.size == len(data):
-            return PushOutcome(ALREADY_ARCHIVED, name, key, len(data), 0, digest)
+            return PushOutcome(ALREADY_ARCHIVED, name, key, len(data), 0, digest, header.name == name)
         raise ArchiveConflict(
             "%s is already archived with different content (archived: %d bytes, sha256 %s; new: %d bytes, "
             "sha256 %s); refusing to overwrite it" % (name, header.size, header.sha256[:16], len(data), digest[:16]),

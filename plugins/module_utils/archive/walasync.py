@@ -210,30 +210,57 @@ def _push_rounds(archive: "WalArchive", spool: str, source_path: str, name: str,
             return
 
 
+def push_workers(archive: "WalArchive") -> int:
+    """How many pushes run at once: process_max to a local repository (the
+    work is compressing and fsyncing, bound by the CPUs), upload_max to any
+    other (uploads wait on the network)."""
+    settings = archive.config.archive
+    return settings.process_max if is_local(archive) else settings.upload_max
+
+
+def is_local(archive: "WalArchive") -> bool:
+    """Whether the repository's objects are files on this host (posix)."""
+    return bool(archive.storage.local_path(archive.key_for("000000010000000000000001")))
+
+
+def compress_threads_for(workers: int) -> Optional[int]:
+    """Several segments compress at once: zstd's own worker threads would only add their cost."""
+    return 0 if workers > 1 else None
+
+
+def push_and_mark(archive: "WalArchive", spool: str, path: str, name: str,
+                  config_identity: Optional[List[List[int]]] = None, confirm_remote: bool = False,
+                  compress_threads: Optional[int] = None) -> "PushOutcome":
+    """Push one file and leave its marker when it is durable and the file was
+    not changed meanwhile (raises what WalArchive.push raises, no marker)."""
+    before = _file_identity_or_none(path)
+    outcome = archive.push(path, name, compress_threads)
+    if before is not None and before == _file_identity_or_none(path) and before[2] == outcome.size:
+        _write_marker(archive, spool, outcome, before, config_identity, confirm_remote)
+    return outcome
+
+
 def _push_batch(archive: "WalArchive", spool: str, batch: List[Tuple[str, str]],
                 config_identity: Optional[List[List[int]]] = None, confirm_remote: bool = False) -> List[str]:
-    """Push every file of the batch on process_max threads, oldest first, and
-    leave a marker for each one that is durable and was not changed meanwhile;
-    return the names pushed. confirm_remote (the resident pusher): read each
-    object of a non-local repository back and mark the marker confirmed."""
+    """Push every file of the batch on push_workers threads, oldest first, and
+    leave a marker for each one that is durable and was not changed meanwhile
+    (as soon as it is); return the names pushed. confirm_remote (the resident
+    pusher): confirm the markers of a non-local repository."""
     from concurrent.futures import ThreadPoolExecutor
 
-    workers = archive.config.archive.process_max
-    # Several segments compress at once: zstd's own worker threads would only add their cost.
-    compress_threads = 0 if workers > 1 else None
+    workers = push_workers(archive)
+    compress_threads = compress_threads_for(workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pushes = [(item, _file_identity_or_none(item[0]), pool.submit(archive.push, *item, compress_threads))
-                  for item in batch]
+        pushes = [(name, pool.submit(push_and_mark, archive, spool, path, name, config_identity, confirm_remote,
+                                     compress_threads)) for path, name in batch]
         pushed = []
-        for (path, name), before, future in pushes:
+        for name, future in pushes:
             try:
-                outcome = future.result()
+                future.result()
             except Exception as exc:  # its own call will push it again, and report
                 _report("WARNING", "%s was not pushed ahead: %s" % (name, exc))
                 continue
             pushed.append(name)
-            if before is not None and before == _file_identity_or_none(path) and before[2] == outcome.size:
-                _write_marker(archive, spool, outcome, before, config_identity, confirm_remote)
     return pushed
 
 
@@ -244,8 +271,9 @@ def _write_marker(archive: "WalArchive", spool: str, outcome: "PushOutcome", ide
     try:
         if object_path and config_identity:  # what lets the quick path trust the marker
             marker.object_path, marker.object_identity = object_path, file_identity(object_path)
-        elif confirm_remote and config_identity:  # read back after the upload (pushmarker.py)
-            marker.confirmed = _archived_as(archive, outcome.key, outcome.name, outcome.sha256, outcome.size)
+        elif confirm_remote and config_identity:  # proven by the store during the push, else read back (pushmarker.py)
+            marker.confirmed = outcome.confirmed or _archived_as(archive, outcome.key, outcome.name, outcome.sha256,
+                                                                 outcome.size)
         if config_identity:  # the shell section for restorekeeper-archive (pushmarker.py)
             marker.config_paths = source_paths(archive.config.path, len(config_identity))
         replace_file_atomically(marker_path(spool, outcome.name), marker.render(), mode=0o600)
