@@ -79,6 +79,14 @@ def restore_command(tool_path: str, config_path: str, source: str = "") -> str:
     return command + " %f %p"
 
 
+#: How long one WalArchive of a remote repository (S3, ssh) trusts its last
+#: proof that the repository is initialised: each proof is two requests, and
+#: the resident pusher pushes many segments a second through one WalArchive.
+#: A local repository is checked on every push (a few stat calls; an
+#: unmounted backup volume must be noticed before the next write).
+REMOTE_RECHECK_SECONDS = 10.0
+
+
 class WalArchive:
     """The WAL archive of one cluster in one repository."""
 
@@ -86,6 +94,26 @@ class WalArchive:
         self.config = config
         self.repository = repository or Repository.from_config(config)
         self.storage = self.repository.storage
+        self._remote = not self.storage.local_path(self.key_for("000000010000000000000001"))
+        self._initialised_until = 0.0
+        # The system identifier this cluster's identity object was found to
+        # hold (it is written once, never rewritten): later segments of that
+        # system need not read it again.
+        self._claimed_system: Optional[int] = None
+
+    def _require_initialised(self) -> None:
+        import time
+
+        if self._remote and time.monotonic() < self._initialised_until:
+            return
+        self.repository.require_initialised()
+        self._initialised_until = time.monotonic() + REMOTE_RECHECK_SECONDS
+
+    def _claim_identity(self, header: "wal.SegmentHeader", name: str) -> None:
+        if header.system_identifier == self._claimed_system:
+            return
+        self.repository.claim_identity(self.config.cluster, header.system_identifier, header.segment_size, name)
+        self._claimed_system = header.system_identifier
 
     def key_for(self, name: str) -> str:
         return wal_key(self.config.cluster, name)
@@ -95,10 +123,9 @@ class WalArchive:
         kind = wal.classify(name)
         data = _read_source(source_path)
         digest = objectformat.sha256_hex(data)
-        self.repository.require_initialised()
+        self._require_initialised()
         if wal.has_segment_header(kind):
-            header = wal.read_segment_header(name, data)
-            self.repository.claim_identity(self.config.cluster, header.system_identifier, header.segment_size, name)
+            self._claim_identity(wal.read_segment_header(name, data), name)
         key = self.key_for(name)
         outcome = self._compare_with_archived(key, name, data, digest)
         if outcome is None:

@@ -224,6 +224,9 @@ class Pusher:
         self.spool = spool_directory(self.config.archive.spool_path, self.config.cluster, "push")
         self.workers = push_workers(archive)
         self.pushed = 0
+        # Pushed by this pusher and still ready: not pushed again when their
+        # marker is gone (a wal-push that waited for it used it up).
+        self.done: Set[str] = set()
 
     def run(self, once: bool = False, stop: Optional[threading.Event] = None) -> Dict[str, Any]:
         """Push until stop is set (or, with once, until every file ready at
@@ -271,13 +274,13 @@ class Pusher:
                 while not stop.is_set():
                     self._reap(in_flight, retry_at)
                     now = time.monotonic()
+                    ready = _ready_names(self.wal_dir, exclude="")
                     if now >= housekeeping:
                         if self._configuration_changed():
                             reason = "configuration changed"
                             break
-                        self._housekeeping()
+                        self._housekeeping(ready)
                         housekeeping = now + POLL_SECONDS
-                    ready = _ready_names(self.wal_dir, exclude="")
                     if only is None and once:
                         only = set(ready)
                     for name in self._next(ready, in_flight, retry_at, only, now):
@@ -304,7 +307,8 @@ class Pusher:
         for name in ready:
             if len(chosen) >= free:
                 break
-            if name in in_flight or (only is not None and name not in only) or retry_at.get(name, 0.0) > now:
+            if (name in in_flight or name in self.done or (only is not None and name not in only)
+                    or retry_at.get(name, 0.0) > now):
                 continue
             if not os.path.exists(marker_path(self.spool, name)):
                 chosen.append(name)
@@ -333,6 +337,7 @@ class Pusher:
             exc = in_flight.pop(name).exception()
             if exc is None:
                 pushed.append(name)
+                self.done.add(name)
                 retry_at.pop(name, None)
             else:
                 retry_at[name] = time.monotonic() + POLL_SECONDS
@@ -341,8 +346,10 @@ class Pusher:
             self.pushed += len(pushed)
             self.log("pushed %d WAL files ahead (%s)" % (len(pushed), ", ".join(sorted(pushed))))
 
-    def _housekeeping(self) -> None:
-        """Every POLL_SECONDS: the queue state (for metrics) and the markers of recycled segments."""
+    def _housekeeping(self, ready: List[str]) -> None:
+        """Every POLL_SECONDS: the queue state (for metrics), the markers of
+        recycled segments, and the names of done pushes no longer ready."""
+        self.done.intersection_update(ready)
         if self.config.archive.queue_max:
             write_queue_state(self.config, ready_queue(self.wal_dir))
         try:

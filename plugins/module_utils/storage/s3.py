@@ -561,10 +561,10 @@ class S3Storage(Storage):
         """Store an object of at most one part in one PUT, with Content-MD5 and SHA-256.
 
         True when the store's answer carries back the SHA-256 checksum sent
-        (x-amz-checksum-sha256): S3 checks the body against that checksum
-        before it stores it, refuses the PUT (BadDigest) when they differ, and
-        returns it only on success, so the object is then proven to hold
-        exactly these bytes. False when the store returned no checksum (some
+        (x-amz-checksum-sha256, with x-amz-sdk-checksum-algorithm SHA256): S3
+        checks the body against that checksum before it stores it, refuses the
+        PUT (BadDigest) when they differ, and returns it only on success, so
+        the object is then proven to hold exactly these bytes. False when the store returned no checksum (some
         S3-compatible stores): the write succeeded, but only a read proves
         its content. A checksum that differs from the one sent fails the write."""
         name = self.object_key(key)
@@ -575,7 +575,7 @@ class S3Storage(Storage):
         try:
             response = self.client.put_object(
                 Bucket=self.settings.bucket, Key=name, Body=data, ContentMD5=_b64(bytes.fromhex(md5_hex)),
-                ChecksumSHA256=sent, **args)
+                ChecksumAlgorithm="SHA256", ChecksumSHA256=sent, **args)
         except self.errors as exc:
             raise self.write_error(key, exc) from None
         self._check_etag(name, response, md5_hex)
