@@ -244,8 +244,9 @@ def _push_batch(archive: "WalArchive", spool: str, batch: List[Tuple[str, str]],
                 config_identity: Optional[List[List[int]]] = None, confirm_remote: bool = False) -> List[str]:
     """Push every file of the batch on push_workers threads, oldest first, and
     leave a marker for each one that is durable and was not changed meanwhile
-    (as soon as it is); return the names pushed. confirm_remote (the resident
-    pusher): confirm the markers of a non-local repository."""
+    (as soon as it is); return the names pushed. The marker of a non-local
+    repository is confirmed when the store proved the upload (PUT response);
+    confirm_remote (the resident pusher): else by reading the object back."""
     from concurrent.futures import ThreadPoolExecutor
 
     workers = push_workers(archive)
@@ -271,9 +272,9 @@ def _write_marker(archive: "WalArchive", spool: str, outcome: "PushOutcome", ide
     try:
         if object_path and config_identity:  # what lets the quick path trust the marker
             marker.object_path, marker.object_identity = object_path, file_identity(object_path)
-        elif confirm_remote and config_identity:  # proven by the store during the push, else read back (pushmarker.py)
-            marker.confirmed = outcome.confirmed or _archived_as(archive, outcome.key, outcome.name, outcome.sha256,
-                                                                 outcome.size)
+        elif config_identity:  # proven by the store during the push, else read back by the pusher (pushmarker.py)
+            marker.confirmed = outcome.confirmed or (confirm_remote and _archived_as(
+                archive, outcome.key, outcome.name, outcome.sha256, outcome.size))
         if config_identity:  # the shell section for restorekeeper-archive (pushmarker.py)
             marker.config_paths = source_paths(archive.config.path, len(config_identity))
         replace_file_atomically(marker_path(spool, outcome.name), marker.render(), mode=0o600)

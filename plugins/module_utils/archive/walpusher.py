@@ -1,21 +1,32 @@
 """The resident WAL pusher and the queue limit of wal-push.
 
 ``restorekeeper wal-pusher`` runs per cluster as a service. It watches
-``pg_wal/archive_status/*.ready`` (polling every POLL_SECONDS when idle),
-pushes the ready WAL files oldest first on ``[archive] process_max`` threads
-through ONE WalArchive kept open (an S3 client and its connections are made
-once, not per segment) and leaves the same markers as the asynchronous batch
-(walasync._push_batch): ``<spool>/<cluster>/push/<name>.ok``. For a
-repository that is not a local directory it reads each object's header back
-after the upload and marks the marker ``confirmed`` (pushmarker.py explains
-why the quick path may then trust it for any repository type). The
-archive_command, ``wal-push`` or (role archiving, ``archiving_pusher``) the
-shell script ``restorekeeper-archive`` that proves a marker with one ``stat``,
-finds the marker and exits 0, or, when the pusher is behind or absent,
-pushes the segment itself. A lock ``<spool>/<cluster>/
-pusher.lock`` keeps a second pusher of the same cluster out; the pusher ends
-cleanly on SIGTERM and when the configuration changes (its service restarts
-it with the new one).
+``pg_wal/archive_status/*.ready`` (every IDLE_SECONDS when idle, and each
+time a push ends) and keeps a pool of threads busy pushing the ready WAL
+files oldest first, each taking the next file as soon as it is free (no
+batch waits for its slowest file): ``[archive] process_max`` threads for a
+local repository (compressing and fsyncing are CPU and disk work),
+``[archive] upload_max`` (default 8) for any other (uploads wait on the
+network). All go through ONE WalArchive kept open (an S3 client and its
+connections are made once, not per segment) and leave the same markers as
+the asynchronous batch (walasync.push_and_mark):
+``<spool>/<cluster>/push/<name>.ok``, each as soon as its file is durable.
+For a repository that is not a local directory the marker is ``confirmed``
+when the store proved the upload in its answer to the PUT (S3: the SHA-256
+sent comes back), else after reading the object's header back
+(pushmarker.py explains why the quick path may then trust it for any
+repository type). While it pushes a file it holds the claim
+``<name>.pushing`` next to the markers.
+
+The archive_command, ``wal-push`` or (role archiving, ``archiving_pusher``)
+the shell script ``restorekeeper-archive`` that proves a marker with one
+``stat``, finds the marker and exits 0; when it is not there yet but the
+pusher runs, it waits for it (as long as the claim says the push is under
+way, else briefly), and when the pusher is behind or absent, pushes the
+segment itself. A lock ``<spool>/<cluster>/pusher.lock`` keeps a second
+pusher of the same cluster out; the pusher ends cleanly on SIGTERM (after
+the pushes under way) and when the configuration changes (its service
+restarts it with the new one).
 
 The queue limit (``[archive] queue_max``, ``queue_full``) protects the
 primary's disk. The queue is the WAL PostgreSQL has marked ready and not yet
