@@ -252,6 +252,10 @@ class Large:
 
             def reset() -> None:
                 s3bench.delete_prefix(self.s3, BREST_BUCKET, "archive-bench/archive/", keep=["archive.info"])
+                # Its asynchronous queue too: the spool's .ok files of the last repetition would otherwise
+                # acknowledge every segment again without uploading it.
+                shutil.rmtree(source.spool_path, ignore_errors=True)
+                make_user_dir(source.spool_path, self.user, 0o750)
 
             def check(segs: List[Path]) -> None:
                 stored = s3bench.prefix_bytes(self.s3, BREST_BUCKET, "archive-bench/archive/")

@@ -232,7 +232,7 @@ def test_role_writes_the_drop_in_and_unit_and_the_unit_command_pushes(cluster_fa
         "archiving_pg_bindir": str(cluster.bindir), "archiving_os_user": user,
         "archiving_os_group": grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name,
         "archiving_pusher": True, "archiving_pusher_spool_path": str(spool), "archiving_pusher_pgdata": str(cluster.datadir),
-        "archiving_queue_max": "4GiB", "archiving_systemd_dir": str(units),
+        "archiving_queue_max": "4GiB", "archiving_systemd_dir": str(units), "archiving_pusher_upload_max": 5,
     }
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps(variables))
@@ -250,6 +250,7 @@ def test_role_writes_the_drop_in_and_unit_and_the_unit_command_pushes(cluster_fa
     drop_in = Path(str(setup.config_path) + ".d") / "pusher.conf"
     text = drop_in.read_text()
     assert "async = true" in text and "spool_path = %s" % spool in text and "queue_max = 4GiB" in text
+    assert "\nupload_max = 5\n" in text
     unit = (units / "restorekeeper-wal-pusher-main.service").read_text()
     assert "Restart=always" in unit and "User=%s" % user in unit
     exec_start = re.search(r"^ExecStart=(.*)$", unit, re.MULTILINE).group(1)

@@ -80,10 +80,12 @@ import os
 from ..config.configfiles import drop_in_paths, file_identity, sources_identity
 
 MARKER_SUFFIX = ".ok"
-#: The resident pusher's claim <name>.pushing: present while it pushes that
-#: file (created before the push, removed after its marker is in place), so
-#: that restorekeeper-archive waits for the marker instead of racing the
-#: pusher with a push of its own. Only a hint to wait: it proves nothing.
+#: The claim <name>.pushing of the process pushing that file ahead (the
+#: resident pusher or an asynchronous batch; it holds the pid): present while
+#: the push is under way, removed after its marker is in place. Another
+#: pusher leaves a file claimed by a live process alone, and
+#: restorekeeper-archive waits for the marker instead of racing the pusher
+#: with a push of its own. Only a hint: it proves nothing.
 CLAIM_SUFFIX = ".pushing"
 _FORMAT = "restorekeeper push marker 3"
 #: Earlier formats this version still reads (the shell section is new in 3).

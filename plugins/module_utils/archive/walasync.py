@@ -50,7 +50,8 @@ from ..storage import objectformat
 from ..common.errors import CorruptObject, ObjectNotFound, RestorekeeperError
 from ..config.configfiles import file_identity
 from ..common.fsutil import LockHeld, exclusive_flock, is_temp_name, makedirs_durable, remove_quietly, replace_file_atomically
-from .pushmarker import MARKER_SUFFIX, Marker, marker_path, read_marker, source_paths, spool_directory
+from .pushmarker import (CLAIM_SUFFIX, MARKER_SUFFIX, Marker, claim_path, marker_path, read_marker, source_paths,
+                         spool_directory)
 
 if TYPE_CHECKING:
     from .walarchive import PushOutcome, WalArchive
@@ -203,6 +204,8 @@ def _push_rounds(archive: "WalArchive", spool: str, source_path: str, name: str,
         batch = []
         if time.monotonic() > deadline or config_identity is None:
             return
+        if resident_pusher_alive(os.path.dirname(spool)):
+            return  # the resident pusher started: it takes the segments from here
         try:
             if sources_identity(archive.config.path) != config_identity:
                 return
@@ -240,6 +243,64 @@ def push_and_mark(archive: "WalArchive", spool: str, path: str, name: str,
     return outcome
 
 
+def take_claim(spool: str, name: str) -> Optional[str]:
+    """Claim name for this process (pushmarker.CLAIM_SUFFIX, holding our pid):
+    the claim's path, "" when it cannot be written (push unclaimed), or None
+    when another live process holds it (it pushes the file: leave it)."""
+    path = claim_path(spool, name)
+    holder = _claim_holder(path)
+    if holder is not None and holder != os.getpid() and _alive(holder):
+        return None
+    try:
+        replace_file_atomically(path, b"%d\n" % os.getpid(), mode=0o600)
+    except OSError:
+        return ""
+    return path
+
+
+def drop_dead_claims(spool: str) -> None:
+    """Claims whose holder is gone (killed mid-push): nobody pushes those files now."""
+    for entry in os.listdir(spool):
+        if entry.endswith(CLAIM_SUFFIX):
+            path = os.path.join(spool, entry)
+            holder = _claim_holder(path)
+            if holder is None or not _alive(holder):
+                remove_quietly(path)
+
+
+def _claim_holder(path: str) -> Optional[int]:
+    try:
+        with open(path, "rb") as handle:
+            return int(handle.read(32).strip() or b"x")
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's: alive
+    return True
+
+
+def _push_claimed(archive: "WalArchive", spool: str, path: str, name: str,
+                  config_identity: Optional[List[List[int]]], confirm_remote: bool,
+                  compress_threads: Optional[int]) -> bool:
+    """push_and_mark under this process's claim; False (nothing done) when another process claims the file."""
+    claim = take_claim(spool, name)
+    if claim is None:
+        return False
+    try:
+        push_and_mark(archive, spool, path, name, config_identity, confirm_remote, compress_threads)
+    finally:
+        if claim:
+            remove_quietly(claim)
+    return True
+
+
 def _push_batch(archive: "WalArchive", spool: str, batch: List[Tuple[str, str]],
                 config_identity: Optional[List[List[int]]] = None, confirm_remote: bool = False) -> List[str]:
     """Push every file of the batch on push_workers threads, oldest first, and
@@ -252,12 +313,13 @@ def _push_batch(archive: "WalArchive", spool: str, batch: List[Tuple[str, str]],
     workers = push_workers(archive)
     compress_threads = compress_threads_for(workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pushes = [(name, pool.submit(push_and_mark, archive, spool, path, name, config_identity, confirm_remote,
+        pushes = [(name, pool.submit(_push_claimed, archive, spool, path, name, config_identity, confirm_remote,
                                      compress_threads)) for path, name in batch]
         pushed = []
         for name, future in pushes:
             try:
-                future.result()
+                if not future.result():
+                    continue  # the resident pusher pushes it (its claim): its marker will say so
             except Exception as exc:  # its own call will push it again, and report
                 _report("WARNING", "%s was not pushed ahead: %s" % (name, exc))
                 continue

@@ -54,9 +54,9 @@ from ..common.errors import RestorekeeperError
 from ..common.fsutil import (LockHeld, exclusive_flock, makedirs_durable, remove_quietly, replace_file_atomically,
                              replace_file_durably)
 from ..config.config import Config
-from .pushmarker import CLAIM_SUFFIX, claim_path, marker_path, spool_directory
+from .pushmarker import marker_path, spool_directory
 from .walasync import (PUSHER_LOCK_FILE, SPOOL_MODE, _drop_recycled_markers, _ready_names, compress_threads_for,
-                       push_and_mark, push_workers)
+                       drop_dead_claims, push_and_mark, push_workers, take_claim)
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -252,7 +252,7 @@ class Pusher:
         try:
             with exclusive_flock(lock, "wal-pusher of %s, pid %d" % (self.config.cluster, os.getpid()), 0o600):
                 self.archive.repository.require_initialised()
-                _drop_claims(self.spool)  # a killed pusher's: nobody pushes those files now
+                drop_dead_claims(self.spool)
                 reason = self._pipeline(once, stop)
         except LockHeld as held:
             raise RestorekeeperError("another wal-pusher runs for cluster %s (%s)" % (self.config.cluster, held),
@@ -295,8 +295,11 @@ class Pusher:
                     if only is None and once:
                         only = set(ready)
                     for name in self._next(ready, in_flight, retry_at, only, now):
+                        claim = take_claim(self.spool, name)
+                        if claim is None:
+                            continue  # an asynchronous batch pushes it now (its claim): its marker will come
                         tried.add(name)
-                        in_flight[name] = self._submit(pool, name, compress_threads)
+                        in_flight[name] = pool.submit(self._push_one, name, claim, compress_threads)
                     if once and not in_flight:
                         reason = "one pass"
                         break
@@ -325,20 +328,13 @@ class Pusher:
                 chosen.append(name)
         return chosen
 
-    def _submit(self, pool: Any, name: str, compress_threads: Optional[int]) -> Future:
-        claim = claim_path(self.spool, name)
-        try:
-            os.close(os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-        except OSError:
-            pass  # only a hint: archive_command then does not wait for this push
-        return pool.submit(self._push_one, name, claim, compress_threads)
-
     def _push_one(self, name: str, claim: str, compress_threads: Optional[int]) -> None:
         try:
             push_and_mark(self.archive, self.spool, os.path.join(self.wal_dir, name), name, self.config_identity,
                           True, compress_threads)
         finally:
-            remove_quietly(claim)
+            if claim:
+                remove_quietly(claim)
 
     def _reap(self, in_flight: Dict[str, Future], retry_at: Dict[str, float]) -> None:
         """Account for the pushes that ended; a failed one waits POLL_SECONDS."""
@@ -375,12 +371,6 @@ class Pusher:
             return sources_identity(self.config.path) != self.config_identity
         except OSError:
             return True
-
-
-def _drop_claims(spool: str) -> None:
-    for entry in os.listdir(spool):
-        if entry.endswith(CLAIM_SUFFIX):
-            remove_quietly(os.path.join(spool, entry))
 
 
 def _report(level: str, message: str) -> None:

@@ -285,6 +285,52 @@ def test_a_push_under_way_holds_a_claim_that_goes_with_its_push(tmp_path):
     assert [e for e in os.listdir(os.path.dirname(claim)) if e.endswith(CLAIM_SUFFIX)] == []
 
 
+@pytest.fixture
+def other_process():
+    """A live process other than this one (whose pid a claim can hold)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_the_pusher_leaves_a_file_claimed_by_a_live_batch_alone(tmp_path, other_process):
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walasync import take_claim
+
+    archive = as_remote(make_archive(tmp_path))
+    wal_dir = pg_wal(tmp_path, NAMES[:3])
+    spool = os.path.dirname(marker_file(archive, NAMES[0]))
+    os.makedirs(spool)
+    claim = marker_file(archive, NAMES[0])[:-len(".ok")] + CLAIM_SUFFIX
+    with open(claim, "w") as handle:
+        handle.write("%d\n" % other_process.pid)  # a batch pushing it now
+    assert take_claim(spool, NAMES[0]) is None
+    assert pusher(archive, wal_dir).run(once=True)["pushed"] == 2
+    assert archive.names() == NAMES[1:3] and os.path.exists(claim)
+    other_process.kill()
+    other_process.wait()
+    assert pusher(archive, wal_dir).run(once=True)["pushed"] == 1  # a dead holder's claim holds nothing
+    assert archive.names() == NAMES[:3] and not os.path.exists(claim)
+
+
+def test_a_batch_leaves_a_file_claimed_by_the_live_pusher_alone(tmp_path, other_process):
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walasync import _push_batch
+
+    archive = make_archive(tmp_path)
+    wal_dir = pg_wal(tmp_path, NAMES[:2])
+    spool = os.path.dirname(marker_file(archive, NAMES[0]))
+    os.makedirs(spool)
+    with open(os.path.join(spool, NAMES[1] + CLAIM_SUFFIX), "w") as handle:
+        handle.write("%d\n" % other_process.pid)
+    batch = [(os.path.join(wal_dir, name), name) for name in NAMES[:2]]
+    assert _push_batch(archive, spool, batch, sources_identity(archive.config.path)) == [NAMES[0]]
+    assert archive.names() == NAMES[:1]
+    assert [e for e in os.listdir(spool) if e.endswith(CLAIM_SUFFIX)] == [NAMES[1] + CLAIM_SUFFIX]
+
+
 def test_a_failed_push_leaves_no_marker_and_no_claim_and_is_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(walpusher, "POLL_SECONDS", 0.05)
     archive = as_remote(make_archive(tmp_path))
@@ -332,6 +378,24 @@ def test_a_push_proven_by_the_store_is_confirmed_without_reading_it_back(tmp_pat
     pusher(archive, wal_dir).run(once=True)
     assert reads == [NAMES[1]]
     assert read_marker(marker_file(archive, NAMES[0])).confirmed and read_marker(marker_file(archive, NAMES[1])).confirmed
+
+
+def test_wal_push_waiting_for_the_pushers_marker_trusts_it_without_the_repository(tmp_path):
+    """The marker that ends wal-push's wait for the pusher is proven as the
+    quick path proves it: no request to a remote repository."""
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive import walasync
+
+    archive = as_remote(make_archive(tmp_path))
+    wal_dir = pg_wal(tmp_path, NAMES[:1])
+    pusher(archive, wal_dir).run(once=True)
+
+    def unreachable(*_args, **_kwargs):
+        raise AssertionError("the repository was asked")
+    archive.storage.read_prefix = archive.storage.exists = archive.storage.check_ready = unreachable
+    spool = os.path.dirname(marker_file(archive, NAMES[0]))
+    outcome = walasync._proven_marker(archive, spool, os.path.join(wal_dir, NAMES[0]), NAMES[0])
+    assert outcome is not None and outcome.status == "already-archived"
+    assert not os.path.exists(marker_file(archive, NAMES[0]))  # used once
 
 
 # ----------------------------------------------------------------- queue limit
