@@ -279,8 +279,9 @@ def _requests_for(log: str, bucket: str, name: str) -> list:
     return re.findall(r'"(?:\x1b\[[0-9;]*m)?(GET|PUT|HEAD|POST) /%s/[^ ?"]*/%s[ ?]' % (re.escape(bucket), name), log)
 
 
-def test_s3_markers_are_confirmed_by_the_put_answer_without_a_read_back(cluster_factory, repo_config, tool: InstalledTool,
-                                                                       request, rk_session_dir: Path) -> None:
+def test_s3_markers_are_confirmed_by_the_put_answer_without_a_read_back(cluster_factory, repo_config,
+                                                                        tool: InstalledTool, request,
+                                                                        rk_session_dir: Path) -> None:
     """Over HTTP to moto: per segment one GET (nothing archived under its name yet) and one PUT whose answer
     carries back our SHA-256; no request after the PUT, and the marker is confirmed."""
     cluster, setup, spool, _proxy = holding_cluster("s3", cluster_factory, repo_config, tool, request)

@@ -190,7 +190,7 @@ class ArchiveConfig(NamedTuple):
     # when the repository is not a local directory (S3, ssh): uploads wait on
     # the network, not the CPU, so they are not bounded by process_max (which
     # still bounds pushes to a local repository, where compressing and fsyncing
-    # are the work). Peak memory: about upload_max x 2 segments.
+    # are the work). Peak memory: about upload_max x 3 segments.
     upload_max: int = DEFAULT_UPLOAD_MAX
 
 
@@ -404,7 +404,7 @@ def _archive(path: str, values: Dict[str, str], integer) -> ArchiveConfig:
     )
     if settings.upload_max > MAX_UPLOAD_MAX:
         raise ConfigError("%s: [archive] upload_max %d is too large" % (path, settings.upload_max),
-                          "use 1 to %d parallel uploads (default %d); each one holds about two WAL segments in "
+                          "use 1 to %d parallel uploads (default %d); each one holds about three WAL segments in "
                           "memory" % (MAX_UPLOAD_MAX, DEFAULT_UPLOAD_MAX))
     if settings.queue_full not in QUEUE_FULL_CHOICES:
         raise ConfigError("%s: [archive] queue_full %r is not one of %s"
