@@ -53,6 +53,8 @@ from bench.lib.parts import Context, Row  # noqa: E402
 DEFAULT_SEGMENTS = 48
 DEFAULT_SCALE = 30
 PARTS = ("archive", "backup", "incremental", "restore", "drill")
+#: What --only also accepts with --profile large: one archiving area alone.
+LARGE_ONLY = ("archive-local", "archive-s3")
 
 
 def say(text: str) -> None:
@@ -62,7 +64,12 @@ def say(text: str) -> None:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--only", type=_parts, default=list(PARTS), metavar="PART[,PART]",
-                        help="run only these parts: %s (default all)" % ",".join(PARTS))
+                        help="run only these parts: %s (default all); with --profile large also %s (one "
+                             "archiving area), and backup, incremental, restore or drill select the whole "
+                             "database half" % (",".join(PARTS), ",".join(LARGE_ONLY)))
+    parser.add_argument("--archive-paths", type=_names, default=[], metavar="PATH[,PATH]",
+                        help="large: time only these archiving paths (e.g. ours-pusher,pgbackrest-async; default "
+                             "all): %s" % ",".join(large.ARCHIVE_PATHS))
     parser.add_argument("--profile", choices=("small", "large"), default="small",
                         help="small: the parts above (default); large: issue 16's benchmark at size (>= 4 GiB, "
                              ">= 1 GiB of WAL replayed, S3 on moto over HTTPS, peak RSS and temp files); see README")
@@ -101,7 +108,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--large-scale, --large-wal-mib and --large-segments must be at least 1")
     if min(args.segments, args.repetitions, args.scale, args.replay_seconds, args.drill_repetitions) < 1:
         parser.error("--segments, --repetitions, --scale, --replay-seconds and --drill-repetitions must be at least 1")
+    large_only = [part for part in args.only if part in LARGE_ONLY]
+    if large_only and args.profile != "large":
+        parser.error("--only %s needs --profile large" % ",".join(large_only))
+    if args.archive_paths and args.profile != "large":
+        parser.error("--archive-paths needs --profile large")
+    unknown = sorted(set(args.archive_paths) - set(large.ARCHIVE_PATHS))
+    if unknown:
+        parser.error("--archive-paths: no path %s (paths: %s)" % (",".join(unknown), ",".join(large.ARCHIVE_PATHS)))
     args.output_given = args.output is not None
+    if args.output is None and args.profile == "large" and large.areas_of(args.only) != large.AREAS:
+        args.output = REPO_ROOT / "bench" / "results" / ("large-%s.md" % "+".join(args.only))
     if args.output is None:
         partial = "+".join(args.only) + ".md"
         args.output = REPO_ROOT / "bench" / ("results.md" if len(args.only) == len(PARTS) else "results/" + partial)
@@ -110,10 +127,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def _parts(text: str) -> List[str]:
     wanted = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [part for part in wanted if part not in PARTS]
+    unknown = [part for part in wanted if part not in PARTS + LARGE_ONLY]
     if unknown or not wanted:
-        raise argparse.ArgumentTypeError("parts are %s, not %r" % (", ".join(PARTS), text))
-    return [part for part in PARTS if part in wanted]
+        raise argparse.ArgumentTypeError("parts are %s (with --profile large also %s), not %r"
+                                         % (", ".join(PARTS), ", ".join(LARGE_ONLY), text))
+    return [part for part in PARTS + LARGE_ONLY if part in wanted]
+
+
+def _names(text: str) -> List[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def bench_prefix() -> Path:
@@ -205,14 +227,15 @@ def run_large(args: argparse.Namespace, ctx: Context, started: float) -> None:
     pgbackrest = ctx.brest_version or "n/a (%s)" % ctx.brest_reason
     say("Large profile: pgbench scale %d, %d MiB of WAL to replay, %d segments per archiving pass, PostgreSQL %d, "
         "pgBackRest %s" % (args.large_scale, args.large_wal_mib, args.large_segments, ctx.version, pgbackrest))
-    options = large.Options(args.large_scale, args.large_wal_mib, args.large_segments, args.level)
+    options = large.Options(args.large_scale, args.large_wal_mib, args.large_segments, args.level,
+                            large.areas_of(args.only), tuple(args.archive_paths))
     rows, notes = large.run(ctx, options, say)
     elapsed = time.monotonic() - started
     info = report.machine(ctx.tool, [measure_bin(ctx.version)], ctx.work, ctx.brest_version or "n/a (%s)" % ctx.brest_reason)
     info.update({"scale": str(args.large_scale), "repetitions": str(args.repetitions),
                  "total bench time": "%.0f s (%.1f min)" % (elapsed, elapsed / 60)})
     section = large.markdown(rows, notes, info, ["bench/run.py", *sys.argv[1:]])
-    output = args.output if args.output_given else REPO_ROOT / "bench" / "results.md"
+    output = args.output
     existing = output.read_text(encoding="utf-8") if output.exists() else ""
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(large.merge_results(existing, section), encoding="utf-8")
@@ -222,7 +245,8 @@ def run_large(args: argparse.Namespace, ctx: Context, started: float) -> None:
                      "peaks": [vars(p) for p in r.peaks]} for r in rows],
            "targets": [{"name": v.name, "ratio": v.ratio, "limit": v.limit, "verdict": v.text}
                        for v in large.verdicts(rows)], "notes": notes, "machine": info}
-    raw_path = output.with_suffix(".json") if args.output_given else results / "large.json"
+    partial = args.output_given or output.parent == results
+    raw_path = output.with_suffix(".json") if partial else results / "large.json"
     raw_path.write_text(json.dumps(raw, indent=1, default=str) + "\n", encoding="utf-8")
     say("")
     say(section)

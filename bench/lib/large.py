@@ -82,12 +82,38 @@ class LargeRow:
         return stats.median(self.runs)
 
 
+#: The halves of the profile --only can pick: each archiving area, and the database (backup, restores, delta, tmpfs).
+AREAS = ("archive-local", "archive-s3", "database")
+#: Every archiving path, as --archive-paths names them.
+ARCHIVE_PATHS = ("ours", "ours-async", "ours-pusher", "pgbackrest", "pgbackrest-async", "floor")
+
+
+def areas_of(parts: Sequence[str]) -> Tuple[str, ...]:
+    """The AREAS that bench/run.py's --only parts select: archive is both archiving areas, any database part
+    (backup, incremental, restore, drill) the database half."""
+    wanted = set()
+    for part in parts:
+        if part == "archive":
+            wanted.update(("archive-local", "archive-s3"))
+        elif part in AREAS:
+            wanted.add(part)
+        else:
+            wanted.add("database")
+    return tuple(area for area in AREAS if area in wanted)
+
+
 @dataclass
 class Options:
     scale: int
     wal_mib: int
     segments: int
     level: int
+    areas: Tuple[str, ...] = AREAS
+    archive_paths: Tuple[str, ...] = ()  # empty: every path
+
+    def times(self, area: str, path: str) -> bool:
+        """Whether this run times path in area."""
+        return area in self.areas and (not self.archive_paths or path in self.archive_paths)
 
 
 class Large:
@@ -162,7 +188,10 @@ class Large:
                 path.marker = str(LOCAL_MARKERS[path.name](work))  # type: ignore[attr-defined]
             s3_paths = self._s3_archivers(work, wal.root, brest_s3, pusher)
             cluster.destroy()
-            for area, paths in (("archive-local", local), ("archive-s3", s3_paths)):
+            for area, every in (("archive-local", local), ("archive-s3", s3_paths)):
+                paths = [path for path in every if opts.times(area, path.name)]
+                if not paths:
+                    continue
                 ctx.say("Timing archiving of %d segments (%s) x %d: %s" % (
                     len(segs), area, ctx.repetitions, ", ".join(p.name for p in paths)))
                 runs: Dict[str, List[Tuple[float, Peak]]] = {p.name: [] for p in paths}
@@ -223,6 +252,10 @@ class Large:
 
             def reset() -> None:
                 s3bench.delete_prefix(self.s3, BREST_BUCKET, "archive-bench/archive/", keep=["archive.info"])
+                # Its asynchronous queue too: the spool's .ok files of the last repetition would otherwise
+                # acknowledge every segment again without uploading it.
+                shutil.rmtree(source.spool_path, ignore_errors=True)
+                make_user_dir(source.spool_path, self.user, 0o750)
 
             def check(segs: List[Path]) -> None:
                 stored = s3bench.prefix_bytes(self.s3, BREST_BUCKET, "archive-bench/archive/")
@@ -640,8 +673,10 @@ def run(ctx: Context, options: Options, say: Callable[[str], None]) -> Tuple[Lis
         large = Large(ctx, options, s3, moto_pids(s3.plain_url))
         large.notes["s3"] = ("moto_server (plain HTTP on loopback) behind the bench's TLS terminator at %s; both "
                              "tools verify its self-signed certificate (CA file). %s" % (s3.url, s3bench.WHY_TERMINATOR))
-        large.archive()
-        large.database()
+        if {"archive-local", "archive-s3"} & set(options.areas):
+            large.archive()
+        if "database" in options.areas:
+            large.database()
         return large.rows, large.notes
     raise RuntimeError("moto_server did not start")
 

@@ -14,11 +14,33 @@ nothing but os and a few system calls. A marker is believed only when:
   configured;
 * the repository object is the very file the batch published (posix
   repositories; published objects are never rewritten); or, for any other
-  repository (S3, ssh), the marker says ``confirmed``: the resident pusher
-  (walpusher.py) wrote it only after the upload returned AND a read of the
-  stored object's header, after the upload, found this name, size and
-  SHA-256. A marker of the async batch without that line makes the quick
-  path step aside, and the full engine reads the object's header.
+  repository (S3, ssh), the marker says ``confirmed``: it was written only
+  once the repository itself proved, during or after the push, that the
+  object holds exactly what was archived under this name (see below). A
+  marker without that line makes the quick path step aside, and the full
+  engine reads the object's header.
+
+What confirms a marker (walasync._write_marker, WalArchive.push):
+
+* the store's answer to the PUT (S3Storage.put_small). The PUT carries the
+  SHA-256 of the whole stored object (x-amz-checksum-sha256, with
+  x-amz-sdk-checksum-algorithm) and its MD5 (Content-MD5). S3 computes the
+  SHA-256 of the body it received and refuses the PUT (BadDigest) unless it
+  equals the one sent, stores nothing then, and returns the checksum in the
+  response only when the object was stored with it; the response's ETag is
+  also compared with the MD5. The object starts with restorekeeper's header
+  (name, size, SHA-256 of the WAL file), so a success that echoes our
+  SHA-256 proves that the object under this key is, byte for byte, the one
+  encoded from this file: strictly more than the read-back below, which
+  reads only the header, and without its request. A store that answers
+  without the checksum (some S3-compatible stores) proves nothing this way;
+  one that answers another checksum fails the push.
+* the object's header read before the upload (the file was already
+  archived: its name, size and SHA-256 match), or, by the resident pusher
+  only, read back after the upload.
+
+Either proof is taken after the store acknowledged the write, which on S3
+means durable (it answers a PUT only once the object is stored redundantly).
 
 Why a confirmed marker is as safe as the posix check: both prove, at the
 time the marker is written, that the repository holds exactly these bytes
@@ -58,6 +80,13 @@ import os
 from ..config.configfiles import drop_in_paths, file_identity, sources_identity
 
 MARKER_SUFFIX = ".ok"
+#: The claim <name>.pushing of the process pushing that file ahead (the
+#: resident pusher or an asynchronous batch; it holds the pid): present while
+#: the push is under way, removed after its marker is in place. Another
+#: pusher leaves a file claimed by a live process alone, and
+#: restorekeeper-archive waits for the marker instead of racing the pusher
+#: with a push of its own. Only a hint: it proves nothing.
+CLAIM_SUFFIX = ".pushing"
 _FORMAT = "restorekeeper push marker 3"
 #: Earlier formats this version still reads (the shell section is new in 3).
 _FORMATS = ("restorekeeper push marker 2", _FORMAT)
@@ -75,6 +104,10 @@ def spool_directory(root: str, cluster: str, kind: str) -> str:
 
 def marker_path(spool: str, name: str) -> str:
     return os.path.join(spool, name + MARKER_SUFFIX)
+
+
+def claim_path(spool: str, name: str) -> str:
+    return os.path.join(spool, name + CLAIM_SUFFIX)
 
 
 class Marker:

@@ -36,6 +36,12 @@ class PushOutcome(NamedTuple):
     size: int
     stored_size: int
     sha256: str
+    # The repository itself proved, during this push, that the object holds
+    # exactly what was archived: the store returned the SHA-256 checksum sent
+    # with the PUT (S3, see S3Storage.put_small), or the stored object's header
+    # read before the upload named this file with this size and SHA-256. What
+    # lets the resident pusher confirm its marker without reading it back.
+    confirmed: bool = False
 
 
 def _quote_for_command(path: str) -> str:
@@ -73,6 +79,14 @@ def restore_command(tool_path: str, config_path: str, source: str = "") -> str:
     return command + " %f %p"
 
 
+#: How long one WalArchive of a remote repository (S3, ssh) trusts its last
+#: proof that the repository is initialised: each proof is two requests, and
+#: the resident pusher pushes many segments a second through one WalArchive.
+#: A local repository is checked on every push (a few stat calls; an
+#: unmounted backup volume must be noticed before the next write).
+REMOTE_RECHECK_SECONDS = 10.0
+
+
 class WalArchive:
     """The WAL archive of one cluster in one repository."""
 
@@ -80,6 +94,26 @@ class WalArchive:
         self.config = config
         self.repository = repository or Repository.from_config(config)
         self.storage = self.repository.storage
+        self._remote = not self.storage.local_path(self.key_for("000000010000000000000001"))
+        self._initialised_until = 0.0
+        # The system identifier this cluster's identity object was found to
+        # hold (it is written once, never rewritten): later segments of that
+        # system need not read it again.
+        self._claimed_system: Optional[int] = None
+
+    def _require_initialised(self) -> None:
+        import time
+
+        if self._remote and time.monotonic() < self._initialised_until:
+            return
+        self.repository.require_initialised()
+        self._initialised_until = time.monotonic() + REMOTE_RECHECK_SECONDS
+
+    def _claim_identity(self, header: "wal.SegmentHeader", name: str) -> None:
+        if header.system_identifier == self._claimed_system:
+            return
+        self.repository.claim_identity(self.config.cluster, header.system_identifier, header.segment_size, name)
+        self._claimed_system = header.system_identifier
 
     def key_for(self, name: str) -> str:
         return wal_key(self.config.cluster, name)
@@ -89,18 +123,20 @@ class WalArchive:
         kind = wal.classify(name)
         data = _read_source(source_path)
         digest = objectformat.sha256_hex(data)
-        self.repository.require_initialised()
+        self._require_initialised()
         if wal.has_segment_header(kind):
-            header = wal.read_segment_header(name, data)
-            self.repository.claim_identity(self.config.cluster, header.system_identifier, header.segment_size, name)
+            self._claim_identity(wal.read_segment_header(name, data), name)
         key = self.key_for(name)
         outcome = self._compare_with_archived(key, name, data, digest)
         if outcome is None:
             blob = objectformat.encode(name, data, self.config.compression, self.config.compression_level,
                                        digest, compress_threads)
             try:
-                self.storage.put_bytes(key, blob)
-                outcome = PushOutcome(ARCHIVED, name, key, len(data), len(blob), digest)
+                with self.storage.writer(key) as writer:
+                    writer.write(blob)
+                    writer.commit()
+                outcome = PushOutcome(ARCHIVED, name, key, len(data), len(blob), digest,
+                                      bool(getattr(writer, "checksum_confirmed", False)))
             except ObjectExists:
                 # Another pusher won the race for this name: same rules as above.
                 outcome = self._compare_with_archived(key, name, data, digest)
@@ -142,7 +178,7 @@ class WalArchive:
                 "inspect and move the damaged object aside by hand, then archiving resumes",
             ) from None
         if header.sha256 == digest and header.size == len(data):
-            return PushOutcome(ALREADY_ARCHIVED, name, key, len(data), 0, digest)
+            return PushOutcome(ALREADY_ARCHIVED, name, key, len(data), 0, digest, header.name == name)
         raise ArchiveConflict(
             "%s is already archived with different content (archived: %d bytes, sha256 %s; new: %d bytes, "
             "sha256 %s); refusing to overwrite it" % (name, header.size, header.sha256[:16], len(data), digest[:16]),

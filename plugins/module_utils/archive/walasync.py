@@ -50,7 +50,8 @@ from ..storage import objectformat
 from ..common.errors import CorruptObject, ObjectNotFound, RestorekeeperError
 from ..config.configfiles import file_identity
 from ..common.fsutil import LockHeld, exclusive_flock, is_temp_name, makedirs_durable, remove_quietly, replace_file_atomically
-from .pushmarker import MARKER_SUFFIX, Marker, marker_path, read_marker, source_paths, spool_directory
+from .pushmarker import (CLAIM_SUFFIX, MARKER_SUFFIX, Marker, claim_path, marker_path, read_marker, source_paths,
+                         spool_directory)
 
 if TYPE_CHECKING:
     from .walarchive import PushOutcome, WalArchive
@@ -203,6 +204,8 @@ def _push_rounds(archive: "WalArchive", spool: str, source_path: str, name: str,
         batch = []
         if time.monotonic() > deadline or config_identity is None:
             return
+        if resident_pusher_alive(os.path.dirname(spool)):
+            return  # the resident pusher started: it takes the segments from here
         try:
             if sources_identity(archive.config.path) != config_identity:
                 return
@@ -210,30 +213,117 @@ def _push_rounds(archive: "WalArchive", spool: str, source_path: str, name: str,
             return
 
 
+def push_workers(archive: "WalArchive") -> int:
+    """How many pushes run at once: process_max to a local repository (the
+    work is compressing and fsyncing, bound by the CPUs), upload_max to any
+    other (uploads wait on the network)."""
+    settings = archive.config.archive
+    return settings.process_max if is_local(archive) else settings.upload_max
+
+
+def is_local(archive: "WalArchive") -> bool:
+    """Whether the repository's objects are files on this host (posix)."""
+    return bool(archive.storage.local_path(archive.key_for("000000010000000000000001")))
+
+
+def compress_threads_for(workers: int) -> Optional[int]:
+    """Several segments compress at once: zstd's own worker threads would only add their cost."""
+    return 0 if workers > 1 else None
+
+
+def push_and_mark(archive: "WalArchive", spool: str, path: str, name: str,
+                  config_identity: Optional[List[List[int]]] = None, confirm_remote: bool = False,
+                  compress_threads: Optional[int] = None) -> "PushOutcome":
+    """Push one file and leave its marker when it is durable and the file was
+    not changed meanwhile (raises what WalArchive.push raises, no marker)."""
+    before = _file_identity_or_none(path)
+    outcome = archive.push(path, name, compress_threads)
+    if before is not None and before == _file_identity_or_none(path) and before[2] == outcome.size:
+        _write_marker(archive, spool, outcome, before, config_identity, confirm_remote)
+    return outcome
+
+
+def take_claim(spool: str, name: str) -> Optional[str]:
+    """Claim name for this process (pushmarker.CLAIM_SUFFIX, holding our pid):
+    the claim's path, "" when it cannot be written (push unclaimed), or None
+    when another live process holds it (it pushes the file: leave it)."""
+    path = claim_path(spool, name)
+    holder = _claim_holder(path)
+    if holder is not None and holder != os.getpid() and _alive(holder):
+        return None
+    try:
+        replace_file_atomically(path, b"%d\n" % os.getpid(), mode=0o600)
+    except OSError:
+        return ""
+    return path
+
+
+def drop_dead_claims(spool: str) -> None:
+    """Claims whose holder is gone (killed mid-push): nobody pushes those files now."""
+    for entry in os.listdir(spool):
+        if entry.endswith(CLAIM_SUFFIX):
+            path = os.path.join(spool, entry)
+            holder = _claim_holder(path)
+            if holder is None or not _alive(holder):
+                remove_quietly(path)
+
+
+def _claim_holder(path: str) -> Optional[int]:
+    try:
+        with open(path, "rb") as handle:
+            return int(handle.read(32).strip() or b"x")
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's: alive
+    return True
+
+
+def _push_claimed(archive: "WalArchive", spool: str, path: str, name: str,
+                  config_identity: Optional[List[List[int]]], confirm_remote: bool,
+                  compress_threads: Optional[int]) -> bool:
+    """push_and_mark under this process's claim; False (nothing done) when another process claims the file."""
+    claim = take_claim(spool, name)
+    if claim is None:
+        return False
+    try:
+        push_and_mark(archive, spool, path, name, config_identity, confirm_remote, compress_threads)
+    finally:
+        if claim:
+            remove_quietly(claim)
+    return True
+
+
 def _push_batch(archive: "WalArchive", spool: str, batch: List[Tuple[str, str]],
                 config_identity: Optional[List[List[int]]] = None, confirm_remote: bool = False) -> List[str]:
-    """Push every file of the batch on process_max threads, oldest first, and
-    leave a marker for each one that is durable and was not changed meanwhile;
-    return the names pushed. confirm_remote (the resident pusher): read each
-    object of a non-local repository back and mark the marker confirmed."""
+    """Push every file of the batch on push_workers threads, oldest first, and
+    leave a marker for each one that is durable and was not changed meanwhile
+    (as soon as it is); return the names pushed. The marker of a non-local
+    repository is confirmed when the store proved the upload (PUT response);
+    confirm_remote (the resident pusher): else by reading the object back."""
     from concurrent.futures import ThreadPoolExecutor
 
-    workers = archive.config.archive.process_max
-    # Several segments compress at once: zstd's own worker threads would only add their cost.
-    compress_threads = 0 if workers > 1 else None
+    workers = push_workers(archive)
+    compress_threads = compress_threads_for(workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pushes = [(item, _file_identity_or_none(item[0]), pool.submit(archive.push, *item, compress_threads))
-                  for item in batch]
+        pushes = [(name, pool.submit(_push_claimed, archive, spool, path, name, config_identity, confirm_remote,
+                                     compress_threads)) for path, name in batch]
         pushed = []
-        for (path, name), before, future in pushes:
+        for name, future in pushes:
             try:
-                outcome = future.result()
+                if not future.result():
+                    continue  # the resident pusher pushes it (its claim): its marker will say so
             except Exception as exc:  # its own call will push it again, and report
                 _report("WARNING", "%s was not pushed ahead: %s" % (name, exc))
                 continue
             pushed.append(name)
-            if before is not None and before == _file_identity_or_none(path) and before[2] == outcome.size:
-                _write_marker(archive, spool, outcome, before, config_identity, confirm_remote)
     return pushed
 
 
@@ -244,8 +334,9 @@ def _write_marker(archive: "WalArchive", spool: str, outcome: "PushOutcome", ide
     try:
         if object_path and config_identity:  # what lets the quick path trust the marker
             marker.object_path, marker.object_identity = object_path, file_identity(object_path)
-        elif confirm_remote and config_identity:  # read back after the upload (pushmarker.py)
-            marker.confirmed = _archived_as(archive, outcome.key, outcome.name, outcome.sha256, outcome.size)
+        elif config_identity:  # proven by the store during the push, else read back by the pusher (pushmarker.py)
+            marker.confirmed = outcome.confirmed or (confirm_remote and _archived_as(
+                archive, outcome.key, outcome.name, outcome.sha256, outcome.size))
         if config_identity:  # the shell section for restorekeeper-archive (pushmarker.py)
             marker.config_paths = source_paths(archive.config.path, len(config_identity))
         replace_file_atomically(marker_path(spool, outcome.name), marker.render(), mode=0o600)
@@ -279,6 +370,11 @@ def _proven_marker(archive: "WalArchive", spool: str, source_path: str, name: st
     except OSError:
         same_segment = False
     if same_segment and marker.key == key:
+        try:  # what the quick path would believe (pushmarker.py) needs no request to the repository
+            if marker.proves_quickly(name, source_path, archive.config.path):
+                return PushOutcome(ALREADY_ARCHIVED, name, key, marker.size, 0, marker.sha256)
+        except OSError:
+            pass
         archive.repository.require_initialised()
         if _archived_as(archive, key, name, marker.sha256, marker.size):
             return PushOutcome(ALREADY_ARCHIVED, name, key, marker.size, 0, marker.sha256)

@@ -15,6 +15,7 @@ An INI file, mode 0600, owned by the server's OS user, for example::
     async = false              # true: one wal-push also pushes the next .ready segments
     spool_path =               # local directory for async markers and prefetched WAL
     process_max = 2            # parallel pushes/fetches in async mode and prefetch
+    upload_max = 8             # parallel uploads of the pusher and async pushes to a remote (S3, ssh) repository
     batch_max = 16             # segments one round of an async batch takes (rounds go on while more are ready)
     prefetch = 0               # wal-fetch: segments fetched ahead into the spool (0: off)
     remote_timeout = 30        # seconds one wal-push/wal-fetch may spend on repository and synchronous-copy I/O
@@ -96,7 +97,8 @@ SECRET_KEYS = ("secret_access_key", "session_token")
 _KNOWN = {
     "cluster": {"name"},
     "repository": {"type", "path", "encryption_key_file"} | set(S3_KEYS) | set(SSH_KEYS),
-    "archive": {"compression", "compression_level", "async", "spool_path", "process_max", "batch_max", "prefetch",
+    "archive": {"compression", "compression_level", "async", "spool_path", "process_max", "upload_max", "batch_max",
+                "prefetch",
                 "remote_timeout", "queue_max", "queue_full"},
     "postgres": {"bindir", "host", "port", "user", "database", "password_file", "pgdata", "debian_cluster"},
     "backup": {"compression", "compression_level", "max_chain_length", "manifest_checksums", "chunk_size"},
@@ -163,6 +165,9 @@ class BackupConfig(NamedTuple):
     chunk_size: int = DEFAULT_CHUNK_SIZE
 
 
+DEFAULT_UPLOAD_MAX = 8
+
+
 class ArchiveConfig(NamedTuple):
     """How wal-push and wal-fetch trade a spool directory for speed (see
     walasync.py). The defaults keep the plain one-file-per-call path."""
@@ -181,9 +186,16 @@ class ArchiveConfig(NamedTuple):
     # archiving it, journalled in the spool: breaks point-in-time recovery).
     queue_max: int = 0
     queue_full: str = "wait"
+    # Pushes in flight at once from the resident pusher and an async batch
+    # when the repository is not a local directory (S3, ssh): uploads wait on
+    # the network, not the CPU, so they are not bounded by process_max (which
+    # still bounds pushes to a local repository, where compressing and fsyncing
+    # are the work). Peak memory: about upload_max x 3 segments.
+    upload_max: int = DEFAULT_UPLOAD_MAX
 
 
 QUEUE_FULL_CHOICES = ("wait", "drop")
+MAX_UPLOAD_MAX = 64
 DEFAULT_STAGE_MAX_BYTES = 4 << 30
 
 
@@ -388,7 +400,12 @@ def _archive(path: str, values: Dict[str, str], integer) -> ArchiveConfig:
         integer("archive", "remote_timeout", 30, minimum=1),
         _queue_max(path, values.get("queue_max", "")),
         values.get("queue_full", "").strip().lower() or "wait",
+        integer("archive", "upload_max", DEFAULT_UPLOAD_MAX, minimum=1),
     )
+    if settings.upload_max > MAX_UPLOAD_MAX:
+        raise ConfigError("%s: [archive] upload_max %d is too large" % (path, settings.upload_max),
+                          "use 1 to %d parallel uploads (default %d); each one holds about three WAL segments in "
+                          "memory" % (MAX_UPLOAD_MAX, DEFAULT_UPLOAD_MAX))
     if settings.queue_full not in QUEUE_FULL_CHOICES:
         raise ConfigError("%s: [archive] queue_full %r is not one of %s"
                           % (path, settings.queue_full, ", ".join(QUEUE_FULL_CHOICES)),

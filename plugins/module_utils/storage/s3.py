@@ -315,6 +315,9 @@ class S3ObjectWriter(ObjectWriter):
         self._pending = bytearray()
         self._md5 = hashlib.md5()  # noqa: S324 - S3's ETag is an MD5; compared, never trusted for security
         self._upload: Optional[MultipartUpload] = None
+        # After commit: whether the store's answer to the one PUT carried back
+        # the SHA-256 checksum we sent (put_small); never for a multipart upload.
+        self.checksum_confirmed = False
 
     @property
     def resumed_bytes(self) -> int:
@@ -349,8 +352,8 @@ class S3ObjectWriter(ObjectWriter):
     def _commit(self) -> float:
         data, self._pending = self._pending, bytearray()
         if self._upload is None:
-            self._storage.put_small(self._relative_key, bytes(data), self._hash.hexdigest(), self._md5.hexdigest(),
-                                    self._overwrite)
+            self.checksum_confirmed = self._storage.put_small(self._relative_key, bytes(data), self._hash.hexdigest(),
+                                                              self._md5.hexdigest(), self._overwrite)
         else:
             try:
                 self._upload.submit(data)
@@ -554,19 +557,33 @@ class S3Storage(Storage):
                                                  + datetime.timedelta(days=self.settings.object_lock_days))
         return args
 
-    def put_small(self, key: str, data: bytes, sha256_hex: str, md5_hex: str, overwrite: bool) -> None:
-        """Store an object of at most one part in one PUT, with Content-MD5 and SHA-256."""
+    def put_small(self, key: str, data: bytes, sha256_hex: str, md5_hex: str, overwrite: bool) -> bool:
+        """Store an object of at most one part in one PUT, with Content-MD5 and SHA-256.
+
+        True when the store's answer carries back the SHA-256 checksum sent
+        (x-amz-checksum-sha256, with x-amz-sdk-checksum-algorithm SHA256): S3
+        checks the body against that checksum before it stores it, refuses the
+        PUT (BadDigest) when they differ, and returns it only on success, so
+        the object is then proven to hold exactly these bytes. False when the store returned no checksum (some
+        S3-compatible stores): the write succeeded, but only a read proves
+        its content. A checksum that differs from the one sent fails the write."""
         name = self.object_key(key)
         args = self._put_args(sha256_hex)
         if not overwrite:
             args["IfNoneMatch"] = "*"
+        sent = _b64(bytes.fromhex(sha256_hex))
         try:
             response = self.client.put_object(
                 Bucket=self.settings.bucket, Key=name, Body=data, ContentMD5=_b64(bytes.fromhex(md5_hex)),
-                ChecksumSHA256=_b64(bytes.fromhex(sha256_hex)), **args)
+                ChecksumAlgorithm="SHA256", ChecksumSHA256=sent, **args)
         except self.errors as exc:
             raise self.write_error(key, exc) from None
         self._check_etag(name, response, md5_hex)
+        returned = response.get("ChecksumSHA256")
+        if returned and returned != sent:
+            raise StorageError("the store acknowledged %s with SHA-256 %s, but %s was sent: the transfer was damaged"
+                               % (name, returned, sent), "retry; if it persists, check proxies between host and store")
+        return returned == sent
 
     def _check_etag(self, name: str, response: Dict[str, Any], md5_hex: str) -> None:
         etag = response.get("ETag", "").strip('"')
@@ -629,6 +646,25 @@ class S3Storage(Storage):
         if size is None or size <= self.part_size:
             return response["Body"]
         return RangedReader(self, key, response["Body"], size, response.get("ETag", ""))  # type: ignore[return-value]
+
+    def read_prefix(self, key: str, length: int) -> bytes:
+        """At most length bytes from the start of the object, in one ranged GET
+        of only those bytes (open() asks for a whole part: reading a header
+        would transfer the object and drop the connection unread)."""
+        if length < 1:
+            return b""
+        try:
+            response = self.client.get_object(Bucket=self.settings.bucket, Key=self.object_key(key),
+                                              Range="bytes=0-%d" % (length - 1))
+            with contextlib.closing(response["Body"]) as body:
+                return bytes(body.read())[:length]
+        except self.errors as exc:
+            code = self.code_of(exc)
+            if code in ("NoSuchKey", "404"):
+                raise ObjectNotFound("object %s not found in %s" % (key, self.location)) from None
+            if code == "InvalidRange":  # an empty object
+                return b""
+            raise s3_error("read", "%s%s" % (self.location, key), exc) from None
 
     def _head(self, key: str) -> Optional[Dict[str, Any]]:
         """The object's HEAD response, or None when there is no such object."""

@@ -11,6 +11,9 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -212,3 +215,85 @@ def test_the_script_is_posix_sh_and_installed_executable(site):
         assert bashism not in text, bashism
     checked = subprocess.run(["/bin/sh", "-n", str(SCRIPT)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stderr
+
+
+# ------------------------------------------- waiting for the resident pusher
+
+
+@pytest.fixture
+def live_pusher(site):
+    """A live process whose command line says wal-pusher, named by the pusher's lock as the pusher names itself."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "wal-pusher"])
+    deadline = time.monotonic() + 10
+    while b"wal-pusher" not in Path("/proc/%d/cmdline" % process.pid).read_bytes():  # its exec under way
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    lock = Path(site.markers).parent / "pusher.lock"
+    lock.write_text("wal-pusher of main, pid %d\n" % process.pid)
+    yield process
+    process.kill()
+    process.wait()
+
+
+def claim(site: Site) -> str:
+    path = os.path.join(site.markers, NAME + ".pushing")
+    Path(path).touch()
+    return path
+
+
+def test_it_waits_for_the_marker_of_a_push_under_way(site, live_pusher):
+    aside = site.marker + ".aside"
+    os.rename(site.marker, aside)
+    claimed = claim(site)
+
+    def pusher_finishes() -> None:  # as the pusher does: the marker in place, then the claim removed
+        os.rename(aside, site.marker)
+        os.unlink(claimed)
+    later = threading.Timer(1.5, pusher_finishes)  # longer than the wait for an unclaimed segment
+    later.start()
+    started = time.monotonic()
+    result = site.run()
+    later.join()
+    assert not site.handed_over(result)  # proven by the marker the pusher wrote meanwhile
+    assert time.monotonic() - started >= 1.5
+    assert os.path.getsize(site.marker) == 0
+
+
+def test_it_waits_briefly_for_a_live_pusher_to_take_the_segment_up(site, live_pusher):
+    aside = site.marker + ".aside"
+    os.rename(site.marker, aside)
+    later = threading.Timer(0.3, os.rename, (aside, site.marker))
+    later.start()
+    result = site.run()
+    later.join()
+    assert not site.handed_over(result)
+
+
+def test_without_a_claim_it_hands_over_after_a_short_wait(site, live_pusher):
+    os.unlink(site.marker)
+    started = time.monotonic()
+    assert site.handed_over(site.run())
+    assert 0.9 <= time.monotonic() - started < 20
+
+
+def test_a_claim_of_a_pusher_that_is_gone_holds_nothing_up(site, live_pusher):
+    os.unlink(site.marker)
+    claim(site)
+    live_pusher.kill()
+    live_pusher.wait()
+    started = time.monotonic()
+    assert site.handed_over(site.run())
+    assert time.monotonic() - started < 0.9
+
+
+def test_a_wait_does_not_make_a_wrong_marker_good(site, live_pusher):
+    """The marker that ends the wait is proven as any other: here its segment changed."""
+    aside = site.marker + ".aside"
+    os.rename(site.marker, aside)
+    claim(site)
+    _segment_mtime(site)
+    later = threading.Timer(0.3, os.rename, (aside, site.marker))
+    later.start()
+    result = site.run()
+    later.join()
+    assert site.handed_over(result)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 
 import pytest
 
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive import walpusher
 from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.pushmarker import (
+    CLAIM_SUFFIX,
     Marker,
     parse_marker,
     quick_push,
@@ -190,6 +192,210 @@ def test_the_pusher_refuses_a_directory_that_is_not_pg_wal(tmp_path):
     archive = make_archive(tmp_path)
     with pytest.raises(RestorekeeperError, match="not a pg_wal directory"):
         pusher(archive, str(tmp_path)).run(once=True)
+
+
+# ------------------------------------------------- workers, pipeline and claims
+
+
+def test_upload_max_is_validated_with_a_clear_message(tmp_path):
+    assert Config.load(write_config(tmp_path)).archive.upload_max == 8
+    assert Config.load(write_config(tmp_path, upload_max=16)).archive.upload_max == 16
+    with pytest.raises(ConfigError, match=r"upload_max must be at least 1"):
+        Config.load(write_config(tmp_path, upload_max=0))
+    with pytest.raises(ConfigError, match=r"upload_max 65 is too large") as refused:
+        Config.load(write_config(tmp_path, upload_max=65))
+    assert "1 to 64" in str(refused.value.hint)
+    with pytest.raises(ConfigError, match="upload_max 'many' is not an integer"):
+        Config.load(write_config(tmp_path, upload_max="many"))
+
+
+def test_uploads_to_a_remote_repository_are_not_bounded_by_process_max(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    local = make_archive(tmp_path / "a", process_max=2, upload_max=6)
+    assert pusher(local, pg_wal(tmp_path / "a", NAMES[:1])).workers == 2  # posix: CPU-bound, process_max
+    remote = as_remote(make_archive(tmp_path / "b", process_max=2, upload_max=6))
+    assert pusher(remote, pg_wal(tmp_path / "b", NAMES[:1])).workers == 6
+
+
+class SlowPushes:
+    """Wraps WalArchive.push: each push of a name in `slow` takes `slow_seconds`, every other one
+    `seconds`; records how many run at once and when each ended."""
+
+    def __init__(self, archive, seconds: float, slow=(), slow_seconds: float = 0.0) -> None:
+        self.push, self.seconds, self.slow, self.slow_seconds = archive.push, seconds, set(slow), slow_seconds
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+        self.ended = {}
+        archive.push = self
+
+    def __call__(self, path, name, compress_threads=None):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            threading.Event().wait(self.slow_seconds if name in self.slow else self.seconds)
+            return self.push(path, name, compress_threads)
+        finally:
+            with self.lock:
+                self.running -= 1
+                self.ended[name] = time.monotonic()
+
+
+def test_the_pool_keeps_upload_max_pushes_in_flight(tmp_path):
+    names = [segment_name(1, n) for n in range(1, 13)]
+    archive = as_remote(make_archive(tmp_path, upload_max=4, batch_max=2))
+    slow = SlowPushes(archive, 0.15)
+    assert pusher(archive, pg_wal(tmp_path, names)).run(once=True) == {"pushed": 12, "stopped": "one pass"}
+    assert slow.most == 4  # neither process_max (2) nor batch_max (2) bounds the uploads
+    assert archive.names() == names
+    assert all(read_marker(marker_file(archive, name)).confirmed for name in names)
+
+
+def test_the_pool_is_fed_continuously_not_batch_then_wait(tmp_path):
+    """One slow upload does not hold up the others: the free worker goes on
+    with the next ready files (each marked as soon as it is durable) while it
+    is under way."""
+    names = [segment_name(1, n) for n in range(1, 9)]
+    archive = as_remote(make_archive(tmp_path, upload_max=2))
+    slow = SlowPushes(archive, 0.02, slow=[names[0]], slow_seconds=1.5)
+    pusher(archive, pg_wal(tmp_path, names)).run(once=True)
+    assert slow.most == 2
+    assert all(slow.ended[name] < slow.ended[names[0]] for name in names[1:])
+    assert archive.names() == names
+
+
+def test_a_push_under_way_holds_a_claim_that_goes_with_its_push(tmp_path):
+    archive = as_remote(make_archive(tmp_path, upload_max=1))
+    wal_dir = pg_wal(tmp_path, NAMES[:2])
+    claim = marker_file(archive, NAMES[0])[:-len(".ok")] + CLAIM_SUFFIX
+    seen = {}
+
+    def push(path, name, compress_threads=None, original=archive.push):
+        seen[name] = (os.path.exists(claim), os.path.exists(marker_file(archive, NAMES[0])))
+        return original(path, name, compress_threads)
+    archive.push = push
+    os.makedirs(os.path.dirname(claim), exist_ok=True)
+    stale = claim.replace(NAMES[0], NAMES[4])
+    open(stale, "w").close()  # a killed pusher's claim
+    pusher(archive, wal_dir).run(once=True)
+    assert seen[NAMES[0]] == (True, False)  # claimed while pushed, before the marker
+    assert seen[NAMES[1]] == (False, True)  # the claim went after the marker came
+    assert not os.path.exists(stale)
+    assert [e for e in os.listdir(os.path.dirname(claim)) if e.endswith(CLAIM_SUFFIX)] == []
+
+
+@pytest.fixture
+def other_process():
+    """A live process other than this one (whose pid a claim can hold)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_the_pusher_leaves_a_file_claimed_by_a_live_batch_alone(tmp_path, other_process):
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walasync import take_claim
+
+    archive = as_remote(make_archive(tmp_path))
+    wal_dir = pg_wal(tmp_path, NAMES[:3])
+    spool = os.path.dirname(marker_file(archive, NAMES[0]))
+    os.makedirs(spool)
+    claim = marker_file(archive, NAMES[0])[:-len(".ok")] + CLAIM_SUFFIX
+    with open(claim, "w") as handle:
+        handle.write("%d\n" % other_process.pid)  # a batch pushing it now
+    assert take_claim(spool, NAMES[0]) is None
+    assert pusher(archive, wal_dir).run(once=True)["pushed"] == 2
+    assert archive.names() == NAMES[1:3] and os.path.exists(claim)
+    other_process.kill()
+    other_process.wait()
+    assert pusher(archive, wal_dir).run(once=True)["pushed"] == 1  # a dead holder's claim holds nothing
+    assert archive.names() == NAMES[:3] and not os.path.exists(claim)
+
+
+def test_a_batch_leaves_a_file_claimed_by_the_live_pusher_alone(tmp_path, other_process):
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive.walasync import _push_batch
+
+    archive = make_archive(tmp_path)
+    wal_dir = pg_wal(tmp_path, NAMES[:2])
+    spool = os.path.dirname(marker_file(archive, NAMES[0]))
+    os.makedirs(spool)
+    with open(os.path.join(spool, NAMES[1] + CLAIM_SUFFIX), "w") as handle:
+        handle.write("%d\n" % other_process.pid)
+    batch = [(os.path.join(wal_dir, name), name) for name in NAMES[:2]]
+    assert _push_batch(archive, spool, batch, sources_identity(archive.config.path)) == [NAMES[0]]
+    assert archive.names() == NAMES[:1]
+    assert [e for e in os.listdir(spool) if e.endswith(CLAIM_SUFFIX)] == [NAMES[1] + CLAIM_SUFFIX]
+
+
+def test_a_failed_push_leaves_no_marker_and_no_claim_and_is_retried(tmp_path, monkeypatch):
+    monkeypatch.setattr(walpusher, "POLL_SECONDS", 0.05)
+    archive = as_remote(make_archive(tmp_path))
+    wal_dir = pg_wal(tmp_path, NAMES[:2])
+    attempts = []
+
+    def push(path, name, compress_threads=None, original=archive.push):
+        attempts.append(name)
+        if name == NAMES[0] and attempts.count(name) == 1:
+            raise OSError("the store went away")
+        return original(path, name, compress_threads)
+    archive.push = push
+    lines = []
+    stop = threading.Event()
+    running = walpusher.Pusher(archive, wal_dir, sources_identity(archive.config.path), log=lines.append)
+    worker = threading.Thread(target=running.run, kwargs={"stop": stop})
+    worker.start()
+    try:
+        for _attempt in range(200):
+            if os.path.exists(marker_file(archive, NAMES[0])):
+                break
+            stop.wait(0.02)
+    finally:
+        stop.set()
+        worker.join(10)
+    assert attempts.count(NAMES[0]) == 2 and read_marker(marker_file(archive, NAMES[0])).confirmed
+    assert any("the store went away" in line for line in lines)
+    spool = os.path.dirname(marker_file(archive, NAMES[0]))
+    assert [e for e in os.listdir(spool) if e.endswith(CLAIM_SUFFIX)] == []
+
+
+def test_a_push_proven_by_the_store_is_confirmed_without_reading_it_back(tmp_path, monkeypatch):
+    """What the PUT response proved (PushOutcome.confirmed) confirms the marker;
+    only without it is the object read back."""
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive import walasync
+
+    archive = as_remote(make_archive(tmp_path))
+    wal_dir = pg_wal(tmp_path, NAMES[:2])
+    reads = []
+    monkeypatch.setattr(walasync, "_archived_as", lambda *args: reads.append(args[2]) or True)
+
+    def push(path, name, compress_threads=None, original=archive.push):
+        return original(path, name, compress_threads)._replace(confirmed=name == NAMES[0])
+    archive.push = push
+    pusher(archive, wal_dir).run(once=True)
+    assert reads == [NAMES[1]]
+    assert read_marker(marker_file(archive, NAMES[0])).confirmed and read_marker(marker_file(archive, NAMES[1])).confirmed
+
+
+def test_wal_push_waiting_for_the_pushers_marker_trusts_it_without_the_repository(tmp_path):
+    """The marker that ends wal-push's wait for the pusher is proven as the
+    quick path proves it: no request to a remote repository."""
+    from ansible_collections.restorekeeper.postgresql.plugins.module_utils.archive import walasync
+
+    archive = as_remote(make_archive(tmp_path))
+    wal_dir = pg_wal(tmp_path, NAMES[:1])
+    pusher(archive, wal_dir).run(once=True)
+
+    def unreachable(*_args, **_kwargs):
+        raise AssertionError("the repository was asked")
+    archive.storage.read_prefix = archive.storage.exists = archive.storage.check_ready = unreachable
+    spool = os.path.dirname(marker_file(archive, NAMES[0]))
+    outcome = walasync._proven_marker(archive, spool, os.path.join(wal_dir, NAMES[0]), NAMES[0])
+    assert outcome is not None and outcome.status == "already-archived"
+    assert not os.path.exists(marker_file(archive, NAMES[0]))  # used once
 
 
 # ----------------------------------------------------------------- queue limit

@@ -173,3 +173,28 @@ def test_pgbackrest_and_ours_point_at_the_https_endpoint(tmp_path):
     assert options["repo1-storage-ca-file"] == str(tmp_path / "ca.pem") and options["repo1-s3-uri-style"] == "path"
     lines = s3bench.ours_repository_lines(endpoint, "b-bench", "ours")
     assert "endpoint_url = https://localhost:4443" in lines and "ca_bundle = %s" % (tmp_path / "ca.pem") in lines
+
+
+def test_only_selects_areas_of_the_large_profile():
+    assert large.areas_of(["archive", "backup", "incremental", "restore", "drill"]) == large.AREAS
+    assert large.areas_of(["archive"]) == ("archive-local", "archive-s3")
+    assert large.areas_of(["archive-s3"]) == ("archive-s3",)
+    assert large.areas_of(["restore"]) == ("database",)
+    options = large.Options(20, 200, 8, 3, ("archive-s3",), ("ours-pusher",))
+    assert options.times("archive-s3", "ours-pusher")
+    assert not options.times("archive-s3", "pgbackrest-async") and not options.times("archive-local", "ours-pusher")
+    assert large.Options(20, 200, 8, 3).times("archive-local", "floor")
+
+
+def test_run_refuses_large_only_selectors_without_the_large_profile(capsys):
+    from bench import run
+
+    args = run.parse_args(["--profile", "large", "--only", "archive-s3", "--archive-paths", "ours-pusher"])
+    assert args.only == ["archive-s3"] and args.archive_paths == ["ours-pusher"]
+    assert args.output.name == "large-archive-s3.md" and args.output.parent.name == "results"
+    assert run.parse_args(["--profile", "large"]).output.name == "results.md"
+    for argv in (["--only", "archive-s3"], ["--archive-paths", "floor"],
+                 ["--profile", "large", "--archive-paths", "nothing"]):
+        with pytest.raises(SystemExit):
+            run.parse_args(argv)
+    assert "needs --profile large" in capsys.readouterr().err
