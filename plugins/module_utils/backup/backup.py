@@ -18,6 +18,12 @@ with psycopg2 the backup talks the replication protocol instead
 arrives, nothing staged. Otherwise pg_basebackup writes the tars into a
 staging directory first (_staged). The record's "transport" says which
 (choose_transport).
+
+Archives are written as resumable chunks (repo/resumable.py): while the
+backup runs its set holds resume/ indexes, removed before backup.json. A
+later backup of the same cluster, type, parent and compression reuses every
+chunk of a killed one whose bytes are unchanged, records it under "resumed"
+and removes the sets it resumed from once it is published.
 """
 
 from __future__ import annotations

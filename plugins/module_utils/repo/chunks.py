@@ -19,10 +19,12 @@ interruption. So an archive is written as consecutive objects of at most
   is damaged".
 * A copy (``ship``) sends chunks as separate objects and skips those the copy
   already holds, so a copy interrupted after 9 of 10 chunks sends one more
-  chunk, not the whole archive. A killed *backup* cannot resume: a new
-  pg_basebackup run streams different bytes; its chunks are removed (or, if
-  the process was killed, belong to a set without a record, which restores
-  never use and ``expire`` removes).
+  chunk, not the whole archive.
+
+ChunkedWriter cuts the bytes it is given (logical dumps) at exactly
+``chunk_size``. Base backups use repo/resumable.py instead, which cuts the
+tar at headers and compresses each chunk on its own so that a killed backup
+can resume; both lay chunks out as described here.
 
 Nothing is buffered here: bytes go straight to the backend's writer, whose
 own memory bound applies (S3: the parts in flight).
